@@ -103,6 +103,12 @@ impl BatchHeader {
                 length: batch_length,
             });
         }
+        let last_offset_delta = be_i32(buf, 23);
+        if last_offset_delta < 0 {
+            return Err(RecordsError::Invalid {
+                reason: "negative last offset delta",
+            });
+        }
         Ok(BatchHeader {
             base_offset: be_i64(buf, 0),
             batch_length,
@@ -110,7 +116,7 @@ impl BatchHeader {
             magic,
             crc: u32::from_be_bytes(buf[17..21].try_into().expect("4 bytes")),
             attributes: be_i16(buf, 21),
-            last_offset_delta: be_i32(buf, 23),
+            last_offset_delta,
             base_timestamp: be_i64(buf, 27),
             max_timestamp: be_i64(buf, 35),
             producer_id: be_i64(buf, 43),

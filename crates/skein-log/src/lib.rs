@@ -1,0 +1,38 @@
+//! `skein-log`: one partition's durable log.
+//!
+//! A partition directory holds segments named by their base offset, zero-padded to 20 digits:
+//!
+//! - `<base>.log`: record batches (magic 2) exactly as produced; only `base_offset` was
+//!   written by the log. The on-disk format is the wire format.
+//! - `<base>.index`: sparse offset index, `(relative_offset u32, position u32)` big-endian,
+//!   one entry every `index_interval_bytes` of log, keyed by batch base offset.
+//! - `<base>.timeindex`: sparse time index, `(timestamp i64, relative_offset u32)`, strictly
+//!   increasing timestamps (the running maximum and the batch that reached it).
+//!
+//! and checkpoint files, each replaced atomically (write, fsync, rename, fsync directory):
+//! `recovery-point-offset-checkpoint`, `log-start-offset`, `high-watermark` (version line `0`
+//! then the value), `leader-epoch-checkpoint` (Kafka's layout: `0`, count, `epoch offset`
+//! lines), and the empty `.clean-shutdown` marker written by `Log::close`.
+//!
+//! **This crate knows nothing about the network or consumer groups**, and never panics on bad
+//! files: damage is repaired by truncation where Kafka would, and reported as an error
+//! elsewhere.
+
+mod batch;
+mod checkpoint;
+mod config;
+mod epoch;
+mod error;
+mod index;
+mod log;
+mod record_scan;
+mod recovery;
+mod segment;
+mod sync;
+
+pub use batch::BatchHeader;
+pub use config::LogConfig;
+pub use error::LogError;
+pub use log::{AppendInfo, Log, ReadResult, RetentionReport};
+pub use recovery::RecoveryReport;
+pub use sync::SyncHandle;

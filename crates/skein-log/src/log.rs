@@ -1,0 +1,719 @@
+//! `Log`: one partition's durable log, a list of segments plus its checkpoints.
+//!
+//! Offsets are assigned here. The log is not thread-safe by itself (the broker wraps it in a
+//! mutex); everything is synchronous `std::fs` I/O. `append` writes to the page cache only;
+//! durability comes from `flush`, a `SyncHandle`, or rolling a segment (which fsyncs it).
+
+use std::fs;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::batch::{parse_header, set_base_offset, BatchHeader, BATCH_HEADER_LEN};
+use crate::checkpoint::{self, HIGH_WATERMARK_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
+use crate::config::LogConfig;
+use crate::epoch::LeaderEpochCache;
+use crate::error::{IoContext, LogError};
+use crate::record_scan;
+use crate::segment::{ScanOptions, Segment};
+use crate::sync::SyncHandle;
+
+/// What an `append` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// The offset assigned to the first record.
+    pub base_offset: i64,
+    /// The offset of the last record.
+    pub last_offset: i64,
+    /// The number of batches appended.
+    pub batch_count: usize,
+    /// The number of bytes appended.
+    pub bytes: usize,
+    /// The largest batch `max_timestamp` among the appended batches.
+    pub max_timestamp: i64,
+}
+
+/// What a `read` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole record batches, exactly as stored.
+    pub records: Bytes,
+    /// The offset after the last returned batch (the requested offset when nothing returned).
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// What `apply_retention` deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub deleted_segments: usize,
+    pub deleted_bytes: u64,
+    /// The log start offset afterwards.
+    pub log_start_offset: i64,
+}
+
+/// The values last written to the single-value checkpoint files, to skip rewriting them.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    pub recovery_point: Option<i64>,
+    pub high_watermark: Option<i64>,
+    pub log_start_offset: Option<i64>,
+}
+
+/// One partition's log. See the crate documentation for the on-disk layout.
+#[derive(Debug)]
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    /// Sorted by base offset, never empty; the last one is the active segment.
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) log_start_offset: i64,
+    pub(crate) high_watermark: i64,
+    pub(crate) recovery_point: i64,
+    pub(crate) epochs: LeaderEpochCache,
+    pub(crate) written: Written,
+    pub(crate) closed: bool,
+}
+
+/// Splits `buf` into batches, checking that each header parses and each batch is whole.
+fn split_batches(buf: &[u8]) -> Result<Vec<(usize, BatchHeader)>, LogError> {
+    if buf.is_empty() {
+        return Err(LogError::InvalidBatch {
+            position: 0,
+            reason: "no batches to append".to_string(),
+        });
+    }
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < buf.len() {
+        let rest = &buf[pos..];
+        if rest.len() < BATCH_HEADER_LEN {
+            return Err(LogError::InvalidBatch {
+                position: pos,
+                reason: format!("{} trailing bytes, shorter than a batch header", rest.len()),
+            });
+        }
+        let header = parse_header(rest).map_err(|reason| LogError::InvalidBatch {
+            position: pos,
+            reason,
+        })?;
+        if header.total_len() > rest.len() {
+            return Err(LogError::InvalidBatch {
+                position: pos,
+                reason: format!(
+                    "batch of {} bytes but only {} remain",
+                    header.total_len(),
+                    rest.len()
+                ),
+            });
+        }
+        out.push((pos, header));
+        pos += header.total_len();
+    }
+    Ok(out)
+}
+
+impl Log {
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("invariant: a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("invariant: a log always has an active segment")
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Appends one or more validated v2 batches laid out back to back.
+    ///
+    /// Offsets are assigned from the log end offset and written into each batch's `base_offset`
+    /// in place (the CRC does not cover that field). The active segment rolls first when the
+    /// append would make it larger than `segment_bytes`, when its first append is more than
+    /// `segment_ms` before `now_ms` (after a restart: its first batch's max timestamp, capped at
+    /// the open time), when an index would grow past `segment_index_bytes`, or when offsets would overflow its 32-bit relative
+    /// offsets. A batch whose `partition_leader_epoch` is newer than the latest known epoch
+    /// starts that epoch in the leader-epoch cache (Kafka's rule). CRCs are not re-verified:
+    /// the broker validated the batches.
+    pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let mut headers = split_batches(batches)?;
+        if u32::try_from(batches.len()).is_err() {
+            return Err(LogError::InvalidBatch {
+                position: 0,
+                reason: format!("append of {} bytes is too large", batches.len()),
+            });
+        }
+        let offset_count: i64 = headers
+            .iter()
+            .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        if offset_count > i64::from(u32::MAX) {
+            return Err(LogError::InvalidBatch {
+                position: 0,
+                reason: format!("append of {offset_count} offsets is too large"),
+            });
+        }
+        self.maybe_roll(batches.len(), offset_count, now_ms)?;
+
+        let base_offset = self.log_end_offset();
+        let mut next = base_offset;
+        let mut max_timestamp = i64::MIN;
+        let mut epochs_changed = false;
+        for (pos, header) in headers.iter_mut() {
+            set_base_offset(&mut batches[*pos..], next);
+            header.base_offset = next;
+            next = header.last_offset() + 1;
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+            let epoch = header.partition_leader_epoch;
+            if epoch >= 0 && self.epochs.latest_epoch().is_none_or(|e| epoch > e) {
+                epochs_changed |= self.epochs.assign(epoch, header.base_offset);
+            }
+        }
+        if epochs_changed {
+            checkpoint::write_epochs(&self.dir, self.epochs.entries())?;
+        }
+        let interval = self.config.index_interval_bytes;
+        self.active_mut()
+            .append(batches, &headers, interval, now_ms)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            batch_count: headers.len(),
+            bytes: batches.len(),
+            max_timestamp,
+        })
+    }
+
+    fn maybe_roll(&mut self, bytes: usize, offsets: i64, now_ms: i64) -> Result<(), LogError> {
+        let segment = self.active();
+        if segment.is_empty() {
+            return Ok(());
+        }
+        // Positions in the offset index are 32-bit, like Kafka's int `segment.bytes`.
+        let segment_bytes_max = self.config.segment_bytes.min(u64::from(u32::MAX));
+        let too_big = segment.size() + bytes as u64 > segment_bytes_max;
+        let too_old = segment
+            .roll_base_ms()
+            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+        let indexes_full = segment.indexes_full(self.config.segment_index_bytes);
+        let last_relative = self.log_end_offset() + offsets - 1 - segment.base_offset();
+        let offsets_overflow = last_relative > i64::from(u32::MAX);
+        if too_big || too_old || indexes_full || offsets_overflow {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment at the log end offset, sealing (and fsyncing) the old one.
+    /// Does nothing when the active segment is empty.
+    pub fn roll(&mut self) -> Result<(), LogError> {
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        let leo = self.log_end_offset();
+        self.active_mut().seal()?;
+        let segment = Segment::create(&self.dir, leo)?;
+        checkpoint::sync_dir(&self.dir)?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled segment");
+        self.segments.push(segment);
+        // Every earlier segment was fsynced when it stopped being active.
+        self.recovery_point = leo;
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one containing `start_offset`.
+    ///
+    /// At least one batch is returned even when it is larger than `max_bytes` (KIP-74); after
+    /// it, batches are added while the total stays within `max_bytes`, across segments. No
+    /// batch whose last offset is at or after `max_offset_exclusive` (the high watermark for
+    /// consumers) is returned. `start_offset == log_end_offset` gives an empty result; outside
+    /// `[log_start_offset, log_end_offset]` is `OffsetOutOfRange`.
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: Option<i64>,
+    ) -> Result<ReadResult, LogError> {
+        let leo = self.log_end_offset();
+        if start_offset < self.log_start_offset || start_offset > leo {
+            return Err(LogError::OffsetOutOfRange {
+                requested: start_offset,
+                log_start: self.log_start_offset,
+                log_end: leo,
+            });
+        }
+        let limit = max_offset_exclusive.unwrap_or(leo).min(leo);
+        let mut out = Vec::new();
+        let mut next_offset = start_offset;
+        if start_offset < limit {
+            let mut index = self.segment_index_for(start_offset);
+            let mut pos_header = self.segments[index].find_batch(start_offset)?;
+            while let Some((pos, header)) = pos_header {
+                let segment = &self.segments[index];
+                let remaining = max_bytes.saturating_sub(out.len());
+                let (last, reached_end) = segment.read_batches(
+                    pos,
+                    &header,
+                    remaining,
+                    out.is_empty(),
+                    limit,
+                    &mut out,
+                )?;
+                if let Some(last) = last {
+                    next_offset = last + 1;
+                }
+                if !reached_end || index + 1 >= self.segments.len() || out.len() >= max_bytes {
+                    break;
+                }
+                index += 1;
+                let next_segment = &self.segments[index];
+                pos_header = if next_segment.is_empty() {
+                    None
+                } else {
+                    Some((0, next_segment.read_header_at(0)?))
+                };
+            }
+        }
+        Ok(ReadResult {
+            records: Bytes::from(out),
+            next_offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: leo,
+            high_watermark: self.high_watermark,
+        })
+    }
+
+    /// The index of the segment that holds `offset` (the last one whose base is `<=` it).
+    fn segment_index_for(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1)
+    }
+
+    /// The first offset that may be read.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    /// The high watermark: kept apart from the log end offset and set by the broker.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// Sets the high watermark, clamped to `[log_start_offset, log_end_offset]`. Persisted by
+    /// `flush`, `checkpoint` and `close`.
+    pub fn set_high_watermark(&mut self, hw: i64) {
+        self.high_watermark = hw.clamp(self.log_start_offset, self.log_end_offset());
+    }
+
+    /// Bytes in all segment log files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.iter().map(Segment::base_offset).collect()
+    }
+
+    /// fdatasyncs the active segment (earlier ones were synced when they rolled), advances the
+    /// recovery point to the log end offset and writes the checkpoint files that changed.
+    /// Returns the new recovery point.
+    pub fn flush(&mut self) -> Result<i64, LogError> {
+        self.active_mut().sync()?;
+        self.recovery_point = self.log_end_offset();
+        self.checkpoint()?;
+        Ok(self.recovery_point)
+    }
+
+    /// A handle to fsync the active segment without holding the partition lock.
+    pub fn sync_handle(&self) -> SyncHandle {
+        let active = self.active();
+        SyncHandle {
+            file: std::sync::Arc::clone(active.log_file()),
+            path: active.path().to_path_buf(),
+            end_offset: self.log_end_offset(),
+        }
+    }
+
+    /// Records that offsets below `offset` are durable (the result of `SyncHandle::sync`).
+    pub fn mark_durable(&mut self, offset: i64) {
+        let leo = self.log_end_offset();
+        if offset > self.recovery_point {
+            self.recovery_point = offset.min(leo);
+        }
+        if offset >= leo {
+            // Nothing was appended since the handle was taken, so it synced the active file.
+            self.active_mut().mark_synced();
+        }
+    }
+
+    /// Offsets below the recovery point are known to be durable.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Writes the recovery point, high watermark and log start checkpoints that changed since
+    /// they were last written. Meant for a periodic task; `flush` and `close` call it too.
+    pub fn checkpoint(&mut self) -> Result<(), LogError> {
+        let values = [
+            (RECOVERY_POINT_FILE, self.recovery_point),
+            (HIGH_WATERMARK_FILE, self.high_watermark),
+            (LOG_START_OFFSET_FILE, self.log_start_offset),
+        ];
+        for (name, value) in values {
+            let last = match name {
+                RECOVERY_POINT_FILE => &mut self.written.recovery_point,
+                HIGH_WATERMARK_FILE => &mut self.written.high_watermark,
+                _ => &mut self.written.log_start_offset,
+            };
+            if *last != Some(value) {
+                checkpoint::write_value(&self.dir, name, value)?;
+                *last = Some(value);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_log_start_checkpoint(&mut self) -> Result<(), LogError> {
+        checkpoint::write_value(&self.dir, LOG_START_OFFSET_FILE, self.log_start_offset)?;
+        self.written.log_start_offset = Some(self.log_start_offset);
+        Ok(())
+    }
+
+    /// The first record with a timestamp `>= ts_ms` at or after the log start offset, as
+    /// `(offset, timestamp)`, for ListOffsets by timestamp.
+    ///
+    /// The time index gives the starting point; the batch is found by its `max_timestamp`,
+    /// then its records are decoded to find the exact record. For compressed batches the
+    /// records are not decompressed: the answer is the batch's base offset and its
+    /// `max_timestamp`, an approximation (a consumer starting there sees a few earlier
+    /// records).
+    pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let log_start = self.log_start_offset;
+        for segment in &self.segments {
+            if segment.next_offset() <= log_start
+                || segment.max_timestamp().is_none_or(|m| m.timestamp < ts_ms)
+            {
+                continue;
+            }
+            let mut found = None;
+            let opts = ScanOptions {
+                expected_offset: None,
+                verify_crc: false,
+                chunk: 64 * 1024,
+            };
+            let end = segment.scan(segment.time_search_start(ts_ms), opts, |h, pos| {
+                if h.max_timestamp < ts_ms || h.last_offset() < log_start {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                if record_scan::is_compressed(h) {
+                    found = Some((h.base_offset.max(log_start), h.max_timestamp));
+                    return Ok(ControlFlow::Break(()));
+                }
+                let batch = segment.read_batch(pos, h)?;
+                match record_scan::first_record_at_or_after(&batch, h, ts_ms, log_start) {
+                    Ok(Some(hit)) => {
+                        found = Some(hit);
+                        Ok(ControlFlow::Break(()))
+                    }
+                    Ok(None) => Ok(ControlFlow::Continue(())),
+                    Err(reason) => Err(LogError::Corrupt {
+                        path: segment.path().to_path_buf(),
+                        position: pos,
+                        reason,
+                    }),
+                }
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+            if let Some(problem) = end.problem {
+                return Err(LogError::Corrupt {
+                    path: segment.path().to_path_buf(),
+                    position: end.end_pos,
+                    reason: problem,
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp, as `(offset, timestamp)`, for ListOffsets
+    /// `MAX_TIMESTAMP` (-3); the earliest one on ties.
+    ///
+    /// Segments track the largest batch `max_timestamp` and the batch carrying it; that batch
+    /// is read to find the exact record when it is uncompressed. For a compressed batch the
+    /// answer is the batch's last offset. Records below the log start offset are not excluded
+    /// (as long as their segment exists).
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let mut best: Option<(&Segment, crate::segment::MaxTimestamp)> = None;
+        for segment in &self.segments {
+            if let Some(m) = segment.max_timestamp() {
+                if best.is_none_or(|(_, b)| m.timestamp > b.timestamp) {
+                    best = Some((segment, m));
+                }
+            }
+        }
+        let Some((segment, max)) = best else {
+            return Ok(None);
+        };
+        let Some((pos, header)) = segment.find_batch(max.batch_base_offset)? else {
+            return Ok(Some((max.batch_base_offset, max.timestamp)));
+        };
+        if record_scan::is_compressed(&header) {
+            return Ok(Some((header.last_offset(), max.timestamp)));
+        }
+        let batch = segment.read_batch(pos, &header)?;
+        let exact =
+            record_scan::first_record_with_max_timestamp(&batch, &header).map_err(|reason| {
+                LogError::Corrupt {
+                    path: segment.path().to_path_buf(),
+                    position: pos,
+                    reason,
+                }
+            })?;
+        Ok(Some(exact.unwrap_or((header.last_offset(), max.timestamp))))
+    }
+
+    /// DeleteRecords: raises the log start offset to `offset` (persisted at once) and deletes
+    /// the segments wholly below it, never the active one. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let leo = self.log_end_offset();
+        if offset > leo || offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: self.log_start_offset,
+                log_end: leo,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.raise_log_start(offset)?;
+        while self.segments.len() > 1 && self.segments[0].next_offset() <= offset {
+            self.segments.remove(0).delete_files()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Raises the log start offset, persisting it and trimming the epoch cache.
+    fn raise_log_start(&mut self, offset: i64) -> Result<(), LogError> {
+        self.log_start_offset = offset;
+        self.high_watermark = self.high_watermark.max(offset);
+        self.recovery_point = self.recovery_point.max(offset);
+        self.write_log_start_checkpoint()?;
+        if self.epochs.truncate_from_start(offset) {
+            checkpoint::write_epochs(&self.dir, self.epochs.entries())?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segments (never the active one) whose largest timestamp is more than
+    /// `retention_ms` old, then, while the log is larger than `retention_bytes`, the oldest
+    /// segments whose removal keeps it at or above that size. Raises the log start offset.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let mut doomed = 0usize;
+        if self.config.retention_ms >= 0 {
+            while doomed + 1 < self.segments.len() {
+                let expired = match self.segments[doomed].max_timestamp() {
+                    Some(m) => now_ms.saturating_sub(m.timestamp) > self.config.retention_ms,
+                    None => true,
+                };
+                if !expired {
+                    break;
+                }
+                doomed += 1;
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let kept: u64 = self.segments[doomed..].iter().map(Segment::size).sum();
+            let mut excess = kept as i64 - self.config.retention_bytes;
+            while doomed + 1 < self.segments.len() {
+                let size = self.segments[doomed].size() as i64;
+                if excess - size < 0 {
+                    break;
+                }
+                excess -= size;
+                doomed += 1;
+            }
+        }
+        let mut report = RetentionReport {
+            log_start_offset: self.log_start_offset,
+            ..RetentionReport::default()
+        };
+        if doomed == 0 {
+            return Ok(report);
+        }
+        let new_start = self.segments[doomed].base_offset();
+        if new_start > self.log_start_offset {
+            // Persist first: a crash mid-deletion must not resurrect deleted offsets.
+            self.raise_log_start(new_start)?;
+        }
+        for segment in self.segments.drain(..doomed).collect::<Vec<_>>() {
+            report.deleted_segments += 1;
+            report.deleted_bytes += segment.size();
+            tracing::info!(segment = %segment.path().display(), "deleting segment by retention");
+            segment.delete_files()?;
+        }
+        report.log_start_offset = self.log_start_offset;
+        Ok(report)
+    }
+
+    /// Replaces the configuration; it applies from the next append or retention pass.
+    pub fn update_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// Removes every record at or after `offset` (for replication). Cuts at the start of the
+    /// batch containing `offset`, so the new log end offset is that batch's base offset (it is
+    /// `offset` itself when `offset` is a batch boundary). An `offset` below the log start
+    /// empties the log and starts it at `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        let leo = self.log_end_offset();
+        if offset >= leo {
+            return Ok(());
+        }
+        if offset < self.log_start_offset || offset < self.segments[0].base_offset() {
+            let offset = offset.max(0);
+            for segment in std::mem::take(&mut self.segments) {
+                segment.delete_files()?;
+            }
+            self.segments.push(Segment::create(&self.dir, offset)?);
+            checkpoint::sync_dir(&self.dir)?;
+            self.log_start_offset = offset;
+            self.write_log_start_checkpoint()?;
+        } else {
+            while self.segments.len() > 1 && self.active().base_offset() >= offset {
+                if let Some(segment) = self.segments.pop() {
+                    segment.delete_files()?;
+                }
+            }
+            let interval = self.config.index_interval_bytes;
+            self.active_mut().truncate_to(offset, interval)?;
+        }
+        let leo = self.log_end_offset();
+        self.high_watermark = self.high_watermark.min(leo);
+        if self.recovery_point > leo {
+            // Persist at once: a stale, larger recovery point would let new, unsynced appends
+            // below it skip recovery after a crash.
+            self.recovery_point = leo;
+            checkpoint::write_value(&self.dir, RECOVERY_POINT_FILE, leo)?;
+            self.written.recovery_point = Some(leo);
+        }
+        if self.epochs.truncate_from_end(leo) {
+            checkpoint::write_epochs(&self.dir, self.epochs.entries())?;
+        }
+        Ok(())
+    }
+
+    /// Records that leader `epoch` starts at `start_offset` (no-op when it is already the
+    /// latest epoch) and persists the leader-epoch checkpoint.
+    pub fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
+        if self.epochs.assign(epoch, start_offset) {
+            checkpoint::write_epochs(&self.dir, self.epochs.entries())?;
+        }
+        Ok(())
+    }
+
+    /// The latest leader epoch, if any was recorded.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// OffsetForLeaderEpoch: `(largest epoch <= epoch, end offset of that epoch)`; `None`
+    /// when undefined (no epochs, or `epoch` newer than the latest).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader-epoch cache entries, `(epoch, start_offset)`, oldest first.
+    pub fn leader_epochs(&self) -> &[(i32, i64)] {
+        self.epochs.entries()
+    }
+
+    /// Calls `f` with the header of every batch whose last offset is at or after
+    /// `from_offset`, in offset order (used to rebuild producer state at startup).
+    pub fn scan_batches(
+        &self,
+        from_offset: i64,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let first = self.segment_index_for(from_offset);
+        for segment in &self.segments[first..] {
+            let _always_continues = segment.for_each_batch_from(from_offset, |h, _| {
+                f(h);
+                Ok(ControlFlow::Continue(()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, writes all checkpoints and the clean-shutdown marker.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.close_inner()
+    }
+
+    fn close_inner(&mut self) -> Result<(), LogError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.active_mut().seal()?;
+        self.recovery_point = self.log_end_offset();
+        self.checkpoint()?;
+        checkpoint::write_atomic(&self.dir, checkpoint::CLEAN_SHUTDOWN_FILE, "")?;
+        Ok(())
+    }
+
+    /// Drops the log without flushing, checkpointing or writing the clean-shutdown marker, as
+    /// a crash would. Meant for tests of recovery.
+    pub fn abandon(mut self) {
+        self.closed = true;
+    }
+
+    /// Removes the partition directory and everything in it (topic deletion).
+    pub fn delete(mut self) -> Result<(), LogError> {
+        self.closed = true;
+        let dir = self.dir.clone();
+        self.segments.clear();
+        drop(self);
+        fs::remove_dir_all(&dir).at(&dir)?;
+        if let Some(parent) = dir.parent() {
+            checkpoint::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Log {
+    /// Closes the log cleanly if `close` was not called; errors are logged, not raised.
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "closing log on drop failed");
+        }
+    }
+}
