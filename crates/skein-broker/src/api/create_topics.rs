@@ -1,0 +1,113 @@
+//! CreateTopics: validation, validate-only, and the created topic's configs (v5+).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use skein_protocol::messages::create_topics_request::CreateTopicsRequest;
+use skein_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
+};
+
+use crate::broker::Broker;
+use crate::config::{TopicConfig, TOPIC_CONFIGS};
+use crate::error::{ApiError, ErrorCode};
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut resp = CreateTopicsResponse::default();
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.clone()))
+        .map(|t| t.name.clone())
+        .collect();
+    for t in req.topics {
+        let mut result = CreatableTopicResult {
+            name: t.name.clone(),
+            num_partitions: -1,
+            replication_factor: -1,
+            error_message: None,
+            ..Default::default()
+        };
+        let outcome = (|| -> Result<(), ApiError> {
+            if duplicates.contains(&t.name) {
+                return Err(ApiError::new(
+                    ErrorCode::INVALID_REQUEST,
+                    format!("Create topics request from client contains multiple entries for the topic {}", t.name),
+                ));
+            }
+            let configs: Vec<(String, Option<String>)> = t
+                .configs
+                .iter()
+                .map(|c| (c.name.clone(), c.value.clone()))
+                .collect();
+            let (mut partitions, overrides) = broker.check_new_topic(
+                &t.name,
+                t.num_partitions,
+                t.replication_factor,
+                &configs,
+            )?;
+            if !t.assignments.is_empty() {
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return Err(ApiError::new(
+                        ErrorCode::INVALID_REQUEST,
+                        "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+                    ));
+                }
+                for (i, a) in t.assignments.iter().enumerate() {
+                    if a.partition_index != i as i32 || a.broker_ids != [broker.node_id()] {
+                        return Err(ApiError::new(
+                            ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                            format!(
+                                "Partition {} must be assigned to broker {} only, in partition order.",
+                                a.partition_index,
+                                broker.node_id()
+                            ),
+                        ));
+                    }
+                }
+                partitions = t.assignments.len() as i32;
+            }
+            if !req.validate_only {
+                broker.create_topic(&t.name, partitions, overrides.clone())?;
+            }
+            result.num_partitions = partitions;
+            result.replication_factor = 1;
+            if let Some(topic) = broker.topic(&t.name) {
+                result.topic_id = topic.id;
+            }
+            let tc = TopicConfig {
+                overrides: overrides.into_iter().collect(),
+            };
+            result.configs = Some(
+                TOPIC_CONFIGS
+                    .iter()
+                    .map(|d| {
+                        let (value, source) = tc.value(&broker.config, d);
+                        CreatableTopicConfigs {
+                            name: d.name.to_string(),
+                            value: Some(value),
+                            read_only: false,
+                            config_source: source as i8,
+                            is_sensitive: false,
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+            );
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            result.error_code = e.code.code();
+            result.error_message = Some(e.message);
+            result.configs = None;
+        }
+        let _ = version;
+        resp.topics.push(result);
+    }
+    resp
+}

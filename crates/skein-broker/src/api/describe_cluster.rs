@@ -1,0 +1,41 @@
+//! DescribeCluster: this node, the controller (itself) and the persisted cluster id.
+
+use std::sync::Arc;
+
+use skein_protocol::messages::describe_cluster_request::DescribeClusterRequest;
+use skein_protocol::messages::describe_cluster_response::{
+    DescribeClusterBroker, DescribeClusterResponse,
+};
+
+use crate::broker::Broker;
+use crate::error::ErrorCode;
+
+/// Endpoint type 1 is "brokers"; 2 ("controllers") is for KRaft controllers.
+const ENDPOINT_BROKERS: i8 = 1;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let mut resp = DescribeClusterResponse {
+        cluster_id: broker.cluster_id.clone(),
+        controller_id: broker.node_id(),
+        endpoint_type: req.endpoint_type,
+        ..Default::default()
+    };
+    if version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
+        resp.error_code = ErrorCode::UNSUPPORTED_VERSION.code();
+        resp.error_message = Some("Only the brokers endpoint type is served by this node.".into());
+        return resp;
+    }
+    let addr = broker.advertised();
+    resp.brokers = vec![DescribeClusterBroker {
+        broker_id: broker.node_id(),
+        host: addr.ip().to_string(),
+        port: addr.port() as i32,
+        rack: None,
+        ..Default::default()
+    }];
+    resp
+}

@@ -1,0 +1,85 @@
+//! ListOffsets: earliest, latest, by timestamp and max timestamp.
+
+use std::sync::Arc;
+
+use skein_protocol::messages::list_offsets_request::ListOffsetsRequest;
+use skein_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+
+use super::fetch::check_leader_epoch;
+use super::metadata::LEADER_EPOCH;
+use crate::broker::Broker;
+use crate::error::ErrorCode;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut resp = ListOffsetsResponse::default();
+    for t in req.topics {
+        let topic = broker.topic(&t.name);
+        let mut tr = ListOffsetsTopicResponse {
+            name: t.name,
+            ..Default::default()
+        };
+        for p in t.partitions {
+            let mut pr = ListOffsetsPartitionResponse {
+                partition_index: p.partition_index,
+                timestamp: -1,
+                offset: -1,
+                leader_epoch: -1,
+                ..Default::default()
+            };
+            let epoch_check = check_leader_epoch(p.current_leader_epoch);
+            match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
+                None => pr.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
+                Some(_) if !epoch_check.is_ok() => pr.error_code = epoch_check.code(),
+                Some(partition) => {
+                    let state = partition.lock();
+                    match state.log.as_ref() {
+                        None => pr.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
+                        Some(log) => {
+                            let hw = log.high_watermark();
+                            let found: Result<Option<(i64, i64)>, String> = match p.timestamp {
+                                EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+                                LATEST => Ok(Some((hw, -1))),
+                                MAX_TIMESTAMP => log
+                                    .max_timestamp()
+                                    .map(|r| r.filter(|(o, _)| *o < hw))
+                                    .map_err(|e| e.to_string()),
+                                ts if ts >= 0 => log
+                                    .offset_for_timestamp(ts)
+                                    .map(|r| r.filter(|(o, _)| *o < hw))
+                                    .map_err(|e| e.to_string()),
+                                // Other negative values (such as -5, earliest pending
+                                // upload for tiered storage) have no answer here.
+                                _ => Ok(None),
+                            };
+                            match found {
+                                Ok(Some((offset, ts))) => {
+                                    pr.offset = offset;
+                                    pr.timestamp = ts;
+                                    pr.leader_epoch = LEADER_EPOCH;
+                                    if version == 0 {
+                                        pr.old_style_offsets = vec![offset];
+                                    }
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::error!(topic = %partition.topic, partition = p.partition_index, "offset lookup failed: {e}");
+                                    pr.error_code = ErrorCode::KAFKA_STORAGE_ERROR.code();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}

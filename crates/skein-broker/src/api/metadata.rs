@@ -1,0 +1,123 @@
+//! Metadata: brokers, topics and partitions, creating unknown topics when allowed.
+
+use std::sync::Arc;
+
+use skein_protocol::messages::metadata_request::MetadataRequest;
+use skein_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use skein_protocol::Uuid;
+
+use crate::broker::{Broker, Topic};
+use crate::error::ErrorCode;
+
+/// The leader epoch of every partition on a single node; replication will bump it.
+pub const LEADER_EPOCH: i32 = 0;
+
+pub fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    let node = broker.node_id();
+    MetadataResponseTopic {
+        error_code: 0,
+        name: Some(topic.name.clone()),
+        topic_id: topic.id,
+        is_internal: topic.is_internal(),
+        partitions: (0..topic.partition_count())
+            .map(|index| MetadataResponsePartition {
+                error_code: 0,
+                partition_index: index,
+                leader_id: node,
+                leader_epoch: LEADER_EPOCH,
+                replica_nodes: vec![node],
+                isr_nodes: vec![node],
+                offline_replicas: vec![],
+                ..Default::default()
+            })
+            .collect(),
+        topic_authorized_operations: i32::MIN,
+        ..Default::default()
+    }
+}
+
+fn error_entry(name: Option<String>, id: Uuid, code: ErrorCode) -> MetadataResponseTopic {
+    MetadataResponseTopic {
+        error_code: code.code(),
+        name,
+        topic_id: id,
+        topic_authorized_operations: i32::MIN,
+        ..Default::default()
+    }
+}
+
+pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataResponse {
+    let addr = broker.advertised();
+    let mut resp = MetadataResponse {
+        brokers: vec![MetadataResponseBroker {
+            node_id: broker.node_id(),
+            host: addr.ip().to_string(),
+            port: addr.port() as i32,
+            rack: None,
+            ..Default::default()
+        }],
+        cluster_id: Some(broker.cluster_id.clone()),
+        controller_id: broker.node_id(),
+        cluster_authorized_operations: i32::MIN,
+        ..Default::default()
+    };
+    // Version 0 has no null: an empty list means every topic.
+    let wanted = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t),
+    };
+    let allow_auto_create = if version >= 4 {
+        req.allow_auto_topic_creation
+    } else {
+        true
+    };
+    match wanted {
+        None => {
+            resp.topics = broker
+                .topics()
+                .iter()
+                .map(|t| topic_entry(broker, t))
+                .collect();
+        }
+        Some(requested) => {
+            for t in requested {
+                let entry = match &t.name {
+                    None => match broker.topic_by_id(&t.topic_id) {
+                        Some(topic) => topic_entry(broker, &topic),
+                        None => error_entry(None, t.topic_id, ErrorCode::UNKNOWN_TOPIC_ID),
+                    },
+                    Some(name) => match broker.topic(name) {
+                        Some(topic) => topic_entry(broker, &topic),
+                        None if allow_auto_create && broker.config.auto_create_topics => {
+                            match broker.auto_create_topic(name) {
+                                Ok(topic) => topic_entry(broker, &topic),
+                                // Lost a race with another creator: report what exists now.
+                                Err(e) if e.code == ErrorCode::TOPIC_ALREADY_EXISTS => {
+                                    match broker.topic(name) {
+                                        Some(topic) => topic_entry(broker, &topic),
+                                        None => error_entry(
+                                            Some(name.clone()),
+                                            Uuid::default(),
+                                            ErrorCode::LEADER_NOT_AVAILABLE,
+                                        ),
+                                    }
+                                }
+                                Err(e) => error_entry(Some(name.clone()), Uuid::default(), e.code),
+                            }
+                        }
+                        None => error_entry(
+                            Some(name.clone()),
+                            Uuid::default(),
+                            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        ),
+                    },
+                };
+                resp.topics.push(entry);
+            }
+        }
+    }
+    resp
+}

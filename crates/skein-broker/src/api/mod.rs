@@ -1,0 +1,123 @@
+//! Request handlers, one file per API, behind a dispatcher that only routes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use skein_protocol::{ApiKey, RequestBody, ResponseBody};
+
+use crate::broker::Broker;
+
+mod admin_configs;
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_records;
+mod delete_topics;
+mod describe_cluster;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+pub use api_versions::unsupported_version_response;
+
+/// Who asked, and in which version.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+/// A handler's answer: now, never (acks=0), or once a wait (fsync, long poll) is over.
+pub enum Reply {
+    Now(ResponseBody),
+    Nothing,
+    Later(Pin<Box<dyn Future<Output = ResponseBody> + Send>>),
+}
+
+/// The APIs and version ranges Skein serves, as ApiVersions advertises them.
+///
+/// Produce is advertised from version 0 although only v3+ (record batch v2) is served:
+/// librdkafka turns compression off when the advertised range starts above 0. A v0–v2
+/// request gets UNSUPPORTED_VERSION per partition.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 0, 10),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The version range served for an API, if it is served at all.
+pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+impl Broker {
+    /// Routes one decoded request to its handler. The caller has checked that the API and
+    /// version are in [`SUPPORTED_APIS`].
+    pub fn handle(self: &Arc<Self>, ctx: &RequestContext, body: RequestBody) -> Reply {
+        let v = ctx.api_version;
+        match body {
+            RequestBody::Produce(r) => produce::handle(self, ctx, r),
+            RequestBody::Fetch(r) => Reply::Later(Box::pin(fetch::handle(self.clone(), v, r))),
+            RequestBody::ListOffsets(r) => {
+                Reply::Now(ResponseBody::ListOffsets(list_offsets::handle(self, v, r)))
+            }
+            RequestBody::Metadata(r) => {
+                Reply::Now(ResponseBody::Metadata(metadata::handle(self, v, r)))
+            }
+            RequestBody::ApiVersions(r) => {
+                Reply::Now(ResponseBody::ApiVersions(api_versions::handle(v, r)))
+            }
+            RequestBody::CreateTopics(r) => Reply::Now(ResponseBody::CreateTopics(
+                create_topics::handle(self, v, r),
+            )),
+            RequestBody::DeleteTopics(r) => Reply::Now(ResponseBody::DeleteTopics(
+                delete_topics::handle(self, v, r),
+            )),
+            RequestBody::InitProducerId(r) => Reply::Now(ResponseBody::InitProducerId(
+                init_producer_id::handle(self, r),
+            )),
+            RequestBody::DescribeConfigs(r) => Reply::Now(ResponseBody::DescribeConfigs(
+                admin_configs::describe(self, v, r),
+            )),
+            RequestBody::AlterConfigs(r) => {
+                Reply::Now(ResponseBody::AlterConfigs(admin_configs::alter(self, r)))
+            }
+            RequestBody::IncrementalAlterConfigs(r) => Reply::Now(
+                ResponseBody::IncrementalAlterConfigs(admin_configs::incremental_alter(self, r)),
+            ),
+            RequestBody::CreatePartitions(r) => Reply::Now(ResponseBody::CreatePartitions(
+                create_partitions::handle(self, r),
+            )),
+            RequestBody::DeleteRecords(r) => {
+                Reply::Now(ResponseBody::DeleteRecords(delete_records::handle(self, r)))
+            }
+            RequestBody::DescribeCluster(r) => Reply::Now(ResponseBody::DescribeCluster(
+                describe_cluster::handle(self, v, r),
+            )),
+            other => {
+                // The connection layer only passes on APIs in SUPPORTED_APIS.
+                tracing::error!(api = ?other.api_key(), "no handler for an advertised API");
+                Reply::Nothing
+            }
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Produce: validate each partition's record batch, check idempotent sequences, append, and
+//! answer once the write is as durable as the acks asked for.
+//!
+//! acks=0 gets no response; acks=1 is answered from the page cache; acks=-1 waits for the
+//! group-commit fsync (unless `skein.acks.all.fsync=false`).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use skein_log::SyncHandle;
+use skein_protocol::messages::produce_request::ProduceRequest;
+use skein_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use skein_protocol::records::{self, BatchHeader, BatchIter, Compression};
+use skein_protocol::ResponseBody;
+
+use super::{Reply, RequestContext};
+use crate::broker::{now_ms, Broker, Partition};
+use crate::config::EffectiveTopicConfig;
+use crate::error::{ApiError, ErrorCode};
+use crate::producer_state::SequenceCheck;
+
+/// The first Produce version that carries record batch v2 (older ones use message sets).
+const FIRST_BATCH_V2_VERSION: i16 = 3;
+/// The first Produce version whose clients may send zstd (KIP-110).
+const FIRST_ZSTD_VERSION: i16 = 7;
+/// The first Produce version whose clients know INVALID_RECORD.
+const FIRST_INVALID_RECORD_VERSION: i16 = 8;
+
+struct Written {
+    base_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+    sync: Option<SyncHandle>,
+}
+
+fn invalid_record(version: i16, message: impl Into<String>) -> ApiError {
+    let code = if version >= FIRST_INVALID_RECORD_VERSION {
+        ErrorCode::INVALID_RECORD
+    } else {
+        ErrorCode::CORRUPT_MESSAGE
+    };
+    ApiError::new(code, message)
+}
+
+/// Checks one partition's records: exactly one valid v2 batch. Returns its header.
+fn validate(
+    version: i16,
+    records: &[u8],
+    config: &EffectiveTopicConfig,
+    now: i64,
+) -> Result<BatchHeader, ApiError> {
+    let mut iter = BatchIter::new(records);
+    let (header, range) = match iter.next() {
+        None => {
+            return Err(invalid_record(
+                version,
+                "The produce request carries no records.",
+            ))
+        }
+        Some(Err(e)) => {
+            return Err(ApiError::new(
+                ErrorCode::CORRUPT_MESSAGE,
+                format!("Corrupt record batch: {e}"),
+            ))
+        }
+        Some(Ok(first)) => first,
+    };
+    if range.end != records.len() {
+        return Err(invalid_record(
+            version,
+            "A produce request must carry exactly one record batch per partition.",
+        ));
+    }
+    if header.total_len() > config.max_message_bytes {
+        return Err(ApiError::new(
+            ErrorCode::MESSAGE_TOO_LARGE,
+            format!(
+                "The record batch is {} bytes, larger than the topic's max.message.bytes of {}.",
+                header.total_len(),
+                config.max_message_bytes
+            ),
+        ));
+    }
+    records::verify_crc(records).map_err(|e| {
+        ApiError::new(
+            ErrorCode::CORRUPT_MESSAGE,
+            format!("Corrupt record batch: {e}"),
+        )
+    })?;
+    if header.compression_code() > 4 {
+        return Err(ApiError::new(
+            ErrorCode::CORRUPT_MESSAGE,
+            format!("Unknown compression codec {}.", header.compression_code()),
+        ));
+    }
+    if header.compression() == Compression::Zstd && version < FIRST_ZSTD_VERSION {
+        return Err(ApiError::new(
+            ErrorCode::UNSUPPORTED_COMPRESSION_TYPE,
+            "Produce requests before version 7 cannot carry zstd-compressed batches.",
+        ));
+    }
+    if header.records_count <= 0
+        || header.records_count as i64 != header.last_offset_delta as i64 + 1
+    {
+        return Err(invalid_record(
+            version,
+            format!(
+                "The batch header says {} records but its last offset delta is {}.",
+                header.records_count, header.last_offset_delta
+            ),
+        ));
+    }
+    if header.is_control() {
+        return Err(invalid_record(
+            version,
+            "Producers may not write control batches.",
+        ));
+    }
+    if header.is_transactional() {
+        return Err(ApiError::new(
+            ErrorCode::INVALID_TXN_STATE,
+            "Transactional writes are not supported by this broker yet.",
+        ));
+    }
+    if header.producer_id >= 0 && (header.base_sequence < 0 || header.producer_epoch < 0) {
+        return Err(invalid_record(
+            version,
+            "An idempotent batch must carry a sequence number and an epoch.",
+        ));
+    }
+    if !config.log_append_time {
+        let newest_allowed = now.saturating_add(config.timestamp_after_max_ms);
+        let oldest_allowed = now.saturating_sub(config.timestamp_before_max_ms);
+        for ts in [header.base_timestamp, header.max_timestamp] {
+            if ts >= 0 && (ts > newest_allowed || ts < oldest_allowed) {
+                return Err(ApiError::new(
+                    ErrorCode::INVALID_TIMESTAMP,
+                    format!(
+                        "Timestamp {ts} of the batch is out of range: it must be within [{oldest_allowed}, {newest_allowed}] (message.timestamp.before.max.ms / after.max.ms)."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(header)
+}
+
+fn write(
+    partition: &Partition,
+    version: i16,
+    records: Bytes,
+    config: &EffectiveTopicConfig,
+    wants_sync: bool,
+) -> Result<Written, ApiError> {
+    let now = now_ms();
+    let header = validate(version, &records, config, now)?;
+    let mut batch = records
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    let mut state = partition.lock();
+    let state = &mut *state;
+    let Some(log) = state.log.as_mut() else {
+        return Err(ApiError::new(
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            "This partition was deleted.",
+        ));
+    };
+    if header.producer_id >= 0 {
+        match state.producers.check(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.last_sequence(),
+        ) {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate { base_offset } => {
+                // Already written: answer as the first time. It may not be on disk yet if the
+                // first attempt is still waiting for its fsync, so wait for one too.
+                let sync = wants_sync.then(|| log.sync_handle());
+                return Ok(Written {
+                    base_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: log.log_start_offset(),
+                    sync,
+                });
+            }
+            SequenceCheck::Reject(code) => {
+                return Err(ApiError::new(
+                    code,
+                    format!(
+                    "Producer {} epoch {} sent sequence {}..{} out of order for this partition.",
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence,
+                    header.last_sequence()
+                ),
+                ))
+            }
+        }
+    }
+    let log_append_time_ms = if config.log_append_time {
+        records::set_log_append_time(&mut batch, now);
+        now
+    } else {
+        -1
+    };
+    let info = log.append(&mut batch, now).map_err(|e| {
+        tracing::error!(topic = %partition.topic, partition = partition.index, "append failed: {e}");
+        ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, "The broker could not write to disk.")
+    })?;
+    if header.producer_id >= 0 {
+        state.producers.record(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.last_sequence(),
+            info.base_offset,
+        );
+    }
+    let leo = log.log_end_offset();
+    log.set_high_watermark(leo);
+    let sync = wants_sync.then(|| log.sync_handle());
+    Ok(Written {
+        base_offset: info.base_offset,
+        log_append_time_ms,
+        log_start_offset: log.log_start_offset(),
+        sync,
+    })
+}
+
+fn error_response(index: i32, version: i16, e: ApiError) -> PartitionProduceResponse {
+    let record_errors = if e.code == ErrorCode::INVALID_RECORD {
+        vec![BatchIndexAndErrorMessage {
+            batch_index: 0,
+            batch_index_error_message: Some(e.message.clone()),
+            ..Default::default()
+        }]
+    } else {
+        Vec::new()
+    };
+    let _ = version;
+    PartitionProduceResponse {
+        index,
+        error_code: e.code.code(),
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+        record_errors,
+        error_message: Some(e.message),
+        ..Default::default()
+    }
+}
+
+pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -> Reply {
+    let version = ctx.api_version;
+    let acks = req.acks;
+    let wants_sync = acks == -1 && broker.config.acks_all_fsync;
+    let request_error = if version < FIRST_BATCH_V2_VERSION {
+        Some(ApiError::new(
+            ErrorCode::UNSUPPORTED_VERSION,
+            "Produce v0-v2 (the old message format) is not supported; use a client that sends record batch v2 (Produce v3+).",
+        ))
+    } else if !matches!(acks, -1..=1) {
+        Some(ApiError::new(
+            ErrorCode::INVALID_REQUIRED_ACKS,
+            format!("acks must be -1, 0 or 1, not {acks}."),
+        ))
+    } else if req.transactional_id.is_some() {
+        Some(ApiError::new(
+            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "Transactional producers are not supported by this broker yet.",
+        ))
+    } else {
+        None
+    };
+    let mut resp = ProduceResponse::default();
+    let mut syncs: Vec<(usize, usize, Arc<Partition>, SyncHandle)> = Vec::new();
+    let mut appended = false;
+    for (ti, t) in req.topic_data.into_iter().enumerate() {
+        let topic = broker.topic(&t.name);
+        let mut tr = TopicProduceResponse {
+            name: t.name,
+            ..Default::default()
+        };
+        for (pi, p) in t.partition_data.into_iter().enumerate() {
+            let partition = topic.as_ref().and_then(|t| t.partition(p.index));
+            let result = match (&request_error, &topic) {
+                (Some(e), _) => Err(e.clone()),
+                (None, None) => Err(ApiError::new(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    "This server does not host this topic-partition.",
+                )),
+                (None, Some(topic)) => match &partition {
+                    None => Err(ApiError::new(
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        "This server does not host this topic-partition.",
+                    )),
+                    Some(partition) => {
+                        let config = topic.effective();
+                        let records = p.records.unwrap_or_default();
+                        write(partition, version, records, &config, wants_sync)
+                    }
+                },
+            };
+            tr.partition_responses.push(match result {
+                Ok(w) => {
+                    appended = true;
+                    if let (Some(handle), Some(partition)) = (w.sync, partition) {
+                        syncs.push((ti, pi, partition, handle));
+                    }
+                    PartitionProduceResponse {
+                        index: p.index,
+                        error_code: 0,
+                        base_offset: w.base_offset,
+                        log_append_time_ms: w.log_append_time_ms,
+                        log_start_offset: w.log_start_offset,
+                        ..Default::default()
+                    }
+                }
+                Err(e) => error_response(p.index, version, e),
+            });
+        }
+        resp.responses.push(tr);
+    }
+    if appended {
+        broker.data_arrived.notify_waiters();
+    }
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    if syncs.is_empty() {
+        return Reply::Now(ResponseBody::Produce(resp));
+    }
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        for (ti, pi, partition, handle) in syncs {
+            let durable = handle.end_offset();
+            let result = broker.syncer().sync(partition.key(), handle).await;
+            if result.is_ok() {
+                if let Some(log) = partition.lock().log.as_mut() {
+                    log.mark_durable(durable);
+                }
+            }
+            if let Err(e) = result {
+                tracing::error!("fsync failed: {e}");
+                let pr = &mut resp.responses[ti].partition_responses[pi];
+                *pr = error_response(
+                    pr.index,
+                    version,
+                    ApiError::new(
+                        ErrorCode::KAFKA_STORAGE_ERROR,
+                        "The broker could not sync to disk.",
+                    ),
+                );
+            }
+        }
+        ResponseBody::Produce(resp)
+    }))
+}

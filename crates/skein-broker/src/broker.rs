@@ -1,0 +1,722 @@
+//! The broker's state: topics, partitions and their logs, the node's metadata, and the
+//! admin operations that change them. Request handlers in `api/` translate wire messages
+//! into calls here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use skein_log::{Log, LogConfig};
+use skein_protocol::records::BatchHeader;
+use skein_protocol::Uuid;
+use tokio::sync::Notify;
+
+use crate::config::{validate_topic_setting, BrokerConfig, EffectiveTopicConfig, TopicConfig};
+use crate::error::{ApiError, ErrorCode};
+use crate::producer_state::ProducerStates;
+use crate::store::{MetaStore, MetadataImage, StoredTopic};
+use crate::sync::Syncer;
+
+/// Producer ids are handed out in blocks; the end of the block is persisted first, so ids
+/// are never reused after a crash.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+/// Longest topic name Kafka accepts.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Wall-clock milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Errors that stop the broker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another skein process")]
+    Locked(PathBuf),
+    #[error("partition {topic}-{partition}: {source}")]
+    Log {
+        topic: String,
+        partition: i32,
+        source: skein_log::LogError,
+    },
+    #[error("metadata: {0}")]
+    Metadata(std::io::Error),
+}
+
+/// The mutable part of a partition, behind its lock.
+pub struct PartitionState {
+    /// `None` once the partition was deleted.
+    pub log: Option<Log>,
+    pub producers: ProducerStates,
+}
+
+/// One partition of a topic.
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    state: Mutex<PartitionState>,
+}
+
+impl Partition {
+    pub fn lock(&self) -> MutexGuard<'_, PartitionState> {
+        // A panic while holding the lock is a bug; the state is still the best we have.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A key that identifies this partition while it lives (for group commit).
+    pub fn key(&self) -> usize {
+        &self.state as *const _ as usize
+    }
+}
+
+/// A topic and its partitions.
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    config: RwLock<TopicConfig>,
+    effective: RwLock<Arc<EffectiveTopicConfig>>,
+    partitions: RwLock<Vec<Arc<Partition>>>,
+}
+
+impl Topic {
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        if index < 0 {
+            return None;
+        }
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index as usize)
+            .cloned()
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as i32
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn effective(&self) -> Arc<EffectiveTopicConfig> {
+        self.effective
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+}
+
+#[derive(Default)]
+struct TopicMap {
+    by_name: BTreeMap<String, Arc<Topic>>,
+    by_id: HashMap<Uuid, Arc<Topic>>,
+}
+
+/// The broker: owns every partition and the node's metadata.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    advertised: OnceLock<SocketAddr>,
+    topics: RwLock<TopicMap>,
+    /// Serialises metadata changes and holds the persisted image.
+    meta: Mutex<(MetaStore, MetadataImage)>,
+    next_producer_id: Mutex<i64>,
+    syncer: Syncer,
+    /// Woken whenever records are appended, so long-polling fetches can answer at once.
+    pub data_arrived: Notify,
+    ready: AtomicBool,
+    _lock: File,
+}
+
+/// Checks a topic name the way Kafka does.
+pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
+    let bad = |why: String| Err(ApiError::new(ErrorCode::INVALID_TOPIC_EXCEPTION, why));
+    if name.is_empty() {
+        return bad("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return bad("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return bad(format!(
+            "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LEN} characters, topic name: {name}"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(format!(
+            "Topic name {name:?} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-': {c:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn random_uuid() -> Uuid {
+    loop {
+        let u = Uuid(*uuid::Uuid::new_v4().as_bytes());
+        // Kafka reserves the all-zero id and ids whose base64 form starts with '-'.
+        if u != Uuid::default() && !u.to_string().starts_with('-') {
+            return u;
+        }
+    }
+}
+
+fn uuid_to_hex(u: &Uuid) -> String {
+    u.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn uuid_from_hex(s: &str) -> Option<Uuid> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(Uuid(out))
+}
+
+fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{index}"))
+}
+
+impl Broker {
+    /// Opens the data directory, recovering every partition, and starts the fsync thread.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        let dir = config.data_dir.clone();
+        let io_err = |source| BrokerError::DataDir {
+            path: dir.clone(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(io_err)?;
+        let lock = File::create(dir.join(".lock")).map_err(io_err)?;
+        if lock.try_lock().is_err() {
+            return Err(BrokerError::Locked(dir));
+        }
+        let store = MetaStore::new(&dir);
+        let image = match store.load().map_err(BrokerError::Metadata)? {
+            Some(image) => image,
+            None => {
+                let image = MetadataImage {
+                    cluster_id: random_uuid().to_string(),
+                    node_id: config.node_id,
+                    producer_id_block_end: 0,
+                    topics: BTreeMap::new(),
+                };
+                store.save(&image).map_err(BrokerError::Metadata)?;
+                tracing::info!(cluster_id = %image.cluster_id, "formatted a new data directory");
+                image
+            }
+        };
+        let mut topics = TopicMap::default();
+        let now = now_ms();
+        for (name, stored) in &image.topics {
+            let topic = Self::open_topic(&config, name, stored, now)?;
+            topics.by_id.insert(topic.id, topic.clone());
+            topics.by_name.insert(name.clone(), topic);
+        }
+        let syncer = Syncer::start().map_err(BrokerError::Metadata)?;
+        let broker = Broker {
+            cluster_id: image.cluster_id.clone(),
+            next_producer_id: Mutex::new(image.producer_id_block_end),
+            config,
+            advertised: OnceLock::new(),
+            topics: RwLock::new(topics),
+            meta: Mutex::new((store, image)),
+            syncer,
+            data_arrived: Notify::new(),
+            ready: AtomicBool::new(false),
+            _lock: lock,
+        };
+        broker.ready.store(true, Ordering::SeqCst);
+        Ok(Arc::new(broker))
+    }
+
+    fn open_topic(
+        config: &BrokerConfig,
+        name: &str,
+        stored: &StoredTopic,
+        now: i64,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let topic_config = TopicConfig {
+            overrides: stored.configs.clone().into_iter().collect(),
+        };
+        let effective = Arc::new(topic_config.effective(config));
+        let id = uuid_from_hex(&stored.id).ok_or_else(|| {
+            BrokerError::Metadata(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("topic {name} has a malformed id {:?}", stored.id),
+            ))
+        })?;
+        let name_arc: Arc<str> = Arc::from(name);
+        let mut partitions = Vec::with_capacity(stored.partitions as usize);
+        for index in 0..stored.partitions {
+            partitions.push(Arc::new(Self::open_partition(
+                config,
+                &name_arc,
+                index,
+                effective.log.clone(),
+                now,
+            )?));
+        }
+        Ok(Arc::new(Topic {
+            name: name.to_string(),
+            id,
+            config: RwLock::new(topic_config),
+            effective: RwLock::new(effective),
+            partitions: RwLock::new(partitions),
+        }))
+    }
+
+    fn open_partition(
+        config: &BrokerConfig,
+        topic: &Arc<str>,
+        index: i32,
+        log_config: LogConfig,
+        now: i64,
+    ) -> Result<Partition, BrokerError> {
+        let dir = partition_dir(&config.data_dir, topic, index);
+        let log_err = |source| BrokerError::Log {
+            topic: topic.to_string(),
+            partition: index,
+            source,
+        };
+        let (log, report) = Log::open(&dir, log_config, now).map_err(log_err)?;
+        if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
+            tracing::warn!(topic = %topic, partition = index, "recovered: {report}");
+        }
+        let mut producers = ProducerStates::default();
+        log.scan_batches(log.log_start_offset(), |h: &BatchHeader| {
+            if h.producer_id >= 0 && h.base_sequence >= 0 {
+                producers.record(
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.last_sequence(),
+                    h.base_offset,
+                );
+            }
+        })
+        .map_err(log_err)?;
+        Ok(Partition {
+            topic: topic.clone(),
+            index,
+            state: Mutex::new(PartitionState {
+                log: Some(log),
+                producers,
+            }),
+        })
+    }
+
+    /// Whether recovery is done and requests are served.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Sets the address given to clients; the server calls this once it has bound.
+    pub fn set_advertised(&self, addr: SocketAddr) {
+        let _ = self.advertised.set(self.config.advertised.unwrap_or(addr));
+    }
+
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertised
+            .get()
+            .copied()
+            .unwrap_or(self.config.advertised.unwrap_or(self.config.listener))
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn syncer(&self) -> &Syncer {
+        &self.syncer
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_name
+            .get(name)
+            .cloned()
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .get(id)
+            .cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_name
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn partition_total(&self) -> usize {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_name
+            .values()
+            .map(|t| t.partition_count() as usize)
+            .sum()
+    }
+
+    fn meta(&self) -> MutexGuard<'_, (MetaStore, MetadataImage)> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Allocates a fresh producer id.
+    pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        let mut next = self
+            .next_producer_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut meta = self.meta();
+        if *next >= meta.1.producer_id_block_end {
+            let mut image = meta.1.clone();
+            image.producer_id_block_end = *next + PRODUCER_ID_BLOCK;
+            meta.0.save(&image).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::UNKNOWN_SERVER_ERROR,
+                    format!("could not persist producer ids: {e}"),
+                )
+            })?;
+            meta.1 = image;
+        }
+        let id = *next;
+        *next += 1;
+        Ok(id)
+    }
+
+    /// Checks a topic creation without doing it, resolving -1 defaults. Returns the partition
+    /// count and the validated overrides.
+    pub fn check_new_topic(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: &[(String, Option<String>)],
+    ) -> Result<(i32, BTreeMap<String, String>), ApiError> {
+        validate_topic_name(name)?;
+        if self.topic(name).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        let partitions = match num_partitions {
+            -1 => self.config.num_partitions,
+            n if n >= 1 => n,
+            n => {
+                return Err(ApiError::new(
+                    ErrorCode::INVALID_PARTITIONS,
+                    format!("Number of partitions was set to an invalid non-positive value: {n}."),
+                ))
+            }
+        };
+        match replication_factor {
+            -1 | 1 => {}
+            n if n <= 0 => {
+                return Err(ApiError::new(
+                    ErrorCode::INVALID_REPLICATION_FACTOR,
+                    format!("Replication factor must be larger than 0, or -1 to use the default value: {n}."),
+                ))
+            }
+            n => {
+                return Err(ApiError::new(
+                    ErrorCode::INVALID_REPLICATION_FACTOR,
+                    format!(
+                        "Unable to replicate the partition {n} time(s): The target replication factor of {n} cannot be reached because only 1 broker(s) are registered."
+                    ),
+                ))
+            }
+        }
+        if self.partition_total() + partitions as usize > self.config.max_partitions {
+            return Err(ApiError::new(
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "Creating {partitions} partitions would exceed this broker's limit of {} partitions (skein.max.partitions).",
+                    self.config.max_partitions
+                ),
+            ));
+        }
+        let mut overrides = BTreeMap::new();
+        for (k, v) in configs {
+            let Some(v) = v else {
+                return Err(ApiError::new(
+                    ErrorCode::INVALID_CONFIG,
+                    format!("Null value not supported for topic configs: {k}"),
+                ));
+            };
+            validate_topic_setting(k, v)
+                .map_err(|m| ApiError::new(ErrorCode::INVALID_CONFIG, m))?;
+            overrides.insert(k.clone(), v.clone());
+        }
+        Ok((partitions, overrides))
+    }
+
+    /// Creates a topic (after [`Broker::check_new_topic`] passed).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, ApiError> {
+        let mut meta = self.meta();
+        if self.topic(name).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        let id = random_uuid();
+        let stored = StoredTopic {
+            id: uuid_to_hex(&id),
+            partitions,
+            configs: overrides,
+        };
+        let topic = Self::open_topic(&self.config, name, &stored, now_ms())
+            .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        let mut image = meta.1.clone();
+        image.topics.insert(name.to_string(), stored);
+        if let Err(e) = meta.0.save(&image) {
+            for p in topic.partitions() {
+                if let Some(log) = p.lock().log.take() {
+                    let _ = log.delete();
+                }
+            }
+            return Err(ApiError::new(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                format!("could not persist metadata: {e}"),
+            ));
+        }
+        meta.1 = image;
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        topics.by_id.insert(id, topic.clone());
+        topics.by_name.insert(name.to_string(), topic.clone());
+        drop(topics);
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Creates a topic on first use (Metadata with auto-creation).
+    pub fn auto_create_topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
+        let (partitions, overrides) = self.check_new_topic(name, -1, -1, &[])?;
+        self.create_topic(name, partitions, overrides)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, topic: &Arc<Topic>) -> Result<(), ApiError> {
+        let mut meta = self.meta();
+        let mut image = meta.1.clone();
+        if image.topics.remove(&topic.name).is_none() {
+            return Err(ApiError::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                "This server does not host this topic-partition.",
+            ));
+        }
+        meta.0.save(&image).map_err(|e| {
+            ApiError::new(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                format!("could not persist metadata: {e}"),
+            )
+        })?;
+        meta.1 = image;
+        {
+            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+            topics.by_name.remove(&topic.name);
+            topics.by_id.remove(&topic.id);
+        }
+        for p in topic.partitions() {
+            let log = p.lock().log.take();
+            if let Some(log) = log {
+                if let Err(e) = log.delete() {
+                    tracing::warn!(topic = %topic.name, partition = p.index, "could not remove partition data: {e}");
+                }
+            }
+        }
+        self.data_arrived.notify_waiters();
+        tracing::info!(topic = %topic.name, "deleted topic");
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn add_partitions(&self, topic: &Arc<Topic>, count: i32) -> Result<(), ApiError> {
+        let mut meta = self.meta();
+        let current = topic.partition_count();
+        if count <= current {
+            return Err(ApiError::new(
+                ErrorCode::INVALID_PARTITIONS,
+                shrink_message(current, count),
+            ));
+        }
+        if self.partition_total() + (count - current) as usize > self.config.max_partitions {
+            return Err(ApiError::new(
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "Adding partitions would exceed this broker's limit of {} partitions.",
+                    self.config.max_partitions
+                ),
+            ));
+        }
+        let name_arc: Arc<str> = Arc::from(topic.name.as_str());
+        let log_config = topic.effective().log.clone();
+        let mut new = Vec::new();
+        for index in current..count {
+            let p =
+                Self::open_partition(&self.config, &name_arc, index, log_config.clone(), now_ms())
+                    .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
+            new.push(Arc::new(p));
+        }
+        let mut image = meta.1.clone();
+        if let Some(t) = image.topics.get_mut(&topic.name) {
+            t.partitions = count;
+        }
+        meta.0.save(&image).map_err(|e| {
+            ApiError::new(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                format!("could not persist metadata: {e}"),
+            )
+        })?;
+        meta.1 = image;
+        topic
+            .partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(new);
+        tracing::info!(topic = %topic.name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides (already validated).
+    pub fn set_topic_config(
+        &self,
+        topic: &Arc<Topic>,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
+        let mut meta = self.meta();
+        let mut image = meta.1.clone();
+        if let Some(t) = image.topics.get_mut(&topic.name) {
+            t.configs = overrides.clone();
+        }
+        meta.0.save(&image).map_err(|e| {
+            ApiError::new(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                format!("could not persist metadata: {e}"),
+            )
+        })?;
+        meta.1 = image;
+        let config = TopicConfig {
+            overrides: overrides.into_iter().collect(),
+        };
+        let effective = Arc::new(config.effective(&self.config));
+        *topic.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        *topic.effective.write().unwrap_or_else(|e| e.into_inner()) = effective.clone();
+        for p in topic.partitions() {
+            if let Some(log) = p.lock().log.as_mut() {
+                log.update_config(effective.log.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies retention to every partition; called periodically.
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                let mut state = p.lock();
+                if let Some(log) = state.log.as_mut() {
+                    if let Err(e) = log.apply_retention(now) {
+                        tracing::warn!(topic = %topic.name, partition = p.index, "retention failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every partition's checkpoints (recovery point, high watermark), so that a
+    /// restart after a crash rescans only what came after them. Called periodically.
+    pub fn checkpoint(&self) {
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                let mut state = p.lock();
+                if let Some(log) = state.log.as_mut() {
+                    if let Err(e) = log.checkpoint() {
+                        tracing::warn!(topic = %topic.name, partition = p.index, "checkpoint failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every partition (graceful shutdown).
+    pub fn shutdown(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                let log = p.lock().log.take();
+                if let Some(log) = log {
+                    if let Err(e) = log.close() {
+                        tracing::warn!(topic = %topic.name, partition = p.index, "close failed: {e}");
+                    }
+                }
+            }
+        }
+        self.data_arrived.notify_waiters();
+    }
+}
+
+/// Why a partition count cannot go down (or stay the same).
+pub fn shrink_message(current: i32, requested: i32) -> String {
+    if requested == current {
+        format!("Topic already has {current} partitions.")
+    } else {
+        format!(
+            "Topic currently has {current} partitions, which is higher than the requested {requested}. \
+             Partitions can only be added, never removed: removing one would lose its records and \
+             change which partition each key maps to."
+        )
+    }
+}

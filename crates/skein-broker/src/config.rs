@@ -1,0 +1,597 @@
+//! Broker and topic configuration: the table of every key Skein knows, with Kafka's names,
+//! types, defaults and validation, and the resolved values the broker runs with.
+//!
+//! Settings arrive as strings (from a TOML file, `SKEIN_…` variables, `--set` flags or
+//! AlterConfigs) and are validated here, so a bad value is refused with a message naming the
+//! key instead of surfacing later as odd behaviour.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use skein_log::LogConfig;
+
+/// The type Kafka reports for a config in DescribeConfigs v3+.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Short = 4,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// One topic-level setting and the broker key that supplies its default.
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub broker_key: &'static str,
+    pub ty: ConfigType,
+    pub default: &'static str,
+    pub validate: fn(&str) -> Result<(), String>,
+    pub doc: &'static str,
+}
+
+/// One broker-only setting.
+pub struct BrokerConfigDef {
+    pub name: &'static str,
+    pub ty: ConfigType,
+    pub default: &'static str,
+    pub validate: fn(&str) -> Result<(), String>,
+    pub doc: &'static str,
+}
+
+fn any(_: &str) -> Result<(), String> {
+    Ok(())
+}
+
+fn parse_i64(v: &str) -> Result<i64, String> {
+    v.trim()
+        .parse::<i64>()
+        .map_err(|_| format!("'{v}' is not a whole number"))
+}
+
+fn long_min(v: &str, min: i64) -> Result<(), String> {
+    let n = parse_i64(v)?;
+    if n < min {
+        return Err(format!("{n} is below the minimum {min}"));
+    }
+    Ok(())
+}
+
+fn int_min(v: &str, min: i64) -> Result<(), String> {
+    let n = parse_i64(v)?;
+    if n > i32::MAX as i64 {
+        return Err(format!("{n} does not fit in a 32-bit integer"));
+    }
+    if n < min {
+        return Err(format!("{n} is below the minimum {min}"));
+    }
+    Ok(())
+}
+
+fn long_ge_minus1(v: &str) -> Result<(), String> {
+    long_min(v, -1)
+}
+fn long_ge0(v: &str) -> Result<(), String> {
+    long_min(v, 0)
+}
+fn long_ge1(v: &str) -> Result<(), String> {
+    long_min(v, 1)
+}
+fn int_ge0(v: &str) -> Result<(), String> {
+    int_min(v, 0)
+}
+fn int_ge1(v: &str) -> Result<(), String> {
+    int_min(v, 1)
+}
+fn segment_bytes(v: &str) -> Result<(), String> {
+    int_min(v, 14)
+}
+fn segment_index_bytes(v: &str) -> Result<(), String> {
+    int_min(v, 8)
+}
+fn boolean(v: &str) -> Result<(), String> {
+    match v.trim() {
+        "true" | "false" => Ok(()),
+        _ => Err(format!("'{v}' is not true or false")),
+    }
+}
+fn ratio(v: &str) -> Result<(), String> {
+    let r: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{v}' is not a number"))?;
+    if !(0.0..=1.0).contains(&r) {
+        return Err(format!("{r} is not between 0 and 1"));
+    }
+    Ok(())
+}
+fn cleanup_policy(v: &str) -> Result<(), String> {
+    for p in v.split(',') {
+        match p.trim() {
+            "delete" | "compact" => {}
+            other => return Err(format!("'{other}' is not delete or compact")),
+        }
+    }
+    Ok(())
+}
+fn compression_type(v: &str) -> Result<(), String> {
+    match v.trim() {
+        "uncompressed" | "zstd" | "lz4" | "snappy" | "gzip" | "producer" => Ok(()),
+        other => Err(format!(
+            "'{other}' is not one of uncompressed, zstd, lz4, snappy, gzip, producer"
+        )),
+    }
+}
+fn timestamp_type(v: &str) -> Result<(), String> {
+    match v.trim() {
+        "CreateTime" | "LogAppendTime" => Ok(()),
+        other => Err(format!("'{other}' is not CreateTime or LogAppendTime")),
+    }
+}
+fn replication_factor(v: &str) -> Result<(), String> {
+    match parse_i64(v)? {
+        1 => Ok(()),
+        n => Err(format!("{n} is not possible on a single broker; use 1")),
+    }
+}
+fn socket_addr(v: &str) -> Result<(), String> {
+    parse_listener(v).map(|_| ())
+}
+fn node_id(v: &str) -> Result<(), String> {
+    int_min(v, 0)
+}
+
+/// Accepts `host:port` or Kafka's `PLAINTEXT://host:port`.
+pub fn parse_listener(v: &str) -> Result<SocketAddr, String> {
+    let v = v.trim();
+    let v = v.strip_prefix("PLAINTEXT://").unwrap_or(v);
+    let v = if let Some(rest) = v.strip_prefix("localhost:") {
+        format!("127.0.0.1:{rest}")
+    } else {
+        v.to_string()
+    };
+    v.parse::<SocketAddr>()
+        .map_err(|_| format!("'{v}' is not an address of the form HOST:PORT"))
+}
+
+/// Every topic config Skein knows, with the broker key that sets its default.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        broker_key: "log.cleanup.policy",
+        ty: ConfigType::List,
+        default: "delete",
+        validate: cleanup_policy,
+        doc: "Retention policy for old log segments: delete or compact.",
+    },
+    TopicConfigDef {
+        name: "compression.type",
+        broker_key: "compression.type",
+        ty: ConfigType::String,
+        default: "producer",
+        validate: compression_type,
+        doc: "Final compression of stored batches; 'producer' keeps what the producer sent.",
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_key: "log.cleaner.delete.retention.ms",
+        ty: ConfigType::Long,
+        default: "86400000",
+        validate: long_ge0,
+        doc: "How long delete tombstones are kept in compacted topics.",
+    },
+    TopicConfigDef {
+        name: "file.delete.delay.ms",
+        broker_key: "log.segment.delete.delay.ms",
+        ty: ConfigType::Long,
+        default: "60000",
+        validate: long_ge0,
+        doc: "Time to wait before deleting a file from the filesystem.",
+    },
+    TopicConfigDef {
+        name: "flush.messages",
+        broker_key: "log.flush.interval.messages",
+        ty: ConfigType::Long,
+        default: "9223372036854775807",
+        validate: long_ge1,
+        doc: "Force an fsync after this many messages.",
+    },
+    TopicConfigDef {
+        name: "flush.ms",
+        broker_key: "log.flush.interval.ms",
+        ty: ConfigType::Long,
+        default: "9223372036854775807",
+        validate: long_ge0,
+        doc: "Force an fsync after this much time.",
+    },
+    TopicConfigDef {
+        name: "index.interval.bytes",
+        broker_key: "log.index.interval.bytes",
+        ty: ConfigType::Int,
+        default: "4096",
+        validate: int_ge0,
+        doc: "Bytes of log between offset index entries.",
+    },
+    TopicConfigDef {
+        name: "max.compaction.lag.ms",
+        broker_key: "log.cleaner.max.compaction.lag.ms",
+        ty: ConfigType::Long,
+        default: "9223372036854775807",
+        validate: long_ge1,
+        doc: "Longest a message stays ineligible for compaction.",
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        broker_key: "message.max.bytes",
+        ty: ConfigType::Int,
+        default: "1048588",
+        validate: int_ge0,
+        doc: "Largest record batch size allowed.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        broker_key: "log.message.timestamp.after.max.ms",
+        ty: ConfigType::Long,
+        default: "3600000",
+        validate: long_ge0,
+        doc: "How far in the future a CreateTime timestamp may be.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        broker_key: "log.message.timestamp.before.max.ms",
+        ty: ConfigType::Long,
+        default: "9223372036854775807",
+        validate: long_ge0,
+        doc: "How far in the past a CreateTime timestamp may be.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_key: "log.message.timestamp.type",
+        ty: ConfigType::String,
+        default: "CreateTime",
+        validate: timestamp_type,
+        doc: "CreateTime or LogAppendTime.",
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_key: "log.cleaner.min.cleanable.ratio",
+        ty: ConfigType::Double,
+        default: "0.5",
+        validate: ratio,
+        doc: "Dirty ratio at which the log cleaner compacts.",
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_key: "log.cleaner.min.compaction.lag.ms",
+        ty: ConfigType::Long,
+        default: "0",
+        validate: long_ge0,
+        doc: "Shortest time a message stays uncompacted.",
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        broker_key: "min.insync.replicas",
+        ty: ConfigType::Int,
+        default: "1",
+        validate: int_ge1,
+        doc: "Replicas that must acknowledge an acks=all write.",
+    },
+    TopicConfigDef {
+        name: "preallocate",
+        broker_key: "log.preallocate",
+        ty: ConfigType::Boolean,
+        default: "false",
+        validate: boolean,
+        doc: "Preallocate segment files.",
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        broker_key: "log.retention.bytes",
+        ty: ConfigType::Long,
+        default: "-1",
+        validate: long_ge_minus1,
+        doc: "Largest size of a partition before old segments are deleted; -1 for no limit.",
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        broker_key: "log.retention.ms",
+        ty: ConfigType::Long,
+        default: "604800000",
+        validate: long_ge_minus1,
+        doc: "Longest time a segment is kept; -1 for no limit.",
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        broker_key: "log.segment.bytes",
+        ty: ConfigType::Int,
+        default: "1073741824",
+        validate: segment_bytes,
+        doc: "Size at which a segment file is rolled.",
+    },
+    TopicConfigDef {
+        name: "segment.index.bytes",
+        broker_key: "log.index.size.max.bytes",
+        ty: ConfigType::Int,
+        default: "10485760",
+        validate: segment_index_bytes,
+        doc: "Largest size of an offset index file.",
+    },
+    TopicConfigDef {
+        name: "segment.jitter.ms",
+        broker_key: "log.roll.jitter.ms",
+        ty: ConfigType::Long,
+        default: "0",
+        validate: long_ge0,
+        doc: "Random jitter subtracted from segment.ms.",
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        broker_key: "log.roll.ms",
+        ty: ConfigType::Long,
+        default: "604800000",
+        validate: long_ge1,
+        doc: "Age at which a segment file is rolled.",
+    },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_key: "unclean.leader.election.enable",
+        ty: ConfigType::Boolean,
+        default: "false",
+        validate: boolean,
+        doc: "Allow out-of-sync replicas to become leader.",
+    },
+];
+
+/// Broker settings that are not topic defaults.
+pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
+    BrokerConfigDef { name: "node.id", ty: ConfigType::Int, default: "1", validate: node_id, doc: "This broker's id." },
+    BrokerConfigDef { name: "listeners", ty: ConfigType::String, default: "127.0.0.1:9092", validate: socket_addr, doc: "Address the Kafka listener binds (HOST:PORT; port 0 picks a free port)." },
+    BrokerConfigDef { name: "advertised.listeners", ty: ConfigType::String, default: "", validate: any, doc: "Address given to clients in Metadata; defaults to the bound listener." },
+    BrokerConfigDef { name: "log.dirs", ty: ConfigType::String, default: "./skein-data", validate: any, doc: "Directory holding the partitions and the broker's metadata." },
+    BrokerConfigDef { name: "skein.http.listener", ty: ConfigType::String, default: "127.0.0.1:9644", validate: socket_addr, doc: "Address of the admin HTTP endpoint (/health, /ready)." },
+    BrokerConfigDef { name: "num.partitions", ty: ConfigType::Int, default: "3", validate: int_ge1, doc: "Partitions of an auto-created topic or of CreateTopics with -1." },
+    BrokerConfigDef { name: "default.replication.factor", ty: ConfigType::Int, default: "1", validate: replication_factor, doc: "Replication factor of auto-created topics." },
+    BrokerConfigDef { name: "auto.create.topics.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Create a topic when Metadata or Produce names an unknown one." },
+    BrokerConfigDef { name: "delete.topic.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Allow DeleteTopics." },
+    BrokerConfigDef { name: "socket.request.max.bytes", ty: ConfigType::Int, default: "104857600", validate: int_ge1, doc: "Largest request frame accepted." },
+    BrokerConfigDef { name: "max.connections", ty: ConfigType::Int, default: "10000", validate: int_ge1, doc: "Most client connections open at once." },
+    BrokerConfigDef { name: "max.inflight.requests.per.connection", ty: ConfigType::Int, default: "64", validate: int_ge1, doc: "Requests read ahead on one connection before reading pauses." },
+    BrokerConfigDef { name: "fetch.max.bytes", ty: ConfigType::Int, default: "57671680", validate: int_ge1, doc: "Most bytes one Fetch response returns." },
+    BrokerConfigDef { name: "log.retention.check.interval.ms", ty: ConfigType::Long, default: "300000", validate: long_ge1, doc: "How often retention runs." },
+    BrokerConfigDef { name: "skein.acks.all.fsync", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Fsync before acknowledging acks=all writes; false acknowledges from the page cache like Kafka's default." },
+    BrokerConfigDef { name: "skein.max.partitions", ty: ConfigType::Int, default: "100000", validate: int_ge1, doc: "Most partitions this broker will host." },
+];
+
+/// Where a config's value came from, as DescribeConfigs reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+pub fn topic_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Validates one setting given to the broker (file, environment or flag).
+pub fn validate_broker_setting(key: &str, value: &str) -> Result<(), String> {
+    if let Some(d) = BROKER_CONFIGS.iter().find(|d| d.name == key) {
+        return (d.validate)(value).map_err(|e| format!("invalid value for {key}: {e}"));
+    }
+    if let Some(d) = TOPIC_CONFIGS.iter().find(|d| d.broker_key == key) {
+        return (d.validate)(value).map_err(|e| format!("invalid value for {key}: {e}"));
+    }
+    Err(format!("unknown setting {key}"))
+}
+
+/// Validates one topic config override (CreateTopics, AlterConfigs).
+pub fn validate_topic_setting(key: &str, value: &str) -> Result<(), String> {
+    match topic_def(key) {
+        None => Err(format!("Unknown topic config name: {key}")),
+        Some(d) => (d.validate)(value)
+            .map_err(|e| format!("Invalid value {value} for configuration {key}: {e}")),
+    }
+}
+
+/// The broker's resolved settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Only the settings given explicitly (file, env, flags), by key.
+    pub explicit: BTreeMap<String, String>,
+    pub node_id: i32,
+    pub listener: SocketAddr,
+    pub advertised: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub http_listener: SocketAddr,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub delete_topic_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub max_inflight_per_connection: usize,
+    pub fetch_max_bytes: usize,
+    pub retention_check_interval_ms: u64,
+    pub acks_all_fsync: bool,
+    pub max_partitions: usize,
+}
+
+impl BrokerConfig {
+    /// Builds the config from explicit settings, refusing unknown keys and bad values.
+    pub fn from_settings(settings: BTreeMap<String, String>) -> Result<BrokerConfig, String> {
+        for (k, v) in &settings {
+            validate_broker_setting(k, v)?;
+        }
+        let get = |k: &str| -> String {
+            settings.get(k).cloned().unwrap_or_else(|| {
+                BROKER_CONFIGS
+                    .iter()
+                    .find(|d| d.name == k)
+                    .map(|d| d.default.to_string())
+                    .expect("known broker key")
+            })
+        };
+        let int = |k: &str| get(k).trim().parse::<i64>().expect("validated");
+        let boolean = |k: &str| get(k).trim() == "true";
+        let advertised = match get("advertised.listeners").trim() {
+            "" => None,
+            v => Some(
+                parse_listener(v)
+                    .map_err(|e| format!("invalid value for advertised.listeners: {e}"))?,
+            ),
+        };
+        let config = BrokerConfig {
+            node_id: int("node.id") as i32,
+            listener: parse_listener(&get("listeners")).expect("validated"),
+            advertised,
+            data_dir: PathBuf::from(get("log.dirs")),
+            http_listener: parse_listener(&get("skein.http.listener")).expect("validated"),
+            num_partitions: int("num.partitions") as i32,
+            auto_create_topics: boolean("auto.create.topics.enable"),
+            delete_topic_enable: boolean("delete.topic.enable"),
+            socket_request_max_bytes: int("socket.request.max.bytes") as usize,
+            max_connections: int("max.connections") as usize,
+            max_inflight_per_connection: int("max.inflight.requests.per.connection") as usize,
+            fetch_max_bytes: int("fetch.max.bytes") as usize,
+            retention_check_interval_ms: int("log.retention.check.interval.ms") as u64,
+            acks_all_fsync: boolean("skein.acks.all.fsync"),
+            max_partitions: int("skein.max.partitions") as usize,
+            explicit: settings,
+        };
+        if config.data_dir.as_os_str().is_empty() {
+            return Err("invalid value for log.dirs: empty path".into());
+        }
+        Ok(config)
+    }
+
+    /// The broker-level value of a topic config's default, and whether it was set explicitly.
+    pub fn topic_default(&self, def: &TopicConfigDef) -> (String, ConfigSource) {
+        match self.explicit.get(def.broker_key) {
+            Some(v) => (v.clone(), ConfigSource::StaticBroker),
+            None => (def.default.to_string(), ConfigSource::Default),
+        }
+    }
+
+    /// Every broker config with its value and source, for DescribeConfigs on the broker.
+    pub fn describe(&self) -> Vec<(String, String, ConfigSource, ConfigType, &'static str)> {
+        let mut out = Vec::new();
+        for d in BROKER_CONFIGS {
+            let (v, s) = match self.explicit.get(d.name) {
+                Some(v) => (v.clone(), ConfigSource::StaticBroker),
+                None => (d.default.to_string(), ConfigSource::Default),
+            };
+            out.push((d.name.to_string(), v, s, d.ty, d.doc));
+        }
+        for d in TOPIC_CONFIGS {
+            let (v, s) = self.topic_default(d);
+            out.push((d.broker_key.to_string(), v, s, d.ty, d.doc));
+        }
+        out
+    }
+}
+
+/// A topic's effective configuration: its overrides on top of the broker's defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicConfig {
+    pub overrides: HashMap<String, String>,
+}
+
+/// The values of a topic's configs that the broker acts on.
+#[derive(Debug, Clone)]
+pub struct EffectiveTopicConfig {
+    pub log: LogConfig,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+    pub timestamp_after_max_ms: i64,
+    pub timestamp_before_max_ms: i64,
+}
+
+impl TopicConfig {
+    pub fn value(&self, broker: &BrokerConfig, def: &TopicConfigDef) -> (String, ConfigSource) {
+        match self.overrides.get(def.name) {
+            Some(v) => (v.clone(), ConfigSource::DynamicTopic),
+            None => broker.topic_default(def),
+        }
+    }
+
+    fn long(&self, broker: &BrokerConfig, name: &str) -> i64 {
+        let def = topic_def(name).expect("known topic config");
+        self.value(broker, def)
+            .0
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| def.default.parse().expect("default parses"))
+    }
+
+    pub fn effective(&self, broker: &BrokerConfig) -> EffectiveTopicConfig {
+        let log = LogConfig {
+            segment_bytes: self.long(broker, "segment.bytes") as u64,
+            segment_ms: self.long(broker, "segment.ms"),
+            retention_ms: self.long(broker, "retention.ms"),
+            retention_bytes: self.long(broker, "retention.bytes"),
+            index_interval_bytes: self.long(broker, "index.interval.bytes") as u32,
+            segment_index_bytes: self.long(broker, "segment.index.bytes") as u32,
+            file_delete_delay_ms: self.long(broker, "file.delete.delay.ms"),
+        };
+        let ts_type = self
+            .value(broker, topic_def("message.timestamp.type").expect("known"))
+            .0;
+        EffectiveTopicConfig {
+            log,
+            max_message_bytes: self.long(broker, "max.message.bytes").max(0) as usize,
+            log_append_time: ts_type == "LogAppendTime",
+            timestamp_after_max_ms: self.long(broker, "message.timestamp.after.max.ms"),
+            timestamp_before_max_ms: self.long(broker, "message.timestamp.before.max.ms"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = BrokerConfig::from_settings(BTreeMap::new()).unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.listener.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.socket_request_max_bytes, 104_857_600);
+        let t = TopicConfig::default().effective(&c);
+        assert_eq!(t.log.retention_ms, 604_800_000);
+        assert_eq!(t.max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn unknown_and_invalid_settings_name_the_key() {
+        let e = BrokerConfig::from_settings(settings(&[("no.such.key", "1")])).unwrap_err();
+        assert!(e.contains("no.such.key"), "{e}");
+        let e = BrokerConfig::from_settings(settings(&[("num.partitions", "abc")])).unwrap_err();
+        assert!(e.contains("num.partitions"), "{e}");
+        let e = BrokerConfig::from_settings(settings(&[("log.retention.ms", "-5")])).unwrap_err();
+        assert!(e.contains("log.retention.ms"), "{e}");
+    }
+
+    #[test]
+    fn topic_overrides_win_over_broker_defaults() {
+        let c = BrokerConfig::from_settings(settings(&[("log.retention.ms", "1000")])).unwrap();
+        let mut t = TopicConfig::default();
+        let def = topic_def("retention.ms").unwrap();
+        assert_eq!(
+            t.value(&c, def),
+            ("1000".into(), ConfigSource::StaticBroker)
+        );
+        t.overrides.insert("retention.ms".into(), "5".into());
+        assert_eq!(t.value(&c, def), ("5".into(), ConfigSource::DynamicTopic));
+        assert_eq!(t.effective(&c).log.retention_ms, 5);
+    }
+}

@@ -1,0 +1,15 @@
+//! The broker: request handlers, the partition registry, idempotent producer state, group
+//! commit, and configuration. It knows nothing about sockets: the server crate decodes
+//! frames and calls [`Broker::handle`].
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod producer_state;
+pub mod store;
+pub mod sync;
+
+pub use api::{supported_versions, Reply, RequestContext, SUPPORTED_APIS};
+pub use broker::{now_ms, Broker, BrokerError};
+pub use config::BrokerConfig;

@@ -1,0 +1,274 @@
+//! The network edge: the Kafka listener (framing, limits, pipelining) and the admin HTTP
+//! endpoint. Business rules live in `skein-broker`; this crate moves bytes.
+//!
+//! Each connection has a reader that decodes requests in arrival order and hands them to
+//! the broker one at a time (so appends from one producer keep their order), and a writer
+//! that sends responses in the same order. Handlers that must wait (acks=all fsync, long
+//! polls) return a future; the writer awaits those in order while the reader goes on, so a
+//! connection keeps up to `max.inflight.requests.per.connection` requests in flight.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use skein_broker::api::unsupported_version_response;
+use skein_broker::{supported_versions, Broker, Reply, RequestContext};
+use skein_protocol::{ApiKey, ResponseBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+mod http;
+
+/// The bound listeners.
+pub struct Server {
+    broker: Arc<Broker>,
+    kafka: TcpListener,
+    http: TcpListener,
+}
+
+impl Server {
+    /// Binds the Kafka and HTTP listeners and tells the broker its advertised address.
+    pub async fn bind(broker: Arc<Broker>) -> std::io::Result<Server> {
+        let kafka = TcpListener::bind(broker.config.listener).await?;
+        let http = TcpListener::bind(broker.config.http_listener).await?;
+        broker.set_advertised(kafka.local_addr()?);
+        Ok(Server {
+            broker,
+            kafka,
+            http,
+        })
+    }
+
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            broker,
+            kafka,
+            http,
+        } = self;
+        let connections = Arc::new(Semaphore::new(broker.config.max_connections));
+        let http_task = tokio::spawn(http::serve(http, broker.clone()));
+        let accept = async {
+            loop {
+                let (stream, peer) = match kafka.accept().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max.connections reached");
+                    drop(stream);
+                    continue;
+                };
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    if let Err(e) = serve_connection(broker, stream).await {
+                        tracing::debug!(%peer, "connection closed: {e}");
+                    }
+                    drop(permit);
+                });
+            }
+        };
+        tokio::select! {
+            _ = accept => {}
+            _ = shutdown => {}
+        }
+        http_task.abort();
+    }
+}
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame size {size} is outside 0..={max} (socket.request.max.bytes)")]
+    FrameSize { size: i64, max: usize },
+    #[error("undecodable request: {0}")]
+    Decode(String),
+    #[error("unsupported api key {api_key} version {api_version}")]
+    Unsupported { api_key: i16, api_version: i16 },
+    #[error("could not encode the response")]
+    Encode,
+}
+
+/// A response slot in the connection's ordered queue.
+enum Pending {
+    Ready(BytesMut),
+    Waiting {
+        correlation_id: i32,
+        api_key: ApiKey,
+        version: i16,
+        task: JoinHandle<ResponseBody>,
+    },
+}
+
+fn encode(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseBody,
+) -> Option<BytesMut> {
+    match skein_protocol::encode_response(correlation_id, api_key, version, body) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!(?api_key, version, "could not encode a response: {e}");
+            None
+        }
+    }
+}
+
+async fn write_responses(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+) -> std::io::Result<()> {
+    while let Some(p) = rx.recv().await {
+        let bytes = match p {
+            Pending::Ready(b) => Some(b),
+            Pending::Waiting {
+                correlation_id,
+                api_key,
+                version,
+                task,
+            } => match task.await {
+                Ok(body) => encode(correlation_id, api_key, version, &body),
+                Err(e) => {
+                    tracing::error!(?api_key, "request task failed: {e}");
+                    None
+                }
+            },
+        };
+        match bytes {
+            Some(b) => wr.write_all(&b).await?,
+            // A response we cannot produce leaves the client waiting: close instead.
+            None => return Ok(()),
+        }
+    }
+    wr.shutdown().await
+}
+
+async fn serve_connection(broker: Arc<Broker>, stream: TcpStream) -> Result<(), ConnectionError> {
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
+    let writer = tokio::spawn(write_responses(wr, rx));
+    let max = broker.config.socket_request_max_bytes;
+    let result = async {
+        loop {
+            let mut size_buf = [0u8; 4];
+            match rd.read_exact(&mut size_buf).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            let size = i32::from_be_bytes(size_buf);
+            if size < 0 || size as usize > max {
+                return Err(ConnectionError::FrameSize {
+                    size: size as i64,
+                    max,
+                });
+            }
+            let size = size as usize;
+            // Grow the buffer as bytes arrive: a client claiming a large frame and sending
+            // nothing costs us nothing.
+            let mut frame = BytesMut::with_capacity(size.min(64 * 1024));
+            while frame.len() < size {
+                let want = size - frame.len();
+                frame.reserve(want.min(1024 * 1024));
+                let n = (&mut rd).take(want as u64).read_buf(&mut frame).await?;
+                if n == 0 {
+                    return Err(ConnectionError::Io(
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    ));
+                }
+            }
+            let pending = handle_frame(&broker, frame)?;
+            if let Some(p) = pending {
+                if tx.send(p).await.is_err() {
+                    return Ok(()); // The writer stopped: the peer went away.
+                }
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    // Let the writer send what is queued, then close.
+    let _ = writer.await;
+    result
+}
+
+fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Option<Pending>, ConnectionError> {
+    let frame = frame.freeze();
+    if frame.len() < 8 {
+        return Err(ConnectionError::Decode(format!(
+            "frame of {} bytes has no request header",
+            frame.len()
+        )));
+    }
+    let api_key_raw = (&frame[0..2]).get_i16();
+    let api_version = (&frame[2..4]).get_i16();
+    let correlation_id = (&frame[4..8]).get_i32();
+    let api_key = ApiKey::from_i16(api_key_raw);
+    let served = api_key.and_then(supported_versions);
+    let Some((min, max)) = served else {
+        return Err(ConnectionError::Unsupported {
+            api_key: api_key_raw,
+            api_version,
+        });
+    };
+    let api_key = api_key.expect("served implies known");
+    if api_version < min || api_version > max {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 with the versions we do serve, so the client can retry.
+            let body = ResponseBody::ApiVersions(unsupported_version_response());
+            return encode(correlation_id, api_key, 0, &body)
+                .map(|b| Some(Pending::Ready(b)))
+                .ok_or(ConnectionError::Encode);
+        }
+        return Err(ConnectionError::Unsupported {
+            api_key: api_key_raw,
+            api_version,
+        });
+    }
+    let (header, body) = skein_protocol::decode_request(frame)
+        .map_err(|e| ConnectionError::Decode(e.to_string()))?;
+    let ctx = RequestContext {
+        api_key,
+        api_version,
+        correlation_id,
+        client_id: header.client_id,
+    };
+    tracing::trace!(?api_key, api_version, correlation_id, "request");
+    Ok(match broker.handle(&ctx, body) {
+        Reply::Now(body) => Some(Pending::Ready(
+            encode(correlation_id, api_key, api_version, &body).ok_or(ConnectionError::Encode)?,
+        )),
+        Reply::Nothing => None,
+        Reply::Later(fut) => Some(Pending::Waiting {
+            correlation_id,
+            api_key,
+            version: api_version,
+            task: tokio::spawn(fut),
+        }),
+    })
+}

@@ -1,0 +1,140 @@
+//! The `skein` binary: `skein serve` runs the broker. Settings come from built-in defaults,
+//! then a TOML file, then `SKEIN_…` environment variables, then flags (the last wins).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+mod settings;
+
+/// How often partitions write their recovery checkpoints (Kafka's
+/// `log.flush.offset.checkpoint.interval.ms` default).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Parser)]
+#[command(
+    name = "skein",
+    version,
+    about = "Kafka-compatible event streaming in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a single-node broker.
+    Serve(settings::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args, started),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKEIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(args: settings::ServeArgs, started: Instant) -> ExitCode {
+    init_logging();
+    let config = match settings::resolve(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skein: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("skein")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("skein: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, started)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("skein: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let data_dir = config.data_dir.clone();
+    let retention_every = Duration::from_millis(config.retention_check_interval_ms);
+    let broker = tokio::task::spawn_blocking(move || skein_broker::Broker::open(config)).await??;
+    let server = skein_server::Server::bind(broker.clone())
+        .await
+        .context("could not bind the listeners")?;
+    tracing::info!(
+        "skein started kafka={} http={} data_dir={} startup_ms={}",
+        server.kafka_addr(),
+        server.http_addr(),
+        data_dir.display(),
+        started.elapsed().as_millis()
+    );
+    let retention_broker = broker.clone();
+    let retention = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(retention_every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let b = retention_broker.clone();
+            let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+        }
+    });
+    let checkpoint_broker = broker.clone();
+    let checkpoints = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let b = checkpoint_broker.clone();
+            let _ = tokio::task::spawn_blocking(move || b.checkpoint()).await;
+        }
+    });
+    server.run(shutdown_signal()).await;
+    retention.abort();
+    checkpoints.abort();
+    tracing::info!("shutting down: flushing and closing partitions");
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.shutdown()).await?;
+    tracing::info!("skein stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("no SIGTERM handler: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
