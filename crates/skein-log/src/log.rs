@@ -408,10 +408,7 @@ impl Log {
     /// `(offset, timestamp)`, for ListOffsets by timestamp.
     ///
     /// The time index gives the starting point; the batch is found by its `max_timestamp`,
-    /// then its records are decoded to find the exact record. For compressed batches the
-    /// records are not decompressed: the answer is the batch's base offset and its
-    /// `max_timestamp`, an approximation (a consumer starting there sees a few earlier
-    /// records).
+    /// then its records are decoded (decompressed if need be) to find the exact record.
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
         let log_start = self.log_start_offset;
         for segment in &self.segments {
@@ -429,10 +426,6 @@ impl Log {
             let end = segment.scan(segment.time_search_start(ts_ms), opts, |h, pos| {
                 if h.max_timestamp < ts_ms || h.last_offset() < log_start {
                     return Ok(ControlFlow::Continue(()));
-                }
-                if record_scan::is_compressed(h) {
-                    found = Some((h.base_offset.max(log_start), h.max_timestamp));
-                    return Ok(ControlFlow::Break(()));
                 }
                 let batch = segment.read_batch(pos, h)?;
                 match record_scan::first_record_at_or_after(&batch, h, ts_ms, log_start) {
@@ -466,8 +459,7 @@ impl Log {
     /// `MAX_TIMESTAMP` (-3); the earliest one on ties.
     ///
     /// Segments track the largest batch `max_timestamp` and the batch carrying it; that batch
-    /// is read to find the exact record when it is uncompressed. For a compressed batch the
-    /// answer is the batch's last offset. Records below the log start offset are not excluded
+    /// is read (and decompressed if need be) to find the exact record. Records below the log start offset are not excluded
     /// (as long as their segment exists).
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         let mut best: Option<(&Segment, crate::segment::MaxTimestamp)> = None;
@@ -484,9 +476,6 @@ impl Log {
         let Some((pos, header)) = segment.find_batch(max.batch_base_offset)? else {
             return Ok(Some((max.batch_base_offset, max.timestamp)));
         };
-        if record_scan::is_compressed(&header) {
-            return Ok(Some((header.last_offset(), max.timestamp)));
-        }
         let batch = segment.read_batch(pos, &header)?;
         let exact =
             record_scan::first_record_with_max_timestamp(&batch, &header).map_err(|reason| {

@@ -36,8 +36,13 @@ fn read_zigzag(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Result<i64, Str
     Err(format!("varint longer than {max_bytes} bytes"))
 }
 
-/// Calls `f(offset, timestamp)` for every record of an uncompressed batch, in order, until it
-/// breaks. `batch` is the whole batch including the log overhead.
+/// Largest records section a timestamp search decompresses; a batch that expands further is
+/// reported as corrupt rather than allowed to take unbounded memory.
+pub(crate) const DECOMPRESS_LIMIT: usize = 256 * 1024 * 1024;
+
+/// Calls `f(offset, timestamp)` for every record of a batch, in order, until it breaks.
+/// `batch` is the whole batch including the log overhead; a compressed batch is decompressed
+/// first (Kafka answers timestamp lookups with the exact record, compressed or not).
 ///
 /// With LogAppendTime every record carries the batch's `max_timestamp` (Kafka's rule).
 pub(crate) fn for_each_record(
@@ -46,20 +51,28 @@ pub(crate) fn for_each_record(
     mut f: impl FnMut(i64, i64) -> ControlFlow<()>,
 ) -> Result<(), String> {
     let end = header.total_len().min(batch.len());
-    let mut pos = BATCH_HEADER_LEN;
+    let section = if is_compressed(header) {
+        skein_protocol::records::records_section(&batch[..end], DECOMPRESS_LIMIT)
+            .map_err(|e| e.to_string())?
+    } else {
+        std::borrow::Cow::Borrowed(batch.get(BATCH_HEADER_LEN..end).unwrap_or(&[]))
+    };
+    let body: &[u8] = &section;
+    let end = body.len();
+    let mut pos = 0;
     let append_time = is_log_append_time(header);
     for _ in 0..header.records_count.max(0) {
         if pos >= end {
             return Err("batch has fewer records than its count says".to_string());
         }
-        let len = read_zigzag(&batch[..end], &mut pos, 5)?;
+        let len = read_zigzag(body, &mut pos, 5)?;
         let record_start = pos;
         let record_end = usize::try_from(len)
             .ok()
             .and_then(|l| record_start.checked_add(l))
             .filter(|&e| e <= end)
             .ok_or_else(|| format!("record length {len} runs past the batch end"))?;
-        let record = &batch[..record_end];
+        let record = &body[..record_end];
         pos += 1; // attributes
         let ts_delta = read_zigzag(record, &mut pos, 10)?;
         let offset_delta = read_zigzag(record, &mut pos, 5)?;

@@ -556,16 +556,17 @@ fn offset_for_timestamp_finds_the_exact_record() {
 }
 
 #[test]
-fn offset_for_timestamp_in_compressed_batches_returns_the_batch() {
+fn offset_for_timestamp_looks_inside_compressed_batches() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), LogConfig::default());
     log.append(&mut batch_with_timestamps(&[100, 110]), NOW)
         .unwrap();
-    let mut compressed = mark_compressed(batch_with_timestamps(&[200, 210, 220]));
+    let mut compressed = gzip_batch(batch_with_timestamps(&[200, 230, 220]));
     log.append(&mut compressed, NOW).unwrap();
     assert_eq!(log.offset_for_timestamp(105).unwrap(), Some((1, 110)));
-    assert_eq!(log.offset_for_timestamp(215).unwrap(), Some((2, 220)));
-    assert_eq!(log.max_timestamp().unwrap(), Some((4, 220)));
+    assert_eq!(log.offset_for_timestamp(205).unwrap(), Some((3, 230)));
+    assert_eq!(log.offset_for_timestamp(221).unwrap(), Some((3, 230)));
+    assert_eq!(log.max_timestamp().unwrap(), Some((3, 230)));
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! remain.
 
 pub mod codec;
+pub mod compression;
 pub mod frame;
 mod kafka_uuid;
 pub mod records;

@@ -330,8 +330,28 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decodes the records of an uncompressed batch (`batch` is the whole batch). Compressed
-/// batches are refused: the broker passes them through without looking inside.
+/// The records section of a batch, decompressed when the batch is compressed (refusing to
+/// expand past `limit` bytes).
+pub fn records_section(
+    batch: &[u8],
+    limit: usize,
+) -> Result<std::borrow::Cow<'_, [u8]>, RecordsError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.total_len() > batch.len() {
+        return Err(RecordsError::Truncated {
+            need: header.total_len(),
+            have: batch.len(),
+        });
+    }
+    let body = &batch[BATCH_HEADER_LEN..header.total_len()];
+    match header.compression() {
+        Compression::None => Ok(std::borrow::Cow::Borrowed(body)),
+        codec => crate::compression::decompress(codec, body, limit).map(std::borrow::Cow::Owned),
+    }
+}
+
+/// Decodes the records of an uncompressed batch (`batch` is the whole batch). For a
+/// compressed batch, decode [`records_section`] with [`decode_record_section`].
 pub fn decode_records(batch: &[u8]) -> Result<Vec<Record<'_>>, RecordsError> {
     let header = BatchHeader::parse(batch)?;
     if header.compression() != Compression::None {
@@ -345,8 +365,15 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<Record<'_>>, RecordsError> {
             have: batch.len(),
         });
     }
-    let body = &batch[BATCH_HEADER_LEN..header.total_len()];
-    let count = header.records_count.max(0) as usize;
+    decode_record_section(
+        &batch[BATCH_HEADER_LEN..header.total_len()],
+        header.records_count,
+    )
+}
+
+/// Decodes `count` records from a (decompressed) records section.
+pub fn decode_record_section(body: &[u8], count: i32) -> Result<Vec<Record<'_>>, RecordsError> {
+    let count = count.max(0) as usize;
     // Each record takes at least 7 bytes, so the count cannot reserve more than the body.
     let mut records = Vec::with_capacity(count.min(body.len() / 7));
     let mut cur = Cursor { buf: body, pos: 0 };

@@ -29,14 +29,19 @@ pub fn batch_with_timestamps(timestamps: &[i64]) -> Vec<u8> {
     b.build().to_vec()
 }
 
-/// Marks a batch as gzip-compressed (its records stay as they are: the log never looks
-/// inside compressed batches) and fixes the CRC.
-pub fn mark_compressed(mut batch: Vec<u8>) -> Vec<u8> {
-    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | 1;
-    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
-    let crc = compute_crc(&batch);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    batch
+/// Really gzips a batch's records section, fixing the length, attributes and CRC.
+pub fn gzip_batch(batch: Vec<u8>) -> Vec<u8> {
+    use skein_protocol::records::{Compression, BATCH_HEADER_LEN};
+    let body = skein_protocol::compression::compress(Compression::Gzip, &batch[BATCH_HEADER_LEN..]);
+    let mut out = batch[..BATCH_HEADER_LEN].to_vec();
+    out.extend_from_slice(&body);
+    let batch_length = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = i16::from_be_bytes([out[21], out[22]]) | 1;
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// Sets the partition leader epoch (not covered by the CRC).
