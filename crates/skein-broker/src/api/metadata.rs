@@ -87,7 +87,11 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Metad
                 let entry = match &t.name {
                     None => match broker.topic_by_id(&t.topic_id) {
                         Some(topic) => topic_entry(broker, &topic),
-                        None => error_entry(None, t.topic_id, ErrorCode::UNKNOWN_TOPIC_ID),
+                        None => {
+                            // Response topic names are nullable only from v12.
+                            let name = (version < 12).then(String::new);
+                            error_entry(name, t.topic_id, ErrorCode::UNKNOWN_TOPIC_ID)
+                        }
                     },
                     Some(name) => match broker.topic(name) {
                         Some(topic) => topic_entry(broker, &topic),

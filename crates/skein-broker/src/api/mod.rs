@@ -16,6 +16,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod fetch;
+mod find_coordinator;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -59,6 +60,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 6),
 ];
 
 /// The version range served for an API, if it is served at all.
@@ -110,6 +112,9 @@ impl Broker {
             RequestBody::DeleteRecords(r) => {
                 Reply::Now(ResponseBody::DeleteRecords(delete_records::handle(self, r)))
             }
+            RequestBody::FindCoordinator(r) => Reply::Now(ResponseBody::FindCoordinator(
+                find_coordinator::handle(self, v, r),
+            )),
             RequestBody::DescribeCluster(r) => Reply::Now(ResponseBody::DescribeCluster(
                 describe_cluster::handle(self, v, r),
             )),
