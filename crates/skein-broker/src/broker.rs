@@ -17,6 +17,8 @@ use tokio::sync::Notify;
 
 use crate::config::{validate_topic_setting, BrokerConfig, EffectiveTopicConfig, TopicConfig};
 use crate::error::{ApiError, ErrorCode};
+use crate::groups::Groups;
+use crate::metrics::Metrics;
 use crate::producer_state::ProducerStates;
 use crate::store::{MetaStore, MetadataImage, StoredTopic};
 use crate::sync::Syncer;
@@ -151,6 +153,8 @@ pub struct Broker {
     meta: Mutex<(MetaStore, MetadataImage)>,
     next_producer_id: Mutex<i64>,
     syncer: Syncer,
+    groups: Groups,
+    metrics: Metrics,
     /// Woken whenever records are appended, so long-polling fetches can answer at once.
     pub data_arrived: Notify,
     ready: AtomicBool,
@@ -246,8 +250,12 @@ impl Broker {
             topics.by_id.insert(topic.id, topic.clone());
             topics.by_name.insert(name.clone(), topic);
         }
-        let syncer = Syncer::start().map_err(BrokerError::Metadata)?;
+        let metrics = Metrics::new();
+        let syncer = Syncer::start(metrics.fsync_latency.clone()).map_err(BrokerError::Metadata)?;
+        let groups = Groups::new(config.group_config(), config.offsets_topic_partitions);
         let broker = Broker {
+            groups,
+            metrics,
             cluster_id: image.cluster_id.clone(),
             next_producer_id: Mutex::new(image.producer_id_block_end),
             config,
@@ -259,6 +267,7 @@ impl Broker {
             ready: AtomicBool::new(false),
             _lock: lock,
         };
+        broker.replay_groups();
         broker.ready.store(true, Ordering::SeqCst);
         Ok(Arc::new(broker))
     }
@@ -362,6 +371,19 @@ impl Broker {
 
     pub fn syncer(&self) -> &Syncer {
         &self.syncer
+    }
+
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The Prometheus exposition of every metric.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self)
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -577,6 +599,7 @@ impl Broker {
             }
         }
         self.data_arrived.notify_waiters();
+        self.forget_topic_offsets(&topic.name);
         tracing::info!(topic = %topic.name, "deleted topic");
         Ok(())
     }

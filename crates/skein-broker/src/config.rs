@@ -140,6 +140,32 @@ fn replication_factor(v: &str) -> Result<(), String> {
 fn socket_addr(v: &str) -> Result<(), String> {
     parse_listener(v).map(|_| ())
 }
+fn assignors(v: &str) -> Result<(), String> {
+    let names: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Err("at least one assignor is needed".into());
+    }
+    for n in names {
+        if skein_group::Assignor::from_name(assignor_short_name(n)).is_none() {
+            return Err(format!("unknown assignor '{n}' (uniform or range)"));
+        }
+    }
+    Ok(())
+}
+
+/// Accepts Kafka's class names for the assignors as well as their short names.
+fn assignor_short_name(n: &str) -> &str {
+    match n {
+        "org.apache.kafka.coordinator.group.assignor.UniformAssignor" => "uniform",
+        "org.apache.kafka.coordinator.group.assignor.RangeAssignor" => "range",
+        other => other,
+    }
+}
+
 fn node_id(v: &str) -> Result<(), String> {
     int_min(v, 0)
 }
@@ -362,6 +388,16 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "fetch.max.bytes", ty: ConfigType::Int, default: "57671680", validate: int_ge1, doc: "Most bytes one Fetch response returns." },
     BrokerConfigDef { name: "log.retention.check.interval.ms", ty: ConfigType::Long, default: "300000", validate: long_ge1, doc: "How often retention runs." },
     BrokerConfigDef { name: "skein.acks.all.fsync", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Fsync before acknowledging acks=all writes; false acknowledges from the page cache like Kafka's default." },
+    BrokerConfigDef { name: "offsets.topic.num.partitions", ty: ConfigType::Int, default: "50", validate: int_ge1, doc: "Partitions of __consumer_offsets (fixed once the topic exists)." },
+    BrokerConfigDef { name: "offsets.retention.minutes", ty: ConfigType::Int, default: "10080", validate: int_ge1, doc: "How long the offsets of a group without members are kept." },
+    BrokerConfigDef { name: "offset.metadata.max.bytes", ty: ConfigType::Int, default: "4096", validate: int_ge0, doc: "Longest metadata string of a committed offset." },
+    BrokerConfigDef { name: "group.min.session.timeout.ms", ty: ConfigType::Int, default: "6000", validate: int_ge1, doc: "Shortest session timeout a classic group member may ask for." },
+    BrokerConfigDef { name: "group.max.session.timeout.ms", ty: ConfigType::Int, default: "1800000", validate: int_ge1, doc: "Longest session timeout a classic group member may ask for." },
+    BrokerConfigDef { name: "group.initial.rebalance.delay.ms", ty: ConfigType::Int, default: "3000", validate: int_ge0, doc: "How long the first rebalance of an empty group waits for more members." },
+    BrokerConfigDef { name: "group.max.size", ty: ConfigType::Int, default: "2147483647", validate: int_ge1, doc: "Most members of one group." },
+    BrokerConfigDef { name: "group.consumer.session.timeout.ms", ty: ConfigType::Int, default: "45000", validate: int_ge1, doc: "Session timeout of KIP-848 consumer group members." },
+    BrokerConfigDef { name: "group.consumer.heartbeat.interval.ms", ty: ConfigType::Int, default: "5000", validate: int_ge1, doc: "Heartbeat interval given to KIP-848 consumer group members." },
+    BrokerConfigDef { name: "group.consumer.assignors", ty: ConfigType::List, default: "uniform,range", validate: assignors, doc: "Server-side assignors of KIP-848 groups; the first is the default." },
     BrokerConfigDef { name: "skein.max.partitions", ty: ConfigType::Int, default: "100000", validate: int_ge1, doc: "Most partitions this broker will host." },
 ];
 
@@ -417,6 +453,7 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub acks_all_fsync: bool,
     pub max_partitions: usize,
+    pub offsets_topic_partitions: i32,
 }
 
 impl BrokerConfig {
@@ -459,12 +496,49 @@ impl BrokerConfig {
             retention_check_interval_ms: int("log.retention.check.interval.ms") as u64,
             acks_all_fsync: boolean("skein.acks.all.fsync"),
             max_partitions: int("skein.max.partitions") as usize,
+            offsets_topic_partitions: int("offsets.topic.num.partitions") as i32,
             explicit: settings,
         };
         if config.data_dir.as_os_str().is_empty() {
             return Err("invalid value for log.dirs: empty path".into());
         }
         Ok(config)
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> skein_group::GroupConfig {
+        let get = |k: &str| -> i64 {
+            let default = BROKER_CONFIGS
+                .iter()
+                .find(|d| d.name == k)
+                .map(|d| d.default)
+                .expect("known key");
+            self.explicit
+                .get(k)
+                .map(String::as_str)
+                .unwrap_or(default)
+                .trim()
+                .parse()
+                .unwrap_or(0)
+        };
+        let first_assignor = self
+            .explicit
+            .get("group.consumer.assignors")
+            .and_then(|v| v.split(',').map(str::trim).find(|s| !s.is_empty()))
+            .and_then(|n| skein_group::Assignor::from_name(assignor_short_name(n)))
+            .unwrap_or(skein_group::Assignor::Uniform);
+        skein_group::GroupConfig {
+            min_session_timeout_ms: get("group.min.session.timeout.ms") as i32,
+            max_session_timeout_ms: get("group.max.session.timeout.ms") as i32,
+            initial_rebalance_delay_ms: get("group.initial.rebalance.delay.ms"),
+            max_group_size: get("group.max.size") as usize,
+            offsets_retention_ms: get("offsets.retention.minutes") * 60_000,
+            offset_metadata_max_bytes: get("offset.metadata.max.bytes") as usize,
+            consumer_session_timeout_ms: get("group.consumer.session.timeout.ms") as i32,
+            consumer_heartbeat_interval_ms: get("group.consumer.heartbeat.interval.ms") as i32,
+            consumer_assignor: first_assignor,
+            ..skein_group::GroupConfig::default()
+        }
     }
 
     /// The broker-level value of a topic config's default, and whether it was set explicitly.

@@ -6,6 +6,8 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod groups;
+pub mod metrics;
 pub mod producer_state;
 pub mod store;
 pub mod sync;

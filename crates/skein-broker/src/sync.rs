@@ -10,6 +10,7 @@ use std::io;
 use std::sync::mpsc;
 use std::thread;
 
+use prometheus_client::metrics::histogram::Histogram;
 use skein_log::SyncHandle;
 use tokio::sync::oneshot;
 
@@ -21,16 +22,18 @@ struct SyncRequest {
 }
 
 /// The group-commit thread's handle.
+#[derive(Clone)]
 pub struct Syncer {
     tx: mpsc::Sender<SyncRequest>,
 }
 
 impl Syncer {
-    pub fn start() -> io::Result<Syncer> {
+    /// Starts the thread; each fsync's duration goes into `latency` (seconds).
+    pub fn start(latency: Histogram) -> io::Result<Syncer> {
         let (tx, rx) = mpsc::channel::<SyncRequest>();
         thread::Builder::new()
             .name("skein-fsync".into())
-            .spawn(move || run(rx))?;
+            .spawn(move || run(rx, latency))?;
         Ok(Syncer { tx })
     }
 
@@ -49,7 +52,7 @@ impl Syncer {
     }
 }
 
-fn run(rx: mpsc::Receiver<SyncRequest>) {
+fn run(rx: mpsc::Receiver<SyncRequest>, latency: Histogram) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -70,7 +73,12 @@ fn run(rx: mpsc::Receiver<SyncRequest>) {
         }
         let results: HashMap<usize, Result<(), String>> = newest
             .into_iter()
-            .map(|(k, h)| (k, h.sync().map(|_| ()).map_err(|e| e.to_string())))
+            .map(|(k, h)| {
+                let started = std::time::Instant::now();
+                let result = h.sync().map(|_| ()).map_err(|e| e.to_string());
+                latency.observe(started.elapsed().as_secs_f64());
+                (k, result)
+            })
             .collect();
         for r in batch {
             let result = results.get(&r.partition_key).cloned().unwrap_or(Ok(()));

@@ -46,6 +46,7 @@ async fn every_api_and_version_answers_random_requests() {
                     api_version: version,
                     correlation_id: round,
                     client_id: None,
+                    client_host: "/127.0.0.1".into(),
                 };
                 let what = format!("{key:?} v{version} round {round} (seed {seed})");
                 let response = match broker.handle(&ctx, body) {

@@ -1,5 +1,5 @@
 //! A minimal admin HTTP endpoint: `GET /health` (the process is up) and `GET /ready`
-//! (recovery is done and requests are served). Metrics will join it.
+//! (recovery is done and requests are served), and `GET /metrics` (Prometheus).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,14 +37,23 @@ async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, body) = match (method, path) {
-        ("GET", "/health") => ("200 OK", "ok\n"),
-        ("GET", "/ready") if broker.is_ready() => ("200 OK", "ready\n"),
-        ("GET", "/ready") => ("503 Service Unavailable", "not ready\n"),
-        _ => ("404 Not Found", "not found\n"),
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_string()),
+        ("GET", "/ready") if broker.is_ready() => ("200 OK", "text/plain", "ready\n".to_string()),
+        ("GET", "/ready") => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n".to_string(),
+        ),
+        ("GET", "/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            broker.render_metrics(),
+        ),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;

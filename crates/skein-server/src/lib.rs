@@ -15,6 +15,7 @@ use bytes::{Buf, BytesMut};
 use skein_broker::api::unsupported_version_response;
 use skein_broker::{supported_versions, Broker, Reply, RequestContext};
 use skein_protocol::{ApiKey, ResponseBody};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -76,16 +77,21 @@ impl Server {
                     }
                 };
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    broker.metrics().connections_refused.inc();
                     tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max.connections reached");
                     drop(stream);
                     continue;
                 };
                 let broker = broker.clone();
                 tokio::spawn(async move {
+                    broker.metrics().connections.inc();
                     let _ = stream.set_nodelay(true);
-                    if let Err(e) = serve_connection(broker, stream).await {
+                    if let Err(e) =
+                        serve_connection(broker.clone(), stream, format!("/{}", peer.ip())).await
+                    {
                         tracing::debug!(%peer, "connection closed: {e}");
                     }
+                    broker.metrics().connections.dec();
                     drop(permit);
                 });
             }
@@ -120,6 +126,7 @@ enum Pending {
         correlation_id: i32,
         api_key: ApiKey,
         version: i16,
+        started: Instant,
         task: JoinHandle<ResponseBody>,
     },
 }
@@ -140,6 +147,7 @@ fn encode(
 }
 
 async fn write_responses(
+    broker: Arc<Broker>,
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Pending>,
 ) -> std::io::Result<()> {
@@ -150,9 +158,16 @@ async fn write_responses(
                 correlation_id,
                 api_key,
                 version,
+                started,
                 task,
             } => match task.await {
-                Ok(body) => encode(correlation_id, api_key, version, &body),
+                Ok(body) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    broker
+                        .metrics()
+                        .observe_response(api_key.name(), seconds, Some(&body));
+                    encode(correlation_id, api_key, version, &body)
+                }
                 Err(e) => {
                     tracing::error!(?api_key, "request task failed: {e}");
                     None
@@ -168,10 +183,14 @@ async fn write_responses(
     wr.shutdown().await
 }
 
-async fn serve_connection(broker: Arc<Broker>, stream: TcpStream) -> Result<(), ConnectionError> {
+async fn serve_connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    client_host: String,
+) -> Result<(), ConnectionError> {
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
-    let writer = tokio::spawn(write_responses(wr, rx));
+    let writer = tokio::spawn(write_responses(broker.clone(), wr, rx));
     let max = broker.config.socket_request_max_bytes;
     let result = async {
         loop {
@@ -202,7 +221,7 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream) -> Result<(), 
                     ));
                 }
             }
-            let pending = handle_frame(&broker, frame)?;
+            let pending = handle_frame(&broker, frame, &client_host)?;
             if let Some(p) = pending {
                 if tx.send(p).await.is_err() {
                     return Ok(()); // The writer stopped: the peer went away.
@@ -217,7 +236,11 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream) -> Result<(), 
     result
 }
 
-fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Option<Pending>, ConnectionError> {
+fn handle_frame(
+    broker: &Arc<Broker>,
+    frame: BytesMut,
+    client_host: &str,
+) -> Result<Option<Pending>, ConnectionError> {
     let frame = frame.freeze();
     if frame.len() < 8 {
         return Err(ConnectionError::Decode(format!(
@@ -252,22 +275,37 @@ fn handle_frame(broker: &Arc<Broker>, frame: BytesMut) -> Result<Option<Pending>
     }
     let (header, body) = skein_protocol::decode_request(frame)
         .map_err(|e| ConnectionError::Decode(e.to_string()))?;
+    let started = Instant::now();
     let ctx = RequestContext {
         api_key,
         api_version,
         correlation_id,
         client_id: header.client_id,
+        client_host: client_host.to_string(),
     };
     tracing::trace!(?api_key, api_version, correlation_id, "request");
     Ok(match broker.handle(&ctx, body) {
-        Reply::Now(body) => Some(Pending::Ready(
-            encode(correlation_id, api_key, api_version, &body).ok_or(ConnectionError::Encode)?,
-        )),
-        Reply::Nothing => None,
+        Reply::Now(body) => Some(Pending::Ready({
+            broker.metrics().observe_response(
+                api_key.name(),
+                started.elapsed().as_secs_f64(),
+                Some(&body),
+            );
+            encode(correlation_id, api_key, api_version, &body).ok_or(ConnectionError::Encode)?
+        })),
+        Reply::Nothing => {
+            broker.metrics().observe_response(
+                api_key.name(),
+                started.elapsed().as_secs_f64(),
+                None,
+            );
+            None
+        }
         Reply::Later(fut) => Some(Pending::Waiting {
             correlation_id,
             api_key,
             version: api_version,
+            started,
             task: tokio::spawn(fut),
         }),
     })

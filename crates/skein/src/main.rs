@@ -11,6 +11,8 @@ mod settings;
 /// How often partitions write their recovery checkpoints (Kafka's
 /// `log.flush.offset.checkpoint.interval.ms` default).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often group session and rebalance timeouts are checked.
+const GROUP_TICK: Duration = Duration::from_millis(100);
 
 #[derive(Parser)]
 #[command(
@@ -100,7 +102,11 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
         loop {
             tick.tick().await;
             let b = retention_broker.clone();
-            let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                b.apply_retention();
+                b.clean_offsets_topic();
+            })
+            .await;
         }
     });
     let checkpoint_broker = broker.clone();
@@ -113,7 +119,17 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
             let _ = tokio::task::spawn_blocking(move || b.checkpoint()).await;
         }
     });
+    let group_broker = broker.clone();
+    let group_ticks = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(GROUP_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            group_broker.group_tick();
+        }
+    });
     server.run(shutdown_signal()).await;
+    group_ticks.abort();
     retention.abort();
     checkpoints.abort();
     tracing::info!("shutting down: flushing and closing partitions");

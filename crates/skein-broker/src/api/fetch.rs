@@ -140,6 +140,26 @@ fn read_once(
     (resp, total, any_error)
 }
 
+fn observe(broker: &Broker, version: i16, resp: &FetchResponse) {
+    for t in &resp.responses {
+        let by_id;
+        let name = if version >= FIRST_TOPIC_ID_VERSION {
+            by_id = broker
+                .topic_by_id(&t.topic_id)
+                .map(|topic| topic.name.clone())
+                .unwrap_or_default();
+            &by_id
+        } else {
+            &t.topic
+        };
+        for p in &t.partitions {
+            if let Some(records) = &p.records {
+                broker.metrics().observe_fetched(name, records);
+            }
+        }
+    }
+}
+
 pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> ResponseBody {
     if req.session_id != 0 {
         return ResponseBody::Fetch(FetchResponse {
@@ -168,6 +188,7 @@ pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> Res
             || Instant::now() >= deadline
             || !broker.is_ready()
         {
+            observe(&broker, version, &resp);
             return ResponseBody::Fetch(resp);
         }
         tokio::select! {

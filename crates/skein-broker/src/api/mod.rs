@@ -10,6 +10,7 @@ use crate::broker::Broker;
 
 mod admin_configs;
 mod api_versions;
+mod consumer_group;
 mod create_partitions;
 mod create_topics;
 mod delete_records;
@@ -17,10 +18,18 @@ mod delete_topics;
 mod describe_cluster;
 mod fetch;
 mod find_coordinator;
+mod group_admin;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 pub use api_versions::unsupported_version_response;
 
@@ -31,6 +40,8 @@ pub struct RequestContext {
     pub api_version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The peer's address as Kafka shows it in group descriptions (`/127.0.0.1`).
+    pub client_host: String,
 }
 
 /// A handler's answer: now, never (acks=0), or once a wait (fsync, long poll) is over.
@@ -61,6 +72,18 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 0),
 ];
 
 /// The version range served for an API, if it is served at all.
@@ -118,6 +141,28 @@ impl Broker {
             RequestBody::DescribeCluster(r) => Reply::Now(ResponseBody::DescribeCluster(
                 describe_cluster::handle(self, v, r),
             )),
+            RequestBody::JoinGroup(r) => join_group::handle(self, ctx, r),
+            RequestBody::SyncGroup(r) => sync_group::handle(self, ctx, r),
+            RequestBody::Heartbeat(r) => {
+                Reply::Now(ResponseBody::Heartbeat(heartbeat::handle(self, r)))
+            }
+            RequestBody::LeaveGroup(r) => leave_group::handle(self, ctx, r),
+            RequestBody::OffsetCommit(r) => offset_commit::handle(self, ctx, r),
+            RequestBody::OffsetFetch(r) => {
+                Reply::Now(ResponseBody::OffsetFetch(offset_fetch::handle(self, v, r)))
+            }
+            RequestBody::OffsetDelete(r) => offset_delete::handle(self, r),
+            RequestBody::DescribeGroups(r) => {
+                Reply::Now(ResponseBody::DescribeGroups(group_admin::describe(self, r)))
+            }
+            RequestBody::ListGroups(r) => {
+                Reply::Now(ResponseBody::ListGroups(group_admin::list(self, r)))
+            }
+            RequestBody::DeleteGroups(r) => group_admin::delete(self, r),
+            RequestBody::ConsumerGroupHeartbeat(r) => consumer_group::heartbeat(self, ctx, r),
+            RequestBody::ConsumerGroupDescribe(r) => Reply::Now(
+                ResponseBody::ConsumerGroupDescribe(consumer_group::describe(self, r)),
+            ),
             other => {
                 // The connection layer only passes on APIs in SUPPORTED_APIS.
                 tracing::error!(api = ?other.api_key(), "no handler for an advertised API");

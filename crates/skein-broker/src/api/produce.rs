@@ -29,6 +29,9 @@ const FIRST_ZSTD_VERSION: i16 = 7;
 const FIRST_INVALID_RECORD_VERSION: i16 = 8;
 
 struct Written {
+    /// Bytes and records appended (0 for a duplicate).
+    bytes: usize,
+    records: i32,
     base_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
@@ -180,6 +183,8 @@ fn write(
                 // first attempt is still waiting for its fsync, so wait for one too.
                 let sync = wants_sync.then(|| log.sync_handle());
                 return Ok(Written {
+                    bytes: 0,
+                    records: 0,
                     base_offset,
                     log_append_time_ms: -1,
                     log_start_offset: log.log_start_offset(),
@@ -223,6 +228,8 @@ fn write(
     log.set_high_watermark(leo);
     let sync = wants_sync.then(|| log.sync_handle());
     Ok(Written {
+        bytes: info.bytes,
+        records: header.records_count,
         base_offset: info.base_offset,
         log_append_time_ms,
         log_start_offset: log.log_start_offset(),
@@ -307,6 +314,11 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
             tr.partition_responses.push(match result {
                 Ok(w) => {
                     appended = true;
+                    if w.records > 0 {
+                        broker
+                            .metrics()
+                            .observe_produced(&tr.name, w.bytes, w.records);
+                    }
                     if let (Some(handle), Some(partition)) = (w.sync, partition) {
                         syncs.push((ti, pi, partition, handle));
                     }

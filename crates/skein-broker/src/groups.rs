@@ -1,0 +1,363 @@
+//! The broker side of consumer groups: runs the pure [`Coordinator`] of `skein-group`,
+//! stores the records it emits in `__consumer_offsets`, replays them at start, delivers
+//! delayed JoinGroup/SyncGroup answers, and cleans the offsets topic so it stays small.
+//!
+//! Every coordinator call and the appends of the records it emits happen under one lock, so
+//! the log holds the records in the order the coordinator made its decisions; waiting for
+//! the fsync and answering happen outside it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use skein_group::{
+    Coordinator, Effect, GroupConfig, GroupRecord, JoinResult, SyncResult, Token, TopicId,
+    TopicView,
+};
+use skein_log::SyncHandle;
+use skein_protocol::records::{self, BatchIter, RecordBatchBuilder};
+use tokio::sync::oneshot;
+
+use crate::broker::{now_ms, Broker, Partition};
+
+/// Kafka's internal topic for committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Segment size of the offsets topic (Kafka's `offsets.topic.segment.bytes` default).
+const OFFSETS_SEGMENT_BYTES: &str = "104857600";
+/// A partition of the offsets topic is rewritten from the coordinator's state once it holds
+/// this many records beyond its log start.
+const CLEAN_AFTER_RECORDS: i64 = 20_000;
+/// Most bytes read at a time while replaying the offsets topic.
+const REPLAY_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A delayed answer.
+#[derive(Debug)]
+pub enum Waited {
+    Join(JoinResult),
+    Sync(SyncResult),
+}
+
+/// The coordinator and the requests waiting on it.
+pub struct Groups {
+    coordinator: Mutex<Coordinator>,
+    waiters: Arc<Mutex<HashMap<Token, oneshot::Sender<Waited>>>>,
+    next_token: AtomicU64,
+    partitions: i32,
+}
+
+/// Kafka maps a group to `abs(groupId.hashCode()) % partitions`, with Java's string hash.
+pub fn offsets_partition_for(group: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(unit as i32);
+    }
+    (h & 0x7fff_ffff) % partitions.max(1)
+}
+
+impl Groups {
+    pub fn new(config: GroupConfig, partitions: i32) -> Groups {
+        Groups {
+            coordinator: Mutex::new(Coordinator::new(config)),
+            waiters: Arc::new(Mutex::new(HashMap::new())),
+            next_token: AtomicU64::new(1),
+            partitions,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Coordinator> {
+        self.coordinator.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a waiting request; its answer arrives on the receiver.
+    pub fn wait(&self) -> (Token, oneshot::Receiver<Waited>) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, tx);
+        (token, rx)
+    }
+
+    /// Reads the coordinator without changing it.
+    pub fn read<T>(&self, f: impl FnOnce(&Coordinator) -> T) -> T {
+        f(&self.lock())
+    }
+}
+
+/// The broker's topics as the KIP-848 assignors see them (internal topics excluded).
+struct BrokerTopics<'a>(&'a Broker);
+
+impl TopicView for BrokerTopics<'_> {
+    fn topics(&self) -> Vec<(String, TopicId, i32)> {
+        self.0
+            .topics()
+            .into_iter()
+            .filter(|t| !t.is_internal())
+            .map(|t| (t.name.clone(), t.id.0, t.partition_count()))
+            .collect()
+    }
+}
+
+impl Broker {
+    /// Runs `f` on the coordinator and carries out the effects it returns. The returned
+    /// future completes once the records are durable and the delayed answers were sent.
+    pub fn group_op<T>(
+        &self,
+        f: impl FnOnce(&mut Coordinator, i64, &dyn TopicView) -> (T, Vec<Effect>),
+    ) -> (T, impl Future<Output = ()> + Send + 'static) {
+        let groups = self.groups();
+        let mut coordinator = groups.lock();
+        let (value, effects) = f(&mut coordinator, now_ms(), &BrokerTopics(self));
+        let mut syncs: Vec<(Arc<Partition>, SyncHandle)> = Vec::new();
+        let mut answers: Vec<(Token, Waited)> = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Persist(record) => {
+                    if let Some(s) = self.persist_group_record(&record) {
+                        syncs.push(s);
+                    }
+                }
+                Effect::Join(token, r) => answers.push((token, Waited::Join(r))),
+                Effect::Sync(token, r) => answers.push((token, Waited::Sync(r))),
+            }
+        }
+        drop(coordinator);
+        let waiters = groups.waiters.clone();
+        let syncer = self.syncer().clone();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let deliver = async move {
+            for (partition, handle) in syncs {
+                let end = handle.end_offset();
+                if syncer.sync(partition.key(), handle).await.is_ok() {
+                    if let Some(log) = partition.lock().log.as_mut() {
+                        log.mark_durable(end);
+                    }
+                }
+            }
+            let mut waiters = waiters.lock().unwrap_or_else(|e| e.into_inner());
+            for (token, answer) in answers {
+                if let Some(tx) = waiters.remove(&token) {
+                    let _ = tx.send(answer);
+                }
+            }
+            let _ = done_tx.send(());
+        };
+        tokio::spawn(deliver);
+        (value, async move {
+            let _ = done_rx.await;
+        })
+    }
+
+    /// Appends one group record to its partition of the offsets topic, creating the topic on
+    /// first use. Returns what to fsync when acks=all writes are fsynced.
+    fn persist_group_record(&self, record: &GroupRecord) -> Option<(Arc<Partition>, SyncHandle)> {
+        let topic = match self.offsets_topic() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("cannot create {OFFSETS_TOPIC}: {e}");
+                return None;
+            }
+        };
+        let index = offsets_partition_for(record.partition_key(), topic.partition_count());
+        let partition = topic.partition(index)?;
+        let now = now_ms();
+        let key = record.key();
+        let value = record.value();
+        let mut batch = RecordBatchBuilder::new(now)
+            .push(Some(&key), value.as_deref(), now)
+            .build();
+        let mut state = partition.lock();
+        let log = state.log.as_mut()?;
+        if let Err(e) = log.append(&mut batch, now) {
+            tracing::error!(partition = index, "could not write to {OFFSETS_TOPIC}: {e}");
+            return None;
+        }
+        let leo = log.log_end_offset();
+        log.set_high_watermark(leo);
+        let handle = log.sync_handle();
+        drop(state);
+        self.config.acks_all_fsync.then(|| (partition, handle))
+    }
+
+    fn offsets_topic(&self) -> Result<Arc<crate::broker::Topic>, String> {
+        if let Some(t) = self.topic(OFFSETS_TOPIC) {
+            return Ok(t);
+        }
+        let mut overrides = std::collections::BTreeMap::new();
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        overrides.insert(
+            "segment.bytes".to_string(),
+            OFFSETS_SEGMENT_BYTES.to_string(),
+        );
+        match self.create_topic(OFFSETS_TOPIC, self.groups().partitions, overrides) {
+            Ok(t) => Ok(t),
+            Err(_) if self.topic(OFFSETS_TOPIC).is_some() => {
+                Ok(self.topic(OFFSETS_TOPIC).expect("exists"))
+            }
+            Err(e) => Err(e.message),
+        }
+    }
+
+    /// Rebuilds the coordinator from the offsets topic (at start).
+    pub(crate) fn replay_groups(&self) {
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        let groups = self.groups();
+        let mut coordinator = groups.lock();
+        let mut replayed = 0u64;
+        let mut skipped = 0u64;
+        for partition in topic.partitions() {
+            let state = partition.lock();
+            let Some(log) = state.log.as_ref() else {
+                continue;
+            };
+            let mut offset = log.log_start_offset();
+            let end = log.log_end_offset();
+            while offset < end {
+                let read = match log.read(offset, REPLAY_CHUNK_BYTES, None) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(
+                            partition = partition.index,
+                            "cannot replay {OFFSETS_TOPIC}: {e}"
+                        );
+                        break;
+                    }
+                };
+                if read.records.is_empty() {
+                    break;
+                }
+                for item in BatchIter::new(&read.records) {
+                    let Ok((header, range)) = item else { break };
+                    offset = header.last_offset() + 1;
+                    let batch = &read.records[range];
+                    match records::decode_records(batch) {
+                        Ok(recs) => {
+                            for r in recs {
+                                let Some(key) = r.key else { continue };
+                                match GroupRecord::decode(key, r.value) {
+                                    Ok(rec) => {
+                                        coordinator.replay(&rec);
+                                        replayed += 1;
+                                    }
+                                    Err(_) => skipped += 1,
+                                }
+                            }
+                        }
+                        Err(_) => skipped += 1,
+                    }
+                }
+            }
+        }
+        drop(coordinator);
+        if replayed > 0 || skipped > 0 {
+            tracing::info!(
+                replayed,
+                skipped,
+                "rebuilt consumer groups from {OFFSETS_TOPIC}"
+            );
+        }
+    }
+
+    /// Time-driven work: session and rebalance timeouts, delayed joins, offset expiry.
+    pub fn group_tick(&self) {
+        let ((), _done) = self.group_op(|c, now, _| ((), c.tick(now)));
+    }
+
+    /// Rewrites each large partition of the offsets topic as the coordinator's current state
+    /// and drops what came before, so the topic does not grow without bound.
+    pub fn clean_offsets_topic(&self) {
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        let groups = self.groups();
+        let coordinator = groups.lock();
+        let snapshot = coordinator.snapshot();
+        let count = topic.partition_count();
+        for partition in topic.partitions() {
+            let (start, end) = {
+                let state = partition.lock();
+                let Some(log) = state.log.as_ref() else {
+                    continue;
+                };
+                (log.log_start_offset(), log.log_end_offset())
+            };
+            if end - start < CLEAN_AFTER_RECORDS {
+                continue;
+            }
+            let mine: Vec<&GroupRecord> = snapshot
+                .iter()
+                .filter(|r| offsets_partition_for(r.partition_key(), count) == partition.index)
+                .collect();
+            let mut state = partition.lock();
+            let Some(log) = state.log.as_mut() else {
+                continue;
+            };
+            let snapshot_start = log.log_end_offset();
+            let now = now_ms();
+            let mut ok = true;
+            for record in mine {
+                let key = record.key();
+                let value = record.value();
+                let mut batch = RecordBatchBuilder::new(now)
+                    .push(Some(&key), value.as_deref(), now)
+                    .build();
+                if let Err(e) = log.append(&mut batch, now) {
+                    tracing::error!(
+                        partition = partition.index,
+                        "cleaning {OFFSETS_TOPIC} failed: {e}"
+                    );
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                let leo = log.log_end_offset();
+                log.set_high_watermark(leo);
+                let flushed = log
+                    .flush()
+                    .and_then(|_| log.delete_records_before(snapshot_start));
+                match flushed {
+                    Ok(low) => tracing::info!(
+                        partition = partition.index,
+                        log_start = low,
+                        "cleaned {OFFSETS_TOPIC}"
+                    ),
+                    Err(e) => tracing::error!(
+                        partition = partition.index,
+                        "cleaning {OFFSETS_TOPIC} failed: {e}"
+                    ),
+                }
+            }
+        }
+        drop(coordinator);
+    }
+
+    /// Drops the committed offsets of a deleted topic.
+    pub(crate) fn forget_topic_offsets(&self, topic: &str) {
+        if topic == OFFSETS_TOPIC {
+            return;
+        }
+        let owned = topic.to_string();
+        let ((), _done) = self.group_op(move |c, _, _| ((), c.topic_deleted(&owned)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_matches_kafkas_java_hash() {
+        // Java: "my-group".hashCode() == -1906497762; Kafka masks the sign bit: 36.
+        assert_eq!(offsets_partition_for("my-group", 50), 36);
+        // A string whose Java hash is negative still maps into range.
+        for g in ["", "a", "group-with-a-long-name-1234567890", "ünïcödé"] {
+            let p = offsets_partition_for(g, 50);
+            assert!((0..50).contains(&p), "{g}: {p}");
+        }
+    }
+}

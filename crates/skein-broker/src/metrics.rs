@@ -1,0 +1,451 @@
+//! Prometheus metrics: what the broker counts as it works (requests, errors, latencies,
+//! bytes and records per topic, connections, fsync latency) and what it reads from its
+//! state when scraped (partition sizes and offsets, consumer group lag, members and
+//! generations).
+//!
+//! Consumer lag is the first thing an operator watches: for every committed offset,
+//! `skein_group_lag_records` is the partition's log end offset minus the committed offset, and
+//! `skein_group_lag_seconds` the age of the oldest record the group has not consumed yet.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use skein_protocol::records::BatchIter;
+use skein_protocol::ResponseBody;
+
+use crate::broker::{now_ms, Broker};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiErrorLabels {
+    pub api: String,
+    pub error_code: i16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupPartitionLabels {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 27 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// Every metric the broker exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Serialises scrapes: the state gauges are cleared and refilled for each one.
+    scrape: Mutex<()>,
+    pub requests: Family<ApiLabels, Counter>,
+    pub request_errors: Family<ApiErrorLabels, Counter>,
+    pub request_latency: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    pub connections: Gauge,
+    pub connections_refused: Counter,
+    pub bytes_in: Family<TopicLabels, Counter>,
+    pub records_in: Family<TopicLabels, Counter>,
+    pub bytes_out: Family<TopicLabels, Counter>,
+    pub records_out: Family<TopicLabels, Counter>,
+    pub fsync_latency: Histogram,
+    log_size: Family<PartitionLabels, Gauge>,
+    log_start: Family<PartitionLabels, Gauge>,
+    log_end: Family<PartitionLabels, Gauge>,
+    high_watermark: Family<PartitionLabels, Gauge>,
+    lag_records: Family<GroupPartitionLabels, Gauge>,
+    lag_seconds: Family<GroupPartitionLabels, FloatGauge>,
+    committed: Family<GroupPartitionLabels, Gauge>,
+    group_members: Family<GroupLabels, Gauge>,
+    group_generation: Family<GroupLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("skein");
+        let m = Metrics {
+            scrape: Mutex::new(()),
+            requests: Family::default(),
+            request_errors: Family::default(),
+            request_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            bytes_in: Family::default(),
+            records_in: Family::default(),
+            bytes_out: Family::default(),
+            records_out: Family::default(),
+            fsync_latency: latency_histogram(),
+            log_size: Family::default(),
+            log_start: Family::default(),
+            log_end: Family::default(),
+            high_watermark: Family::default(),
+            lag_records: Family::default(),
+            lag_seconds: Family::default(),
+            committed: Family::default(),
+            group_members: Family::default(),
+            group_generation: Family::default(),
+            registry: Registry::default(),
+        };
+        r.register("requests", "Requests handled, by API", m.requests.clone());
+        r.register(
+            "request_errors",
+            "Error codes answered, by API and Kafka error code",
+            m.request_errors.clone(),
+        );
+        r.register(
+            "request_latency_seconds",
+            "Time from a request's arrival to its response, by API",
+            m.request_latency.clone(),
+        );
+        r.register(
+            "connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections refused at max.connections",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "bytes_in",
+            "Record batch bytes appended, by topic",
+            m.bytes_in.clone(),
+        );
+        r.register(
+            "records_in",
+            "Records appended, by topic",
+            m.records_in.clone(),
+        );
+        r.register(
+            "bytes_out",
+            "Record batch bytes fetched, by topic",
+            m.bytes_out.clone(),
+        );
+        r.register(
+            "records_out",
+            "Records fetched, by topic",
+            m.records_out.clone(),
+        );
+        r.register(
+            "fsync_latency_seconds",
+            "Time of one group-commit fsync",
+            m.fsync_latency.clone(),
+        );
+        r.register(
+            "partition_size_bytes",
+            "Bytes on disk of a partition's log",
+            m.log_size.clone(),
+        );
+        r.register(
+            "partition_log_start_offset",
+            "First offset still in a partition",
+            m.log_start.clone(),
+        );
+        r.register(
+            "partition_log_end_offset",
+            "Offset the next record of a partition gets",
+            m.log_end.clone(),
+        );
+        r.register(
+            "partition_high_watermark",
+            "Offset up to which consumers may read",
+            m.high_watermark.clone(),
+        );
+        r.register(
+            "group_lag_records",
+            "Log end offset minus the group's committed offset",
+            m.lag_records.clone(),
+        );
+        r.register(
+            "group_lag_seconds",
+            "Age of the oldest record the group has not consumed (0 when caught up)",
+            m.lag_seconds.clone(),
+        );
+        r.register(
+            "group_committed_offset",
+            "The group's committed offset",
+            m.committed.clone(),
+        );
+        r.register(
+            "group_members",
+            "Members of a consumer group",
+            m.group_members.clone(),
+        );
+        r.register(
+            "group_generation",
+            "Classic generation or KIP-848 group epoch; it goes up with every rebalance",
+            m.group_generation.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// Counts one answered request and the error codes in its response.
+    pub fn observe_response(&self, api: &str, seconds: f64, body: Option<&ResponseBody>) {
+        let labels = ApiLabels {
+            api: api.to_string(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_latency.get_or_create(&labels).observe(seconds);
+        if let Some(body) = body {
+            for code in error_codes(body) {
+                self.request_errors
+                    .get_or_create(&ApiErrorLabels {
+                        api: api.to_string(),
+                        error_code: code,
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Counts what a fetch response carries, by topic.
+    pub fn observe_fetched(&self, topic: &str, records: &[u8]) {
+        if records.is_empty() {
+            return;
+        }
+        let count: i64 = BatchIter::new(records)
+            .filter_map(Result::ok)
+            .map(|(h, _)| h.records_count.max(0) as i64)
+            .sum();
+        let labels = TopicLabels {
+            topic: topic.to_string(),
+        };
+        self.bytes_out
+            .get_or_create(&labels)
+            .inc_by(records.len() as u64);
+        self.records_out.get_or_create(&labels).inc_by(count as u64);
+    }
+
+    pub fn observe_produced(&self, topic: &str, bytes: usize, records: i32) {
+        let labels = TopicLabels {
+            topic: topic.to_string(),
+        };
+        self.bytes_in.get_or_create(&labels).inc_by(bytes as u64);
+        self.records_in
+            .get_or_create(&labels)
+            .inc_by(records.max(0) as u64);
+    }
+
+    /// The exposition text, after refreshing the gauges read from the broker's state.
+    pub fn render(&self, broker: &Broker) -> String {
+        let _guard = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.refresh(broker);
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!("could not encode metrics: {e}");
+        }
+        out
+    }
+
+    fn refresh(&self, broker: &Broker) {
+        for family in [
+            &self.log_size,
+            &self.log_start,
+            &self.log_end,
+            &self.high_watermark,
+        ] {
+            family.clear();
+        }
+        self.lag_records.clear();
+        self.lag_seconds.clear();
+        self.committed.clear();
+        self.group_members.clear();
+        self.group_generation.clear();
+        let mut ends = std::collections::HashMap::new();
+        for topic in broker.topics() {
+            for p in topic.partitions() {
+                let state = p.lock();
+                let Some(log) = state.log.as_ref() else {
+                    continue;
+                };
+                let l = PartitionLabels {
+                    topic: topic.name.clone(),
+                    partition: p.index,
+                };
+                self.log_size.get_or_create(&l).set(log.size_bytes() as i64);
+                self.log_start.get_or_create(&l).set(log.log_start_offset());
+                self.log_end.get_or_create(&l).set(log.log_end_offset());
+                self.high_watermark
+                    .get_or_create(&l)
+                    .set(log.high_watermark());
+                ends.insert((topic.name.clone(), p.index), log.high_watermark());
+            }
+        }
+        let (lags, groups) = broker.groups().read(|c| {
+            let groups: Vec<(String, usize, i32)> = c
+                .list_groups(&[], &[])
+                .into_iter()
+                .map(|g| {
+                    let (members, generation) = if g.group_type == "classic" {
+                        let d = c.describe_group(&g.group_id);
+                        (
+                            d.members.len(),
+                            c.classic_generation(&g.group_id)
+                                .map(|(gen, _)| gen)
+                                .unwrap_or(0),
+                        )
+                    } else {
+                        let d = c.describe_consumer_group(&g.group_id, &Vec::new());
+                        (d.members.len(), d.group_epoch)
+                    };
+                    (g.group_id, members, generation)
+                })
+                .collect();
+            (c.lag_inputs(), groups)
+        });
+        for (group, members, generation) in groups {
+            let l = GroupLabels { group };
+            self.group_members.get_or_create(&l).set(members as i64);
+            self.group_generation
+                .get_or_create(&l)
+                .set(generation as i64);
+        }
+        let now = now_ms();
+        for (group, topic, partition, committed) in lags {
+            let Some(&end) = ends.get(&(topic.clone(), partition)) else {
+                continue;
+            };
+            let l = GroupPartitionLabels {
+                group,
+                topic: topic.clone(),
+                partition,
+            };
+            let lag = (end - committed.max(0)).max(0);
+            self.committed.get_or_create(&l).set(committed);
+            self.lag_records.get_or_create(&l).set(lag);
+            let age_ms = if lag > 0 {
+                oldest_unconsumed_age_ms(broker, &topic, partition, committed, now)
+            } else {
+                0
+            };
+            self.lag_seconds
+                .get_or_create(&l)
+                .set(age_ms as f64 / 1000.0);
+        }
+    }
+}
+
+/// How old the record at `offset` is (by the timestamp of the batch holding it).
+fn oldest_unconsumed_age_ms(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    now: i64,
+) -> i64 {
+    let Some(p) = broker.topic(topic).and_then(|t| t.partition(partition)) else {
+        return 0;
+    };
+    let state = p.lock();
+    let Some(log) = state.log.as_ref() else {
+        return 0;
+    };
+    let from = offset.max(log.log_start_offset());
+    match log.read(from, 1, Some(log.high_watermark())) {
+        Ok(read) => match BatchIter::new(&read.records).next() {
+            Some(Ok((h, _))) if h.base_timestamp >= 0 => (now - h.base_timestamp).max(0),
+            _ => 0,
+        },
+        Err(_) => 0,
+    }
+}
+
+/// The Kafka error codes a response carries (top level and per partition), without NONE.
+pub fn error_codes(body: &ResponseBody) -> Vec<i16> {
+    let mut codes: Vec<i16> = match body {
+        ResponseBody::Produce(r) => r
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseBody::Fetch(r) => std::iter::once(r.error_code)
+            .chain(
+                r.responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            )
+            .collect(),
+        ResponseBody::ListOffsets(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseBody::Metadata(r) => r.topics.iter().map(|t| t.error_code).collect(),
+        ResponseBody::CreateTopics(r) => r.topics.iter().map(|t| t.error_code).collect(),
+        ResponseBody::DeleteTopics(r) => r.responses.iter().map(|t| t.error_code).collect(),
+        ResponseBody::CreatePartitions(r) => r.results.iter().map(|t| t.error_code).collect(),
+        ResponseBody::DeleteRecords(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseBody::InitProducerId(r) => vec![r.error_code],
+        ResponseBody::FindCoordinator(r) => std::iter::once(r.error_code)
+            .chain(r.coordinators.iter().map(|c| c.error_code))
+            .collect(),
+        ResponseBody::JoinGroup(r) => vec![r.error_code],
+        ResponseBody::SyncGroup(r) => vec![r.error_code],
+        ResponseBody::Heartbeat(r) => vec![r.error_code],
+        ResponseBody::LeaveGroup(r) => std::iter::once(r.error_code)
+            .chain(r.members.iter().map(|m| m.error_code))
+            .collect(),
+        ResponseBody::OffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseBody::OffsetFetch(r) => std::iter::once(r.error_code)
+            .chain(r.groups.iter().map(|g| g.error_code))
+            .collect(),
+        ResponseBody::ConsumerGroupHeartbeat(r) => vec![r.error_code],
+        ResponseBody::DescribeConfigs(r) => r.results.iter().map(|x| x.error_code).collect(),
+        ResponseBody::AlterConfigs(r) => r.responses.iter().map(|x| x.error_code).collect(),
+        ResponseBody::IncrementalAlterConfigs(r) => {
+            r.responses.iter().map(|x| x.error_code).collect()
+        }
+        ResponseBody::ApiVersions(r) => vec![r.error_code],
+        ResponseBody::DescribeCluster(r) => vec![r.error_code],
+        ResponseBody::DeleteGroups(r) => r.results.iter().map(|x| x.error_code).collect(),
+        ResponseBody::DescribeGroups(r) => r.groups.iter().map(|x| x.error_code).collect(),
+        ResponseBody::ListGroups(r) => vec![r.error_code],
+        ResponseBody::OffsetDelete(r) => vec![r.error_code],
+        _ => Vec::new(),
+    };
+    codes.retain(|c| *c != 0);
+    codes
+}
