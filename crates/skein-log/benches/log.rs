@@ -67,8 +67,14 @@ fn bench_read(c: &mut Criterion) {
     g.bench_function("1m_from_page_cache", |b| {
         let mut offset = 0;
         b.iter(|| {
-            let r = log.read(black_box(offset), 1024 * 1024, None).expect("reads");
-            offset = if r.next_offset + 15 * 70 >= leo { 0 } else { r.next_offset };
+            let r = log
+                .read(black_box(offset), 1024 * 1024, None)
+                .expect("reads");
+            offset = if r.next_offset + 15 * 70 >= leo {
+                0
+            } else {
+                r.next_offset
+            };
             r
         })
     });

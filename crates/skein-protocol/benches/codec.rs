@@ -7,8 +7,12 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use skein_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
-use skein_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
+use skein_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use skein_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
 use skein_protocol::records::{verify_crc, BatchHeader, RecordBatchBuilder};
 use skein_protocol::{
     decode_request, decode_response, encode_request, encode_response, ApiKey, RequestBody,
@@ -112,10 +116,15 @@ fn bench_fetch(c: &mut Criterion) {
     let mut g = c.benchmark_group("fetch_response_1m");
     g.throughput(Throughput::Bytes(frame.len() as u64));
     g.bench_function("encode", |b| {
-        b.iter(|| encode_response(7, ApiKey::Fetch, FETCH_VERSION, black_box(&body)).expect("encodes"))
+        b.iter(|| {
+            encode_response(7, ApiKey::Fetch, FETCH_VERSION, black_box(&body)).expect("encodes")
+        })
     });
     g.bench_function("decode", |b| {
-        b.iter(|| decode_response(ApiKey::Fetch, FETCH_VERSION, black_box(frame.clone())).expect("decodes"))
+        b.iter(|| {
+            decode_response(ApiKey::Fetch, FETCH_VERSION, black_box(frame.clone()))
+                .expect("decodes")
+        })
     });
     g.finish();
 }
