@@ -321,9 +321,16 @@ impl Broker {
             partition: index,
             source,
         };
-        let (log, report) = Log::open(&dir, log_config, now).map_err(log_err)?;
-        if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
+        let (mut log, report) = Log::open(&dir, log_config, now).map_err(log_err)?;
+        if report.repaired() {
             tracing::warn!(topic = %topic, partition = index, "recovered: {report}");
+        } else if !report.clean_shutdown && report.log_end_offset > 0 {
+            tracing::info!(topic = %topic, partition = index, "checked after an unclean shutdown: {report}");
+        }
+        if log.latest_epoch().is_none() {
+            // A new partition starts the leader's epoch at its first offset.
+            log.assign_epoch(crate::api::LEADER_EPOCH, log.log_end_offset())
+                .map_err(log_err)?;
         }
         let mut producers = ProducerStates::default();
         log.scan_batches(log.log_start_offset(), |h: &BatchHeader| {

@@ -178,7 +178,7 @@ impl Broker {
         log.set_high_watermark(leo);
         let handle = log.sync_handle();
         drop(state);
-        self.config.acks_all_fsync.then(|| (partition, handle))
+        self.config.acks_all_fsync.then_some((partition, handle))
     }
 
     fn offsets_topic(&self) -> Result<Arc<crate::broker::Topic>, String> {

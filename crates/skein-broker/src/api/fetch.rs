@@ -26,12 +26,13 @@ const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 
 /// Checks the leader epoch a client believes in against ours.
 pub fn check_leader_epoch(current_leader_epoch: i32) -> ErrorCode {
-    if current_leader_epoch > LEADER_EPOCH {
-        ErrorCode::UNKNOWN_LEADER_EPOCH
-    } else if current_leader_epoch >= 0 && current_leader_epoch < LEADER_EPOCH {
-        ErrorCode::FENCED_LEADER_EPOCH
-    } else {
-        ErrorCode::NONE
+    use std::cmp::Ordering;
+    // -1 means the client does not know the epoch: no check.
+    match current_leader_epoch.cmp(&LEADER_EPOCH) {
+        _ if current_leader_epoch < 0 => ErrorCode::NONE,
+        Ordering::Greater => ErrorCode::UNKNOWN_LEADER_EPOCH,
+        Ordering::Less => ErrorCode::FENCED_LEADER_EPOCH,
+        Ordering::Equal => ErrorCode::NONE,
     }
 }
 

@@ -32,6 +32,7 @@ mod produce;
 mod sync_group;
 
 pub use api_versions::unsupported_version_response;
+pub use metadata::LEADER_EPOCH;
 
 /// Who asked, and in which version.
 #[derive(Debug, Clone)]

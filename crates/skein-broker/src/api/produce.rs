@@ -15,6 +15,7 @@ use skein_protocol::messages::produce_response::{
 use skein_protocol::records::{self, BatchHeader, BatchIter, Compression};
 use skein_protocol::ResponseBody;
 
+use super::metadata::LEADER_EPOCH;
 use super::{Reply, RequestContext};
 use crate::broker::{now_ms, Broker, Partition};
 use crate::config::EffectiveTopicConfig;
@@ -205,6 +206,9 @@ fn write(
             }
         }
     }
+    // Like Kafka, the leader stamps its epoch into every batch (outside the CRC), so that
+    // followers can later find where their logs diverge.
+    records::set_partition_leader_epoch(&mut batch, LEADER_EPOCH);
     let log_append_time_ms = if config.log_append_time {
         records::set_log_append_time(&mut batch, now);
         now
