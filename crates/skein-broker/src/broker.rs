@@ -597,6 +597,8 @@ impl Broker {
             topics.by_name.remove(&topic.name);
             topics.by_id.remove(&topic.id);
         }
+        // Released before the coordinator is called: it may need the metadata lock itself.
+        drop(meta);
         for p in topic.partitions() {
             let log = p.lock().log.take();
             if let Some(log) = log {
