@@ -1,0 +1,118 @@
+"""The admin HTTP endpoint: /health, /ready, and /metrics parsed with the Prometheus project's
+own OpenMetrics parser, checking consumer lag against what the clients see."""
+
+import urllib.error
+import urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from helpers import unique_topic, wait_until
+
+GROUP_SETTINGS = ("group.initial.rebalance.delay.ms=0",)
+
+
+def get(http, path):
+    try:
+        with urllib.request.urlopen(f"http://{http}{path}", timeout=10) as r:
+            return r.status, r.headers.get("content-type", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type", ""), e.read().decode()
+
+
+def scrape(http):
+    """Samples by (name, frozenset(labels)), from a parse that fails on malformed output."""
+    status, ctype, body = get(http, "/metrics")
+    assert status == 200, body
+    assert ctype.startswith("application/openmetrics-text"), ctype
+    samples = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def sample(samples, name, **labels):
+    key = (name, frozenset((k, str(v)) for k, v in labels.items()))
+    return samples.get(key)
+
+
+def produce(bootstrap, topic, partition, n):
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    for i in range(n):
+        p.produce(topic, value=f"v{i}".encode(), partition=partition)
+    assert p.flush(30) == 0
+
+
+def commit(bootstrap, group, topic, offsets):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(topic, p, off) for p, off in offsets.items()]
+        result = c.commit(offsets=tps, asynchronous=False)
+        assert all(tp.error is None for tp in result), result
+    finally:
+        c.close()
+
+
+def test_health_ready_and_unknown_paths(broker):
+    assert get(broker.http, "/health")[0] == 200
+    status, _, body = get(broker.http, "/ready")
+    assert (status, body.strip()) == (200, "ready")
+    assert get(broker.http, "/nope")[0] == 404
+
+
+def test_lag_series_follow_produce_and_commit(start_broker):
+    b = start_broker(sets=GROUP_SETTINGS)
+    topic = unique_topic("lag")
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    produce(b.bootstrap, topic, 0, 10)
+    produce(b.bootstrap, topic, 1, 5)
+    commit(b.bootstrap, "lag-group", topic, {0: 4, 1: 5})
+
+    s = scrape(b.http)
+    assert sample(s, "skein_partition_log_end_offset", topic=topic, partition=0) == 10
+    assert sample(s, "skein_partition_high_watermark", topic=topic, partition=1) == 5
+    assert sample(s, "skein_group_committed_offset", group="lag-group", topic=topic, partition=0) == 4
+    assert sample(s, "skein_group_lag_records", group="lag-group", topic=topic, partition=0) == 6
+    assert sample(s, "skein_group_lag_records", group="lag-group", topic=topic, partition=1) == 0
+    assert sample(s, "skein_group_lag_seconds", group="lag-group", topic=topic, partition=1) == 0
+    assert sample(s, "skein_group_lag_seconds", group="lag-group", topic=topic, partition=0) >= 0
+    assert sample(s, "skein_records_in_total", topic=topic) == 15
+    assert sample(s, "skein_requests_total", api="Produce") >= 2
+    assert sample(s, "skein_requests_total", api="OffsetCommit") >= 1
+    assert sample(s, "skein_request_latency_seconds_count", api="Produce") >= 2
+    assert sample(s, "skein_fsync_latency_seconds_count") >= 1
+
+    # Lag grows while a producer runs...
+    produce(b.bootstrap, topic, 1, 7)
+    s = scrape(b.http)
+    assert sample(s, "skein_group_lag_records", group="lag-group", topic=topic, partition=1) == 7
+    # ...and shrinks as the group catches up.
+    commit(b.bootstrap, "lag-group", topic, {0: 10, 1: 12})
+    s = scrape(b.http)
+    assert sample(s, "skein_group_lag_records", group="lag-group", topic=topic, partition=0) == 0
+    assert sample(s, "skein_group_lag_records", group="lag-group", topic=topic, partition=1) == 0
+
+
+def test_errors_are_counted_by_code(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = unique_topic("dup")
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    except Exception:
+        pass
+    s = scrape(broker.http)
+    # TOPIC_ALREADY_EXISTS is 36.
+    assert sample(s, "skein_request_errors_total", api="CreateTopics", error_code=36) == 1
+
+
+def test_connections_gauge(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.list_topics(timeout=10)
+    s = scrape(broker.http)
+    assert sample(s, "skein_connections") >= 1
+    del admin
+    wait_until(lambda: sample(scrape(broker.http), "skein_connections") == 0, 30, "connections to close")
