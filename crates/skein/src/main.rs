@@ -1,4 +1,6 @@
-//! The `skein` binary: `skein serve` runs the broker. Settings come from built-in defaults,
+//! The `skein` binary: `skein serve` runs the broker; the other subcommands (`topic`,
+//! `produce`, `consume`, `group`, `cluster`) are the operator's tool, speaking the Kafka protocol
+//! to any broker. `serve` settings come from built-in defaults,
 //! then a TOML file, then `SKEIN_…` environment variables, then flags (the last wins).
 
 use std::process::ExitCode;
@@ -6,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod cli;
 mod settings;
 
 /// How often partitions write their recovery checkpoints (Kafka's
@@ -29,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run a single-node broker.
     Serve(settings::ServeArgs),
+    #[command(flatten)]
+    Operator(cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args, started),
+        Command::Operator(command) => cli::run(command),
     }
 }
 

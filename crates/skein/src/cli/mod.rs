@@ -1,0 +1,84 @@
+//! The operator's tool: `skein topic`, `produce`, `consume`, `group` and `cluster`. Each
+//! command speaks the Kafka protocol (through Skein's own codec) to any Kafka-compatible
+//! broker, prints text or JSON on stdout, and reports a failure as one line on stderr
+//! (`skein: topic create orders: TOPIC_ALREADY_EXISTS: …`) with a non-zero exit code.
+
+use std::process::ExitCode;
+
+mod assignor;
+mod batch;
+mod client;
+mod cluster;
+mod consume;
+mod errors;
+mod fetch;
+mod group;
+mod membership;
+mod offsets;
+mod output;
+mod partitioner;
+mod produce;
+mod reset_plan;
+mod signal;
+mod time;
+mod topic;
+
+pub use output::Output;
+
+/// The options every command takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Broker(s) to bootstrap from, comma-separated.
+    #[arg(
+        long,
+        short = 'b',
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    /// How to print results.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+impl Common {
+    pub fn connect(&self) -> anyhow::Result<client::Cluster> {
+        client::Cluster::connect(&self.bootstrap)
+    }
+}
+
+/// The operator commands, flattened into `skein`'s own subcommands.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Create, list, describe, grow, reconfigure and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Write records to a topic, one per line of stdin (or per --value).
+    Produce(produce::ProduceArgs),
+    /// Read records from a topic, alone or as a member of a consumer group.
+    Consume(consume::ConsumeArgs),
+    /// List, describe and delete consumer groups, and reset their offsets.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
+    /// Show the cluster: id, controller, brokers and the APIs they serve.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+}
+
+/// Runs one operator command; errors are printed as one line on stderr.
+pub fn run(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Topic(c) => topic::run(c),
+        Command::Produce(a) => produce::run(a),
+        Command::Consume(a) => consume::run(a),
+        Command::Group(c) => group::run(c),
+        Command::Cluster(c) => cluster::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skein: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
