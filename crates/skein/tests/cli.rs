@@ -220,6 +220,7 @@ fn topic_admin_round_trip() {
         assert_eq!(p["leader"], 1);
         assert_eq!(p["log_start_offset"], 0);
         assert_eq!(p["log_end_offset"], 0);
+        assert_eq!(p["size_bytes"], 0);
     }
     let config = |d: &Value, name: &str| -> (String, String) {
         let c = d["configs"]
@@ -415,6 +416,11 @@ fn keyed_records_land_where_the_java_client_puts_them() {
         "2",
     ]);
     assert_eq!(out, "a\nb\n");
+    // Partition 3 now holds records, so describe reports its size (DescribeLogDirs).
+    let described = b.json(&["topic", "describe", "keys"]);
+    let p3 = &described["partitions"][3];
+    assert_eq!(p3["log_end_offset"], count_3 as i64 + 2);
+    assert!(p3["size_bytes"].as_i64().unwrap() > 0, "{p3}");
     let out = b.ok(&[
         "consume",
         "keys",

@@ -16,6 +16,7 @@ mod create_topics;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_log_dirs;
 mod fetch;
 mod find_coordinator;
 mod group_admin;
@@ -73,6 +74,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
@@ -141,6 +143,9 @@ impl Broker {
             )),
             RequestBody::DescribeCluster(r) => Reply::Now(ResponseBody::DescribeCluster(
                 describe_cluster::handle(self, v, r),
+            )),
+            RequestBody::DescribeLogDirs(r) => Reply::Now(ResponseBody::DescribeLogDirs(
+                describe_log_dirs::handle(self, r),
             )),
             RequestBody::JoinGroup(r) => join_group::handle(self, ctx, r),
             RequestBody::SyncGroup(r) => sync_group::handle(self, ctx, r),

@@ -80,6 +80,7 @@ exchanges! {
     DescribeConfigs: DescribeConfigsRequest => DescribeConfigsResponse, tested up to 4;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse, tested up to 1;
     DescribeCluster: DescribeClusterRequest => DescribeClusterResponse, tested up to 1;
+    DescribeLogDirs: DescribeLogDirsRequest => DescribeLogDirsResponse, tested up to 4;
     FindCoordinator: FindCoordinatorRequest => FindCoordinatorResponse, tested up to 6;
     JoinGroup: JoinGroupRequest => JoinGroupResponse, tested up to 9;
     SyncGroup: SyncGroupRequest => SyncGroupResponse, tested up to 5;

@@ -334,6 +334,49 @@ fn describe_configs(cluster: &mut Cluster, topic: &str) -> Result<Vec<ConfigEntr
     Ok(entries)
 }
 
+/// Partition sizes from DescribeLogDirs, asked of each partition's leader. Brokers that do
+/// not serve DescribeLogDirs leave their partitions out (shown as `-`).
+fn partition_sizes(cluster: &mut Cluster, info: &TopicInfo) -> std::collections::HashMap<i32, i64> {
+    use skein_protocol::messages::describe_log_dirs_request::{
+        DescribableLogDirTopic, DescribeLogDirsRequest,
+    };
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> =
+        std::collections::BTreeMap::new();
+    for p in &info.partitions {
+        if p.leader >= 0 {
+            by_leader.entry(p.leader).or_default().push(p.partition);
+        }
+    }
+    let mut sizes = std::collections::HashMap::new();
+    for (leader, partitions) in by_leader {
+        let Ok(conn) = cluster.broker(leader) else {
+            continue;
+        };
+        if !conn.supports(ApiKey::DescribeLogDirs) {
+            continue;
+        }
+        let request = DescribeLogDirsRequest {
+            topics: Some(vec![DescribableLogDirTopic {
+                topic: info.name.clone(),
+                partitions,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let Ok(response) = conn.send(request) else {
+            continue;
+        };
+        for dir in response.results.into_iter().filter(|d| d.error_code == 0) {
+            for t in dir.topics.into_iter().filter(|t| t.name == info.name) {
+                for p in t.partitions.into_iter().filter(|p| !p.is_future_key) {
+                    *sizes.entry(p.partition_index).or_insert(0) += p.partition_size;
+                }
+            }
+        }
+    }
+    sizes
+}
+
 fn describe(args: NameArgs) -> Result<()> {
     let mut cluster = args.common.connect()?;
     let info = cluster.topic(&args.name)?;
@@ -343,6 +386,8 @@ fn describe(args: NameArgs) -> Result<()> {
     let ends =
         list_offsets(&mut cluster, &args.name, &partitions, LATEST).context("log end offsets")?;
     let configs = describe_configs(&mut cluster, &args.name)?;
+    let sizes = partition_sizes(&mut cluster, &info);
+    let size = |p: i32| sizes.get(&p).copied();
     let start = |p: i32| starts.get(&p).copied().flatten();
     let end = |p: i32| ends.get(&p).copied().flatten();
     let nodes = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
@@ -371,7 +416,7 @@ fn describe(args: NameArgs) -> Result<()> {
                         nodes(&p.isr),
                         or_dash(start(p.partition)),
                         or_dash(end(p.partition)),
-                        "-".to_owned(),
+                        or_dash(size(p.partition)),
                     ]
                 })
                 .collect();
@@ -418,7 +463,7 @@ fn describe(args: NameArgs) -> Result<()> {
                 "isr": p.isr,
                 "log_start_offset": start(p.partition),
                 "log_end_offset": end(p.partition),
-                "size_bytes": Value::Null,
+                "size_bytes": size(p.partition),
             })).collect::<Vec<_>>(),
             "configs": configs.iter().map(|c| json!({
                 "name": c.name,
