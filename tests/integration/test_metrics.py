@@ -1,6 +1,9 @@
 """The admin HTTP endpoint: /health, /ready, and /metrics parsed with the Prometheus project's
 own OpenMetrics parser, checking consumer lag against what the clients see."""
 
+import json
+import socket
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -8,7 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from helpers import unique_topic, wait_until
+from helpers import SKEIN_BIN, unique_topic, wait_until
 
 GROUP_SETTINGS = ("group.initial.rebalance.delay.ms=0",)
 
@@ -55,6 +58,23 @@ def commit(bootstrap, group, topic, offsets):
         c.close()
 
 
+def cli_lag(bootstrap, group):
+    """Lag per (topic, partition) as `skein group describe --output json` reports it."""
+    out = subprocess.run(
+        [SKEIN_BIN, "group", "describe", group, "--bootstrap", bootstrap, "--output", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    return {(p["topic"], p["partition"]): p["lag"] for p in json.loads(out)["partitions"]}
+
+
+def metrics_lag(samples, group):
+    return {
+        (dict(labels)["topic"], int(dict(labels)["partition"])): value
+        for (name, labels), value in samples.items()
+        if name == "skein_group_lag_records" and dict(labels).get("group") == group
+    }
+
+
 def test_health_ready_and_unknown_paths(broker):
     assert get(broker.http, "/health")[0] == 200
     status, _, body = get(broker.http, "/ready")
@@ -85,10 +105,14 @@ def test_lag_series_follow_produce_and_commit(start_broker):
     assert sample(s, "skein_request_latency_seconds_count", api="Produce") >= 2
     assert sample(s, "skein_fsync_latency_seconds_count") >= 1
 
+    # The metrics and the operator's tool agree.
+    assert metrics_lag(s, "lag-group") == cli_lag(b.bootstrap, "lag-group") == {(topic, 0): 6, (topic, 1): 0}
+
     # Lag grows while a producer runs...
     produce(b.bootstrap, topic, 1, 7)
     s = scrape(b.http)
     assert sample(s, "skein_group_lag_records", group="lag-group", topic=topic, partition=1) == 7
+    assert metrics_lag(s, "lag-group") == cli_lag(b.bootstrap, "lag-group")
     # ...and shrinks as the group catches up.
     commit(b.bootstrap, "lag-group", topic, {0: 10, 1: 12})
     s = scrape(b.http)
@@ -110,9 +134,9 @@ def test_errors_are_counted_by_code(broker):
 
 
 def test_connections_gauge(broker):
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.list_topics(timeout=10)
-    s = scrape(broker.http)
-    assert sample(s, "skein_connections") >= 1
-    del admin
+    host, port = broker.bootstrap.rsplit(":", 1)
+    conns = [socket.create_connection((host, int(port)), timeout=10) for _ in range(3)]
+    wait_until(lambda: sample(scrape(broker.http), "skein_connections") == 3, 30, "three connections")
+    for c in conns:
+        c.close()
     wait_until(lambda: sample(scrape(broker.http), "skein_connections") == 0, 30, "connections to close")
