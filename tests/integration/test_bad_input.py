@@ -310,3 +310,31 @@ def test_slow_writer_is_not_confused(broker):
     assert corr == 8080
     error, _ = wire.parse_api_versions_v3(r)
     assert error == NONE
+
+
+def test_idle_and_stalled_connections_are_closed(start_broker):
+    broker = start_broker(sets=["connections.max.idle.ms=1000"])
+    idle = wire.connect(broker.bootstrap)
+    # A frame that announces 100 bytes, sends 3, then stalls.
+    stalled = wire.connect(broker.bootstrap)
+    stalled.sendall(b"\x00\x00\x00\x64abc")
+    try:
+        assert_closed_without_answer(idle, "idle connection")
+        assert_closed_without_answer(stalled, "stalled frame")
+    finally:
+        idle.close()
+        stalled.close()
+    # A connection that keeps talking is not affected.
+    active = wire.connect(broker.bootstrap)
+    try:
+        deadline = time.monotonic() + 2.5
+        corr = 0
+        while time.monotonic() < deadline:
+            active.sendall(wire.api_versions_request(0, corr))
+            got, _ = wire.recv_frame(active)
+            assert got == corr
+            corr += 1
+            time.sleep(0.3)
+    finally:
+        active.close()
+    assert_healthy(broker)

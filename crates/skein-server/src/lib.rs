@@ -117,6 +117,8 @@ enum ConnectionError {
     Unsupported { api_key: i16, api_version: i16 },
     #[error("could not encode the response")]
     Encode,
+    #[error("idle for longer than connections.max.idle.ms")]
+    Idle,
 }
 
 /// A response slot in the connection's ordered queue.
@@ -192,13 +194,17 @@ async fn serve_connection(
     let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
     let writer = tokio::spawn(write_responses(broker.clone(), wr, rx));
     let max = broker.config.socket_request_max_bytes;
+    let idle = std::time::Duration::from_millis(broker.config.connections_max_idle_ms);
     let result = async {
         loop {
             let mut size_buf = [0u8; 4];
-            match rd.read_exact(&mut size_buf).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e.into()),
+            // A connection that sends nothing for connections.max.idle.ms is closed, as Kafka
+            // does, so idle or stalled clients cannot hold connection slots forever.
+            match tokio::time::timeout(idle, rd.read_exact(&mut size_buf)).await {
+                Err(_) => return Err(ConnectionError::Idle),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(e)) => return Err(e.into()),
             }
             let size = i32::from_be_bytes(size_buf);
             if size < 0 || size as usize > max {
@@ -214,7 +220,10 @@ async fn serve_connection(
             while frame.len() < size {
                 let want = size - frame.len();
                 frame.reserve(want.min(1024 * 1024));
-                let n = (&mut rd).take(want as u64).read_buf(&mut frame).await?;
+                let n =
+                    tokio::time::timeout(idle, (&mut rd).take(want as u64).read_buf(&mut frame))
+                        .await
+                        .map_err(|_| ConnectionError::Idle)??;
                 if n == 0 {
                     return Err(ConnectionError::Io(
                         std::io::ErrorKind::UnexpectedEof.into(),
