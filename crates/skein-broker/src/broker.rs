@@ -327,6 +327,10 @@ impl Broker {
         } else if !report.clean_shutdown && report.log_end_offset > 0 {
             tracing::info!(topic = %topic, partition = index, "checked after an unclean shutdown: {report}");
         }
+        // A single node is the whole ISR: everything recovered into the log is committed, so
+        // the high watermark is the log end (its checkpoint can lag after a crash).
+        let leo = log.log_end_offset();
+        log.set_high_watermark(leo);
         if log.latest_epoch().is_none() {
             // A new partition starts the leader's epoch at its first offset.
             log.assign_epoch(crate::api::LEADER_EPOCH, log.log_end_offset())
