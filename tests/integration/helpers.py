@@ -68,8 +68,8 @@ def producer_client(broker, **conf):
 
 
 def consumer_client(broker, **conf):
-    # Consumer groups are not implemented yet: consumers only use assign() with explicit
-    # offsets and never commit. librdkafka wants a group.id all the same.
+    # A standalone consumer for tests of the log itself: assign() with explicit offsets and
+    # no commits (test_groups.py covers groups). librdkafka wants a group.id all the same.
     base = {
         "bootstrap.servers": broker.bootstrap,
         "group.id": "skein-tests-no-commit",

@@ -548,12 +548,21 @@ impl ClassicGroup {
             ClassicState::Stable => {
                 let is_leader = self.is_leader(&new_id);
                 let unchanged = self.select_protocol() == self.protocol_name;
-                if unchanged && (!is_leader || req.supports_skip_assignment) {
+                if unchanged {
                     // No rebalance: the member keeps its assignment and gets it back from
-                    // SyncGroup. The leader is told to skip computing one (KIP-814).
+                    // SyncGroup. A rejoining leader is told to skip computing one (KIP-814);
+                    // one too old to understand that is answered, as Kafka does, with the
+                    // old leader id, so it takes itself for a follower and assigns nothing.
                     self.persist(cx);
                     self.refresh_session(cx.now, &new_id);
-                    let result = self.current_join_result(&new_id, is_leader);
+                    let result = if is_leader && !req.supports_skip_assignment {
+                        let mut r = self.current_join_result(&new_id, false);
+                        r.leader = old_id.to_owned();
+                        r.members = Vec::new();
+                        r
+                    } else {
+                        self.current_join_result(&new_id, is_leader)
+                    };
                     cx.fx.push(Effect::Join(token, result));
                 } else {
                     self.members.get_mut(&new_id).expect("inserted").join_token = Some(token);

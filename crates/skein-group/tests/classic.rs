@@ -393,12 +393,20 @@ fn static_member_rejoin_without_rebalance_and_fencing() {
     assert_eq!(ja2.members.len(), 2);
     assert_eq!(c.describe_group(G).state, "Stable");
 
-    // An old client (no skip assignment) restarting as leader forces a rebalance.
+    // An old client (no skip assignment) restarting as leader does not rebalance either:
+    // as Kafka does, it is named a follower (the old leader id) so it assigns nothing, and
+    // gets its partitions back from SyncGroup.
     let mut r = static_join_req(G, "", "inst-a");
     r.supports_skip_assignment = false;
     let fx = c.join_group(8, 8, r);
-    assert!(joins(&fx).iter().all(|(t, _)| *t != 8));
-    assert_eq!(c.describe_group(G).state, "PreparingRebalance");
+    let ja3 = join_of(&fx, 8);
+    assert_eq!(ja3.error, ErrorCode::NONE);
+    assert!(!ja3.skip_assignment);
+    assert_eq!(ja3.leader, ja2.member_id);
+    assert_ne!(ja3.leader, ja3.member_id);
+    assert!(ja3.members.is_empty());
+    assert_eq!(ja3.generation_id, ja2.generation_id);
+    assert_eq!(c.describe_group(G).state, "Stable");
 
     // Static leave by instance id with a wrong member id is fenced; by instance alone works.
     let (_, res, _) = c.leave_group(9, G, vec![("wrong".into(), Some("inst-b".into()))]);
