@@ -1117,3 +1117,45 @@ def test_admin_lists_describes_deletes_and_edits_offsets(start_broker):
     finally:
         close_all(members)
         kadmin.close()
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_regex_subscription(start_broker, protocol):
+    """A pattern subscription (`^prefix-.*`) gets the matching topics only, and a matching topic
+    created later joins the assignment. With KIP-848 the broker resolves the regex itself."""
+    broker = start_broker(sets=GROUP_SETS)
+    prefix = unique_topic("rx")
+    a, b, other = f"{prefix}-a", f"{prefix}-b", unique_topic("other")
+    for t in (a, b, other):
+        create_topic(broker, t, partitions=2)
+    conf = member_conf(protocol, **{"topic.metadata.refresh.interval.ms": 1000})
+    conf.update({"bootstrap.servers": broker.bootstrap, "group.id": unique_topic("g-rx")})
+    consumer = Consumer(conf)
+    consumer.subscribe([f"^{prefix}-.*"])
+    try:
+        def assigned():
+            consumer.poll(0.1)
+            return {(tp.topic, tp.partition) for tp in consumer.assignment()}
+
+        want = {(t, p) for t in (a, b) for p in (0, 1)}
+        wait_until(lambda: assigned() == want, WAIT_S, f"assignment of {sorted(want)}")
+        producer = producer_client(broker)
+        reports = produce_all(producer, [(t, {"value": t.encode(), "partition": 0}) for t in (a, b, other)])
+        assert all(r[0] is None for r in reports), reports
+        seen = []
+
+        def got_both():
+            msg = consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                seen.append(msg.topic())
+            return sorted(seen) == sorted([a, b])
+
+        wait_until(got_both, WAIT_S, "the records of the matching topics")
+        late = f"{prefix}-late"
+        create_topic(broker, late, partitions=1)
+        want |= {(late, 0)}
+        wait_until(lambda: assigned() == want, WAIT_S, f"the new topic {late} to be assigned")
+        assert other not in {t for t, _ in assigned()}
+        assert other not in seen
+    finally:
+        consumer.close()
