@@ -439,6 +439,36 @@ impl Broker {
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Applies `change` to a copy of the metadata image, saves it durably, and only then
+    /// makes it current.
+    fn save_meta(
+        meta: &mut (MetaStore, MetadataImage),
+        change: impl FnOnce(&mut MetadataImage),
+    ) -> Result<(), ApiError> {
+        let mut image = meta.1.clone();
+        change(&mut image);
+        meta.0.save(&image).map_err(|e| {
+            ApiError::new(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                format!("could not persist metadata: {e}"),
+            )
+        })?;
+        meta.1 = image;
+        Ok(())
+    }
+
+    /// Runs `f` on every open partition log (for periodic and shutdown work).
+    fn for_each_log(&self, mut f: impl FnMut(&Topic, &Partition, &mut PartitionState)) {
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                let mut state = p.lock();
+                if state.log.is_some() {
+                    f(&topic, &p, &mut state);
+                }
+            }
+        }
+    }
+
     /// Allocates a fresh producer id.
     pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
         let mut next = self
@@ -447,15 +477,8 @@ impl Broker {
             .unwrap_or_else(|e| e.into_inner());
         let mut meta = self.meta();
         if *next >= meta.1.producer_id_block_end {
-            let mut image = meta.1.clone();
-            image.producer_id_block_end = *next + PRODUCER_ID_BLOCK;
-            meta.0.save(&image).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::UNKNOWN_SERVER_ERROR,
-                    format!("could not persist producer ids: {e}"),
-                )
-            })?;
-            meta.1 = image;
+            let end = *next + PRODUCER_ID_BLOCK;
+            Self::save_meta(&mut meta, |image| image.producer_id_block_end = end)?;
         }
         let id = *next;
         *next += 1;
@@ -551,20 +574,16 @@ impl Broker {
         };
         let topic = Self::open_topic(&self.config, name, &stored, now_ms())
             .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
-        let mut image = meta.1.clone();
-        image.topics.insert(name.to_string(), stored);
-        if let Err(e) = meta.0.save(&image) {
+        if let Err(e) = Self::save_meta(&mut meta, |image| {
+            image.topics.insert(name.to_string(), stored);
+        }) {
             for p in topic.partitions() {
                 if let Some(log) = p.lock().log.take() {
                     let _ = log.delete();
                 }
             }
-            return Err(ApiError::new(
-                ErrorCode::KAFKA_STORAGE_ERROR,
-                format!("could not persist metadata: {e}"),
-            ));
+            return Err(e);
         }
-        meta.1 = image;
         let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
         topics.by_id.insert(id, topic.clone());
         topics.by_name.insert(name.to_string(), topic.clone());
@@ -582,20 +601,15 @@ impl Broker {
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, topic: &Arc<Topic>) -> Result<(), ApiError> {
         let mut meta = self.meta();
-        let mut image = meta.1.clone();
-        if image.topics.remove(&topic.name).is_none() {
+        if !meta.1.topics.contains_key(&topic.name) {
             return Err(ApiError::new(
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                 "This server does not host this topic-partition.",
             ));
         }
-        meta.0.save(&image).map_err(|e| {
-            ApiError::new(
-                ErrorCode::KAFKA_STORAGE_ERROR,
-                format!("could not persist metadata: {e}"),
-            )
+        Self::save_meta(&mut meta, |image| {
+            image.topics.remove(&topic.name);
         })?;
-        meta.1 = image;
         {
             let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
             topics.by_name.remove(&topic.name);
@@ -645,17 +659,11 @@ impl Broker {
                     .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
             new.push(Arc::new(p));
         }
-        let mut image = meta.1.clone();
-        if let Some(t) = image.topics.get_mut(&topic.name) {
-            t.partitions = count;
-        }
-        meta.0.save(&image).map_err(|e| {
-            ApiError::new(
-                ErrorCode::KAFKA_STORAGE_ERROR,
-                format!("could not persist metadata: {e}"),
-            )
+        Self::save_meta(&mut meta, |image| {
+            if let Some(t) = image.topics.get_mut(&topic.name) {
+                t.partitions = count;
+            }
         })?;
-        meta.1 = image;
         topic
             .partitions
             .write()
@@ -672,17 +680,11 @@ impl Broker {
         overrides: BTreeMap<String, String>,
     ) -> Result<(), ApiError> {
         let mut meta = self.meta();
-        let mut image = meta.1.clone();
-        if let Some(t) = image.topics.get_mut(&topic.name) {
-            t.configs = overrides.clone();
-        }
-        meta.0.save(&image).map_err(|e| {
-            ApiError::new(
-                ErrorCode::KAFKA_STORAGE_ERROR,
-                format!("could not persist metadata: {e}"),
-            )
+        Self::save_meta(&mut meta, |image| {
+            if let Some(t) = image.topics.get_mut(&topic.name) {
+                t.configs = overrides.clone();
+            }
         })?;
-        meta.1 = image;
         let config = TopicConfig {
             overrides: overrides.into_iter().collect(),
         };
@@ -700,46 +702,31 @@ impl Broker {
     /// Applies retention to every partition; called periodically.
     pub fn apply_retention(&self) {
         let now = now_ms();
-        for topic in self.topics() {
-            for p in topic.partitions() {
-                let mut state = p.lock();
-                if let Some(log) = state.log.as_mut() {
-                    if let Err(e) = log.apply_retention(now) {
-                        tracing::warn!(topic = %topic.name, partition = p.index, "retention failed: {e}");
-                    }
-                }
+        self.for_each_log(|topic, p, state| {
+            if let Some(Err(e)) = state.log.as_mut().map(|log| log.apply_retention(now)) {
+                tracing::warn!(topic = %topic.name, partition = p.index, "retention failed: {e}");
             }
-        }
+        });
     }
 
     /// Writes every partition's checkpoints (recovery point, high watermark), so that a
     /// restart after a crash rescans only what came after them. Called periodically.
     pub fn checkpoint(&self) {
-        for topic in self.topics() {
-            for p in topic.partitions() {
-                let mut state = p.lock();
-                if let Some(log) = state.log.as_mut() {
-                    if let Err(e) = log.checkpoint() {
-                        tracing::warn!(topic = %topic.name, partition = p.index, "checkpoint failed: {e}");
-                    }
-                }
+        self.for_each_log(|topic, p, state| {
+            if let Some(Err(e)) = state.log.as_mut().map(|log| log.checkpoint()) {
+                tracing::warn!(topic = %topic.name, partition = p.index, "checkpoint failed: {e}");
             }
-        }
+        });
     }
 
     /// Flushes and closes every partition (graceful shutdown).
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::SeqCst);
-        for topic in self.topics() {
-            for p in topic.partitions() {
-                let log = p.lock().log.take();
-                if let Some(log) = log {
-                    if let Err(e) = log.close() {
-                        tracing::warn!(topic = %topic.name, partition = p.index, "close failed: {e}");
-                    }
-                }
+        self.for_each_log(|topic, p, state| {
+            if let Some(Err(e)) = state.log.take().map(|log| log.close()) {
+                tracing::warn!(topic = %topic.name, partition = p.index, "close failed: {e}");
             }
-        }
+        });
         self.data_arrived.notify_waiters();
     }
 }
