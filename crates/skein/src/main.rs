@@ -11,6 +11,12 @@ use clap::{Parser, Subcommand};
 mod cli;
 mod settings;
 
+/// mimalloc keeps freed memory for reuse instead of handing large blocks back to the kernel
+/// after each request, which with the system allocator made every fetch buffer a fresh
+/// mmap, page faults on first touch, and a munmap (half the broker's CPU when consuming).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How often partitions write their recovery checkpoints (Kafka's
 /// `log.flush.offset.checkpoint.interval.ms` default).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
