@@ -98,6 +98,22 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
 }
 
 impl Broker {
+    /// Runs a handler that does much file-system work (creating or removing many partition
+    /// directories) so that the runtime keeps serving other connections meanwhile: on a
+    /// multi-threaded runtime this worker hands its other tasks over while it blocks. The
+    /// request still completes before the connection's next one is handled.
+    fn blocking(self: &Arc<Self>, f: impl FnOnce(Arc<Broker>) -> ResponseBody) -> Reply {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let broker = self.clone();
+        let multi_thread =
+            Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        Reply::Now(if multi_thread {
+            tokio::task::block_in_place(|| f(broker))
+        } else {
+            f(broker)
+        })
+    }
+
     /// Routes one decoded request to its handler. The caller has checked that the API and
     /// version are in [`SUPPORTED_APIS`].
     pub fn handle(self: &Arc<Self>, ctx: &RequestContext, body: RequestBody) -> Reply {
@@ -114,12 +130,12 @@ impl Broker {
             RequestBody::ApiVersions(r) => {
                 Reply::Now(ResponseBody::ApiVersions(api_versions::handle(v, r)))
             }
-            RequestBody::CreateTopics(r) => Reply::Now(ResponseBody::CreateTopics(
-                create_topics::handle(self, v, r),
-            )),
-            RequestBody::DeleteTopics(r) => Reply::Now(ResponseBody::DeleteTopics(
-                delete_topics::handle(self, v, r),
-            )),
+            RequestBody::CreateTopics(r) => {
+                self.blocking(move |b| ResponseBody::CreateTopics(create_topics::handle(&b, v, r)))
+            }
+            RequestBody::DeleteTopics(r) => {
+                self.blocking(move |b| ResponseBody::DeleteTopics(delete_topics::handle(&b, v, r)))
+            }
             RequestBody::InitProducerId(r) => Reply::Now(ResponseBody::InitProducerId(
                 init_producer_id::handle(self, r),
             )),
@@ -132,9 +148,9 @@ impl Broker {
             RequestBody::IncrementalAlterConfigs(r) => Reply::Now(
                 ResponseBody::IncrementalAlterConfigs(admin_configs::incremental_alter(self, r)),
             ),
-            RequestBody::CreatePartitions(r) => Reply::Now(ResponseBody::CreatePartitions(
-                create_partitions::handle(self, r),
-            )),
+            RequestBody::CreatePartitions(r) => self.blocking(move |b| {
+                ResponseBody::CreatePartitions(create_partitions::handle(&b, r))
+            }),
             RequestBody::DeleteRecords(r) => {
                 Reply::Now(ResponseBody::DeleteRecords(delete_records::handle(self, r)))
             }
