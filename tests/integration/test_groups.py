@@ -1091,7 +1091,10 @@ def test_admin_lists_describes_deletes_and_edits_offsets(start_broker):
             KTopicPartition(topic, 2): kerrors.NoError
         }
         assert group_offsets(empty) == {0: 2, 1: 3}
-        members[0].consumer.commit(asynchronous=False)
+        # Explicit offsets: whether the member has polled its records yet does not matter.
+        members[0].consumer.commit(
+            offsets=[TopicPartition(topic, p, 5) for p in range(3)], asynchronous=False
+        )
         assert kadmin.delete_group_offsets(active, [KTopicPartition(topic, 0)]) == {
             KTopicPartition(topic, 0): kerrors.GroupSubscribedToTopicError
         }

@@ -1,7 +1,8 @@
 //! Sparse offset and time indexes of one segment.
 //!
-//! Both are flat files of fixed-size big-endian entries, appended with positional writes and
-//! mirrored in a `Vec` for binary search (no mmap: the workspace denies `unsafe_code`).
+//! Both are flat files of fixed-size big-endian entries, kept in a `Vec` for binary search (no
+//! mmap: the workspace denies `unsafe_code`) and written to their files without holding a
+//! descriptor: pending entries are appended at roll, checkpoint and close (see `IndexFile`).
 //!
 //! - `.index`: `(relative_offset u32, position u32)`, where `relative_offset` is a batch's base
 //!   offset minus the segment's base offset and `position` is where that batch starts in the
@@ -75,11 +76,22 @@ impl IndexEntry for TimeEntry {
 }
 
 /// One index file and its in-memory copy.
+///
+/// No file descriptor is held: entries are kept in memory and written out (open, write,
+/// close) by `write_out`, at roll, checkpoint and close. The file on disk may therefore lag
+/// the log (or, after a `reset`, hold stale entries past the log end) until then; recovery
+/// rebuilds the active segment's indexes after an unclean shutdown and sanity-checks the others.
 #[derive(Debug)]
 pub(crate) struct IndexFile<E: IndexEntry> {
     path: PathBuf,
-    file: File,
     entries: Vec<E>,
+    /// How many leading entries are in the file.
+    persisted: usize,
+    /// Whether the file may hold bytes past `persisted` entries (after `reset` or creation),
+    /// to be cut at the next write.
+    stale_tail: bool,
+    /// Whether the file is known to exist.
+    exists: bool,
     /// Whether entries were written since the last fsync.
     dirty: bool,
 }
@@ -88,28 +100,33 @@ pub(crate) struct IndexFile<E: IndexEntry> {
 pub(crate) type Loaded<E> = (IndexFile<E>, Option<String>);
 
 impl<E: IndexEntry> IndexFile<E> {
-    /// Opens (creating if missing) and loads an index file. A missing file, a size that is not
-    /// a multiple of the entry size, or an oversized file is reported as a problem; the caller
+    /// Loads an index file without keeping it open. A missing file, a size that is not a
+    /// multiple of the entry size, or an oversized file is reported as a problem; the caller
     /// decides whether to rebuild.
     pub(crate) fn load(path: &Path) -> Result<Loaded<E>, LogError> {
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .at(path)?;
         let mut index = IndexFile {
             path: path.to_path_buf(),
-            file,
             entries: Vec::new(),
+            persisted: 0,
+            stale_tail: true,
+            exists: true,
             dirty: false,
         };
-        if !existed {
-            return Ok((index, Some("index file is missing".to_string())));
-        }
-        let len = index.file.metadata().at(path)?.len();
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                index.exists = false;
+                index.stale_tail = false;
+                return Ok((index, Some("index file is missing".to_string())));
+            }
+            Err(e) => {
+                return Err(LogError::File {
+                    path: path.to_path_buf(),
+                    source: e,
+                })
+            }
+        };
+        let len = file.metadata().at(path)?.len();
         if len > MAX_INDEX_FILE_BYTES {
             return Ok((index, Some(format!("index file is {len} bytes"))));
         }
@@ -123,15 +140,16 @@ impl<E: IndexEntry> IndexFile<E> {
             ));
         }
         let mut buf = vec![0u8; len as usize];
-        index.file.read_exact_at(&mut buf, 0).at(path)?;
+        file.read_exact_at(&mut buf, 0).at(path)?;
         index.entries = buf.chunks_exact(E::SIZE).map(E::decode).collect();
+        index.persisted = index.entries.len();
+        index.stale_tail = false;
         Ok((index, None))
     }
 
-    /// Creates or empties an index file.
+    /// Creates or empties an index file (closed again at once: entries are written lazily).
     pub(crate) fn create_empty(path: &Path) -> Result<Self, LogError> {
-        let file = OpenOptions::new()
-            .read(true)
+        OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
@@ -139,8 +157,10 @@ impl<E: IndexEntry> IndexFile<E> {
             .at(path)?;
         Ok(IndexFile {
             path: path.to_path_buf(),
-            file,
             entries: Vec::new(),
+            persisted: 0,
+            stale_tail: false,
+            exists: true,
             // An empty new file needs no data sync: the directory fsync makes it exist.
             dirty: false,
         })
@@ -159,29 +179,57 @@ impl<E: IndexEntry> IndexFile<E> {
         (self.entries.len() + 1) * E::SIZE > max_bytes as usize
     }
 
-    pub(crate) fn append(&mut self, entry: E) -> Result<(), LogError> {
-        let mut buf = [0u8; 16];
-        entry.encode(&mut buf[..E::SIZE]);
-        let pos = (self.entries.len() * E::SIZE) as u64;
-        self.file
-            .write_all_at(&buf[..E::SIZE], pos)
-            .at(&self.path)?;
+    /// Adds an entry in memory; `write_out` puts it in the file.
+    pub(crate) fn append(&mut self, entry: E) {
         self.entries.push(entry);
-        self.dirty = true;
-        Ok(())
     }
 
-    /// Empties the index.
-    pub(crate) fn reset(&mut self) -> Result<(), LogError> {
+    /// Empties the index (the file is cut at the next `write_out`).
+    pub(crate) fn reset(&mut self) {
         self.entries.clear();
-        self.file.set_len(0).at(&self.path)?;
-        self.dirty = true;
-        Ok(())
+        self.persisted = 0;
+        self.stale_tail = self.exists;
     }
 
-    pub(crate) fn sync(&mut self) -> Result<(), LogError> {
-        if self.dirty {
-            self.file.sync_data().at(&self.path)?;
+    /// Writes the entries not yet in the file (creating it if need be) and, with `sync`,
+    /// fdatasyncs it. Opens and closes the file: no descriptor is kept.
+    pub(crate) fn write_out(&mut self, sync: bool) -> Result<(), LogError> {
+        let pending = self.persisted < self.entries.len() || self.stale_tail || !self.exists;
+        let needs_sync = sync && self.dirty;
+        if !pending && !needs_sync {
+            return Ok(());
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .at(&self.path)?;
+        if self.persisted < self.entries.len() {
+            let mut buf = vec![0u8; (self.entries.len() - self.persisted) * E::SIZE];
+            for (e, out) in self.entries[self.persisted..]
+                .iter()
+                .zip(buf.chunks_exact_mut(E::SIZE))
+            {
+                e.encode(out);
+            }
+            file.write_all_at(&buf, (self.persisted * E::SIZE) as u64)
+                .at(&self.path)?;
+            self.dirty = true;
+        }
+        if self.stale_tail {
+            file.set_len((self.entries.len() * E::SIZE) as u64)
+                .at(&self.path)?;
+            self.dirty = true;
+        }
+        if !self.exists {
+            self.dirty = true;
+        }
+        self.persisted = self.entries.len();
+        self.stale_tail = false;
+        self.exists = true;
+        if sync && self.dirty {
+            file.sync_data().at(&self.path)?;
             self.dirty = false;
         }
         Ok(())

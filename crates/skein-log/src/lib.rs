@@ -14,6 +14,12 @@
 //! then the value), `leader-epoch-checkpoint` (Kafka's layout: `0`, count, `epoch offset`
 //! lines), and the empty `.clean-shutdown` marker written by `Log::close`.
 //!
+//! Only the active segment's `.log` file stays open. Index entries live in memory and are
+//! appended to their files (open, write, close) at roll (fsynced), `checkpoint` and `close`;
+//! after a crash the active segment's indexes are rebuilt from its log. A log opened in a new,
+//! empty directory is created without any fsync: the directory (and its parent entry) is
+//! fsynced before the first write that must survive a crash.
+//!
 //! **This crate knows nothing about the network or consumer groups**, and never panics on bad
 //! files: damage is repaired by truncation where Kafka would, and reported as an error
 //! elsewhere.

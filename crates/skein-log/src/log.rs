@@ -76,6 +76,10 @@ pub struct Log {
     pub(crate) epochs: LeaderEpochCache,
     pub(crate) written: Written,
     pub(crate) closed: bool,
+    /// Whether the partition directory and its entry in the parent are known durable. A log
+    /// created in a new, empty directory defers those fsyncs until it first writes something
+    /// that must survive (until then a lost directory is simply recreated empty).
+    pub(crate) dir_durable: bool,
 }
 
 /// Splits `buf` into batches, checking that each header parses and each batch is whole.
@@ -151,6 +155,7 @@ impl Log {
     /// the broker validated the batches.
     pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         let mut headers = split_batches(batches)?;
+        self.ensure_dir_durable()?;
         if u32::try_from(batches.len()).is_err() {
             return Err(LogError::InvalidBatch {
                 position: 0,
@@ -225,10 +230,13 @@ impl Log {
             return Ok(());
         }
         let leo = self.log_end_offset();
+        self.ensure_dir_durable()?;
         self.active_mut().seal()?;
         let segment = Segment::create(&self.dir, leo)?;
         checkpoint::sync_dir(&self.dir)?;
         tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled segment");
+        // The sealed segment is read rarely: its file is reopened per read.
+        self.active_mut().release_handle();
         self.segments.push(segment);
         // Every earlier segment was fsynced when it stopped being active.
         self.recovery_point = leo;
@@ -379,6 +387,14 @@ impl Log {
     /// Writes the recovery point, high watermark and log start checkpoints that changed since
     /// they were last written. Meant for a periodic task; `flush` and `close` call it too.
     pub fn checkpoint(&mut self) -> Result<(), LogError> {
+        if !self.dir_durable {
+            // A log created in a new directory and never written since: its missing
+            // checkpoint files already mean what the current values say (all at the base).
+            return Ok(());
+        }
+        // The active segment's index entries live in memory; bring the files up to date
+        // (without fsync: recovery rebuilds the active segment's indexes after a crash).
+        self.active_mut().write_indexes()?;
         let values = [
             (RECOVERY_POINT_FILE, self.recovery_point),
             (HIGH_WATERMARK_FILE, self.high_watermark),
@@ -394,6 +410,19 @@ impl Log {
                 checkpoint::write_value(&self.dir, name, value)?;
                 *last = Some(value);
             }
+        }
+        Ok(())
+    }
+
+    /// fsyncs the partition directory and its parent once, for a log created in a new
+    /// directory, before the first write that must survive a crash.
+    fn ensure_dir_durable(&mut self) -> Result<(), LogError> {
+        if !self.dir_durable {
+            checkpoint::sync_dir(&self.dir)?;
+            if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                checkpoint::sync_dir(parent)?;
+            }
+            self.dir_durable = true;
         }
         Ok(())
     }
@@ -502,6 +531,7 @@ impl Log {
         if offset <= self.log_start_offset {
             return Ok(self.log_start_offset);
         }
+        self.ensure_dir_durable()?;
         self.raise_log_start(offset)?;
         while self.segments.len() > 1 && self.segments[0].next_offset() <= offset {
             self.segments.remove(0).delete_files()?;
@@ -586,6 +616,7 @@ impl Log {
         if offset >= leo {
             return Ok(());
         }
+        self.ensure_dir_durable()?;
         if offset < self.log_start_offset || offset < self.segments[0].base_offset() {
             let offset = offset.max(0);
             for segment in std::mem::take(&mut self.segments) {
@@ -602,6 +633,8 @@ impl Log {
                 }
             }
             let interval = self.config.index_interval_bytes;
+            // A formerly inactive segment becomes active again: it keeps its file open.
+            self.active_mut().ensure_handle()?;
             self.active_mut().truncate_to(offset, interval)?;
         }
         let leo = self.log_end_offset();
@@ -623,6 +656,7 @@ impl Log {
     /// latest epoch) and persists the leader-epoch checkpoint.
     pub fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
         if self.epochs.assign(epoch, start_offset) {
+            self.ensure_dir_durable()?;
             checkpoint::write_epochs(&self.dir, self.epochs.entries())?;
         }
         Ok(())

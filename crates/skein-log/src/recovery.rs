@@ -119,11 +119,15 @@ impl Log {
     ) -> Result<(Log, RecoveryReport), LogError> {
         fs::create_dir_all(dir).at(dir)?;
         let mut report = RecoveryReport::default();
+        // A new (or empty) directory holds nothing to recover or lose: the log is created
+        // without any fsync, which is deferred to its first durable write.
+        let mut fresh = true;
 
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
         for entry in fs::read_dir(dir).at(dir)? {
             let entry = entry.at(dir)?;
+            fresh = false;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.ends_with(".tmp") || name.ends_with(".deleted") {
@@ -145,17 +149,24 @@ impl Log {
         }
 
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        report.clean_shutdown = marker.exists();
+        // An empty directory has no marker or checkpoints to read.
+        report.clean_shutdown = !fresh && marker.exists();
         if report.clean_shutdown {
             // The marker must be gone for good before anything is appended, or a later crash
             // would skip recovery.
             remove_if_exists(&marker).at(&marker)?;
             checkpoint::sync_dir(dir)?;
         }
-        let recovery_point = read_checkpoint(dir, RECOVERY_POINT_FILE, &mut report);
-        let start_checkpoint = read_checkpoint(dir, LOG_START_OFFSET_FILE, &mut report);
-        let hw_checkpoint = read_checkpoint(dir, HIGH_WATERMARK_FILE, &mut report);
-        let epochs = match checkpoint::read_epochs(dir) {
+        let mut read = |name| (!fresh).then(|| read_checkpoint(dir, name, &mut report))?;
+        let recovery_point = read(RECOVERY_POINT_FILE);
+        let start_checkpoint = read(LOG_START_OFFSET_FILE);
+        let hw_checkpoint = read(HIGH_WATERMARK_FILE);
+        let epochs_read = if fresh {
+            Ok(Vec::new())
+        } else {
+            checkpoint::read_epochs(dir)
+        };
+        let epochs = match epochs_read {
             Ok(entries) => entries,
             Err(e) => {
                 report.problems.push(format!("ignored leader epochs: {e}"));
@@ -233,7 +244,15 @@ impl Log {
         if segments.is_empty() {
             let base = start_checkpoint.unwrap_or(0).max(0);
             segments.push(Segment::create(dir, base)?);
-            checkpoint::sync_dir(dir)?;
+            if !fresh {
+                checkpoint::sync_dir(dir)?;
+            }
+        }
+        // Only the active segment keeps its log file open; the others are opened per read.
+        if let Some((_, inactive)) = segments.split_last_mut() {
+            for segment in inactive {
+                segment.release_handle();
+            }
         }
 
         let first_base = segments[0].base_offset();
@@ -270,8 +289,11 @@ impl Log {
             epochs,
             written: Written::default(),
             closed: false,
+            dir_durable: !fresh,
         };
-        log.checkpoint()?;
+        if !fresh {
+            log.checkpoint()?;
+        }
         Ok((log, report))
     }
 }

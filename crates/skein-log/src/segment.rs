@@ -197,7 +197,9 @@ pub(crate) struct RebuildOutcome {
 pub(crate) struct Segment {
     base_offset: i64,
     log_path: PathBuf,
-    log: Arc<File>,
+    /// The open log file: always present for the active segment; inactive segments drop it
+    /// and open the file per read, so a partition holds one descriptor in steady state.
+    log: Option<Arc<File>>,
     size: u64,
     /// The offset after the last batch (== `base_offset` when empty).
     next_offset: i64,
@@ -229,7 +231,7 @@ impl Segment {
         Ok(Segment {
             base_offset,
             log_path,
-            log: Arc::new(log),
+            log: Some(Arc::new(log)),
             size: 0,
             next_offset: base_offset,
             offset_index: IndexFile::create_empty(&dir.join(file_name(base_offset, INDEX_SUFFIX)))?,
@@ -259,7 +261,7 @@ impl Segment {
         let segment = Segment {
             base_offset,
             log_path,
-            log: Arc::new(log),
+            log: Some(Arc::new(log)),
             size,
             next_offset: base_offset,
             offset_index,
@@ -294,7 +296,45 @@ impl Segment {
         self.roll_base_ms
     }
     pub(crate) fn log_file(&self) -> &Arc<File> {
-        &self.log
+        self.log
+            .as_ref()
+            .expect("invariant: the active segment keeps its log file open")
+    }
+
+    /// The log file: the held handle, or a fresh one for a segment that released it.
+    fn handle(&self) -> Result<Arc<File>, LogError> {
+        match &self.log {
+            Some(f) => Ok(Arc::clone(f)),
+            None => Ok(Arc::new(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&self.log_path)
+                    .at(&self.log_path)?,
+            )),
+        }
+    }
+
+    /// Closes the held log file of a segment that is no longer active (reads reopen it).
+    /// Only a segment with nothing left to fsync lets go of its handle.
+    pub(crate) fn release_handle(&mut self) {
+        if !self.log_dirty {
+            self.log = None;
+        }
+    }
+
+    /// Opens the log file again if it was released (the segment becomes active again).
+    pub(crate) fn ensure_handle(&mut self) -> Result<(), LogError> {
+        if self.log.is_none() {
+            self.log = Some(self.handle()?);
+        }
+        Ok(())
+    }
+
+    /// Writes index entries not yet in the index files, without fsync.
+    pub(crate) fn write_indexes(&mut self) -> Result<(), LogError> {
+        self.offset_index.write_out(false)?;
+        self.time_index.write_out(false)
     }
     pub(crate) fn indexes_full(&self, max_index_bytes: u32) -> bool {
         self.offset_index.is_full(max_index_bytes) || self.time_index.is_full(max_index_bytes)
@@ -320,7 +360,8 @@ impl Segment {
         opts: ScanOptions,
         f: impl FnMut(&BatchHeader, u64) -> Result<ControlFlow<()>, LogError>,
     ) -> Result<ScanEnd, LogError> {
-        scan_file(&self.log, &self.log_path, self.size, from_pos, opts, f)
+        let file = self.handle()?;
+        scan_file(&file, &self.log_path, self.size, from_pos, opts, f)
     }
 
     /// Records one appended batch (at `position`) in the indexes and the timestamp tracking.
@@ -343,7 +384,7 @@ impl Segment {
             self.offset_index.append(OffsetEntry {
                 relative_offset: self.relative(header.base_offset),
                 position: u32::try_from(position).unwrap_or(u32::MAX),
-            })?;
+            });
             self.maybe_append_time_entry()?;
             self.bytes_since_index_entry = 0;
         }
@@ -362,7 +403,7 @@ impl Segment {
                 self.time_index.append(TimeEntry {
                     timestamp: m.timestamp,
                     relative_offset: self.relative(m.batch_base_offset),
-                })?;
+                });
             }
         }
         Ok(())
@@ -378,9 +419,10 @@ impl Segment {
         now_ms: i64,
     ) -> Result<(), LogError> {
         let start = self.size;
-        if let Err(e) = self.log.write_all_at(buf, start) {
+        let file = self.handle()?;
+        if let Err(e) = file.write_all_at(buf, start) {
             // Cut any partial write so the next append starts from a clean boundary.
-            let _ = self.log.set_len(start);
+            let _ = file.set_len(start);
             return Err(LogError::File {
                 path: self.log_path.clone(),
                 source: e,
@@ -411,8 +453,8 @@ impl Segment {
         truncate_invalid: bool,
         now_ms: i64,
     ) -> Result<RebuildOutcome, LogError> {
-        self.offset_index.reset()?;
-        self.time_index.reset()?;
+        self.offset_index.reset();
+        self.time_index.reset();
         // Whatever was read may sit only in the page cache (a process crash keeps it there):
         // after a rebuild the whole segment is fsynced, so it counts as durable.
         self.log_dirty = true;
@@ -421,7 +463,7 @@ impl Segment {
         self.next_offset = self.base_offset;
         let mut first_batch_ts = None;
         // The scan reads through its own handle so that the closure may update `self`.
-        let file = Arc::clone(&self.log);
+        let file = self.handle()?;
         let path = self.log_path.clone();
         let size = self.size;
         let opts = ScanOptions {
@@ -447,13 +489,13 @@ impl Segment {
                 return Err(self.corrupt(end.end_pos, problem.clone()));
             }
             truncated_bytes = self.size - end.end_pos;
-            self.log.set_len(end.end_pos).at(&self.log_path)?;
+            file.set_len(end.end_pos).at(&self.log_path)?;
             self.size = end.end_pos;
             self.log_dirty = true;
         }
-        self.sync()?;
-        self.offset_index.sync()?;
-        self.time_index.sync()?;
+        self.sync_with(&file)?;
+        self.offset_index.write_out(true)?;
+        self.time_index.write_out(true)?;
         Ok(RebuildOutcome {
             truncated_bytes,
             problem: end.problem,
@@ -544,7 +586,9 @@ impl Segment {
             return Err(self.corrupt(pos, "batch header runs past the end of the segment"));
         }
         let mut buf = [0u8; BATCH_HEADER_LEN];
-        self.log.read_exact_at(&mut buf, pos).at(&self.log_path)?;
+        self.handle()?
+            .read_exact_at(&mut buf, pos)
+            .at(&self.log_path)?;
         parse_header(&buf).map_err(|e| self.corrupt(pos, format!("invalid batch header: {e}")))
     }
 
@@ -555,7 +599,9 @@ impl Segment {
             return Err(self.corrupt(pos, "batch runs past the end of the segment"));
         }
         let mut buf = vec![0u8; len];
-        self.log.read_exact_at(&mut buf, pos).at(&self.log_path)?;
+        self.handle()?
+            .read_exact_at(&mut buf, pos)
+            .at(&self.log_path)?;
         Ok(buf)
     }
 
@@ -666,7 +712,8 @@ impl Segment {
         let want = (budget as u64).min(self.size.saturating_sub(pos)) as usize;
         let old = out.len();
         out.resize(old + want, 0);
-        if let Err(e) = self.log.read_exact_at(&mut out[old..], pos) {
+        let file = self.handle()?;
+        if let Err(e) = file.read_exact_at(&mut out[old..], pos) {
             out.truncate(old);
             return Err(LogError::File {
                 path: self.log_path.clone(),
@@ -714,7 +761,7 @@ impl Segment {
         };
         let removed = self.size - pos;
         let roll_base_ms = self.roll_base_ms;
-        self.log.set_len(pos).at(&self.log_path)?;
+        self.handle()?.set_len(pos).at(&self.log_path)?;
         self.size = pos;
         self.rebuild(index_interval_bytes, false, false, i64::MAX)?;
         // The segment keeps its age unless it lost its first batch.
@@ -727,14 +774,22 @@ impl Segment {
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
         self.maybe_append_time_entry()?;
         self.sync()?;
-        self.offset_index.sync()?;
-        self.time_index.sync()
+        self.offset_index.write_out(true)?;
+        self.time_index.write_out(true)
     }
 
     /// fdatasyncs the log file if it was written since the last sync.
     pub(crate) fn sync(&mut self) -> Result<(), LogError> {
         if self.log_dirty {
-            self.log.sync_data().at(&self.log_path)?;
+            let file = self.handle()?;
+            self.sync_with(&file)?;
+        }
+        Ok(())
+    }
+
+    fn sync_with(&mut self, file: &File) -> Result<(), LogError> {
+        if self.log_dirty {
+            file.sync_data().at(&self.log_path)?;
             self.log_dirty = false;
         }
         Ok(())

@@ -822,3 +822,163 @@ fn log_append_time_batches_are_found_by_their_append_time() {
     assert_eq!(log.offset_for_timestamp(25).unwrap(), Some((0, NOW)));
     assert_eq!(log.max_timestamp().unwrap(), Some((0, NOW)));
 }
+
+fn index_len(dir: &std::path::Path, base: i64, suffix: &str) -> u64 {
+    fs::metadata(dir.join(format!("{base:020}.{suffix}")))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn index_shorter_than_the_log_after_a_crash_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 64 * 1024,
+        index_interval_bytes: 200,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), config.clone());
+    let mut stored = fill(&mut log, 40, NOW);
+    // Part of the index reaches the file, then more is appended and synced, then a crash.
+    log.checkpoint().unwrap();
+    let partial = index_len(dir.path(), 0, "index");
+    stored.extend(fill(&mut log, 80, NOW + 10_000));
+    // Synced through a handle (the group-commit path), which leaves the index files alone.
+    let handle = log.sync_handle();
+    log.mark_durable(handle.sync().unwrap());
+    let active = *log.segment_base_offsets().last().unwrap();
+    assert_eq!(active, 0);
+    assert_eq!(index_len(dir.path(), 0, "index"), partial);
+    log.abandon();
+
+    let (log, report) = Log::open(dir.path(), config.clone(), NOW).unwrap();
+    assert!(!report.clean_shutdown);
+    let all: Vec<Vec<u8>> = read_all(&log).into_iter().map(|(_, b)| b).collect();
+    assert_eq!(all, stored);
+    for b in &stored {
+        let h = BatchHeader::parse(b).unwrap();
+        assert_eq!(
+            log.offset_for_timestamp(h.base_timestamp).unwrap(),
+            Some((h.base_offset, h.base_timestamp))
+        );
+    }
+    // The index was rebuilt over the whole log.
+    assert!(index_len(dir.path(), 0, "index") > partial);
+    assert!(index_len(dir.path(), 0, "timeindex") > 0);
+    log.close().unwrap();
+    let (log, report) = Log::open(dir.path(), config, NOW).unwrap();
+    assert!(report.clean_shutdown);
+    assert_eq!(report.rebuilt_indexes, 0);
+    let all: Vec<Vec<u8>> = read_all(&log).into_iter().map(|(_, b)| b).collect();
+    assert_eq!(all, stored);
+}
+
+#[test]
+fn crash_before_any_index_write_and_index_ahead_of_a_truncated_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    let mut stored = fill(&mut log, 100, NOW);
+    log.flush().unwrap();
+    log.close().unwrap();
+    // Truncate (replication) then crash: the index file on disk may describe the cut tail.
+    let mut log = open(dir.path(), small_config());
+    let keep = 70;
+    let cut = BatchHeader::parse(&stored[keep]).unwrap().base_offset;
+    log.truncate_to(cut).unwrap();
+    stored.truncate(keep);
+    let more = fill(&mut log, 10, NOW + 50_000);
+    stored.extend(more);
+    log.abandon();
+    let (mut log, _) = Log::open(dir.path(), small_config(), NOW).unwrap();
+    let all: Vec<Vec<u8>> = read_all(&log).into_iter().map(|(_, b)| b).collect();
+    assert_eq!(all, stored);
+    for b in stored.iter().step_by(3) {
+        let h = BatchHeader::parse(b).unwrap();
+        assert_eq!(
+            log.offset_for_timestamp(h.base_timestamp).unwrap(),
+            Some((h.base_offset, h.base_timestamp))
+        );
+    }
+    // A brand-new log abandoned before anything reached an index file.
+    let fresh = dir.path().join("fresh");
+    let mut f = open(&fresh, small_config());
+    let s = fill(&mut f, 5, NOW);
+    f.abandon();
+    let f = open(&fresh, small_config());
+    let all: Vec<Vec<u8>> = read_all(&f).into_iter().map(|(_, b)| b).collect();
+    assert_eq!(all, s);
+    log.append(&mut batch(1, NOW, 10), NOW).unwrap();
+}
+
+#[test]
+fn index_ahead_of_a_cut_log_is_rebuilt_on_open() {
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 64 * 1024,
+            index_interval_bytes: 200,
+            ..LogConfig::default()
+        };
+        let mut log = open(dir.path(), config.clone());
+        let mut stored = fill(&mut log, 60, NOW);
+        log.close().unwrap();
+        // The log file loses its last 20 batches; its index files still describe them.
+        let keep = 40;
+        let keep_bytes: usize = stored[..keep].iter().map(Vec::len).sum();
+        stored.truncate(keep);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("00000000000000000000.log"))
+            .unwrap()
+            .set_len(keep_bytes as u64)
+            .unwrap();
+        if !clean {
+            fs::remove_file(dir.path().join(".clean-shutdown")).unwrap();
+        }
+        let (mut log, _) = Log::open(dir.path(), config.clone(), NOW).unwrap();
+        let leo = BatchHeader::parse(stored.last().unwrap())
+            .unwrap()
+            .last_offset()
+            + 1;
+        assert_eq!(log.log_end_offset(), leo);
+        let all: Vec<Vec<u8>> = read_all(&log).into_iter().map(|(_, b)| b).collect();
+        assert_eq!(all, stored);
+        for b in &stored {
+            let h = BatchHeader::parse(b).unwrap();
+            assert_eq!(
+                log.offset_for_timestamp(h.base_timestamp).unwrap(),
+                Some((h.base_offset, h.base_timestamp))
+            );
+        }
+        assert_eq!(log.offset_for_timestamp(NOW + 1_000_000).unwrap(), None);
+        stored.extend(fill(&mut log, 5, NOW + 100_000));
+        log.close().unwrap();
+        let log = open(dir.path(), config);
+        let all: Vec<Vec<u8>> = read_all(&log).into_iter().map(|(_, b)| b).collect();
+        assert_eq!(all, stored);
+    }
+}
+
+#[test]
+fn new_log_defers_checkpoints_until_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let mut log = open(&path, small_config());
+    log.checkpoint().unwrap();
+    assert!(!path.join("recovery-point-offset-checkpoint").exists());
+    log.set_high_watermark(0);
+    log.abandon();
+    // Reopened without checkpoints: still an empty log at offset 0.
+    let (mut log, report) = Log::open(&path, small_config(), NOW).unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(log.log_end_offset(), 0);
+    let stored = fill(&mut log, 50, NOW);
+    log.set_high_watermark(20);
+    log.flush().unwrap();
+    assert!(path.join("recovery-point-offset-checkpoint").exists());
+    log.abandon();
+    let log = open(&path, small_config());
+    assert_eq!(log.high_watermark(), 20);
+    let all: Vec<Vec<u8>> = read_all(&log).into_iter().map(|(_, b)| b).collect();
+    assert_eq!(all, stored);
+}
