@@ -903,7 +903,10 @@ def test_cooperative_sticky_moves_only_what_it_must(start_broker):
         callbacks = len(first.callbacks)
         second.close()
         pump(members, lambda: first.assignment() == list(range(6)), "the first to own all again")
-        assert first.callbacks[callbacks:] == [("assign", moved)], first.callbacks
+        # An extra cooperative round (the leave racing a rejoin) shows up as an empty assign,
+        # which changes nothing; what matters is that nothing was revoked or lost.
+        changes = [(kind, ps) for kind, ps in first.callbacks[callbacks:] if ps or kind != "assign"]
+        assert changes == [("assign", moved)], first.callbacks
     finally:
         close_all(members)
 
