@@ -658,10 +658,14 @@ impl Gen<'_> {
                 "c::put_opt_string(buf, self.{id}.as_deref(), {flex}, {nullable}, {name})?;\n"
             ),
             Ty::Str => format!("c::put_string(buf, &self.{id}, {flex}, {name})?;\n"),
-            Ty::Bytes | Ty::Records if opt => format!(
+            Ty::Bytes if opt => format!(
                 "c::put_opt_bytes(buf, self.{id}.as_deref(), {flex}, {nullable}, {name})?;\n"
             ),
-            Ty::Bytes | Ty::Records => format!("c::put_bytes(buf, &self.{id}, {flex}, {name})?;\n"),
+            Ty::Bytes => format!("c::put_bytes(buf, &self.{id}, {flex}, {name})?;\n"),
+            Ty::Records if opt => format!(
+                "c::put_opt_records(buf, self.{id}.as_deref(), {flex}, {nullable}, {name})?;\n"
+            ),
+            Ty::Records => format!("c::put_records(buf, &self.{id}, {flex}, {name})?;\n"),
             Ty::Struct(_) if opt => format!(
                 "c::put_opt_struct(buf, self.{id}.as_ref(), version, {nullable}, {name})?;\n"
             ),

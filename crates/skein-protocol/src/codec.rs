@@ -51,6 +51,8 @@ pub enum EncodeError {
     UnsupportedVersion { api_key: i16, version: i16 },
     #[error("body is for api key {actual}, expected {expected}")]
     ApiKeyMismatch { expected: i16, actual: i16 },
+    #[error("{given} spliced record lengths given for {fields} records fields")]
+    SpliceMismatch { given: usize, fields: usize },
 }
 
 /// A value that can be read from the wire at a given message version.
@@ -399,6 +401,119 @@ pub fn put_bytes(
     field: &'static str,
 ) -> Result<(), EncodeError> {
     put_opt_bytes(buf, Some(value), flexible, false, field)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records, with room for bytes spliced in after encoding.
+//
+// A Fetch response can carry its records as ranges of segment files that the network layer
+// sends with `sendfile(2)`, never copying them through user space. To build such a frame,
+// `frame::encode_response_spliced` encodes the body with a list of extra lengths, one per
+// `records` field in encoding order: each field's length prefix then counts its extra bytes,
+// and the position right after the field's inline bytes is noted, for the caller to insert
+// the extra bytes there when writing. The state lives in a thread-local for the duration of
+// that one synchronous call, so the generated encoders need no extra parameter.
+
+struct Splicing {
+    lens: Vec<usize>,
+    next: usize,
+    points: Vec<(usize, usize)>,
+}
+
+thread_local! {
+    static SPLICING: std::cell::RefCell<Option<Splicing>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `encode` with splicing on; returns its result and the `(position, length)` of every
+/// nonzero extra length, in order. Fails unless every length was consumed by exactly one
+/// `records` field.
+pub(crate) fn with_splicing<T>(
+    lens: Vec<usize>,
+    encode: impl FnOnce() -> Result<T, EncodeError>,
+) -> Result<(T, Vec<(usize, usize)>), EncodeError> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SPLICING.with(|s| s.borrow_mut().take());
+        }
+    }
+    SPLICING.with(|s| {
+        *s.borrow_mut() = Some(Splicing {
+            lens,
+            next: 0,
+            points: Vec::new(),
+        })
+    });
+    let reset = Reset;
+    let value = encode()?;
+    let state = SPLICING
+        .with(|s| s.borrow_mut().take())
+        .expect("splicing state set above");
+    drop(reset);
+    if state.next != state.lens.len() {
+        return Err(EncodeError::SpliceMismatch {
+            given: state.lens.len(),
+            fields: state.next,
+        });
+    }
+    Ok((value, state.points))
+}
+
+/// The extra length for the next `records` field: `None` when not splicing.
+fn next_splice() -> Result<Option<usize>, EncodeError> {
+    SPLICING.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(state) = s.as_mut() else {
+            return Ok(None);
+        };
+        let extra = state.lens.get(state.next).copied();
+        state.next += 1;
+        match extra {
+            Some(extra) => Ok(Some(extra)),
+            None => Err(EncodeError::SpliceMismatch {
+                given: state.lens.len(),
+                fields: state.next,
+            }),
+        }
+    })
+}
+
+fn note_splice(position: usize, len: usize) {
+    SPLICING.with(|s| {
+        if let Some(state) = s.borrow_mut().as_mut() {
+            state.points.push((position, len));
+        }
+    });
+}
+
+/// Writes a possibly-null `records` field (see the section comment on splicing).
+pub fn put_opt_records(
+    buf: &mut BytesMut,
+    value: Option<&[u8]>,
+    flexible: bool,
+    nullable: bool,
+    field: &'static str,
+) -> Result<(), EncodeError> {
+    match next_splice()? {
+        None | Some(0) => put_opt_bytes(buf, value, flexible, nullable, field),
+        Some(extra) => {
+            let inline = value.unwrap_or_default();
+            put_len(buf, Some(inline.len() + extra), flexible, true, field)?;
+            buf.put_slice(inline);
+            note_splice(buf.len(), extra);
+            Ok(())
+        }
+    }
+}
+
+/// Writes a non-null `records` field (see the section comment on splicing).
+pub fn put_records(
+    buf: &mut BytesMut,
+    value: &[u8],
+    flexible: bool,
+    field: &'static str,
+) -> Result<(), EncodeError> {
+    put_opt_records(buf, Some(value), flexible, false, field)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -142,6 +142,34 @@ pub fn encode_response(
     finish_frame(buf)
 }
 
+/// A response frame with bytes still to be inserted: see [`encode_response_spliced`].
+#[derive(Debug)]
+pub struct SplicedFrame {
+    /// The encoded frame without the spliced bytes; its size prefix already counts them.
+    pub frame: BytesMut,
+    /// `(position in frame, length)`: insert that many bytes at that position, in order.
+    pub splices: Vec<(usize, usize)>,
+}
+
+/// Encodes a response whose `records` fields are followed by bytes the caller writes itself
+/// (zero-copy fetch). `extra` has one length per `records` field of the body, in encoding
+/// order (0 for none): each field's length prefix and the frame size count those bytes.
+pub fn encode_response_spliced(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseBody,
+    extra: Vec<usize>,
+) -> Result<SplicedFrame, EncodeError> {
+    let (mut frame, splices) = c::with_splicing(extra, || {
+        encode_response(correlation_id, api_key, version, body)
+    })?;
+    let len = frame.len() - 4 + splices.iter().map(|(_, n)| n).sum::<usize>();
+    let size = i32::try_from(len).map_err(|_| EncodeError::TooLong { what: "frame", len })?;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(SplicedFrame { frame, splices })
+}
+
 /// Encodes a request frame with its size prefix (for tests and the CLI). The api key in the
 /// header must match the body.
 pub fn encode_request(header: &RequestHeader, body: &RequestBody) -> Result<BytesMut, EncodeError> {

@@ -23,7 +23,7 @@ pub mod messages;
 pub use codec::{Decode, DecodeError, Encode, EncodeError};
 pub use frame::{
     decode_request, decode_request_header, decode_response, encode_request, encode_response,
-    RequestDecodeError, RequestHeader,
+    encode_response_spliced, RequestDecodeError, RequestHeader, SplicedFrame,
 };
 pub use kafka_uuid::{ParseUuidError, Uuid};
 pub use messages::{ApiKey, RequestBody, ResponseBody};

@@ -297,3 +297,79 @@ fn api_key_metadata() {
     let (lo, hi) = ApiKey::Metadata.valid_versions();
     assert!(lo <= 1 && hi >= 12);
 }
+
+/// A spliced Fetch response, with the spliced bytes inserted where it says, is byte for byte
+/// the response encoded with those records inline, in flexible and non-flexible versions.
+#[test]
+fn spliced_fetch_response_equals_inline_encoding() {
+    use bytes::{Bytes, BytesMut};
+    use skein_protocol::messages::fetch_response::{
+        FetchResponse, FetchableTopicResponse, PartitionData,
+    };
+    use skein_protocol::{encode_response, encode_response_spliced, ApiKey, ResponseBody};
+
+    let file_a: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+    let file_c: Vec<u8> = vec![7u8; 70_000];
+    let partition = |index: i32, records: &[u8]| PartitionData {
+        partition_index: index,
+        high_watermark: 10,
+        records: Some(Bytes::copy_from_slice(records)),
+        ..Default::default()
+    };
+    let response = |a: &[u8], c: &[u8]| {
+        ResponseBody::Fetch(FetchResponse {
+            responses: vec![
+                FetchableTopicResponse {
+                    topic: "t".into(),
+                    partitions: vec![partition(0, a), partition(1, b"")],
+                    ..Default::default()
+                },
+                FetchableTopicResponse {
+                    topic: "u".into(),
+                    partitions: vec![partition(0, c)],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+    };
+    for version in [4i16, 11, 12, 16] {
+        let inline =
+            encode_response(9, ApiKey::Fetch, version, &response(&file_a, &file_c)).unwrap();
+        let spliced = encode_response_spliced(
+            9,
+            ApiKey::Fetch,
+            version,
+            &response(b"", b""),
+            vec![file_a.len(), 0, file_c.len()],
+        )
+        .unwrap();
+        assert_eq!(
+            spliced.splices.len(),
+            2,
+            "v{version}: zero lengths are not spliced"
+        );
+        let mut rebuilt = BytesMut::new();
+        let mut at = 0;
+        for ((pos, len), data) in spliced.splices.iter().zip([&file_a, &file_c]) {
+            assert_eq!(*len, data.len());
+            rebuilt.extend_from_slice(&spliced.frame[at..*pos]);
+            rebuilt.extend_from_slice(data);
+            at = *pos;
+        }
+        rebuilt.extend_from_slice(&spliced.frame[at..]);
+        assert_eq!(&rebuilt[..], &inline[..], "v{version}");
+
+        // A wrong number of lengths is an error, not a malformed frame.
+        let err = encode_response_spliced(9, ApiKey::Fetch, version, &response(b"", b""), vec![1])
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            skein_protocol::EncodeError::SpliceMismatch { .. }
+        ));
+        // And splicing is off again afterwards.
+        let again =
+            encode_response(9, ApiKey::Fetch, version, &response(&file_a, &file_c)).unwrap();
+        assert_eq!(again, inline);
+    }
+}

@@ -323,7 +323,7 @@ impl Encode for PartitionData {
         if version >= 11 {
             c::put_i32(buf, self.preferred_read_replica);
         }
-        c::put_opt_bytes(buf, self.records.as_deref(), flexible, true, "Records")?;
+        c::put_opt_records(buf, self.records.as_deref(), flexible, true, "Records")?;
         if version >= 12 {
             let mut tagged = c::TaggedFields::new();
             if self.diverging_epoch != EpochEndOffset::default() {

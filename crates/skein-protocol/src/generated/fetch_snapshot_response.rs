@@ -204,7 +204,7 @@ impl Encode for PartitionSnapshot {
         self.snapshot_id.encode(buf, version)?;
         c::put_i64(buf, self.size);
         c::put_i64(buf, self.position);
-        c::put_opt_bytes(
+        c::put_opt_records(
             buf,
             self.unaligned_records.as_deref(),
             flexible,

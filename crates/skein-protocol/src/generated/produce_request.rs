@@ -186,7 +186,7 @@ impl Encode for PartitionProduceData {
     fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = version >= 9;
         c::put_i32(buf, self.index);
-        c::put_opt_bytes(buf, self.records.as_deref(), flexible, true, "Records")?;
+        c::put_opt_records(buf, self.records.as_deref(), flexible, true, "Records")?;
         if version >= 9 {
             let mut tagged = c::TaggedFields::new();
             tagged.write(buf, &self.unknown_tagged_fields)?;

@@ -215,7 +215,7 @@ impl Encode for PartitionData {
             "AcknowledgeErrorMessage",
         )?;
         self.current_leader.encode(buf, version)?;
-        c::put_opt_bytes(buf, self.records.as_deref(), flexible, true, "Records")?;
+        c::put_opt_records(buf, self.records.as_deref(), flexible, true, "Records")?;
         c::put_array(
             buf,
             &self.acquired_records,
