@@ -39,6 +39,6 @@ mod sync;
 pub use batch::BatchHeader;
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{AppendInfo, Log, ReadResult, RetentionReport};
+pub use log::{AppendInfo, FileRange, Log, RangeRead, ReadResult, RetentionReport};
 pub use recovery::RecoveryReport;
 pub use sync::SyncHandle;

@@ -46,6 +46,41 @@ pub struct ReadResult {
     pub high_watermark: i64,
 }
 
+/// Whole record batches as a range of one segment file (see [`Log::read_ranges`]).
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: std::sync::Arc<std::fs::File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl FileRange {
+    /// Appends the range's bytes to `out`.
+    pub fn read_into(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let old = out.len();
+        out.resize(old + self.len, 0);
+        let result = self.file.read_exact_at(&mut out[old..], self.position);
+        if result.is_err() {
+            out.truncate(old);
+        }
+        result
+    }
+}
+
+/// What a `read_ranges` returned.
+#[derive(Debug, Clone)]
+pub struct RangeRead {
+    /// In order; at most one per segment.
+    pub ranges: Vec<FileRange>,
+    /// The total length of the ranges.
+    pub bytes: usize,
+    /// The records in them, from the batch headers.
+    pub records: i64,
+    /// The offset after the last returned batch (the requested offset when nothing returned).
+    pub next_offset: i64,
+}
+
 /// What `apply_retention` deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -303,6 +338,65 @@ impl Log {
             log_end_offset: leo,
             high_watermark: self.high_watermark,
         })
+    }
+
+    /// Like [`Log::read`], but returns the batches as ranges of the segment files instead of
+    /// copying them into memory: a caller can `sendfile(2)` them to a socket. Reads only
+    /// the batch headers. The ranges stay readable after the segment is deleted (the file is
+    /// open); they are valid as long as the log is not truncated below them.
+    pub fn read_ranges(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: Option<i64>,
+    ) -> Result<RangeRead, LogError> {
+        let leo = self.log_end_offset();
+        if start_offset < self.log_start_offset || start_offset > leo {
+            return Err(LogError::OffsetOutOfRange {
+                requested: start_offset,
+                log_start: self.log_start_offset,
+                log_end: leo,
+            });
+        }
+        let limit = max_offset_exclusive.unwrap_or(leo).min(leo);
+        let mut read = RangeRead {
+            ranges: Vec::new(),
+            bytes: 0,
+            records: 0,
+            next_offset: start_offset,
+        };
+        if start_offset >= limit {
+            return Ok(read);
+        }
+        let mut index = self.segment_index_for(start_offset);
+        let mut pos_header = self.segments[index].find_batch(start_offset)?;
+        while let Some((pos, header)) = pos_header {
+            let segment = &self.segments[index];
+            let remaining = max_bytes.saturating_sub(read.bytes);
+            let range = segment.range_batches(pos, &header, remaining, read.bytes == 0, limit)?;
+            if let (Some(last), Some(file)) = (range.last, range.file) {
+                let len = (range.end - pos) as usize;
+                read.next_offset = last + 1;
+                read.bytes += len;
+                read.records += range.records;
+                read.ranges.push(FileRange {
+                    file,
+                    position: pos,
+                    len,
+                });
+            }
+            if !range.reached_end || index + 1 >= self.segments.len() || read.bytes >= max_bytes {
+                break;
+            }
+            index += 1;
+            let next_segment = &self.segments[index];
+            pos_header = if next_segment.is_empty() {
+                None
+            } else {
+                Some((0, next_segment.read_header_at(0)?))
+            };
+        }
+        Ok(read)
     }
 
     /// The index of the segment that holds `offset` (the last one whose base is `<=` it).

@@ -22,6 +22,19 @@ const SCAN_CHUNK_BYTES: usize = 256 * 1024;
 /// Bytes read at a time while walking from an index entry to a target offset.
 const LOOKUP_CHUNK_BYTES: usize = 16 * 1024;
 
+/// What [`Segment::range_batches`] found: batches from the start position up to `end`.
+pub(crate) struct BatchRange {
+    /// The open log file, when a read happened.
+    pub file: Option<Arc<File>>,
+    pub end: u64,
+    /// The last offset of the last batch in the range.
+    pub last: Option<i64>,
+    /// The records in the range, from the batch headers.
+    pub records: i64,
+    /// Whether the range reached the end of the segment without hitting a limit.
+    pub reached_end: bool,
+}
+
 /// The file name of a segment file: the base offset zero-padded to 20 digits.
 pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}.{suffix}")
@@ -747,6 +760,73 @@ impl Segment {
         out.truncate(old + taken);
         let reached_end = !hit_limit && pos + taken as u64 == self.size;
         Ok((last, reached_end))
+    }
+
+    /// Like [`Segment::read_batches`], but only walks the batch headers and returns the byte
+    /// range to send (`pos..end`) instead of the bytes: the record data stays in the page
+    /// cache, for `sendfile(2)`. Same limits and results.
+    pub(crate) fn range_batches(
+        &self,
+        pos: u64,
+        first: &BatchHeader,
+        max_bytes: usize,
+        take_first: bool,
+        offset_limit: i64,
+    ) -> Result<BatchRange, LogError> {
+        let mut range = BatchRange {
+            file: None,
+            end: pos,
+            last: None,
+            records: 0,
+            reached_end: false,
+        };
+        if first.last_offset() >= offset_limit {
+            return Ok(range);
+        }
+        let budget = if take_first {
+            max_bytes.max(first.total_len())
+        } else {
+            max_bytes
+        };
+        if first.total_len() > budget {
+            return Ok(range);
+        }
+        let file = self.handle()?;
+        let limit = pos + (budget as u64).min(self.size.saturating_sub(pos));
+        // Headers are read HEADER_PEEK bytes at a time, so small batches cost one read for
+        // many headers and large ones one small read each.
+        const HEADER_PEEK: usize = 4096;
+        let mut peek = [0u8; HEADER_PEEK];
+        let (mut peek_pos, mut peek_len) = (pos, 0usize);
+        let mut at = pos;
+        let mut hit_limit = false;
+        let mut next = Some(*first);
+        while limit.saturating_sub(at) >= BATCH_HEADER_LEN as u64 {
+            let header = match next.take() {
+                Some(h) => h,
+                None => {
+                    if at < peek_pos || at + BATCH_HEADER_LEN as u64 > peek_pos + peek_len as u64 {
+                        let n = (HEADER_PEEK as u64).min(self.size - at) as usize;
+                        file.read_exact_at(&mut peek[..n], at).at(&self.log_path)?;
+                        (peek_pos, peek_len) = (at, n);
+                    }
+                    let from = (at - peek_pos) as usize;
+                    parse_header(&peek[from..peek_len])
+                        .map_err(|e| self.corrupt(at, format!("invalid batch header: {e}")))?
+                }
+            };
+            if header.total_len() as u64 > limit - at || header.last_offset() >= offset_limit {
+                hit_limit = true;
+                break;
+            }
+            at += header.total_len() as u64;
+            range.last = Some(header.last_offset());
+            range.records += i64::from(header.records_count.max(0));
+        }
+        range.end = at;
+        range.reached_end = !hit_limit && at == self.size;
+        range.file = Some(file);
+        Ok(range)
     }
 
     /// Removes every batch at or after `offset` (cut at the start of the batch containing it)

@@ -48,6 +48,50 @@ fn check(log: &Log, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(got, want);
     prop_assert!(log.high_watermark() >= model.log_start && log.high_watermark() <= model.log_end);
     prop_assert!(log.recovery_point() <= model.log_end);
+    check_ranges(log, model)
+}
+
+/// `read_ranges` names exactly the bytes `read` copies, for any start, size and limit.
+fn check_ranges(log: &Log, model: &Model) -> Result<(), TestCaseError> {
+    let span = (model.log_end - model.log_start).max(1);
+    let starts = (0..6).map(|i| model.log_start + span * i / 5);
+    for start in starts.chain([model.log_start - 1, model.log_end + 1]) {
+        for max_bytes in [1usize, 300, 700, 5000] {
+            for limit in [None, Some(log.high_watermark()), Some(start + 2)] {
+                let read = log.read(start, max_bytes, limit);
+                let ranges = log.read_ranges(start, max_bytes, limit);
+                match (read, ranges) {
+                    (Ok(read), Ok(ranges)) => {
+                        let mut bytes = Vec::new();
+                        for r in &ranges.ranges {
+                            r.read_into(&mut bytes).unwrap();
+                        }
+                        prop_assert_eq!(
+                            &bytes[..],
+                            &read.records[..],
+                            "start {} max {} limit {:?}",
+                            start,
+                            max_bytes,
+                            limit
+                        );
+                        prop_assert_eq!(ranges.bytes, bytes.len());
+                        prop_assert_eq!(ranges.next_offset, read.next_offset);
+                        let records: i64 = skein_protocol::records::BatchIter::new(&read.records)
+                            .map(|b| i64::from(b.unwrap().0.records_count))
+                            .sum();
+                        prop_assert_eq!(ranges.records, records);
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => prop_assert!(
+                        false,
+                        "read {:?} but read_ranges {:?}",
+                        a.map(|r| r.next_offset),
+                        b.map(|r| r.next_offset)
+                    ),
+                }
+            }
+        }
+    }
     Ok(())
 }
 
