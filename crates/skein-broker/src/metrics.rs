@@ -234,21 +234,17 @@ impl Metrics {
     }
 
     /// Counts what a fetch response carries, by topic.
-    pub fn observe_fetched(&self, topic: &str, records: &[u8]) {
-        if records.is_empty() {
+    pub fn observe_fetched(&self, topic: &str, bytes: usize, records: i64) {
+        if bytes == 0 {
             return;
         }
-        let count: i64 = BatchIter::new(records)
-            .filter_map(Result::ok)
-            .map(|(h, _)| h.records_count.max(0) as i64)
-            .sum();
         let labels = TopicLabels {
             topic: topic.to_string(),
         };
-        self.bytes_out
+        self.bytes_out.get_or_create(&labels).inc_by(bytes as u64);
+        self.records_out
             .get_or_create(&labels)
-            .inc_by(records.len() as u64);
-        self.records_out.get_or_create(&labels).inc_by(count as u64);
+            .inc_by(records.max(0) as u64);
     }
 
     pub fn observe_produced(&self, topic: &str, bytes: usize, records: i32) {

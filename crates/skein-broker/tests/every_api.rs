@@ -54,6 +54,11 @@ async fn every_api_and_version_answers_random_requests() {
                     Reply::Later(f) => tokio::time::timeout(Duration::from_secs(30), f)
                         .await
                         .unwrap_or_else(|_| panic!("{what}: no answer within 30 s")),
+                    Reply::Fetch(f) => tokio::time::timeout(Duration::from_secs(30), f)
+                        .await
+                        .unwrap_or_else(|_| panic!("{what}: no answer within 30 s"))
+                        .into_inline()
+                        .unwrap_or_else(|e| panic!("{what}: records unreadable: {e}")),
                     Reply::Nothing => panic!("{what}: no reply"),
                 };
                 assert_eq!(response.api_key(), key, "{what}");

@@ -12,11 +12,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use skein_broker::api::unsupported_version_response;
+use skein_broker::api::{unsupported_version_response, FetchReply};
 use skein_broker::{supported_versions, Broker, Reply, RequestContext};
+use skein_log::FileRange;
 use skein_protocol::{ApiKey, ResponseBody};
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -131,6 +132,100 @@ enum Pending {
         started: Instant,
         task: JoinHandle<ResponseBody>,
     },
+    /// A fetch, whose records may be sent straight from the segment files.
+    Fetch {
+        correlation_id: i32,
+        version: i16,
+        started: Instant,
+        task: JoinHandle<FetchReply>,
+    },
+}
+
+/// A response ready to write: encoded bytes, possibly with file ranges to insert.
+enum Outgoing {
+    Bytes(BytesMut),
+    Spliced(skein_protocol::SplicedFrame, Vec<FileRange>),
+}
+
+/// Encodes a fetch reply, leaving its file ranges out of the frame to be sent with
+/// `sendfile(2)`.
+fn encode_fetch(correlation_id: i32, version: i16, reply: FetchReply) -> Option<Outgoing> {
+    if reply.ranges.is_empty() {
+        return encode(correlation_id, ApiKey::Fetch, version, &reply.body).map(Outgoing::Bytes);
+    }
+    let lengths = reply.splice_lengths();
+    match skein_protocol::encode_response_spliced(
+        correlation_id,
+        ApiKey::Fetch,
+        version,
+        &reply.body,
+        lengths,
+    ) {
+        Ok(frame) => Some(Outgoing::Spliced(
+            frame,
+            reply.ranges.into_iter().flatten().collect(),
+        )),
+        Err(e) => {
+            tracing::error!(version, "could not encode a fetch response: {e}");
+            None
+        }
+    }
+}
+
+/// Writes a spliced frame: the encoded parts with `write`, the file ranges with `sendfile`.
+async fn write_spliced(
+    wr: &mut OwnedWriteHalf,
+    frame: skein_protocol::SplicedFrame,
+    ranges: Vec<FileRange>,
+) -> std::io::Result<()> {
+    let mut ranges = ranges.into_iter().filter(|r| r.len > 0);
+    let mut at = 0;
+    for (position, len) in frame.splices {
+        wr.write_all(&frame.frame[at..position]).await?;
+        at = position;
+        let mut sent = 0;
+        while sent < len {
+            let Some(range) = ranges.next() else {
+                return Err(std::io::Error::other(
+                    "fetch ranges shorter than the frame says",
+                ));
+            };
+            send_file(wr.as_ref(), &range).await?;
+            sent += range.len;
+        }
+        if sent != len {
+            return Err(std::io::Error::other("fetch ranges do not match the frame"));
+        }
+    }
+    wr.write_all(&frame.frame[at..]).await
+}
+
+/// Sends a file range to the socket with `sendfile(2)`: the bytes go from the page cache to
+/// the socket without a copy through user space.
+async fn send_file(stream: &TcpStream, range: &FileRange) -> std::io::Result<()> {
+    let mut offset = range.position;
+    let end = range.position + range.len as u64;
+    while offset < end {
+        stream.writable().await?;
+        let want = (end - offset).min(1 << 30) as usize;
+        let result = stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), want)
+                .map_err(std::io::Error::from)
+        });
+        match result {
+            // The file is shorter than the range: the frame cannot be completed.
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file ended inside a fetch range",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn encode(
@@ -154,8 +249,8 @@ async fn write_responses(
     mut rx: mpsc::Receiver<Pending>,
 ) -> std::io::Result<()> {
     while let Some(p) = rx.recv().await {
-        let bytes = match p {
-            Pending::Ready(b) => Some(b),
+        let out = match p {
+            Pending::Ready(b) => Some(Outgoing::Bytes(b)),
             Pending::Waiting {
                 correlation_id,
                 api_key,
@@ -168,16 +263,35 @@ async fn write_responses(
                     broker
                         .metrics()
                         .observe_response(api_key.name(), seconds, Some(&body));
-                    encode(correlation_id, api_key, version, &body)
+                    encode(correlation_id, api_key, version, &body).map(Outgoing::Bytes)
                 }
                 Err(e) => {
                     tracing::error!(?api_key, "request task failed: {e}");
                     None
                 }
             },
+            Pending::Fetch {
+                correlation_id,
+                version,
+                started,
+                task,
+            } => match task.await {
+                Ok(reply) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    broker
+                        .metrics()
+                        .observe_response(ApiKey::Fetch.name(), seconds, Some(&reply.body));
+                    encode_fetch(correlation_id, version, reply)
+                }
+                Err(e) => {
+                    tracing::error!("fetch task failed: {e}");
+                    None
+                }
+            },
         };
-        match bytes {
-            Some(b) => wr.write_all(&b).await?,
+        match out {
+            Some(Outgoing::Bytes(b)) => wr.write_all(&b).await?,
+            Some(Outgoing::Spliced(frame, ranges)) => write_spliced(&mut wr, frame, ranges).await?,
             // A response we cannot produce leaves the client waiting: close instead.
             None => return Ok(()),
         }
@@ -313,6 +427,12 @@ fn handle_frame(
         Reply::Later(fut) => Some(Pending::Waiting {
             correlation_id,
             api_key,
+            version: api_version,
+            started,
+            task: tokio::spawn(fut),
+        }),
+        Reply::Fetch(fut) => Some(Pending::Fetch {
+            correlation_id,
             version: api_version,
             started,
             task: tokio::spawn(fut),

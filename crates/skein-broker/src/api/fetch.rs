@@ -1,13 +1,18 @@
 //! Fetch (v4+): read stored batches, long-polling until `min_bytes` arrive or `max_wait_ms`
 //! passes. Appends wake waiting fetches at once. Fetch sessions are declined (session id 0),
 //! which every client accepts by sending full fetches.
+//!
+//! Records are not copied: the read names the byte ranges of the segment files that hold the
+//! batches, and the network layer sends them with `sendfile(2)` after the encoded fields
+//! (see [`FetchReply`]). Small responses are read into memory instead, where one write is
+//! cheaper than several system calls.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use skein_log::LogError;
-use skein_protocol::messages::fetch_request::FetchRequest;
+use skein_log::{FileRange, LogError};
+use skein_protocol::messages::fetch_request::{FetchPartition, FetchRequest};
 use skein_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
@@ -49,16 +54,76 @@ fn empty_partition(index: i32, code: ErrorCode) -> PartitionData {
     }
 }
 
-/// One pass over every requested partition. Returns the response and the bytes it carries.
-fn read_once(
-    broker: &Broker,
-    version: i16,
-    req: &FetchRequest,
-    max_bytes: usize,
-) -> (FetchResponse, usize, bool) {
-    let mut resp = FetchResponse::default();
-    let mut total = 0usize;
-    let mut any_error = false;
+/// Below this many bytes of records, a response carries them inline.
+const SENDFILE_MIN_BYTES: usize = 64 * 1024;
+
+/// A Fetch response whose records may still be in segment files: `ranges` has one entry per
+/// partition of `body`, in encoding order, each to be written right after that partition's
+/// inline records (which are then empty). `ranges` is empty when everything is inline.
+pub struct FetchReply {
+    pub body: ResponseBody,
+    pub ranges: Vec<Vec<FileRange>>,
+}
+
+impl FetchReply {
+    /// The bytes each partition's ranges add, for `encode_response_spliced`.
+    pub fn splice_lengths(&self) -> Vec<usize> {
+        self.ranges
+            .iter()
+            .map(|r| r.iter().map(|f| f.len).sum())
+            .collect()
+    }
+
+    /// The response with every range read into memory.
+    pub fn into_inline(self) -> std::io::Result<ResponseBody> {
+        let FetchReply { mut body, ranges } = self;
+        if ranges.is_empty() {
+            return Ok(body);
+        }
+        let ResponseBody::Fetch(resp) = &mut body else {
+            return Ok(body);
+        };
+        let partitions = resp
+            .responses
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut());
+        for (pd, ranges) in partitions.zip(ranges) {
+            if !ranges.is_empty() {
+                pd.records = Some(read_ranges(&ranges)?);
+            }
+        }
+        Ok(body)
+    }
+}
+
+fn read_ranges(ranges: &[FileRange]) -> std::io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(ranges.iter().map(|r| r.len).sum());
+    for r in ranges {
+        r.read_into(&mut buf)?;
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// What one pass over the requested partitions found.
+struct Pass {
+    resp: FetchResponse,
+    /// Per partition in encoding order.
+    ranges: Vec<Vec<FileRange>>,
+    /// `(topic, bytes, records)` of every partition with data, for the metrics.
+    fetched: Vec<(Arc<Topic>, usize, i64)>,
+    bytes: usize,
+    any_error: bool,
+}
+
+/// One pass over every requested partition.
+fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize) -> Pass {
+    let mut pass = Pass {
+        resp: FetchResponse::default(),
+        ranges: Vec::new(),
+        fetched: Vec::new(),
+        bytes: 0,
+        any_error: false,
+    };
     for t in &req.topics {
         let topic: Option<Arc<Topic>> = if version >= FIRST_TOPIC_ID_VERSION {
             broker.topic_by_id(&t.topic_id)
@@ -76,103 +141,130 @@ fn read_once(
             ..Default::default()
         };
         for p in &t.partitions {
-            let Some(partition) = topic
-                .as_ref()
-                .and_then(|topic| topic.partition(p.partition))
-            else {
-                any_error = true;
-                tr.partitions.push(empty_partition(p.partition, unknown));
-                continue;
-            };
-            let epoch_check = check_leader_epoch(p.current_leader_epoch);
-            if !epoch_check.is_ok() {
-                any_error = true;
-                tr.partitions
-                    .push(empty_partition(p.partition, epoch_check));
-                continue;
-            }
-            let state = partition.lock();
-            let Some(log) = state.log.as_ref() else {
-                any_error = true;
-                tr.partitions.push(empty_partition(p.partition, unknown));
-                continue;
-            };
-            let hw = log.high_watermark();
-            let mut pd = PartitionData {
-                partition_index: p.partition,
-                high_watermark: hw,
-                last_stable_offset: hw,
-                log_start_offset: log.log_start_offset(),
-                aborted_transactions: (req.isolation_level == READ_COMMITTED).then(Vec::new),
-                preferred_read_replica: -1,
-                records: Some(Bytes::new()),
-                ..Default::default()
-            };
-            let remaining = max_bytes.saturating_sub(total);
-            let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
-            if limit == 0 && total > 0 {
-                tr.partitions.push(pd);
-                continue;
-            }
-            match log.read(p.fetch_offset, limit.max(1), Some(hw)) {
-                Ok(read) => {
-                    let data = read.records;
-                    // Only the first partition with data may go over the limits (KIP-74),
-                    // so that a batch larger than the limit still makes progress.
-                    if total == 0 || data.len() <= remaining {
-                        total += data.len();
-                        pd.records = Some(data);
-                    }
-                }
-                Err(LogError::OffsetOutOfRange { .. }) => {
-                    any_error = true;
-                    pd.error_code = ErrorCode::OFFSET_OUT_OF_RANGE.code();
-                }
-                Err(e) => {
-                    any_error = true;
-                    tracing::error!(topic = %partition.topic, partition = p.partition, "read failed: {e}");
-                    pd.error_code = ErrorCode::KAFKA_STORAGE_ERROR.code();
-                }
-            }
+            let (pd, ranges) = read_partition(topic.as_ref(), p, unknown, max_bytes, &mut pass);
             tr.partitions.push(pd);
+            pass.ranges.push(ranges);
         }
-        resp.responses.push(tr);
+        pass.resp.responses.push(tr);
     }
-    (resp, total, any_error)
+    pass
 }
 
-fn observe(broker: &Broker, version: i16, resp: &FetchResponse) {
-    for t in &resp.responses {
-        let by_id;
-        let name = if version >= FIRST_TOPIC_ID_VERSION {
-            by_id = broker
-                .topic_by_id(&t.topic_id)
-                .map(|topic| topic.name.clone())
-                .unwrap_or_default();
-            &by_id
-        } else {
-            &t.topic
-        };
-        for p in &t.partitions {
-            if let Some(records) = &p.records {
-                broker.metrics().observe_fetched(name, records);
+fn read_partition(
+    topic: Option<&Arc<Topic>>,
+    p: &FetchPartition,
+    unknown: ErrorCode,
+    max_bytes: usize,
+    pass: &mut Pass,
+) -> (PartitionData, Vec<FileRange>) {
+    let Some((topic, partition)) =
+        topic.and_then(|topic| topic.partition(p.partition).map(|part| (topic, part)))
+    else {
+        pass.any_error = true;
+        return (empty_partition(p.partition, unknown), Vec::new());
+    };
+    let epoch_check = check_leader_epoch(p.current_leader_epoch);
+    if !epoch_check.is_ok() {
+        pass.any_error = true;
+        return (empty_partition(p.partition, epoch_check), Vec::new());
+    }
+    let state = partition.lock();
+    let Some(log) = state.log.as_ref() else {
+        pass.any_error = true;
+        return (empty_partition(p.partition, unknown), Vec::new());
+    };
+    let hw = log.high_watermark();
+    let mut pd = PartitionData {
+        partition_index: p.partition,
+        high_watermark: hw,
+        last_stable_offset: hw,
+        log_start_offset: log.log_start_offset(),
+        preferred_read_replica: -1,
+        records: Some(Bytes::new()),
+        ..Default::default()
+    };
+    let remaining = max_bytes.saturating_sub(pass.bytes);
+    let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
+    if limit == 0 && pass.bytes > 0 {
+        return (pd, Vec::new());
+    }
+    match log.read_ranges(p.fetch_offset, limit.max(1), Some(hw)) {
+        // Only the first partition with data may go over the limits (KIP-74), so that a
+        // batch larger than the limit still makes progress.
+        Ok(read) if read.bytes > 0 && (pass.bytes == 0 || read.bytes <= remaining) => {
+            pass.bytes += read.bytes;
+            pass.fetched.push((topic.clone(), read.bytes, read.records));
+            return (pd, read.ranges);
+        }
+        Ok(_) => {}
+        Err(LogError::OffsetOutOfRange { .. }) => {
+            pass.any_error = true;
+            pd.error_code = ErrorCode::OFFSET_OUT_OF_RANGE.code();
+        }
+        Err(e) => {
+            pass.any_error = true;
+            tracing::error!(topic = %partition.topic, partition = p.partition, "read failed: {e}");
+            pd.error_code = ErrorCode::KAFKA_STORAGE_ERROR.code();
+        }
+    }
+    (pd, Vec::new())
+}
+
+/// Turns a pass into the reply: small responses get their records read into memory.
+fn finish(broker: &Broker, req: &FetchRequest, mut pass: Pass) -> FetchReply {
+    for (topic, bytes, records) in &pass.fetched {
+        broker
+            .metrics()
+            .observe_fetched(&topic.name, *bytes, *records);
+    }
+    // Null unless read_committed, as Kafka answers; no transactions, so never any aborted.
+    let read_committed = req.isolation_level == READ_COMMITTED;
+    let partitions = pass
+        .resp
+        .responses
+        .iter_mut()
+        .flat_map(|t| t.partitions.iter_mut());
+    for pd in partitions {
+        pd.aborted_transactions = read_committed.then(Vec::new);
+    }
+    let reply = FetchReply {
+        body: ResponseBody::Fetch(pass.resp),
+        ranges: pass.ranges,
+    };
+    if pass.bytes >= SENDFILE_MIN_BYTES {
+        return reply;
+    }
+    match reply.into_inline() {
+        Ok(body) => FetchReply {
+            body,
+            ranges: Vec::new(),
+        },
+        Err(e) => {
+            tracing::error!("fetch: reading records failed: {e}");
+            FetchReply {
+                body: ResponseBody::Fetch(FetchResponse {
+                    error_code: ErrorCode::KAFKA_STORAGE_ERROR.code(),
+                    ..Default::default()
+                }),
+                ranges: Vec::new(),
             }
         }
     }
 }
 
-pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> ResponseBody {
-    if req.session_id != 0 {
-        return ResponseBody::Fetch(FetchResponse {
-            error_code: FETCH_SESSION_ID_NOT_FOUND,
+pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> FetchReply {
+    let error = |code: i16| FetchReply {
+        body: ResponseBody::Fetch(FetchResponse {
+            error_code: code,
             ..Default::default()
-        });
+        }),
+        ranges: Vec::new(),
+    };
+    if req.session_id != 0 {
+        return error(FETCH_SESSION_ID_NOT_FOUND);
     }
     if req.session_epoch > 0 {
-        return ResponseBody::Fetch(FetchResponse {
-            error_code: INVALID_FETCH_SESSION_EPOCH,
-            ..Default::default()
-        });
+        return error(INVALID_FETCH_SESSION_EPOCH);
     }
     let max_bytes = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -183,14 +275,13 @@ pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> Res
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (resp, bytes, any_error) = read_once(&broker, version, &req, max_bytes);
-        if bytes >= min_bytes.max(1)
-            || any_error
+        let pass = read_once(&broker, version, &req, max_bytes);
+        if pass.bytes >= min_bytes.max(1)
+            || pass.any_error
             || Instant::now() >= deadline
             || !broker.is_ready()
         {
-            observe(&broker, version, &resp);
-            return ResponseBody::Fetch(resp);
+            return finish(&broker, &req, pass);
         }
         tokio::select! {
             _ = &mut notified => {}

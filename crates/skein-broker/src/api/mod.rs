@@ -33,6 +33,7 @@ mod produce;
 mod sync_group;
 
 pub use api_versions::unsupported_version_response;
+pub use fetch::FetchReply;
 pub use metadata::LEADER_EPOCH;
 
 /// Who asked, and in which version.
@@ -51,6 +52,8 @@ pub enum Reply {
     Now(ResponseBody),
     Nothing,
     Later(Pin<Box<dyn Future<Output = ResponseBody> + Send>>),
+    /// A Fetch, whose records may still be in the segment files (see [`FetchReply`]).
+    Fetch(Pin<Box<dyn Future<Output = FetchReply> + Send>>),
 }
 
 /// The APIs and version ranges Skein serves, as ApiVersions advertises them.
@@ -120,7 +123,7 @@ impl Broker {
         let v = ctx.api_version;
         match body {
             RequestBody::Produce(r) => produce::handle(self, ctx, r),
-            RequestBody::Fetch(r) => Reply::Later(Box::pin(fetch::handle(self.clone(), v, r))),
+            RequestBody::Fetch(r) => Reply::Fetch(Box::pin(fetch::handle(self.clone(), v, r))),
             RequestBody::ListOffsets(r) => {
                 Reply::Now(ResponseBody::ListOffsets(list_offsets::handle(self, v, r)))
             }

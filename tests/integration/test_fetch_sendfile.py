@@ -1,0 +1,118 @@
+"""Large fetches: the broker sends their records straight from the segment files with
+sendfile(2), between the encoded fields of the response. Every client must read exactly what
+was produced, across segment boundaries and with several partitions in one response.
+
+Responses of 64 KiB of records and more take this path; the topic here has ~2.9 MB per
+partition in segments of 300 kB, so nearly every fetch does, and most span segments.
+"""
+
+import hashlib
+import shutil
+import subprocess
+import time
+
+import pytest
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KTopicPartition
+
+from helpers import (
+    assert_contiguous,
+    assert_delivered,
+    consume_to_end,
+    create_topic,
+    produce_all,
+    producer_client,
+    unique_topic,
+)
+
+PARTITIONS = 2
+MESSAGES = 600
+
+
+def value_of(i):
+    # ~9.6 kB of printable text, different for every message.
+    return (hashlib.sha256(str(i).encode()).hexdigest() * 150 + f"-{i}").encode()
+
+
+@pytest.fixture(scope="module")
+def big_topic(module_broker):
+    topic = unique_topic("sendfile")
+    create_topic(module_broker, topic, partitions=PARTITIONS, config={"segment.bytes": "300000"})
+    producer = producer_client(
+        module_broker, **{"linger.ms": 20, "batch.size": 256 * 1024, "acks": "all"}
+    )
+    messages = [
+        (topic, {"value": value_of(i), "partition": i % PARTITIONS}) for i in range(MESSAGES)
+    ]
+    assert_delivered(produce_all(producer, messages))
+    expected = {p: [value_of(i) for i in range(MESSAGES) if i % PARTITIONS == p] for p in range(PARTITIONS)}
+    # The data spans many segments, so fetches cross segment boundaries.
+    segments = list(module_broker.data_dir.glob(f"{topic}-0/*.log"))
+    assert len(segments) >= 5, segments
+    return topic, expected
+
+
+def test_confluent_reads_every_record_in_order(module_broker, big_topic):
+    topic, expected = big_topic
+    records = consume_to_end(module_broker, topic, list(range(PARTITIONS)))
+    for p in range(PARTITIONS):
+        assert_contiguous(records[p])
+        assert [r.offset for r in records[p]] == list(range(len(expected[p])))
+        assert [r.value for r in records[p]] == expected[p]
+
+
+def test_confluent_with_small_fetch_limits(module_broker, big_topic):
+    # Limits below one batch: each response holds one whole batch per fetch (KIP-74).
+    topic, expected = big_topic
+    records = consume_to_end(
+        module_broker,
+        topic,
+        list(range(PARTITIONS)),
+        **{"fetch.max.bytes": 100_000, "message.max.bytes": 100_000, "max.partition.fetch.bytes": 70_000},
+    )
+    for p in range(PARTITIONS):
+        assert [r.value for r in records[p]] == expected[p]
+
+
+def test_kafka_python_reads_every_record_in_order(module_broker, big_topic):
+    topic, expected = big_topic
+    consumer = KafkaConsumer(
+        bootstrap_servers=module_broker.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=35_000,
+    )
+    try:
+        consumer.assign([KTopicPartition(topic, p) for p in range(PARTITIONS)])
+        consumer.seek_to_beginning()
+        got = {p: [] for p in range(PARTITIONS)}
+        deadline = time.monotonic() + 60
+        while sum(len(v) for v in got.values()) < MESSAGES:
+            assert time.monotonic() < deadline, {p: len(v) for p, v in got.items()}
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                got[tp.partition].extend(batch)
+    finally:
+        consumer.close()
+    for p in range(PARTITIONS):
+        assert [r.offset for r in got[p]] == list(range(len(expected[p])))
+        assert [r.value for r in got[p]] == expected[p]
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+def test_kcat_reads_every_record_in_order(module_broker, big_topic):
+    topic, expected = big_topic
+    proc = subprocess.run(
+        ["kcat", "-C", "-b", module_broker.bootstrap, "-t", topic, "-o", "beginning", "-e",
+         "-q", "-f", "%p %o %s\\n"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    got = {p: [] for p in range(PARTITIONS)}
+    for line in proc.stdout.splitlines():
+        partition, offset, value = line.split(b" ")
+        got[int(partition)].append((int(offset), value))
+    for p in range(PARTITIONS):
+        assert [o for o, _ in got[p]] == list(range(len(expected[p])))
+        assert [v for _, v in got[p]] == expected[p]
