@@ -244,11 +244,11 @@ impl Broker {
             }
         };
         let mut topics = TopicMap::default();
-        let now = now_ms();
-        for (name, stored) in &image.topics {
-            let topic = Self::open_topic(&config, name, stored, now)?;
+        let stored: Vec<(&str, &StoredTopic)> =
+            image.topics.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for topic in Self::open_topics(&config, &stored, now_ms())? {
             topics.by_id.insert(topic.id, topic.clone());
-            topics.by_name.insert(name.clone(), topic);
+            topics.by_name.insert(topic.name.clone(), topic);
         }
         let metrics = Metrics::new();
         let syncer = Syncer::start(metrics.fsync_latency.clone()).map_err(BrokerError::Metadata)?;
@@ -278,34 +278,68 @@ impl Broker {
         stored: &StoredTopic,
         now: i64,
     ) -> Result<Arc<Topic>, BrokerError> {
-        let topic_config = TopicConfig {
-            overrides: stored.configs.clone().into_iter().collect(),
-        };
-        let effective = Arc::new(topic_config.effective(config));
-        let id = uuid_from_hex(&stored.id).ok_or_else(|| {
-            BrokerError::Metadata(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("topic {name} has a malformed id {:?}", stored.id),
-            ))
-        })?;
-        let name_arc: Arc<str> = Arc::from(name);
-        let mut partitions = Vec::with_capacity(stored.partitions as usize);
-        for index in 0..stored.partitions {
-            partitions.push(Arc::new(Self::open_partition(
-                config,
-                &name_arc,
-                index,
-                effective.log.clone(),
-                now,
-            )?));
+        let mut opened = Self::open_topics(config, &[(name, stored)], now)?;
+        Ok(opened.pop().expect("one topic in, one out"))
+    }
+
+    /// Opens (or creates) every partition of the given topics, several at a time: a
+    /// partition's open is mostly waiting for the file system, which overlaps across files.
+    fn open_topics(
+        config: &BrokerConfig,
+        stored: &[(&str, &StoredTopic)],
+        now: i64,
+    ) -> Result<Vec<Arc<Topic>>, BrokerError> {
+        struct Shell {
+            name: Arc<str>,
+            id: Uuid,
+            config: TopicConfig,
+            effective: Arc<EffectiveTopicConfig>,
         }
-        Ok(Arc::new(Topic {
-            name: name.to_string(),
-            id,
-            config: RwLock::new(topic_config),
-            effective: RwLock::new(effective),
-            partitions: RwLock::new(partitions),
-        }))
+        let mut shells = Vec::with_capacity(stored.len());
+        for (name, stored) in stored {
+            let topic_config = TopicConfig {
+                overrides: stored.configs.clone().into_iter().collect(),
+            };
+            let effective = Arc::new(topic_config.effective(config));
+            let id = uuid_from_hex(&stored.id).ok_or_else(|| {
+                BrokerError::Metadata(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("topic {name} has a malformed id {:?}", stored.id),
+                ))
+            })?;
+            shells.push(Shell {
+                name: Arc::from(*name),
+                id,
+                config: topic_config,
+                effective,
+            });
+        }
+        let jobs: Vec<(usize, i32)> = stored
+            .iter()
+            .enumerate()
+            .flat_map(|(t, (_, stored))| (0..stored.partitions).map(move |p| (t, p)))
+            .collect();
+        let opened = parallel_map(&jobs, |&(t, index)| {
+            let shell = &shells[t];
+            Self::open_partition(config, &shell.name, index, shell.effective.log.clone(), now)
+        });
+        let mut partitions: Vec<Vec<Arc<Partition>>> = shells.iter().map(|_| Vec::new()).collect();
+        for ((t, _), partition) in jobs.iter().zip(opened) {
+            partitions[*t].push(Arc::new(partition?));
+        }
+        Ok(shells
+            .into_iter()
+            .zip(partitions)
+            .map(|(shell, partitions)| {
+                Arc::new(Topic {
+                    name: shell.name.to_string(),
+                    id: shell.id,
+                    config: RwLock::new(shell.config),
+                    effective: RwLock::new(shell.effective),
+                    partitions: RwLock::new(partitions),
+                })
+            })
+            .collect())
     }
 
     fn open_partition(
@@ -722,13 +756,57 @@ impl Broker {
     /// Flushes and closes every partition (graceful shutdown).
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::SeqCst);
-        self.for_each_log(|topic, p, state| {
+        let partitions: Vec<Arc<Partition>> =
+            self.topics().iter().flat_map(|t| t.partitions()).collect();
+        // Several at a time: closing is mostly waiting for fsyncs, which overlap across files.
+        parallel_map(&partitions, |p| {
+            let mut state = p.lock();
             if let Some(Err(e)) = state.log.take().map(|log| log.close()) {
-                tracing::warn!(topic = %topic.name, partition = p.index, "close failed: {e}");
+                tracing::warn!(topic = %p.topic, partition = p.index, "close failed: {e}");
             }
         });
         self.data_arrived.notify_waiters();
     }
+}
+
+/// How many threads open or close partitions at once. The work is mostly fsyncs and file
+/// creation, so more threads than cores pay off; a few keep the device queue busy.
+const PARTITION_IO_THREADS: usize = 8;
+
+/// `items.iter().map(f)`, run by up to [`PARTITION_IO_THREADS`] threads (the caller's one
+/// included), results in order. If threads cannot be started, the caller does the rest.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::AtomicUsize;
+    if items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(item) = items.get(i) else { break };
+        let r = f(item);
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..PARTITION_IO_THREADS.min(items.len()) {
+            let spawned = std::thread::Builder::new()
+                .name("skein-partition-io".into())
+                .spawn_scoped(scope, work);
+            if spawned.is_err() {
+                break;
+            }
+        }
+        work();
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every item was processed")
+        })
+        .collect()
 }
 
 /// Why a partition count cannot go down (or stay the same).
