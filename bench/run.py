@@ -1008,6 +1008,7 @@ class Bench:
     def limits(self):
         lim = {}
         lim["tcp"] = self.tcp_limit()
+        lim["tcp_zerocopy"] = self.tcp_limit(zerocopy=True)
         sizes = [16 * KIB, MIB]
         for key in ("S1 1 KiB, 1 partition", f"S2 {self.p['s2_rates'][0]:,} msg/s, 1 partition"):
             bpf = median([r.get("bytes_per_fsync") for r in self.results.get((key, "skein"), [])])
@@ -1060,9 +1061,13 @@ class Bench:
         del src, dst
         return out
 
-    def tcp_limit(self):
+    def tcp_limit(self, zerocopy=False):
+        """Loopback TCP, one stream; with `zerocopy` the sender uses sendfile (iperf3 -Z), as
+        Skein does for large fetches."""
         secs = self.p["tcp_seconds"]
         vals = []
+        if zerocopy and not shutil.which("iperf3"):
+            return None
         if shutil.which("iperf3"):
             for _ in range(self.p["runs"]):
                 port = free_port()
@@ -1071,7 +1076,8 @@ class Bench:
                 CHILDREN.append(srv)
                 time.sleep(0.3)
                 res = run_cmd(pinned(CLIENT_CPU, ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs),
-                                                  "-J"]), timeout=secs + 30, check=False)
+                                                  "-J", *(["-Z"] if zerocopy else [])]),
+                              timeout=secs + 30, check=False)
                 srv.wait(10)
                 try:
                     end = json.loads(res.stdout)["end"]
@@ -1488,6 +1494,10 @@ def build_report(bench, info, args, mode):
         if tcp.get("sender_ms_per_MB") is not None:
             w(f"| loopback TCP CPU per MB: sender / receiver | {fmt(tcp['sender_ms_per_MB'], 3)} / "
               f"{fmt(tcp['receiver_ms_per_MB'], 3)} ms/MB |")
+        zc = lim.get("tcp_zerocopy")
+        if zc and zc.get("sender_ms_per_MB") is not None:
+            w(f"| same with a sendfile sender (iperf3 -Z): GB/s; CPU per MB, sender / receiver | "
+              f"{fmt(zc['GBs'], 2)} GB/s; {fmt(zc['sender_ms_per_MB'], 3)} / {fmt(zc['receiver_ms_per_MB'], 3)} ms/MB |")
         mem = lim.get("memory")
         if mem:
             w(f"| buffered 1 MiB writes to the page cache, memory touched for the first time | "
