@@ -28,15 +28,34 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
 
 /// Replaces `dir/name` with `content` atomically and durably.
 pub(crate) fn write_atomic(dir: &Path, name: &str, content: &str) -> Result<(), LogError> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let target = dir.join(name);
-    {
-        let mut f = File::create(&tmp).at(&tmp)?;
-        f.write_all(content.as_bytes()).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
+    write_atomic_many(dir, &[(name, content.to_string())])
+}
+
+/// Replaces several files of `dir` atomically and durably, with one directory fsync for all:
+/// each is written to a temporary file and fsynced (an empty one needs no fsync), then all
+/// are renamed into place. Each file is atomic on its own, not the set.
+pub(crate) fn write_atomic_many(dir: &Path, files: &[(&str, String)]) -> Result<(), LogError> {
+    if files.is_empty() {
+        return Ok(());
     }
-    fs::rename(&tmp, &target).at(&target)?;
+    for (name, content) in files {
+        let tmp = dir.join(format!("{name}.tmp"));
+        let mut f = File::create(&tmp).at(&tmp)?;
+        if !content.is_empty() {
+            f.write_all(content.as_bytes()).at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+        }
+    }
+    for (name, _) in files {
+        let target = dir.join(name);
+        fs::rename(dir.join(format!("{name}.tmp")), &target).at(&target)?;
+    }
     sync_dir(dir)
+}
+
+/// The content of a single-value checkpoint.
+pub(crate) fn value_content(value: i64) -> String {
+    format!("{VERSION}\n{value}\n")
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, LogError> {
@@ -59,7 +78,7 @@ fn invalid(path: &Path, reason: impl Into<String>) -> LogError {
 
 /// Writes a single-value checkpoint.
 pub(crate) fn write_value(dir: &Path, name: &str, value: i64) -> Result<(), LogError> {
-    write_atomic(dir, name, &format!("{VERSION}\n{value}\n"))
+    write_atomic(dir, name, &value_content(value))
 }
 
 /// Reads a single-value checkpoint; `Ok(None)` when the file does not exist.

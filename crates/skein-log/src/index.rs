@@ -194,6 +194,10 @@ impl<E: IndexEntry> IndexFile<E> {
     /// Writes the entries not yet in the file (creating it if need be) and, with `sync`,
     /// fdatasyncs it. Opens and closes the file: no descriptor is kept.
     pub(crate) fn write_out(&mut self, sync: bool) -> Result<(), LogError> {
+        if self.entries.is_empty() && !self.exists {
+            // Nothing to keep: a missing index reads as an empty one.
+            return Ok(());
+        }
         let pending = self.persisted < self.entries.len() || self.stale_tail || !self.exists;
         let needs_sync = sync && self.dirty;
         if !pending && !needs_sync {

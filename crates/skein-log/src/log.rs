@@ -481,31 +481,64 @@ impl Log {
     /// Writes the recovery point, high watermark and log start checkpoints that changed since
     /// they were last written. Meant for a periodic task; `flush` and `close` call it too.
     pub fn checkpoint(&mut self) -> Result<(), LogError> {
+        let files = self.changed_checkpoints()?;
+        self.write_checkpoints(files)
+    }
+
+    /// The checkpoint files whose values changed since they were last written; brings the
+    /// active segment's index files up to date on the way.
+    fn changed_checkpoints(&mut self) -> Result<Vec<(&'static str, i64)>, LogError> {
         if !self.dir_durable {
             // A log created in a new directory and never written since: its missing
             // checkpoint files already mean what the current values say (all at the base).
-            return Ok(());
+            return Ok(Vec::new());
         }
         // The active segment's index entries live in memory; bring the files up to date
         // (without fsync: recovery rebuilds the active segment's indexes after a crash).
         self.active_mut().write_indexes()?;
         let values = [
-            (RECOVERY_POINT_FILE, self.recovery_point),
-            (HIGH_WATERMARK_FILE, self.high_watermark),
-            (LOG_START_OFFSET_FILE, self.log_start_offset),
+            (
+                RECOVERY_POINT_FILE,
+                self.recovery_point,
+                self.written.recovery_point,
+            ),
+            (
+                HIGH_WATERMARK_FILE,
+                self.high_watermark,
+                self.written.high_watermark,
+            ),
+            (
+                LOG_START_OFFSET_FILE,
+                self.log_start_offset,
+                self.written.log_start_offset,
+            ),
         ];
-        for (name, value) in values {
-            let last = match name {
-                RECOVERY_POINT_FILE => &mut self.written.recovery_point,
-                HIGH_WATERMARK_FILE => &mut self.written.high_watermark,
-                _ => &mut self.written.log_start_offset,
-            };
-            if *last != Some(value) {
-                checkpoint::write_value(&self.dir, name, value)?;
-                *last = Some(value);
+        Ok(values
+            .into_iter()
+            .filter(|(_, value, last)| *last != Some(*value))
+            .map(|(name, value, _)| (name, value))
+            .collect())
+    }
+
+    /// Writes checkpoint values with one directory fsync, and remembers them.
+    fn write_checkpoints(&mut self, files: Vec<(&'static str, i64)>) -> Result<(), LogError> {
+        let contents: Vec<(&str, String)> = files
+            .iter()
+            .map(|(name, value)| (*name, checkpoint::value_content(*value)))
+            .collect();
+        checkpoint::write_atomic_many(&self.dir, &contents)?;
+        self.write_checkpoints_done(files);
+        Ok(())
+    }
+
+    fn write_checkpoints_done(&mut self, files: Vec<(&'static str, i64)>) {
+        for (name, value) in files {
+            match name {
+                RECOVERY_POINT_FILE => self.written.recovery_point = Some(value),
+                HIGH_WATERMARK_FILE => self.written.high_watermark = Some(value),
+                _ => self.written.log_start_offset = Some(value),
             }
         }
-        Ok(())
     }
 
     /// fsyncs the partition directory and its parent once, for a log created in a new
@@ -801,8 +834,15 @@ impl Log {
         self.closed = true;
         self.active_mut().seal()?;
         self.recovery_point = self.log_end_offset();
-        self.checkpoint()?;
-        checkpoint::write_atomic(&self.dir, checkpoint::CLEAN_SHUTDOWN_FILE, "")?;
+        // The changed checkpoints and the clean-shutdown marker share one directory fsync.
+        let files = self.changed_checkpoints()?;
+        let mut contents: Vec<(&str, String)> = files
+            .iter()
+            .map(|(name, value)| (*name, checkpoint::value_content(*value)))
+            .collect();
+        contents.push((checkpoint::CLEAN_SHUTDOWN_FILE, String::new()));
+        checkpoint::write_atomic_many(&self.dir, &contents)?;
+        self.write_checkpoints_done(files);
         Ok(())
     }
 
