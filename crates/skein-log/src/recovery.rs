@@ -287,7 +287,12 @@ impl Log {
             // Everything kept was either trusted, or scanned and fsynced just now.
             recovery_point: leo,
             epochs,
-            written: Written::default(),
+            // What the checkpoint files hold, so that unchanged values are not rewritten.
+            written: Written {
+                recovery_point,
+                high_watermark: hw_checkpoint,
+                log_start_offset: start_checkpoint,
+            },
             closed: false,
             dir_durable: !fresh,
         };
