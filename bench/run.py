@@ -362,6 +362,8 @@ class Broker:
             cmd += ["--set", kv]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKEIN_")}
         env.update({"NO_COLOR": "1"})
+        if os.environ.get("BENCH_SKEIN_LOG"):
+            env["SKEIN_LOG"] = os.environ["BENCH_SKEIN_LOG"]
         self.stderr_file = open(self.stderr_path, "w")
         self.started_at = time.monotonic()
         nofile = self.nofile
