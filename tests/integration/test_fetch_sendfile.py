@@ -8,6 +8,8 @@ partition in segments of 300 kB, so nearly every fetch does, and most span segme
 
 import hashlib
 import shutil
+import socket
+import struct
 import subprocess
 import time
 
@@ -15,6 +17,7 @@ import pytest
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KTopicPartition
 
+import wire
 from helpers import (
     assert_contiguous,
     assert_delivered,
@@ -116,3 +119,82 @@ def test_kcat_reads_every_record_in_order(module_broker, big_topic):
     for p in range(PARTITIONS):
         assert [o for o, _ in got[p]] == list(range(len(expected[p])))
         assert [v for _, v in got[p]] == expected[p]
+
+
+def fetch_v4(correlation_id, topic, partitions, max_bytes=10_000_000, partition_max=1_048_576):
+    """Fetch v4 (not flexible): every partition from offset 0."""
+    parts = wire.array(
+        [wire.i32(p) + wire.i64(0) + wire.i32(partition_max) for p in partitions]
+    )
+    body = (
+        wire.i32(-1) + wire.i32(100) + wire.i32(1) + wire.i32(max_bytes) + wire.i8(0)
+        + wire.array([wire.string(topic) + parts])
+    )
+    return wire.request(wire.API_FETCH, 4, correlation_id, body)
+
+
+def parse_fetch_v4(r):
+    """{partition: (error, high watermark, records bytes)}; checks nothing is left over."""
+    r.i32()  # throttle time
+    out = {}
+    for _ in range(r.i32()):
+        r.string()
+        for _ in range(r.i32()):
+            partition, error, hw = r.i32(), r.i16(), r.i64()
+            r.i64()  # last stable offset
+            aborted = r.i32()
+            assert aborted == -1, aborted
+            n = r.i32()
+            out[partition] = (error, hw, r.take(n) if n > 0 else b"")
+    r.assert_at_end("Fetch v4 response")
+    return out
+
+
+def batches(records):
+    """[(base offset, record count)] of whole v2 batches; fails on a partial or bad one."""
+    out, at = [], 0
+    while at < len(records):
+        base, length = struct.unpack_from(">qi", records, at)
+        assert at + 12 + length <= len(records), "partial batch in a fetch response"
+        assert records[at + 16] == 2, "magic"
+        count = struct.unpack_from(">i", records, at + 57)[0]
+        out.append((base, count))
+        at += 12 + length
+    return out
+
+
+def test_pipelined_raw_fetches_are_framed_exactly(module_broker, big_topic):
+    # Three large fetches in one write: if a spliced response's size prefix were off by a
+    # byte, the second and third would not parse.
+    topic, expected = big_topic
+    with wire.connect(module_broker.bootstrap) as sock:
+        sock.sendall(b"".join(fetch_v4(c, topic, [0, 1]) for c in (11, 12, 13)))
+        for c in (11, 12, 13):
+            correlation_id, r = wire.recv_frame(sock, timeout=30)
+            assert correlation_id == c
+            parts = parse_fetch_v4(r)
+            assert sorted(parts) == [0, 1]
+            for p, (error, hw, records) in parts.items():
+                assert error == 0
+                assert hw == len(expected[p])
+                found = batches(records)
+                # Whole batches from offset 0, contiguous, about 1 MiB (the partition limit).
+                assert found[0][0] == 0
+                for (base, count), (next_base, _) in zip(found, found[1:]):
+                    assert next_base == base + count
+                assert 500_000 <= len(records) <= 1_048_576 + 300_000, len(records)
+
+
+def test_client_that_leaves_mid_response_does_not_hurt_the_broker(module_broker, big_topic):
+    topic, expected = big_topic
+    for i in range(10):
+        sock = wire.connect(module_broker.bootstrap)
+        sock.sendall(fetch_v4(i, topic, [0, 1], partition_max=3_000_000))
+        if i % 2:
+            sock.recv(100)  # take a little of the response first
+        # Reset instead of a clean close: the broker's sendfile meets a dead socket.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    module_broker.assert_alive()
+    records = consume_to_end(module_broker, topic, [0])
+    assert [r.value for r in records[0]] == expected[0]
