@@ -278,9 +278,11 @@ async fn write_responses(
             } => match task.await {
                 Ok(reply) => {
                     let seconds = started.elapsed().as_secs_f64();
-                    broker
-                        .metrics()
-                        .observe_response(ApiKey::Fetch.name(), seconds, Some(&reply.body));
+                    broker.metrics().observe_response(
+                        ApiKey::Fetch.name(),
+                        seconds,
+                        Some(&reply.body),
+                    );
                     encode_fetch(correlation_id, version, reply)
                 }
                 Err(e) => {
