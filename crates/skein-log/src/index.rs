@@ -249,6 +249,14 @@ impl IndexFile<OffsetEntry> {
         n.checked_sub(1).map(|i| self.entries[i])
     }
 
+    /// The last entry whose position is `<= position`.
+    pub(crate) fn floor_position(&self, position: u64) -> Option<OffsetEntry> {
+        let n = self
+            .entries
+            .partition_point(|e| u64::from(e.position) <= position);
+        n.checked_sub(1).map(|i| self.entries[i])
+    }
+
     /// Checks that entries strictly increase and point inside a log of `log_size` bytes, with
     /// relative offsets below `relative_end` when that is known.
     pub(crate) fn sanity_check(&self, log_size: u64, relative_end: Option<u64>) -> Option<String> {

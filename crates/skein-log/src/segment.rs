@@ -762,9 +762,12 @@ impl Segment {
         Ok((last, reached_end))
     }
 
-    /// Like [`Segment::read_batches`], but only walks the batch headers and returns the byte
-    /// range to send (`pos..end`) instead of the bytes: the record data stays in the page
-    /// cache, for `sendfile(2)`. Same limits and results.
+    /// Like [`Segment::read_batches`], but returns the byte range to send (`pos..end`) instead
+    /// of the bytes: the record data stays in the page cache, for `sendfile(2)`. Same limits
+    /// and results. Only a few batch headers are read: the offset index finds the indexed
+    /// batch nearest the size limit, and the walk goes on from there. Offsets are dense (each
+    /// batch starts right after the previous one's last offset), so the records in the range
+    /// are its offset span.
     pub(crate) fn range_batches(
         &self,
         pos: u64,
@@ -792,38 +795,53 @@ impl Segment {
             return Ok(range);
         }
         let file = self.handle()?;
-        let limit = pos + (budget as u64).min(self.size.saturating_sub(pos));
+        let mut limit = pos + (budget as u64).min(self.size.saturating_sub(pos));
+        let mut hit_limit = false;
+        if offset_limit < self.next_offset {
+            // The limit (high watermark) falls in this segment: nothing from the batch that
+            // holds it on.
+            hit_limit = true;
+            if let Some((at, _)) = self.find_batch(offset_limit)? {
+                limit = limit.min(at);
+            }
+        }
+        // Start the walk at the last indexed batch within the limit, past the first batch.
+        let mut at = pos + first.total_len() as u64;
+        range.last = Some(first.last_offset());
+        if let Some(e) = self.offset_index.floor_position(limit) {
+            let indexed = u64::from(e.position);
+            if indexed > at {
+                at = indexed;
+                range.last = Some(self.base_offset + i64::from(e.relative_offset) - 1);
+            }
+        }
         // Headers are read HEADER_PEEK bytes at a time, so small batches cost one read for
         // many headers and large ones one small read each.
         const HEADER_PEEK: usize = 4096;
         let mut peek = [0u8; HEADER_PEEK];
-        let (mut peek_pos, mut peek_len) = (pos, 0usize);
-        let mut at = pos;
-        let mut hit_limit = false;
-        let mut next = Some(*first);
+        let (mut peek_pos, mut peek_len) = (at, 0usize);
         while limit.saturating_sub(at) >= BATCH_HEADER_LEN as u64 {
-            let header = match next.take() {
-                Some(h) => h,
-                None => {
-                    if at < peek_pos || at + BATCH_HEADER_LEN as u64 > peek_pos + peek_len as u64 {
-                        let n = (HEADER_PEEK as u64).min(self.size - at) as usize;
-                        file.read_exact_at(&mut peek[..n], at).at(&self.log_path)?;
-                        (peek_pos, peek_len) = (at, n);
-                    }
-                    let from = (at - peek_pos) as usize;
-                    parse_header(&peek[from..peek_len])
-                        .map_err(|e| self.corrupt(at, format!("invalid batch header: {e}")))?
-                }
-            };
+            if at < peek_pos || at + BATCH_HEADER_LEN as u64 > peek_pos + peek_len as u64 {
+                let n = (HEADER_PEEK as u64).min(self.size - at) as usize;
+                file.read_exact_at(&mut peek[..n], at).at(&self.log_path)?;
+                (peek_pos, peek_len) = (at, n);
+            }
+            let from = (at - peek_pos) as usize;
+            let header = parse_header(&peek[from..peek_len])
+                .map_err(|e| self.corrupt(at, format!("invalid batch header: {e}")))?;
             if header.total_len() as u64 > limit - at || header.last_offset() >= offset_limit {
                 hit_limit = true;
                 break;
             }
             at += header.total_len() as u64;
             range.last = Some(header.last_offset());
-            range.records += i64::from(header.records_count.max(0));
+        }
+        if at < limit {
+            // Stopped short of the size limit: a batch did not fit.
+            hit_limit = true;
         }
         range.end = at;
+        range.records = range.last.map_or(0, |last| last - first.base_offset + 1);
         range.reached_end = !hit_limit && at == self.size;
         range.file = Some(file);
         Ok(range)
