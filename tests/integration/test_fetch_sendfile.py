@@ -7,11 +7,13 @@ partition in segments of 300 kB, so nearly every fetch does, and most span segme
 """
 
 import hashlib
+import re
 import shutil
 import socket
 import struct
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from kafka import KafkaConsumer
@@ -19,6 +21,7 @@ from kafka import TopicPartition as KTopicPartition
 
 import wire
 from helpers import (
+    wait_until,
     assert_contiguous,
     assert_delivered,
     consume_to_end,
@@ -121,6 +124,14 @@ def test_kcat_reads_every_record_in_order(module_broker, big_topic):
         assert [v for _, v in got[p]] == expected[p]
 
 
+def open_files_gauge(broker):
+    with urllib.request.urlopen(f"http://{broker.http}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    m = re.search(r"^skein_fetch_open_files (\d+)$", body, re.M)
+    assert m, "skein_fetch_open_files missing from /metrics"
+    return int(m.group(1))
+
+
 def fetch_v4(correlation_id, topic, partitions, max_bytes=10_000_000, partition_max=1_048_576):
     """Fetch v4 (not flexible): every partition from offset 0."""
     parts = wire.array(
@@ -183,6 +194,8 @@ def test_pipelined_raw_fetches_are_framed_exactly(module_broker, big_topic):
                 for (base, count), (next_base, _) in zip(found, found[1:]):
                     assert next_base == base + count
                 assert 500_000 <= len(records) <= 1_048_576 + 300_000, len(records)
+    # Sent responses let go of their segment files.
+    wait_until(lambda: open_files_gauge(module_broker) == 0, 30, "fetch_open_files back to 0")
 
 
 def test_client_that_leaves_mid_response_does_not_hurt_the_broker(module_broker, big_topic):
@@ -198,3 +211,33 @@ def test_client_that_leaves_mid_response_does_not_hurt_the_broker(module_broker,
     module_broker.assert_alive()
     records = consume_to_end(module_broker, topic, [0])
     assert [r.value for r in records[0]] == expected[0]
+    # Responses that failed half-way let go of their segment files too.
+    wait_until(lambda: open_files_gauge(module_broker) == 0, 30, "fetch_open_files back to 0")
+
+
+@pytest.mark.parametrize("open_files", [0, 1])
+def test_open_file_limit_falls_back_to_copying(start_broker, open_files):
+    # skein.fetch.max.open.files bounds the segment files unsent responses hold. With 0 every
+    # response is copied into memory; with 1 a two-partition response sends one partition
+    # from its file and copies the other (or copies both when its range spans segments).
+    broker = start_broker(sets=[f"skein.fetch.max.open.files={open_files}"])
+    topic = unique_topic("openfiles")
+    create_topic(broker, topic, partitions=PARTITIONS, config={"segment.bytes": "300000"})
+    producer = producer_client(broker, **{"linger.ms": 20, "batch.size": 256 * 1024})
+    values = [value_of(i) for i in range(200)]
+    assert_delivered(
+        produce_all(producer, [(topic, {"value": v, "partition": i % 2}) for i, v in enumerate(values)])
+    )
+    records = consume_to_end(broker, topic, [0, 1])
+    for p in range(PARTITIONS):
+        assert [r.value for r in records[p]] == values[p::2]
+    with wire.connect(broker.bootstrap) as sock:
+        sock.sendall(b"".join(fetch_v4(c, topic, [0, 1]) for c in (1, 2)))
+        for c in (1, 2):
+            correlation_id, r = wire.recv_frame(sock, timeout=30)
+            assert correlation_id == c
+            parts = parse_fetch_v4(r)
+            for p in range(PARTITIONS):
+                assert parts[p][0] == 0
+                assert batches(parts[p][2])[0][0] == 0
+    broker.assert_alive()

@@ -157,6 +157,8 @@ pub struct Broker {
     metrics: Metrics,
     /// Woken whenever records are appended, so long-polling fetches can answer at once.
     pub data_arrived: Notify,
+    /// Segment files held by fetch responses not yet sent (`skein.fetch.max.open.files`).
+    pub(crate) fetch_files_held: Arc<std::sync::atomic::AtomicUsize>,
     ready: AtomicBool,
     _lock: File,
 }
@@ -264,6 +266,7 @@ impl Broker {
             meta: Mutex::new((store, image)),
             syncer,
             data_arrived: Notify::new(),
+            fetch_files_held: Arc::default(),
             ready: AtomicBool::new(false),
             _lock: lock,
         };

@@ -77,6 +77,7 @@ pub struct Metrics {
     pub bytes_out: Family<TopicLabels, Counter>,
     pub records_out: Family<TopicLabels, Counter>,
     pub fsync_latency: Histogram,
+    fetch_open_files: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
     log_start: Family<PartitionLabels, Gauge>,
     log_end: Family<PartitionLabels, Gauge>,
@@ -109,6 +110,7 @@ impl Metrics {
             bytes_out: Family::default(),
             records_out: Family::default(),
             fsync_latency: latency_histogram(),
+            fetch_open_files: Gauge::default(),
             log_size: Family::default(),
             log_start: Family::default(),
             log_end: Family::default(),
@@ -165,6 +167,11 @@ impl Metrics {
             "fsync_latency_seconds",
             "Time of one group-commit fsync",
             m.fsync_latency.clone(),
+        );
+        r.register(
+            "fetch_open_files",
+            "Segment files held open by zero-copy fetch responses not yet sent",
+            m.fetch_open_files.clone(),
         );
         r.register(
             "partition_size_bytes",
@@ -269,6 +276,11 @@ impl Metrics {
     }
 
     fn refresh(&self, broker: &Broker) {
+        self.fetch_open_files.set(
+            broker
+                .fetch_files_held
+                .load(std::sync::atomic::Ordering::SeqCst) as i64,
+        );
         for family in [
             &self.log_size,
             &self.log_start,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use skein_broker::api::{unsupported_version_response, FetchReply};
+use skein_broker::api::{unsupported_version_response, FetchReply, HeldFiles};
 use skein_broker::{supported_versions, Broker, Reply, RequestContext};
 use skein_log::FileRange;
 use skein_protocol::{ApiKey, ResponseBody};
@@ -141,10 +141,11 @@ enum Pending {
     },
 }
 
-/// A response ready to write: encoded bytes, possibly with file ranges to insert.
+/// A response ready to write: encoded bytes, possibly with file ranges to insert (and the
+/// guard that counts their files until they are sent).
 enum Outgoing {
     Bytes(BytesMut),
-    Spliced(skein_protocol::SplicedFrame, Vec<FileRange>),
+    Spliced(skein_protocol::SplicedFrame, Vec<FileRange>, HeldFiles),
 }
 
 /// Encodes a fetch reply, leaving its file ranges out of the frame to be sent with
@@ -154,17 +155,15 @@ fn encode_fetch(correlation_id: i32, version: i16, reply: FetchReply) -> Option<
         return encode(correlation_id, ApiKey::Fetch, version, &reply.body).map(Outgoing::Bytes);
     }
     let lengths = reply.splice_lengths();
+    let (body, ranges, held) = reply.into_parts();
     match skein_protocol::encode_response_spliced(
         correlation_id,
         ApiKey::Fetch,
         version,
-        &reply.body,
+        &body,
         lengths,
     ) {
-        Ok(frame) => Some(Outgoing::Spliced(
-            frame,
-            reply.ranges.into_iter().flatten().collect(),
-        )),
+        Ok(frame) => Some(Outgoing::Spliced(frame, ranges, held)),
         Err(e) => {
             tracing::error!(version, "could not encode a fetch response: {e}");
             None
@@ -293,7 +292,10 @@ async fn write_responses(
         };
         match out {
             Some(Outgoing::Bytes(b)) => wr.write_all(&b).await?,
-            Some(Outgoing::Spliced(frame, ranges)) => write_spliced(&mut wr, frame, ranges).await?,
+            Some(Outgoing::Spliced(frame, ranges, held)) => {
+                write_spliced(&mut wr, frame, ranges).await?;
+                drop(held);
+            }
             // A response we cannot produce leaves the client waiting: close instead.
             None => return Ok(()),
         }

@@ -7,6 +7,7 @@
 //! (see [`FetchReply`]). Small responses are read into memory instead, where one write is
 //! cheaper than several system calls.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,9 +64,47 @@ const SENDFILE_MIN_BYTES: usize = 64 * 1024;
 pub struct FetchReply {
     pub body: ResponseBody,
     pub ranges: Vec<Vec<FileRange>>,
+    held: HeldFiles,
+}
+
+/// Counts the files a fetch reply holds against `skein.fetch.max.open.files` until dropped.
+#[derive(Default)]
+pub struct HeldFiles {
+    counter: Option<Arc<AtomicUsize>>,
+    n: usize,
+}
+
+impl HeldFiles {
+    /// Reserves `n` more files if the total stays within `max`.
+    fn try_add(&mut self, counter: &Arc<AtomicUsize>, n: usize, max: usize) -> bool {
+        let before = counter.fetch_add(n, Ordering::SeqCst);
+        if before + n > max {
+            counter.fetch_sub(n, Ordering::SeqCst);
+            return false;
+        }
+        self.counter = Some(counter.clone());
+        self.n += n;
+        true
+    }
+}
+
+impl Drop for HeldFiles {
+    fn drop(&mut self) {
+        if let Some(c) = &self.counter {
+            c.fetch_sub(self.n, Ordering::SeqCst);
+        }
+    }
 }
 
 impl FetchReply {
+    fn inline(body: ResponseBody) -> FetchReply {
+        FetchReply {
+            body,
+            ranges: Vec::new(),
+            held: HeldFiles::default(),
+        }
+    }
+
     /// The bytes each partition's ranges add, for `encode_response_spliced`.
     pub fn splice_lengths(&self) -> Vec<usize> {
         self.ranges
@@ -74,9 +113,18 @@ impl FetchReply {
             .collect()
     }
 
+    /// The body, the ranges in encoding order, and the guard that counts their files until
+    /// they are sent (drop it after writing).
+    pub fn into_parts(self) -> (ResponseBody, Vec<FileRange>, HeldFiles) {
+        let FetchReply { body, ranges, held } = self;
+        (body, ranges.into_iter().flatten().collect(), held)
+    }
+
     /// The response with every range read into memory.
     pub fn into_inline(self) -> std::io::Result<ResponseBody> {
-        let FetchReply { mut body, ranges } = self;
+        let FetchReply {
+            mut body, ranges, ..
+        } = self;
         if ranges.is_empty() {
             return Ok(body);
         }
@@ -113,6 +161,7 @@ struct Pass {
     fetched: Vec<(Arc<Topic>, usize, i64)>,
     bytes: usize,
     any_error: bool,
+    held: HeldFiles,
 }
 
 /// One pass over every requested partition.
@@ -123,6 +172,7 @@ fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize
         fetched: Vec::new(),
         bytes: 0,
         any_error: false,
+        held: HeldFiles::default(),
     };
     for t in &req.topics {
         let topic: Option<Arc<Topic>> = if version >= FIRST_TOPIC_ID_VERSION {
@@ -141,7 +191,8 @@ fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize
             ..Default::default()
         };
         for p in &t.partitions {
-            let (pd, ranges) = read_partition(topic.as_ref(), p, unknown, max_bytes, &mut pass);
+            let (pd, ranges) =
+                read_partition(broker, topic.as_ref(), p, unknown, max_bytes, &mut pass);
             tr.partitions.push(pd);
             pass.ranges.push(ranges);
         }
@@ -151,6 +202,7 @@ fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize
 }
 
 fn read_partition(
+    broker: &Broker,
     topic: Option<&Arc<Topic>>,
     p: &FetchPartition,
     unknown: ErrorCode,
@@ -194,7 +246,20 @@ fn read_partition(
         Ok(read) if read.bytes > 0 && (pass.bytes == 0 || read.bytes <= remaining) => {
             pass.bytes += read.bytes;
             pass.fetched.push((topic.clone(), read.bytes, read.records));
-            return (pd, read.ranges);
+            let counter = &broker.fetch_files_held;
+            let max = broker.config.fetch_max_open_files;
+            if pass.held.try_add(counter, read.ranges.len(), max) {
+                return (pd, read.ranges);
+            }
+            // Too many files held by unsent responses: copy the records instead.
+            match read_ranges(&read.ranges) {
+                Ok(records) => pd.records = Some(records),
+                Err(e) => {
+                    pass.any_error = true;
+                    tracing::error!(topic = %partition.topic, partition = p.partition, "read failed: {e}");
+                    pd.error_code = ErrorCode::KAFKA_STORAGE_ERROR.code();
+                }
+            }
         }
         Ok(_) => {}
         Err(LogError::OffsetOutOfRange { .. }) => {
@@ -230,35 +295,29 @@ fn finish(broker: &Broker, req: &FetchRequest, mut pass: Pass) -> FetchReply {
     let reply = FetchReply {
         body: ResponseBody::Fetch(pass.resp),
         ranges: pass.ranges,
+        held: pass.held,
     };
     if pass.bytes >= SENDFILE_MIN_BYTES {
         return reply;
     }
     match reply.into_inline() {
-        Ok(body) => FetchReply {
-            body,
-            ranges: Vec::new(),
-        },
+        Ok(body) => FetchReply::inline(body),
         Err(e) => {
             tracing::error!("fetch: reading records failed: {e}");
-            FetchReply {
-                body: ResponseBody::Fetch(FetchResponse {
-                    error_code: ErrorCode::KAFKA_STORAGE_ERROR.code(),
-                    ..Default::default()
-                }),
-                ranges: Vec::new(),
-            }
+            FetchReply::inline(ResponseBody::Fetch(FetchResponse {
+                error_code: ErrorCode::KAFKA_STORAGE_ERROR.code(),
+                ..Default::default()
+            }))
         }
     }
 }
 
 pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> FetchReply {
-    let error = |code: i16| FetchReply {
-        body: ResponseBody::Fetch(FetchResponse {
+    let error = |code: i16| {
+        FetchReply::inline(ResponseBody::Fetch(FetchResponse {
             error_code: code,
             ..Default::default()
-        }),
-        ranges: Vec::new(),
+        }))
     };
     if req.session_id != 0 {
         return error(FETCH_SESSION_ID_NOT_FOUND);

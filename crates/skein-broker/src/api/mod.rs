@@ -33,7 +33,7 @@ mod produce;
 mod sync_group;
 
 pub use api_versions::unsupported_version_response;
-pub use fetch::FetchReply;
+pub use fetch::{FetchReply, HeldFiles};
 pub use metadata::LEADER_EPOCH;
 
 /// Who asked, and in which version.
