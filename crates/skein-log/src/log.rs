@@ -291,15 +291,7 @@ impl Log {
         max_bytes: usize,
         max_offset_exclusive: Option<i64>,
     ) -> Result<ReadResult, LogError> {
-        let leo = self.log_end_offset();
-        if start_offset < self.log_start_offset || start_offset > leo {
-            return Err(LogError::OffsetOutOfRange {
-                requested: start_offset,
-                log_start: self.log_start_offset,
-                log_end: leo,
-            });
-        }
-        let limit = max_offset_exclusive.unwrap_or(leo).min(leo);
+        let limit = self.read_limit(start_offset, max_offset_exclusive)?;
         let mut out = Vec::new();
         let mut next_offset = start_offset;
         if start_offset < limit {
@@ -335,7 +327,7 @@ impl Log {
             records: Bytes::from(out),
             next_offset,
             log_start_offset: self.log_start_offset,
-            log_end_offset: leo,
+            log_end_offset: self.log_end_offset(),
             high_watermark: self.high_watermark,
         })
     }
@@ -350,15 +342,7 @@ impl Log {
         max_bytes: usize,
         max_offset_exclusive: Option<i64>,
     ) -> Result<RangeRead, LogError> {
-        let leo = self.log_end_offset();
-        if start_offset < self.log_start_offset || start_offset > leo {
-            return Err(LogError::OffsetOutOfRange {
-                requested: start_offset,
-                log_start: self.log_start_offset,
-                log_end: leo,
-            });
-        }
-        let limit = max_offset_exclusive.unwrap_or(leo).min(leo);
+        let limit = self.read_limit(start_offset, max_offset_exclusive)?;
         let mut read = RangeRead {
             ranges: Vec::new(),
             bytes: 0,
@@ -397,6 +381,23 @@ impl Log {
             };
         }
         Ok(read)
+    }
+
+    /// Checks a read's start offset and returns the offset no returned batch may reach.
+    fn read_limit(
+        &self,
+        start_offset: i64,
+        max_offset_exclusive: Option<i64>,
+    ) -> Result<i64, LogError> {
+        let leo = self.log_end_offset();
+        if start_offset < self.log_start_offset || start_offset > leo {
+            return Err(LogError::OffsetOutOfRange {
+                requested: start_offset,
+                log_start: self.log_start_offset,
+                log_end: leo,
+            });
+        }
+        Ok(max_offset_exclusive.unwrap_or(leo).min(leo))
     }
 
     /// The index of the segment that holds `offset` (the last one whose base is `<=` it).

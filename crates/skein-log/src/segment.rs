@@ -35,6 +35,25 @@ pub(crate) struct BatchRange {
     pub reached_end: bool,
 }
 
+/// The bytes a read from batch `first` may take: `None` when not even `first` may be returned
+/// (it reaches `offset_limit`, or is over `max_bytes` and not the read's first batch).
+fn first_budget(
+    first: &BatchHeader,
+    max_bytes: usize,
+    take_first: bool,
+    offset_limit: i64,
+) -> Option<usize> {
+    if first.last_offset() >= offset_limit {
+        return None;
+    }
+    let budget = if take_first {
+        max_bytes.max(first.total_len())
+    } else {
+        max_bytes
+    };
+    (first.total_len() <= budget).then_some(budget)
+}
+
 /// The file name of a segment file: the base offset zero-padded to 20 digits.
 pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}.{suffix}")
@@ -711,17 +730,9 @@ impl Segment {
         offset_limit: i64,
         out: &mut Vec<u8>,
     ) -> Result<(Option<i64>, bool), LogError> {
-        if first.last_offset() >= offset_limit {
+        let Some(budget) = first_budget(first, max_bytes, take_first, offset_limit) else {
             return Ok((None, false));
-        }
-        let budget = if take_first {
-            max_bytes.max(first.total_len())
-        } else {
-            max_bytes
         };
-        if first.total_len() > budget {
-            return Ok((None, false));
-        }
         let want = (budget as u64).min(self.size.saturating_sub(pos)) as usize;
         let old = out.len();
         out.resize(old + want, 0);
@@ -783,17 +794,9 @@ impl Segment {
             records: 0,
             reached_end: false,
         };
-        if first.last_offset() >= offset_limit {
+        let Some(budget) = first_budget(first, max_bytes, take_first, offset_limit) else {
             return Ok(range);
-        }
-        let budget = if take_first {
-            max_bytes.max(first.total_len())
-        } else {
-            max_bytes
         };
-        if first.total_len() > budget {
-            return Ok(range);
-        }
         let file = self.handle()?;
         let mut limit = pos + (budget as u64).min(self.size.saturating_sub(pos));
         let mut hit_limit = false;
