@@ -315,12 +315,7 @@ impl Log {
                     break;
                 }
                 index += 1;
-                let next_segment = &self.segments[index];
-                pos_header = if next_segment.is_empty() {
-                    None
-                } else {
-                    Some((0, next_segment.read_header_at(0)?))
-                };
+                pos_header = self.first_batch(index)?;
             }
         }
         Ok(ReadResult {
@@ -373,14 +368,19 @@ impl Log {
                 break;
             }
             index += 1;
-            let next_segment = &self.segments[index];
-            pos_header = if next_segment.is_empty() {
-                None
-            } else {
-                Some((0, next_segment.read_header_at(0)?))
-            };
+            pos_header = self.first_batch(index)?;
         }
         Ok(read)
+    }
+
+    /// The position and header of segment `index`'s first batch, if it has one (a read that
+    /// goes on into the next segment).
+    fn first_batch(&self, index: usize) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let segment = &self.segments[index];
+        if segment.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((0, segment.read_header_at(0)?)))
     }
 
     /// Checks a read's start offset and returns the offset no returned batch may reach.
