@@ -612,6 +612,11 @@ impl TopicConfig {
             segment_ms: self.long(broker, "segment.ms"),
             retention_ms: self.long(broker, "retention.ms"),
             retention_bytes: self.long(broker, "retention.bytes"),
+            delete_retention: self
+                .value(broker, topic_def("cleanup.policy").expect("known"))
+                .0
+                .split(',')
+                .any(|p| p.trim() == "delete"),
             index_interval_bytes: self.long(broker, "index.interval.bytes") as u32,
             segment_index_bytes: self.long(broker, "segment.index.bytes") as u32,
             file_delete_delay_ms: self.long(broker, "file.delete.delay.ms"),

@@ -11,6 +11,11 @@ pub struct LogConfig {
     pub retention_ms: i64,
     /// `retention.bytes`: delete oldest segments while the log is larger than this; -1 = no limit.
     pub retention_bytes: i64,
+    /// Whether `cleanup.policy` includes `delete`: only then do `retention_ms` and
+    /// `retention_bytes` delete old segments. A `compact`-only log (such as
+    /// `__consumer_offsets`) keeps every segment, as a record in an old segment may be the
+    /// only copy of a live key; compaction, not retention, is what shrinks such a log.
+    pub delete_retention: bool,
     /// `index.interval.bytes`: log bytes between two sparse index entries.
     pub index_interval_bytes: u32,
     /// `segment.index.bytes`: the largest an index file may grow before the segment rolls.
@@ -28,6 +33,7 @@ impl Default for LogConfig {
             segment_ms: 7 * 24 * 60 * 60 * 1000,
             retention_ms: 168 * 60 * 60 * 1000,
             retention_bytes: -1,
+            delete_retention: true,
             index_interval_bytes: 4096,
             segment_index_bytes: 10 * 1024 * 1024,
             file_delete_delay_ms: 60_000,

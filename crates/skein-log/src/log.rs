@@ -682,8 +682,15 @@ impl Log {
     /// Deletes the oldest segments (never the active one) whose largest timestamp is more than
     /// `retention_ms` old, then, while the log is larger than `retention_bytes`, the oldest
     /// segments whose removal keeps it at or above that size. Raises the log start offset.
+    /// Does nothing unless the cleanup policy includes `delete`.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionReport, LogError> {
         let mut doomed = 0usize;
+        if !self.config.delete_retention {
+            return Ok(RetentionReport {
+                log_start_offset: self.log_start_offset,
+                ..RetentionReport::default()
+            });
+        }
         if self.config.retention_ms >= 0 {
             while doomed + 1 < self.segments.len() {
                 let expired = match self.segments[doomed].max_timestamp() {

@@ -483,6 +483,36 @@ fn retention_by_bytes_keeps_at_least_the_limit() {
 }
 
 #[test]
+fn retention_leaves_a_compact_only_log_whole() {
+    // A compacted log (such as __consumer_offsets) may hold the only copy of a live key in
+    // its oldest segment: neither time nor size retention may delete it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: 10_000,
+        retention_bytes: 1000,
+        delete_retention: false,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), config.clone());
+    fill(&mut log, 50, NOW - 100_000);
+    fill(&mut log, 50, NOW);
+    let segments = log.segment_count();
+    assert!(segments > 2, "{segments}");
+    let report = log.apply_retention(NOW + 1_000_000).unwrap();
+    assert_eq!(report.deleted_segments, 0);
+    assert_eq!(report.log_start_offset, 0);
+    assert_eq!((log.segment_count(), log.log_start_offset()), (segments, 0));
+    // The same log under `compact,delete` is trimmed as any other.
+    log.update_config(LogConfig {
+        delete_retention: true,
+        ..config
+    });
+    let report = log.apply_retention(NOW + 1_000_000).unwrap();
+    assert!(report.deleted_segments > 0);
+    assert!(log.log_start_offset() > 0);
+}
+
+#[test]
 fn delete_records_raises_log_start_and_persists_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small_config());
