@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use crate::config::{validate_topic_setting, BrokerConfig, EffectiveTopicConfig, 
 use crate::error::{ApiError, ErrorCode};
 use crate::groups::Groups;
 use crate::metrics::Metrics;
-use crate::producer_state::ProducerStates;
+use crate::producer_state::{ProducerLimits, ProducerStates};
 use crate::store::{MetaStore, MetadataImage, StoredTopic};
 use crate::sync::Syncer;
 
@@ -152,6 +152,8 @@ pub struct Broker {
     /// Serialises metadata changes and holds the persisted image.
     meta: Mutex<(MetaStore, MetadataImage)>,
     next_producer_id: Mutex<i64>,
+    /// The broker-wide account of idempotent producer state (`skein.producer.ids.max`).
+    pub(crate) producer_limits: Arc<ProducerLimits>,
     syncer: Syncer,
     groups: Groups,
     metrics: Metrics,
@@ -248,11 +250,15 @@ impl Broker {
         let mut topics = TopicMap::default();
         let stored: Vec<(&str, &StoredTopic)> =
             image.topics.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        for topic in Self::open_topics(&config, &stored, now_ms())? {
+        let producer_limits = ProducerLimits::new(config.producer_ids_max);
+        let opener = PartitionOpener::new(&config, &producer_limits);
+        for topic in opener.open_topics(&stored)? {
             topics.by_id.insert(topic.id, topic.clone());
             topics.by_name.insert(topic.name.clone(), topic);
         }
-        let metrics = Metrics::new();
+        opener.log_producer_state_summary();
+        let mut metrics = Metrics::new();
+        metrics.register_producer_limits(&producer_limits);
         let syncer = Syncer::start(metrics.fsync_latency.clone()).map_err(BrokerError::Metadata)?;
         let groups = Groups::new(config.group_config(), config.offsets_topic_partitions);
         let broker = Broker {
@@ -260,6 +266,7 @@ impl Broker {
             metrics,
             cluster_id: image.cluster_id.clone(),
             next_producer_id: Mutex::new(image.producer_id_block_end),
+            producer_limits,
             config,
             advertised: OnceLock::new(),
             topics: RwLock::new(topics),
@@ -273,127 +280,6 @@ impl Broker {
         broker.replay_groups();
         broker.ready.store(true, Ordering::SeqCst);
         Ok(Arc::new(broker))
-    }
-
-    fn open_topic(
-        config: &BrokerConfig,
-        name: &str,
-        stored: &StoredTopic,
-        now: i64,
-    ) -> Result<Arc<Topic>, BrokerError> {
-        let mut opened = Self::open_topics(config, &[(name, stored)], now)?;
-        Ok(opened.pop().expect("one topic in, one out"))
-    }
-
-    /// Opens (or creates) every partition of the given topics, several at a time: a
-    /// partition's open is mostly waiting for the file system, which overlaps across files.
-    fn open_topics(
-        config: &BrokerConfig,
-        stored: &[(&str, &StoredTopic)],
-        now: i64,
-    ) -> Result<Vec<Arc<Topic>>, BrokerError> {
-        struct Shell {
-            name: Arc<str>,
-            id: Uuid,
-            config: TopicConfig,
-            effective: Arc<EffectiveTopicConfig>,
-        }
-        let mut shells = Vec::with_capacity(stored.len());
-        for (name, stored) in stored {
-            let topic_config = TopicConfig {
-                overrides: stored.configs.clone().into_iter().collect(),
-            };
-            let effective = Arc::new(topic_config.effective(config));
-            let id = uuid_from_hex(&stored.id).ok_or_else(|| {
-                BrokerError::Metadata(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("topic {name} has a malformed id {:?}", stored.id),
-                ))
-            })?;
-            shells.push(Shell {
-                name: Arc::from(*name),
-                id,
-                config: topic_config,
-                effective,
-            });
-        }
-        let jobs: Vec<(usize, i32)> = stored
-            .iter()
-            .enumerate()
-            .flat_map(|(t, (_, stored))| (0..stored.partitions).map(move |p| (t, p)))
-            .collect();
-        let opened = parallel_map(&jobs, |&(t, index)| {
-            let shell = &shells[t];
-            Self::open_partition(config, &shell.name, index, shell.effective.log.clone(), now)
-        });
-        let mut partitions: Vec<Vec<Arc<Partition>>> = shells.iter().map(|_| Vec::new()).collect();
-        for ((t, _), partition) in jobs.iter().zip(opened) {
-            partitions[*t].push(Arc::new(partition?));
-        }
-        Ok(shells
-            .into_iter()
-            .zip(partitions)
-            .map(|(shell, partitions)| {
-                Arc::new(Topic {
-                    name: shell.name.to_string(),
-                    id: shell.id,
-                    config: RwLock::new(shell.config),
-                    effective: RwLock::new(shell.effective),
-                    partitions: RwLock::new(partitions),
-                })
-            })
-            .collect())
-    }
-
-    fn open_partition(
-        config: &BrokerConfig,
-        topic: &Arc<str>,
-        index: i32,
-        log_config: LogConfig,
-        now: i64,
-    ) -> Result<Partition, BrokerError> {
-        let dir = partition_dir(&config.data_dir, topic, index);
-        let log_err = |source| BrokerError::Log {
-            topic: topic.to_string(),
-            partition: index,
-            source,
-        };
-        let (mut log, report) = Log::open(&dir, log_config, now).map_err(log_err)?;
-        if report.repaired() {
-            tracing::warn!(topic = %topic, partition = index, "recovered: {report}");
-        } else if !report.clean_shutdown && report.log_end_offset > 0 {
-            tracing::info!(topic = %topic, partition = index, "checked after an unclean shutdown: {report}");
-        }
-        // A single node is the whole ISR: everything recovered into the log is committed, so
-        // the high watermark is the log end (its checkpoint can lag after a crash).
-        let leo = log.log_end_offset();
-        log.set_high_watermark(leo);
-        if log.latest_epoch().is_none() {
-            // A new partition starts the leader's epoch at its first offset.
-            log.assign_epoch(crate::api::LEADER_EPOCH, log.log_end_offset())
-                .map_err(log_err)?;
-        }
-        let mut producers = ProducerStates::default();
-        log.scan_batches(log.log_start_offset(), |h: &BatchHeader| {
-            if h.producer_id >= 0 && h.base_sequence >= 0 {
-                producers.record(
-                    h.producer_id,
-                    h.producer_epoch,
-                    h.base_sequence,
-                    h.last_sequence(),
-                    h.base_offset,
-                );
-            }
-        })
-        .map_err(log_err)?;
-        Ok(Partition {
-            topic: topic.clone(),
-            index,
-            state: Mutex::new(PartitionState {
-                log: Some(log),
-                producers,
-            }),
-        })
     }
 
     /// Whether recovery is done and requests are served.
@@ -609,7 +495,8 @@ impl Broker {
             partitions,
             configs: overrides,
         };
-        let topic = Self::open_topic(&self.config, name, &stored, now_ms())
+        let topic = PartitionOpener::new(&self.config, &self.producer_limits)
+            .open_topic(name, &stored)
             .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
         if let Err(e) = Self::save_meta(&mut meta, |image| {
             image.topics.insert(name.to_string(), stored);
@@ -690,10 +577,11 @@ impl Broker {
         let name_arc: Arc<str> = Arc::from(topic.name.as_str());
         let log_config = topic.effective().log.clone();
         let mut new = Vec::new();
+        let opener = PartitionOpener::new(&self.config, &self.producer_limits);
         for index in current..count {
-            let p =
-                Self::open_partition(&self.config, &name_arc, index, log_config.clone(), now_ms())
-                    .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
+            let p = opener
+                .open_partition(&name_arc, index, log_config.clone())
+                .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
             new.push(Arc::new(p));
         }
         Self::save_meta(&mut meta, |image| {
@@ -746,6 +634,18 @@ impl Broker {
         });
     }
 
+    /// Forgets idempotent producers that have written nothing for `producer.id.expiration.ms`;
+    /// called every `producer.id.expiration.check.interval.ms`.
+    pub fn expire_producers(&self) {
+        let now = now_ms();
+        let expiration_ms = self.config.producer_id_expiration_ms;
+        let mut expired = 0;
+        self.for_each_log(|_, _, state| expired += state.producers.expire(now, expiration_ms));
+        if expired > 0 {
+            tracing::debug!(expired, "forgot idle idempotent producers");
+        }
+    }
+
     /// Writes every partition's checkpoints (recovery point, high watermark), so that a
     /// restart after a crash rescans only what came after them. Called periodically.
     pub fn checkpoint(&self) {
@@ -764,11 +664,240 @@ impl Broker {
         // Several at a time: closing is mostly waiting for fsyncs, which overlap across files.
         parallel_map(&partitions, |p| {
             let mut state = p.lock();
-            if let Some(Err(e)) = state.log.take().map(|log| log.close()) {
+            let Some(mut log) = state.log.take() else {
+                return;
+            };
+            // The producer state as of the log end, so the next start scans nothing. An empty
+            // log has nothing to scan, and an unchanged snapshot is already there.
+            let leo = log.log_end_offset();
+            if leo > log.log_start_offset() && log.snapshot_offset() != Some(leo) {
+                if let Err(e) = log.write_snapshot(&state.producers.encode()) {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "producer snapshot failed: {e}");
+                }
+            }
+            if let Err(e) = log.close() {
                 tracing::warn!(topic = %p.topic, partition = p.index, "close failed: {e}");
             }
         });
         self.data_arrived.notify_waiters();
+    }
+}
+
+/// Opens partitions (at start-up, topic creation and growth): recovers each log and rebuilds
+/// its idempotent producer state from the newest snapshot plus the batches after it.
+struct PartitionOpener<'a> {
+    config: &'a BrokerConfig,
+    producer_limits: &'a Arc<ProducerLimits>,
+    now: i64,
+    /// Partitions whose producer state came from a snapshot.
+    from_snapshot: AtomicU64,
+    /// Batch headers read to rebuild producer state.
+    batches_scanned: AtomicU64,
+}
+
+impl<'a> PartitionOpener<'a> {
+    fn new(config: &'a BrokerConfig, producer_limits: &'a Arc<ProducerLimits>) -> Self {
+        PartitionOpener {
+            config,
+            producer_limits,
+            now: now_ms(),
+            from_snapshot: AtomicU64::new(0),
+            batches_scanned: AtomicU64::new(0),
+        }
+    }
+
+    fn open_topic(&self, name: &str, stored: &StoredTopic) -> Result<Arc<Topic>, BrokerError> {
+        let mut opened = self.open_topics(&[(name, stored)])?;
+        Ok(opened.pop().expect("one topic in, one out"))
+    }
+
+    /// Opens (or creates) every partition of the given topics, several at a time: a
+    /// partition's open is mostly waiting for the file system, which overlaps across files.
+    fn open_topics(&self, stored: &[(&str, &StoredTopic)]) -> Result<Vec<Arc<Topic>>, BrokerError> {
+        struct Shell {
+            name: Arc<str>,
+            id: Uuid,
+            config: TopicConfig,
+            effective: Arc<EffectiveTopicConfig>,
+        }
+        let mut shells = Vec::with_capacity(stored.len());
+        for (name, stored) in stored {
+            let topic_config = TopicConfig {
+                overrides: stored.configs.clone().into_iter().collect(),
+            };
+            let effective = Arc::new(topic_config.effective(self.config));
+            let id = uuid_from_hex(&stored.id).ok_or_else(|| {
+                BrokerError::Metadata(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("topic {name} has a malformed id {:?}", stored.id),
+                ))
+            })?;
+            shells.push(Shell {
+                name: Arc::from(*name),
+                id,
+                config: topic_config,
+                effective,
+            });
+        }
+        let jobs: Vec<(usize, i32)> = stored
+            .iter()
+            .enumerate()
+            .flat_map(|(t, (_, stored))| (0..stored.partitions).map(move |p| (t, p)))
+            .collect();
+        let opened = parallel_map(&jobs, |&(t, index)| {
+            let shell = &shells[t];
+            self.open_partition(&shell.name, index, shell.effective.log.clone())
+        });
+        let mut partitions: Vec<Vec<Arc<Partition>>> = shells.iter().map(|_| Vec::new()).collect();
+        for ((t, _), partition) in jobs.iter().zip(opened) {
+            partitions[*t].push(Arc::new(partition?));
+        }
+        Ok(shells
+            .into_iter()
+            .zip(partitions)
+            .map(|(shell, partitions)| {
+                Arc::new(Topic {
+                    name: shell.name.to_string(),
+                    id: shell.id,
+                    config: RwLock::new(shell.config),
+                    effective: RwLock::new(shell.effective),
+                    partitions: RwLock::new(partitions),
+                })
+            })
+            .collect())
+    }
+
+    fn open_partition(
+        &self,
+        topic: &Arc<str>,
+        index: i32,
+        log_config: LogConfig,
+    ) -> Result<Partition, BrokerError> {
+        let dir = partition_dir(&self.config.data_dir, topic, index);
+        let log_err = |source| BrokerError::Log {
+            topic: topic.to_string(),
+            partition: index,
+            source,
+        };
+        let (mut log, report) = Log::open(&dir, log_config, self.now).map_err(log_err)?;
+        if report.repaired() {
+            tracing::warn!(topic = %topic, partition = index, "recovered: {report}");
+        } else if !report.clean_shutdown && report.log_end_offset > 0 {
+            tracing::info!(topic = %topic, partition = index, "checked after an unclean shutdown: {report}");
+        }
+        // A single node is the whole ISR: everything recovered into the log is committed, so
+        // the high watermark is the log end (its checkpoint can lag after a crash).
+        let leo = log.log_end_offset();
+        log.set_high_watermark(leo);
+        if log.latest_epoch().is_none() {
+            // A new partition starts the leader's epoch at its first offset.
+            log.assign_epoch(crate::api::LEADER_EPOCH, log.log_end_offset())
+                .map_err(log_err)?;
+        }
+        let producers = self.load_producers(&log, topic, index).map_err(log_err)?;
+        Ok(Partition {
+            topic: topic.clone(),
+            index,
+            state: Mutex::new(PartitionState {
+                log: Some(log),
+                producers,
+            }),
+        })
+    }
+
+    /// The partition's producer state: its newest snapshot, then every batch after it (or
+    /// the whole log without one), less the producers idle past their expiry.
+    fn load_producers(
+        &self,
+        log: &Log,
+        topic: &str,
+        index: i32,
+    ) -> Result<ProducerStates, skein_log::LogError> {
+        let limits = self.producer_limits.clone();
+        let (mut producers, scan_from) = match log.read_snapshot() {
+            Some((offset, bytes)) => match ProducerStates::decode(&bytes, limits.clone()) {
+                Ok(states) => {
+                    self.from_snapshot.fetch_add(1, Ordering::Relaxed);
+                    (states, offset)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        topic,
+                        partition = index,
+                        "ignoring producer snapshot at offset {offset}: {e}"
+                    );
+                    (ProducerStates::new(limits), log.log_start_offset())
+                }
+            },
+            None => (ProducerStates::new(limits), log.log_start_offset()),
+        };
+        let mut scanned = 0u64;
+        log.scan_batches(scan_from.max(log.log_start_offset()), |h: &BatchHeader| {
+            scanned += 1;
+            if h.producer_id >= 0 && h.base_sequence >= 0 {
+                // A batch's own newest timestamp stands for when it was written; one from a
+                // client clock ahead of ours counts as now.
+                let written_ms = if h.max_timestamp >= 0 {
+                    h.max_timestamp.min(self.now)
+                } else {
+                    self.now
+                };
+                producers.record(
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.last_sequence(),
+                    h.base_offset,
+                    written_ms,
+                );
+            }
+        })?;
+        self.batches_scanned.fetch_add(scanned, Ordering::Relaxed);
+        producers.expire(self.now, self.config.producer_id_expiration_ms);
+        tracing::debug!(
+            topic,
+            partition = index,
+            scan_from,
+            scanned,
+            producers = producers.len(),
+            "loaded producer state"
+        );
+        Ok(producers)
+    }
+
+    /// One line for the whole start-up: how producer state was rebuilt.
+    fn log_producer_state_summary(&self) {
+        tracing::info!(
+            from_snapshots = self.from_snapshot.load(Ordering::Relaxed),
+            batches_scanned = self.batches_scanned.load(Ordering::Relaxed),
+            producers = self.producer_limits.held(),
+            "rebuilt idempotent producer state"
+        );
+    }
+}
+
+/// Writes the partition's producer-state snapshot when its log has rolled since the last one
+/// (as Kafka does at roll), so that a restart after a crash scans at most the batches written
+/// since that roll. A failure costs only a longer scan later, so it is logged, not returned.
+pub(crate) fn snapshot_producers_after_roll(
+    log: &mut Log,
+    producers: &ProducerStates,
+    topic: &str,
+    partition: i32,
+) {
+    let active = log.active_segment_base_offset();
+    let rolled = match log.snapshot_offset() {
+        Some(taken) => active > taken,
+        None => active > 0,
+    };
+    if rolled {
+        if let Err(e) = log.write_snapshot(&producers.encode()) {
+            tracing::warn!(
+                topic,
+                partition,
+                "could not write the producer snapshot: {e}"
+            );
+        }
     }
 }
 

@@ -400,6 +400,9 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "group.consumer.session.timeout.ms", ty: ConfigType::Int, default: "45000", validate: int_ge1, doc: "Session timeout of KIP-848 consumer group members." },
     BrokerConfigDef { name: "group.consumer.heartbeat.interval.ms", ty: ConfigType::Int, default: "5000", validate: int_ge1, doc: "Heartbeat interval given to KIP-848 consumer group members." },
     BrokerConfigDef { name: "group.consumer.assignors", ty: ConfigType::List, default: "uniform,range", validate: assignors, doc: "Server-side assignors of KIP-848 groups; the first is the default." },
+    BrokerConfigDef { name: "producer.id.expiration.ms", ty: ConfigType::Int, default: "86400000", validate: int_ge1, doc: "How long an idempotent producer's state is kept after its last write; its next batch is then accepted whatever its sequence." },
+    BrokerConfigDef { name: "producer.id.expiration.check.interval.ms", ty: ConfigType::Int, default: "600000", validate: int_ge1, doc: "How often idle producers are looked for and forgotten." },
+    BrokerConfigDef { name: "skein.producer.ids.max", ty: ConfigType::Int, default: "500000", validate: int_ge1, doc: "Most idempotent producer states (one per producer and partition written) all partitions together keep; past it, the least recently active are forgotten first." },
     BrokerConfigDef { name: "skein.max.partitions", ty: ConfigType::Int, default: "100000", validate: int_ge1, doc: "Most partitions this broker will host." },
 ];
 
@@ -458,6 +461,9 @@ pub struct BrokerConfig {
     pub acks_all_fsync: bool,
     pub max_partitions: usize,
     pub offsets_topic_partitions: i32,
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
+    pub producer_ids_max: usize,
 }
 
 impl BrokerConfig {
@@ -503,6 +509,11 @@ impl BrokerConfig {
             acks_all_fsync: boolean("skein.acks.all.fsync"),
             max_partitions: int("skein.max.partitions") as usize,
             offsets_topic_partitions: int("offsets.topic.num.partitions") as i32,
+            producer_id_expiration_ms: int("producer.id.expiration.ms"),
+            producer_id_expiration_check_interval_ms: int(
+                "producer.id.expiration.check.interval.ms",
+            ) as u64,
+            producer_ids_max: int("skein.producer.ids.max") as usize,
             explicit: settings,
         };
         if config.data_dir.as_os_str().is_empty() {

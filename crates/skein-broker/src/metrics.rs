@@ -78,6 +78,7 @@ pub struct Metrics {
     pub records_out: Family<TopicLabels, Counter>,
     pub fsync_latency: Histogram,
     fetch_open_files: Gauge,
+    producer_ids: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
     log_start: Family<PartitionLabels, Gauge>,
     log_end: Family<PartitionLabels, Gauge>,
@@ -111,6 +112,7 @@ impl Metrics {
             records_out: Family::default(),
             fsync_latency: latency_histogram(),
             fetch_open_files: Gauge::default(),
+            producer_ids: Gauge::default(),
             log_size: Family::default(),
             log_start: Family::default(),
             log_end: Family::default(),
@@ -174,6 +176,11 @@ impl Metrics {
             m.fetch_open_files.clone(),
         );
         r.register(
+            "producer_ids",
+            "Idempotent producer states held (one per producer and partition written)",
+            m.producer_ids.clone(),
+        );
+        r.register(
             "partition_size_bytes",
             "Bytes on disk of a partition's log",
             m.log_size.clone(),
@@ -219,6 +226,21 @@ impl Metrics {
             m.group_generation.clone(),
         );
         Metrics { registry: r, ..m }
+    }
+
+    /// Registers the counters of forgotten producer states, which live with the broker-wide
+    /// account in `producer_state.rs`.
+    pub fn register_producer_limits(&mut self, limits: &crate::producer_state::ProducerLimits) {
+        self.registry.register(
+            "producer_ids_expired",
+            "Idempotent producer states forgotten after producer.id.expiration.ms without a write",
+            limits.expired.clone(),
+        );
+        self.registry.register(
+            "producer_ids_evicted",
+            "Idempotent producer states forgotten, least recently active first, at skein.producer.ids.max",
+            limits.evicted.clone(),
+        );
     }
 
     /// Counts one answered request and the error codes in its response.
@@ -281,6 +303,7 @@ impl Metrics {
                 .fetch_files_held
                 .load(std::sync::atomic::Ordering::SeqCst) as i64,
         );
+        self.producer_ids.set(broker.producer_limits.held() as i64);
         for family in [
             &self.log_size,
             &self.log_start,

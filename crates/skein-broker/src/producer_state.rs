@@ -1,17 +1,62 @@
 //! Idempotent producer state of one partition: the epoch and recent sequence ranges of each
 //! producer id, so that retried batches are recognised and gaps are refused.
 //!
-//! The state is rebuilt after a restart by scanning the batch headers in the log, so a
-//! producer that retries a batch written just before a crash gets its original offset back
-//! instead of a second copy.
+//! The state is bounded three ways, as a client can otherwise make it grow forever (every
+//! short-lived idempotent producer leaves an id behind):
+//! - a producer that has written nothing for `producer.id.expiration.ms` (a day, as Kafka) is
+//!   forgotten by the periodic [`ProducerStates::expire`]; its next batch is then accepted
+//!   whatever its sequence, as Kafka does;
+//! - the producers held by all partitions together are capped by
+//!   `skein.producer.ids.max`: past it, a partition that records a new producer first forgets
+//!   its own least recently active ones;
+//! - the state is snapshotted into the partition directory (at segment roll and at shutdown,
+//!   [`ProducerStates::encode`]), so a restart reads the snapshot and scans only the batches
+//!   written after it, not every batch header in the log.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
 
 use crate::error::ErrorCode;
 
 /// How many recent batches per producer are remembered for duplicate detection. Kafka keeps
 /// five, matching the client's `max.in.flight.requests.per.connection` limit for idempotence.
 pub const RECENT_BATCHES: usize = 5;
+
+/// The broker-wide account of producer state, shared by every partition's [`ProducerStates`].
+#[derive(Debug)]
+pub struct ProducerLimits {
+    /// The most producer entries all partitions together hold (`skein.producer.ids.max`).
+    max_held: usize,
+    /// Entries held now, over every partition.
+    held: AtomicUsize,
+    /// Entries forgotten because they were idle too long.
+    pub expired: Counter,
+    /// Entries forgotten to stay under `max_held`.
+    pub evicted: Counter,
+}
+
+impl ProducerLimits {
+    pub fn new(max_held: usize) -> Arc<ProducerLimits> {
+        Arc::new(ProducerLimits {
+            max_held,
+            held: AtomicUsize::new(0),
+            expired: Counter::default(),
+            evicted: Counter::default(),
+        })
+    }
+
+    /// Producer entries held by all partitions.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn forget(&self, count: usize) {
+        self.held.fetch_sub(count, Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BatchRange {
@@ -23,6 +68,8 @@ struct BatchRange {
 #[derive(Debug, Clone, Default)]
 struct ProducerEntry {
     epoch: i16,
+    /// When this producer last wrote (the broker's clock), for expiry and eviction.
+    last_write_ms: i64,
     recent: VecDeque<BatchRange>,
 }
 
@@ -52,12 +99,40 @@ fn next_seq(seq: i32) -> i32 {
 }
 
 /// Producer states of one partition, by producer id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    limits: Arc<ProducerLimits>,
 }
 
+impl Default for ProducerStates {
+    /// A partition's state under its own, unlimited account (for tests).
+    fn default() -> Self {
+        ProducerStates::new(ProducerLimits::new(usize::MAX))
+    }
+}
+
+impl Drop for ProducerStates {
+    fn drop(&mut self) {
+        self.limits.forget(self.producers.len());
+    }
+}
+
+/// The snapshot format's version byte.
+const SNAPSHOT_VERSION: u8 = 1;
+/// Bytes of one producer in a snapshot before its batch ranges: id, epoch, last write, count.
+const SNAPSHOT_ENTRY_LEN: usize = 8 + 2 + 8 + 1;
+/// Bytes of one batch range in a snapshot: first and last sequence, base offset.
+const SNAPSHOT_RANGE_LEN: usize = 4 + 4 + 8;
+
 impl ProducerStates {
+    pub fn new(limits: Arc<ProducerLimits>) -> ProducerStates {
+        ProducerStates {
+            producers: HashMap::new(),
+            limits,
+        }
+    }
+
     /// Checks a batch of `producer_id`/`epoch` spanning sequences `first_seq..=last_seq`.
     pub fn check(
         &self,
@@ -67,8 +142,8 @@ impl ProducerStates {
         last_seq: i32,
     ) -> SequenceCheck {
         let Some(entry) = self.producers.get(&producer_id) else {
-            // An unknown producer may start at any sequence: its state may have been removed
-            // by retention, and refusing it would wedge the producer.
+            // An unknown producer may start at any sequence: its state may have expired or
+            // been removed with old segments, and refusing it would wedge the producer.
             return SequenceCheck::Append;
         };
         if epoch < entry.epoch {
@@ -105,7 +180,7 @@ impl ProducerStates {
         SequenceCheck::Reject(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER)
     }
 
-    /// Records a written batch.
+    /// Records a batch written at `now_ms`.
     pub fn record(
         &mut self,
         producer_id: i64,
@@ -113,12 +188,21 @@ impl ProducerStates {
         first_seq: i32,
         last_seq: i32,
         base_offset: i64,
+        now_ms: i64,
     ) {
+        let is_new = !self.producers.contains_key(&producer_id);
+        if is_new {
+            let held = self.limits.held.fetch_add(1, Ordering::Relaxed) + 1;
+            if held > self.limits.max_held {
+                self.evict_least_recent();
+            }
+        }
         let entry = self.producers.entry(producer_id).or_default();
         if epoch != entry.epoch {
             entry.recent.clear();
             entry.epoch = epoch;
         }
+        entry.last_write_ms = entry.last_write_ms.max(now_ms);
         if entry.recent.len() == RECENT_BATCHES {
             entry.recent.pop_front();
         }
@@ -129,12 +213,126 @@ impl ProducerStates {
         });
     }
 
+    /// Forgets this partition's least recently active eighth (at least one), so the broker
+    /// stays near `skein.producer.ids.max` without a full scan for every new producer.
+    fn evict_least_recent(&mut self) {
+        if self.producers.is_empty() {
+            return;
+        }
+        let mut ages: Vec<(i64, i64)> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| (e.last_write_ms, id))
+            .collect();
+        let count = (ages.len() / 8).max(1);
+        ages.select_nth_unstable(count - 1);
+        for &(_, id) in &ages[..count] {
+            self.producers.remove(&id);
+        }
+        self.limits.forget(count);
+        self.limits.evicted.inc_by(count as u64);
+        tracing::debug!(
+            count,
+            "forgot idle producers: skein.producer.ids.max reached"
+        );
+    }
+
+    /// Forgets the producers that have not written for `expiration_ms`; returns how many.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_write_ms) < expiration_ms);
+        let gone = before - self.producers.len();
+        if gone > 0 {
+            self.limits.forget(gone);
+            self.limits.expired.inc_by(gone as u64);
+        }
+        gone
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+
+    /// The state as snapshot bytes: a version byte, the producer count (u32), then per
+    /// producer its id (i64), epoch (i16), last write (i64), batch count (u8) and each batch's
+    /// first and last sequence (i32) and base offset (i64), big-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            5 + self.producers.len() * (SNAPSHOT_ENTRY_LEN + 2 * SNAPSHOT_RANGE_LEN),
+        );
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        for (id, e) in &self.producers {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.last_write_ms.to_be_bytes());
+            out.push(e.recent.len() as u8);
+            for b in &e.recent {
+                out.extend_from_slice(&b.first_seq.to_be_bytes());
+                out.extend_from_slice(&b.last_seq.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Rebuilds the state from [`encode`](Self::encode)'s bytes under `limits`. Nothing is
+    /// reserved from counts in the bytes before the bytes for it are seen to be there.
+    pub fn decode(bytes: &[u8], limits: Arc<ProducerLimits>) -> Result<ProducerStates, String> {
+        let mut states = ProducerStates::new(limits);
+        let mut r = bytes;
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            if r.len() < n {
+                return Err(format!("truncated: {} bytes left, {n} needed", r.len()));
+            }
+            let (head, tail) = r.split_at(n);
+            r = tail;
+            Ok(head)
+        };
+        let version = take(1)?[0];
+        if version != SNAPSHOT_VERSION {
+            return Err(format!("unknown producer snapshot version {version}"));
+        }
+        let count = u32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
+        for _ in 0..count {
+            let head = take(SNAPSHOT_ENTRY_LEN)?;
+            let id = i64::from_be_bytes(head[0..8].try_into().expect("8 bytes"));
+            let epoch = i16::from_be_bytes(head[8..10].try_into().expect("2 bytes"));
+            let last_write_ms = i64::from_be_bytes(head[10..18].try_into().expect("8 bytes"));
+            let ranges = head[18] as usize;
+            if ranges > RECENT_BATCHES {
+                return Err(format!(
+                    "producer {id} has {ranges} batches, over {RECENT_BATCHES}"
+                ));
+            }
+            let mut recent = VecDeque::with_capacity(ranges);
+            for _ in 0..ranges {
+                let b = take(SNAPSHOT_RANGE_LEN)?;
+                recent.push_back(BatchRange {
+                    first_seq: i32::from_be_bytes(b[0..4].try_into().expect("4 bytes")),
+                    last_seq: i32::from_be_bytes(b[4..8].try_into().expect("4 bytes")),
+                    base_offset: i64::from_be_bytes(b[8..16].try_into().expect("8 bytes")),
+                });
+            }
+            let entry = ProducerEntry {
+                epoch,
+                last_write_ms,
+                recent,
+            };
+            if states.producers.insert(id, entry).is_some() {
+                return Err(format!("producer {id} appears twice"));
+            }
+            states.limits.held.fetch_add(1, Ordering::Relaxed);
+        }
+        if !r.is_empty() {
+            return Err(format!("{} bytes after the last producer", r.len()));
+        }
+        Ok(states)
     }
 }
 
@@ -146,9 +344,9 @@ mod tests {
     fn in_order_batches_append_and_retries_are_duplicates() {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(7, 0, 0, 9), SequenceCheck::Append);
-        s.record(7, 0, 0, 9, 100);
+        s.record(7, 0, 0, 9, 100, 0);
         assert_eq!(s.check(7, 0, 10, 19), SequenceCheck::Append);
-        s.record(7, 0, 10, 19, 110);
+        s.record(7, 0, 10, 19, 110, 0);
         assert_eq!(
             s.check(7, 0, 0, 9),
             SequenceCheck::Duplicate { base_offset: 100 }
@@ -162,7 +360,7 @@ mod tests {
     #[test]
     fn gaps_and_old_epochs_are_refused() {
         let mut s = ProducerStates::default();
-        s.record(7, 3, 0, 4, 0);
+        s.record(7, 3, 0, 4, 0, 0);
         assert_eq!(
             s.check(7, 3, 6, 8),
             SequenceCheck::Reject(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER)
@@ -182,7 +380,7 @@ mod tests {
     fn batches_older_than_the_window_are_duplicates() {
         let mut s = ProducerStates::default();
         for i in 0..10 {
-            s.record(1, 0, i * 10, i * 10 + 9, i as i64 * 10);
+            s.record(1, 0, i * 10, i * 10 + 9, i as i64 * 10, 0);
         }
         assert_eq!(
             s.check(1, 0, 0, 9),
@@ -194,7 +392,89 @@ mod tests {
     #[test]
     fn sequence_wraps_at_i32_max() {
         let mut s = ProducerStates::default();
-        s.record(1, 0, i32::MAX - 1, i32::MAX, 0);
+        s.record(1, 0, i32::MAX - 1, i32::MAX, 0, 0);
         assert_eq!(s.check(1, 0, 0, 5), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn idle_producers_expire_and_then_start_anywhere() {
+        let limits = ProducerLimits::new(usize::MAX);
+        let mut s = ProducerStates::new(limits.clone());
+        s.record(1, 0, 0, 9, 0, 1_000);
+        s.record(2, 0, 0, 9, 10, 5_000);
+        assert_eq!(
+            s.check(1, 0, 50, 59),
+            SequenceCheck::Reject(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
+        assert_eq!(s.expire(60_999, 60_000), 0);
+        assert_eq!(s.expire(61_000, 60_000), 1);
+        assert_eq!((s.len(), limits.held()), (1, 1));
+        assert_eq!(limits.expired.get(), 1);
+        // Forgotten: its next batch is accepted whatever its sequence, as in Kafka.
+        assert_eq!(s.check(1, 0, 50, 59), SequenceCheck::Append);
+        drop(s);
+        assert_eq!(limits.held(), 0);
+    }
+
+    #[test]
+    fn the_broker_wide_cap_forgets_the_least_recent_producers() {
+        let limits = ProducerLimits::new(100);
+        let mut a = ProducerStates::new(limits.clone());
+        let mut b = ProducerStates::new(limits.clone());
+        for id in 0..1000 {
+            let s = if id % 2 == 0 { &mut a } else { &mut b };
+            s.record(id, 0, 0, 0, id, id);
+        }
+        assert!(limits.held() <= 100, "{}", limits.held());
+        assert_eq!(limits.held(), a.len() + b.len());
+        assert!(limits.evicted.get() >= 900);
+        // The newest producers are the ones kept, and still recognise their retries.
+        assert_eq!(
+            a.check(998, 0, 0, 0),
+            SequenceCheck::Duplicate { base_offset: 998 }
+        );
+        assert_eq!(
+            b.check(999, 0, 0, 0),
+            SequenceCheck::Duplicate { base_offset: 999 }
+        );
+        assert_eq!(a.check(0, 0, 5, 5), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_rejects_damage() {
+        let limits = ProducerLimits::new(usize::MAX);
+        let mut s = ProducerStates::new(limits.clone());
+        for i in 0..8 {
+            s.record(7, 2, i * 10, i * 10 + 9, i as i64 * 10, 1_000 + i as i64);
+        }
+        s.record(9, 0, 0, 0, 80, 2_000);
+        let bytes = s.encode();
+        let back = ProducerStates::decode(&bytes, limits.clone()).unwrap();
+        assert_eq!(limits.held(), 4);
+        assert_eq!(back.len(), 2);
+        assert_eq!(
+            back.check(7, 2, 70, 79),
+            SequenceCheck::Duplicate { base_offset: 70 }
+        );
+        assert_eq!(back.check(7, 2, 80, 89), SequenceCheck::Append);
+        assert_eq!(
+            back.check(7, 1, 80, 89),
+            SequenceCheck::Reject(ErrorCode::INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(
+            back.check(9, 0, 0, 0),
+            SequenceCheck::Duplicate { base_offset: 80 }
+        );
+        for cut in 0..bytes.len() {
+            assert!(
+                ProducerStates::decode(&bytes[..cut], limits.clone()).is_err(),
+                "{cut}"
+            );
+        }
+        // Every failed decode gave back what it counted.
+        assert_eq!(limits.held(), 4);
+        let mut huge = vec![SNAPSHOT_VERSION];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(ProducerStates::decode(&huge, limits).is_err());
     }
 }

@@ -12,7 +12,8 @@
 //! and checkpoint files, each replaced atomically (write, fsync, rename, fsync directory):
 //! `recovery-point-offset-checkpoint`, `log-start-offset`, `high-watermark` (version line `0`
 //! then the value), `leader-epoch-checkpoint` (Kafka's layout: `0`, count, `epoch offset`
-//! lines), and the empty `.clean-shutdown` marker written by `Log::close`.
+//! lines), the empty `.clean-shutdown` marker written by `Log::close`, and `<offset>.snapshot`
+//! files: opaque state the owner derived from the log below that offset (`snapshot.rs`).
 //!
 //! Only the active segment's `.log` file stays open. Index entries live in memory and are
 //! appended to their files (open, write, close) at roll (fsynced), `checkpoint` and `close`;
@@ -34,6 +35,7 @@ mod log;
 mod record_scan;
 mod recovery;
 mod segment;
+mod snapshot;
 mod sync;
 
 pub use batch::BatchHeader;

@@ -115,6 +115,8 @@ pub struct Log {
     /// created in a new, empty directory defers those fsyncs until it first writes something
     /// that must survive (until then a lost directory is simply recreated empty).
     pub(crate) dir_durable: bool,
+    /// Offsets of the state snapshot files in the directory, ascending (`snapshot.rs`).
+    pub(crate) snapshots: Vec<i64>,
 }
 
 /// Splits `buf` into batches, checking that each header parses and each batch is whole.
@@ -166,6 +168,11 @@ impl Log {
         self.segments
             .last_mut()
             .expect("invariant: a log always has an active segment")
+    }
+
+    /// The base offset of the active (last) segment.
+    pub fn active_segment_base_offset(&self) -> i64 {
+        self.active().base_offset()
     }
 
     /// The partition directory.
@@ -773,6 +780,7 @@ impl Log {
             self.active_mut().truncate_to(offset, interval)?;
         }
         let leo = self.log_end_offset();
+        crate::snapshot::delete_above(&self.dir, &mut self.snapshots, leo)?;
         self.high_watermark = self.high_watermark.min(leo);
         if self.recovery_point > leo {
             // Persist at once: a stale, larger recovery point would let new, unsynced appends

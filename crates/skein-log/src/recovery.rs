@@ -22,6 +22,7 @@ use crate::error::{IoContext, LogError};
 use crate::index::remove_if_exists;
 use crate::log::{Log, Written};
 use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::snapshot;
 
 /// What `Log::open` found and did, for the start-up log line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,7 +90,7 @@ impl fmt::Display for RecoveryReport {
 }
 
 /// Parses `00000000000000000042.log` into 42.
-fn parse_base_offset(name: &str, suffix: &str) -> Option<i64> {
+pub(crate) fn parse_base_offset(name: &str, suffix: &str) -> Option<i64> {
     let stem = name.strip_suffix(suffix)?.strip_suffix('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -125,6 +126,7 @@ impl Log {
 
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
+        let mut snapshots = Vec::new();
         for entry in fs::read_dir(dir).at(dir)? {
             let entry = entry.at(dir)?;
             fresh = false;
@@ -134,6 +136,8 @@ impl Log {
                 remove_if_exists(&entry.path()).at(&entry.path())?;
             } else if let Some(base) = parse_base_offset(name, LOG_SUFFIX) {
                 bases.push(base);
+            } else if let Some(offset) = parse_base_offset(name, snapshot::SNAPSHOT_SUFFIX) {
+                snapshots.push(offset);
             } else if let Some(base) = parse_base_offset(name, INDEX_SUFFIX)
                 .or_else(|| parse_base_offset(name, TIME_INDEX_SUFFIX))
             {
@@ -271,6 +275,9 @@ impl Log {
             .unwrap_or(log_start_offset)
             .clamp(log_start_offset, leo);
 
+        snapshots.sort_unstable();
+        snapshot::delete_above(dir, &mut snapshots, leo)?;
+
         report.segments = segments.len();
         report.log_start_offset = log_start_offset;
         report.log_end_offset = leo;
@@ -295,6 +302,7 @@ impl Log {
             },
             closed: false,
             dir_durable: !fresh,
+            snapshots,
         };
         if !fresh {
             log.checkpoint()?;

@@ -1012,3 +1012,62 @@ fn new_log_defers_checkpoints_until_it_is_written() {
     let all: Vec<Vec<u8>> = read_all(&log).into_iter().map(|(_, b)| b).collect();
     assert_eq!(all, stored);
 }
+
+#[test]
+fn snapshots_keep_the_newest_two_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    assert_eq!((log.snapshot_offset(), log.read_snapshot()), (None, None));
+    for i in 0..4u8 {
+        fill(&mut log, 5, NOW);
+        assert_eq!(log.write_snapshot(&[i; 3]).unwrap(), log.log_end_offset());
+    }
+    let end = log.log_end_offset();
+    assert_eq!(files_with_suffix(dir.path(), ".snapshot").len(), 2);
+    assert_eq!(log.read_snapshot(), Some((end, vec![3; 3])));
+    log.close().unwrap();
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.snapshot_offset(), Some(end));
+    assert_eq!(log.read_snapshot(), Some((end, vec![3; 3])));
+}
+
+#[test]
+fn a_damaged_snapshot_falls_back_to_the_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    fill(&mut log, 5, NOW);
+    let older = log.write_snapshot(b"older").unwrap();
+    fill(&mut log, 5, NOW);
+    log.write_snapshot(b"newer").unwrap();
+    let newest = files_with_suffix(dir.path(), ".snapshot").pop().unwrap();
+    let mut content = fs::read(&newest).unwrap();
+    let last = content.len() - 1;
+    content[last] ^= 0xff;
+    fs::write(&newest, content).unwrap();
+    assert_eq!(log.read_snapshot(), Some((older, b"older".to_vec())));
+}
+
+#[test]
+fn snapshots_beyond_the_log_end_are_deleted_by_truncation_and_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    fill(&mut log, 10, NOW);
+    let first = log.write_snapshot(b"first").unwrap();
+    fill(&mut log, 10, NOW);
+    let second = log.write_snapshot(b"second").unwrap();
+    // Truncation below a snapshot removes it: the records it describes are gone, and new ones
+    // would otherwise reach its offset and make it look valid.
+    log.truncate_to(second - 1).unwrap();
+    assert_eq!(log.snapshot_offset(), Some(first));
+    assert_eq!(files_with_suffix(dir.path(), ".snapshot").len(), 1);
+    fill(&mut log, 10, NOW);
+    assert!(log.log_end_offset() > second);
+    assert_eq!(log.read_snapshot(), Some((first, b"first".to_vec())));
+    // A snapshot file beyond the log end found at open (the tail was cut by recovery) is
+    // deleted too.
+    log.close().unwrap();
+    fs::write(dir.path().join(format!("{:020}.snapshot", 999)), b"stale").unwrap();
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.snapshot_offset(), Some(first));
+    assert_eq!(files_with_suffix(dir.path(), ".snapshot").len(), 1);
+}

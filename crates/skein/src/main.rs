@@ -96,6 +96,8 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     use anyhow::Context;
     let data_dir = config.data_dir.clone();
     let retention_every = Duration::from_millis(config.retention_check_interval_ms);
+    let producer_expiry_every =
+        Duration::from_millis(config.producer_id_expiration_check_interval_ms);
     let broker = tokio::task::spawn_blocking(move || skein_broker::Broker::open(config)).await??;
     let server = skein_server::Server::bind(broker.clone())
         .await
@@ -121,6 +123,16 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
             .await;
         }
     });
+    let expiry_broker = broker.clone();
+    let producer_expiry = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(producer_expiry_every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let b = expiry_broker.clone();
+            let _ = tokio::task::spawn_blocking(move || b.expire_producers()).await;
+        }
+    });
     let checkpoint_broker = broker.clone();
     let checkpoints = tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
@@ -144,6 +156,7 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     group_ticks.abort();
     retention.abort();
     checkpoints.abort();
+    producer_expiry.abort();
     tracing::info!("shutting down: flushing and closing partitions");
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown()).await?;

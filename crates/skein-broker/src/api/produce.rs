@@ -226,8 +226,15 @@ fn write(
             header.base_sequence,
             header.last_sequence(),
             info.base_offset,
+            now,
         );
     }
+    crate::broker::snapshot_producers_after_roll(
+        log,
+        &state.producers,
+        &partition.topic,
+        partition.index,
+    );
     let leo = log.log_end_offset();
     log.set_high_watermark(leo);
     let sync = wants_sync.then(|| log.sync_handle());
