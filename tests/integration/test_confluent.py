@@ -417,6 +417,31 @@ def test_compression_round_trip(module_broker, codec):
     )
 
 
+@pytest.mark.parametrize("codec", ["none", "lz4"])
+def test_compacted_topic_refuses_records_without_a_key(module_broker, codec):
+    # Compaction keeps the newest record per key, so Kafka refuses keyless records on a
+    # compacted topic, also inside compressed batches; keyed records and tombstones pass.
+    topic = unique_topic(f"compact-{codec}")
+    create_topic(module_broker, topic, partitions=1, config={"cleanup.policy": "compact"})
+    producer = producer_client(
+        module_broker, **{"compression.type": codec, "linger.ms": 0, "retries": 0}
+    )
+    keyed = [(topic, {"key": f"k{i}", "value": f"v{i}"}) for i in range(3)]
+    keyed.append((topic, {"key": "k0", "value": None}))
+    assert_delivered(produce_all(producer, keyed))
+    reports = produce_all(producer, [(topic, {"key": None, "value": b"no key"})])
+    assert reports[0][0] is not None and reports[0][0].code() == KafkaError.INVALID_RECORD, (
+        reports[0][0]
+    )
+    records = consume_to_end(module_broker, topic, [0])[0]
+    assert [(r.key, r.value) for r in records] == [
+        (b"k0", b"v0"),
+        (b"k1", b"v1"),
+        (b"k2", b"v2"),
+        (b"k0", None),
+    ]
+
+
 @pytest.mark.parametrize("codec", ["none", "gzip"])
 def test_list_offsets_by_time_earliest_latest_and_max(module_broker, codec):
     topic = unique_topic(f"times-{codec}")

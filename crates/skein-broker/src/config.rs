@@ -596,6 +596,8 @@ pub struct EffectiveTopicConfig {
     pub log: LogConfig,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub compacted: bool,
     pub timestamp_after_max_ms: i64,
     pub timestamp_before_max_ms: i64,
 }
@@ -618,16 +620,16 @@ impl TopicConfig {
     }
 
     pub fn effective(&self, broker: &BrokerConfig) -> EffectiveTopicConfig {
+        let policy = self
+            .value(broker, topic_def("cleanup.policy").expect("known"))
+            .0;
+        let has_policy = |name: &str| policy.split(',').any(|p| p.trim() == name);
         let log = LogConfig {
             segment_bytes: self.long(broker, "segment.bytes") as u64,
             segment_ms: self.long(broker, "segment.ms"),
             retention_ms: self.long(broker, "retention.ms"),
             retention_bytes: self.long(broker, "retention.bytes"),
-            delete_retention: self
-                .value(broker, topic_def("cleanup.policy").expect("known"))
-                .0
-                .split(',')
-                .any(|p| p.trim() == "delete"),
+            delete_retention: has_policy("delete"),
             index_interval_bytes: self.long(broker, "index.interval.bytes") as u32,
             segment_index_bytes: self.long(broker, "segment.index.bytes") as u32,
             file_delete_delay_ms: self.long(broker, "file.delete.delay.ms"),
@@ -639,6 +641,7 @@ impl TopicConfig {
             log,
             max_message_bytes: self.long(broker, "max.message.bytes").max(0) as usize,
             log_append_time: ts_type == "LogAppendTime",
+            compacted: has_policy("compact"),
             timestamp_after_max_ms: self.long(broker, "message.timestamp.after.max.ms"),
             timestamp_before_max_ms: self.long(broker, "message.timestamp.before.max.ms"),
         }

@@ -134,6 +134,9 @@ fn validate(
             "An idempotent batch must carry a sequence number and an epoch.",
         ));
     }
+    if config.compacted {
+        check_keys(version, records, header.records_count)?;
+    }
     if !config.log_append_time {
         let newest_allowed = now.saturating_add(config.timestamp_after_max_ms);
         let oldest_allowed = now.saturating_sub(config.timestamp_before_max_ms);
@@ -149,6 +152,31 @@ fn validate(
         }
     }
     Ok(header)
+}
+
+/// The most bytes a batch for a compacted topic may expand to when its keys are checked.
+const COMPACTED_DECOMPRESSED_MAX: usize = 128 * 1024 * 1024;
+
+/// A compacted topic keeps the newest record of each key, so a record without one could never
+/// be compacted away: like Kafka, such a batch is refused.
+fn check_keys(version: i16, batch: &[u8], count: i32) -> Result<(), ApiError> {
+    let corrupt = |e: records::RecordsError| {
+        ApiError::new(
+            ErrorCode::CORRUPT_MESSAGE,
+            format!("Corrupt record batch: {e}"),
+        )
+    };
+    let body = records::records_section(batch, COMPACTED_DECOMPRESSED_MAX).map_err(corrupt)?;
+    let decoded = records::decode_record_section(&body, count).map_err(corrupt)?;
+    match decoded.iter().position(|r| r.key.is_none()) {
+        None => Ok(()),
+        Some(i) => Err(invalid_record(
+            version,
+            format!(
+                "This topic is compacted (cleanup.policy=compact), so every record needs a key; record {i} of the batch has none."
+            ),
+        )),
+    }
 }
 
 fn write(
