@@ -40,11 +40,13 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.GroupIdNotFoundException;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
+import org.apache.kafka.common.errors.GroupSubscribedToTopicException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.InvalidPartitionsException;
 import org.apache.kafka.common.errors.InvalidReplicationFactorException;
 import org.apache.kafka.common.errors.OffsetOutOfRangeException;
 import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.errors.UnknownMemberIdException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -162,6 +164,8 @@ class AdminTest extends BrokerTest {
             ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
             Config before = admin.describeConfigs(List.of(res)).all().get().get(res);
             assertEquals("604800000", before.get("retention.ms").value());
+            assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG,
+                    before.get("retention.ms").source());
             assertEquals("delete", before.get("cleanup.policy").value());
             assertEquals("1048588", before.get("max.message.bytes").value());
 
@@ -181,8 +185,8 @@ class AdminTest extends BrokerTest {
                             AlterConfigOp.OpType.DELETE)))).all().get();
             Config reset = admin.describeConfigs(List.of(res)).all().get().get(res);
             assertEquals("604800000", reset.get("retention.ms").value());
-            assertTrue(reset.get("retention.ms").source()
-                    != ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG);
+            assertEquals(ConfigEntry.ConfigSource.DEFAULT_CONFIG,
+                    reset.get("retention.ms").source());
             assertEquals("2000000", reset.get("max.message.bytes").value());
 
             assertInstanceOf(InvalidConfigurationException.class, Clients.failure(
@@ -231,8 +235,17 @@ class AdminTest extends BrokerTest {
             assertEquals("five", offsets.get(p0).metadata());
             assertEquals(7, offsets.get(p1).offset());
 
+            // An active group refuses deletion, admin offset changes, and deleting the offsets
+            // of a topic it is subscribed to.
             assertInstanceOf(GroupNotEmptyException.class,
                     Clients.failure(admin.deleteConsumerGroups(List.of(group)).all()));
+            assertInstanceOf(UnknownMemberIdException.class, Clients.failure(
+                    admin.alterConsumerGroupOffsets(group, Map.of(p0, new OffsetAndMetadata(1)))
+                            .all()));
+            assertInstanceOf(GroupSubscribedToTopicException.class, Clients.failure(
+                    admin.deleteConsumerGroupOffsets(group, Set.of(p0)).all()));
+            assertEquals(5, admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata()
+                    .get().get(p0).offset(), "refused changes change nothing");
             consumer.close(Duration.ofSeconds(10));
             Clients.waitFor("the group empty", () -> {
                 try {

@@ -3,6 +3,7 @@ package dev.skein.clients;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.time.Duration;
@@ -11,10 +12,12 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.clients.consumer.OffsetOutOfRangeException;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.TopicPartition;
@@ -66,6 +69,42 @@ class ConsumerTest extends BrokerTest {
             assertEquals(49, last.offset());
             assertEquals(Map.of(tp, 0L), consumer.beginningOffsets(List.of(tp)));
             assertEquals(Map.of(tp, 50L), consumer.endOffsets(List.of(tp)));
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("targets")
+    void fetchPastTheEndFollowsAutoOffsetReset(Target t) throws Exception {
+        try (Clients c = new Clients(t)) {
+            String topic = c.topic("reset", 1);
+            produce(c, topic, 0, 20, null);
+            TopicPartition tp = new TopicPartition(topic, 0);
+
+            KafkaConsumer<String, String> none = c.consumer(null,
+                    Map.of(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "none"));
+            none.assign(List.of(tp));
+            none.seek(tp, 100);
+            OffsetOutOfRangeException err = assertThrows(OffsetOutOfRangeException.class, () -> {
+                long deadline = System.nanoTime() + Clients.DEADLINE.toNanos();
+                while (System.nanoTime() < deadline) {
+                    none.poll(Duration.ofMillis(200));
+                }
+            });
+            assertEquals(Map.of(tp, 100L), err.offsetOutOfRangePartitions());
+
+            KafkaConsumer<String, String> latest = c.consumer(null,
+                    Map.of(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "latest"));
+            latest.assign(List.of(tp));
+            latest.seek(tp, 100);
+            Clients.waitFor("the position reset to the end", () -> {
+                latest.poll(Duration.ofMillis(100));
+                return latest.position(tp) == 20;
+            });
+
+            KafkaConsumer<String, String> earliest = c.consumer(null, Map.of());
+            earliest.assign(List.of(tp));
+            earliest.seek(tp, 100);
+            assertEquals(0, Clients.poll(earliest, 20).get(0).offset());
         }
     }
 

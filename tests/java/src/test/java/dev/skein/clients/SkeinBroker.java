@@ -155,7 +155,9 @@ final class SkeinBroker implements AutoCloseable {
         if (!process.isAlive()) {
             problem = "skein died during the tests with exit status " + process.exitValue();
         } else {
-            process.destroy(); // SIGTERM
+            // SIGTERM through the handle: Process.destroy() would also close our ends of the
+            // broker's stdout and stderr, and its shutdown logging would then hit a broken pipe.
+            process.toHandle().destroy();
             if (!process.waitFor(STOP_TIMEOUT.toSeconds(), TimeUnit.SECONDS)) {
                 process.destroyForcibly().waitFor();
                 problem = "skein did not exit within " + STOP_TIMEOUT.toSeconds()
