@@ -21,6 +21,8 @@ import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.ConsumerGroupListing;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.DescribeProducersResult.PartitionProducerState;
+import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.clients.admin.ListGroupsOptions;
 import org.apache.kafka.clients.admin.ListOffsetsResult.ListOffsetsResultInfo;
 import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewPartitions;
@@ -35,7 +37,11 @@ import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.GroupState;
+import org.apache.kafka.common.GroupType;
 import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicCollection;
+import org.apache.kafka.common.Uuid;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.GroupIdNotFoundException;
@@ -116,7 +122,12 @@ class AdminTest extends BrokerTest {
                     admin.createTopics(List.of(new NewTopic(Clients.name("rf3"), 1, (short) 3)))
                             .all()));
 
-            admin.deleteTopics(List.of(topic, defaults)).all().get();
+            // Topic ids: describe and delete by id, as newer tools do.
+            Uuid id = described.get(topic).topicId();
+            assertEquals(topic, admin.describeTopics(TopicCollection.ofTopicIds(List.of(id)))
+                    .allTopicIds().get().get(id).name());
+            admin.deleteTopics(TopicCollection.ofTopicIds(List.of(id))).all().get();
+            admin.deleteTopics(List.of(defaults)).all().get();
             Clients.waitFor("deleted topics gone from metadata",
                     () -> topicGone(admin, topic) && topicGone(admin, defaults));
             assertFalse(admin.listTopics().names().get().contains(topic));
@@ -229,6 +240,15 @@ class AdminTest extends BrokerTest {
             Collection<ConsumerGroupListing> groups = admin.listConsumerGroups().all().get();
             assertTrue(groups.stream().anyMatch(g -> g.groupId().equals(group)),
                     "group listed while active");
+            GroupListing listed = admin.listGroups(ListGroupsOptions.forConsumerGroups()
+                    .inGroupStates(Set.of(GroupState.STABLE))).all().get().stream()
+                    .filter(g -> g.groupId().equals(group)).findFirst().orElse(null);
+            assertNotNull(listed, "listed as a Stable consumer group");
+            assertEquals(GroupType.CLASSIC, listed.type().orElse(null));
+            assertEquals("consumer", listed.protocol());
+            assertTrue(admin.listGroups(ListGroupsOptions.forConsumerGroups()
+                    .inGroupStates(Set.of(GroupState.EMPTY))).all().get().stream()
+                    .noneMatch(g -> g.groupId().equals(group)), "not listed as Empty");
             Map<TopicPartition, OffsetAndMetadata> offsets =
                     admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get();
             assertEquals(5, offsets.get(p0).offset());

@@ -14,8 +14,10 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.BooleanSupplier;
+import java.util.regex.Pattern;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.MemberDescription;
+import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -46,6 +48,11 @@ class GroupTest extends BrokerTest {
         Member(Clients c, String group, String topic, Map<String, Object> conf) {
             consumer = c.consumer(group, conf);
             consumer.subscribe(List.of(topic), this);
+        }
+
+        Member(Clients c, String group, Pattern pattern, Map<String, Object> conf) {
+            consumer = c.consumer(group, conf);
+            consumer.subscribe(pattern, this);
         }
 
         @Override
@@ -298,6 +305,34 @@ class GroupTest extends BrokerTest {
             b.consumer.close(Duration.ofSeconds(10));
             pollUntil("the first member owning all 4 again after the second left",
                     () -> a.assignment().equals(all), a);
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("targets")
+    void kip848RegexSubscriptionGetsEveryMatchingTopic(Target t) throws Exception {
+        try (Clients c = new Clients(t)) {
+            String prefix = Clients.name("regex");
+            String first = prefix + "-a";
+            String second = prefix + "-b";
+            String other = prefix + "x-c";
+            c.admin().createTopics(List.of(new NewTopic(first, 2, (short) 1),
+                    new NewTopic(second, 1, (short) 1), new NewTopic(other, 1, (short) 1)))
+                    .all().get();
+            produceAll(c, second, 1, 5);
+            produceAll(c, other, 1, 5);
+            String group = Clients.name("regex-group");
+            Member a = new Member(c, group, Pattern.compile(Pattern.quote(prefix) + "-.*"),
+                    kip848());
+            Set<TopicPartition> all = partitions(first, 2);
+            all.addAll(partitions(second, 1));
+            pollUntil("the 3 partitions of the 2 matching topics",
+                    () -> a.assignment().equals(all), a);
+            pollUntil("the matching topic's records read", () -> a.consumed() == 5, a);
+            assertEquals(List.of(0L, 1L, 2L, 3L, 4L),
+                    a.records.get(new TopicPartition(second, 0)));
+            assertEquals(Set.of(new TopicPartition(second, 0)), a.records.keySet(),
+                    "nothing read from the topic the pattern does not match");
         }
     }
 }

@@ -21,9 +21,11 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.InvalidTimestampException;
 import org.apache.kafka.common.errors.RecordTooLargeException;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeader;
+import org.apache.kafka.common.record.TimestampType;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -205,6 +207,40 @@ class ProducerTest extends BrokerTest {
                     big.send(new ProducerRecord<>(topic, 0, null, payload(0, 1_200_000))));
             assertInstanceOf(RecordTooLargeException.class, err);
             assertEquals(n + 1L, consumer.endOffsets(List.of(tp)).get(tp));
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("targets")
+    void logAppendTimeAndTimestampLimits(Target t) throws Exception {
+        try (Clients c = new Clients(t)) {
+            String appendTime = c.topic("append-time", 1,
+                    Map.of("message.timestamp.type", "LogAppendTime"));
+            KafkaProducer<String, String> producer = c.producer(Map.of(
+                    ProducerConfig.RETRIES_CONFIG, 0));
+            long before = System.currentTimeMillis();
+            RecordMetadata md = producer.send(
+                    new ProducerRecord<>(appendTime, 0, 1_000L, "k", "v")).get();
+            long after = System.currentTimeMillis();
+            assertTrue(md.timestamp() >= before - 1000 && md.timestamp() <= after + 1000,
+                    "the broker's append time is returned: " + md.timestamp());
+
+            KafkaConsumer<String, String> consumer = c.consumer(null, Map.of());
+            TopicPartition tp = new TopicPartition(appendTime, 0);
+            consumer.assign(List.of(tp));
+            consumer.seekToBeginning(List.of(tp));
+            ConsumerRecord<String, String> r = Clients.poll(consumer, 1).get(0);
+            assertEquals(TimestampType.LOG_APPEND_TIME, r.timestampType());
+            assertEquals(md.timestamp(), r.timestamp());
+
+            // CreateTime more than message.timestamp.after.max.ms (1 h) ahead is refused.
+            String createTime = c.topic("create-time", 1);
+            long future = System.currentTimeMillis() + 2 * 3_600_000L;
+            assertInstanceOf(InvalidTimestampException.class, Clients.failure(producer.send(
+                    new ProducerRecord<>(createTime, 0, future, "k", "future"))));
+            long past = System.currentTimeMillis() - 30L * 24 * 3_600_000L;
+            assertEquals(past, producer.send(
+                    new ProducerRecord<>(createTime, 0, past, "k", "past")).get().timestamp());
         }
     }
 
