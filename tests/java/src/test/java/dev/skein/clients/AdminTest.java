@@ -122,6 +122,7 @@ class AdminTest extends BrokerTest {
                     admin.createTopics(List.of(new NewTopic(Clients.name("rf3"), 1, (short) 3)))
                             .all()));
 
+            produce(c, topic, 0, 3);
             // Topic ids: describe and delete by id, as newer tools do.
             Uuid id = described.get(topic).topicId();
             assertEquals(topic, admin.describeTopics(TopicCollection.ofTopicIds(List.of(id)))
@@ -133,6 +134,17 @@ class AdminTest extends BrokerTest {
             assertFalse(admin.listTopics().names().get().contains(topic));
             assertInstanceOf(UnknownTopicOrPartitionException.class,
                     Clients.failure(admin.deleteTopics(List.of(topic)).all()));
+
+            // The name can be used again: a new, empty topic with a new id.
+            Uuid oldId = id;
+            admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+            Clients.waitFor("recreated topic described", () -> !topicGone(admin, topic));
+            TopicDescription recreated = admin.describeTopics(List.of(topic)).allTopicNames()
+                    .get().get(topic);
+            assertEquals(1, recreated.partitions().size());
+            assertFalse(oldId.equals(recreated.topicId()), "a recreated topic has a new id");
+            TopicPartition tp0 = new TopicPartition(topic, 0);
+            assertEquals(0, offset(admin, tp0, OffsetSpec.latest()).offset());
         }
     }
 

@@ -20,6 +20,7 @@ import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
 import org.apache.kafka.clients.consumer.OffsetOutOfRangeException;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -105,6 +106,44 @@ class ConsumerTest extends BrokerTest {
             earliest.assign(List.of(tp));
             earliest.seek(tp, 100);
             assertEquals(0, Clients.poll(earliest, 20).get(0).offset());
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("targets")
+    void readCommittedMetadataAndMaxPollRecords(Target t) throws Exception {
+        try (Clients c = new Clients(t)) {
+            String topic = c.topic("read-committed", 2);
+            produce(c, topic, 1, 25, null);
+            TopicPartition tp = new TopicPartition(topic, 1);
+            KafkaConsumer<String, String> consumer = c.consumer(null, Map.of(
+                    ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed",
+                    ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 10));
+
+            List<PartitionInfo> parts = consumer.partitionsFor(topic);
+            assertEquals(2, parts.size());
+            for (PartitionInfo pi : parts) {
+                assertNotNull(pi.leader());
+                assertEquals(1, pi.replicas().length);
+                assertEquals(pi.leader(), pi.inSyncReplicas()[0]);
+            }
+            assertTrue(consumer.listTopics().containsKey(topic));
+
+            // Without transactions the last stable offset is the high watermark.
+            assertEquals(Map.of(tp, 25L), consumer.endOffsets(List.of(tp)));
+            consumer.assign(List.of(tp));
+            consumer.seekToBeginning(List.of(tp));
+            List<ConsumerRecord<String, String>> got = new ArrayList<>();
+            Clients.waitFor("25 records, at most 10 a poll", () -> {
+                var batch = consumer.poll(Duration.ofMillis(200));
+                assertTrue(batch.count() <= 10, "max.poll.records=10, got " + batch.count());
+                batch.forEach(got::add);
+                return got.size() >= 25;
+            });
+            assertEquals(25, got.size());
+            for (int i = 0; i < 25; i++) {
+                assertEquals(i, got.get(i).offset());
+            }
         }
     }
 

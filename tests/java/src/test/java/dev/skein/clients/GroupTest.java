@@ -310,6 +310,46 @@ class GroupTest extends BrokerTest {
 
     @ParameterizedTest(name = "{0}")
     @MethodSource("targets")
+    void kip848StaticMemberKeepsItsPartitions(Target t) throws Exception {
+        try (Clients c = new Clients(t)) {
+            String topic = c.topic("kip848-static", 4);
+            String group = Clients.name("kip848-static-group");
+            Set<TopicPartition> all = partitions(topic, 4);
+            Map<String, Object> confA = new HashMap<>(kip848());
+            confA.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "static-a");
+            Map<String, Object> confB = new HashMap<>(kip848());
+            confB.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "static-b");
+
+            Member a = new Member(c, group, topic, confA);
+            pollUntil("the first member owning all 4", () -> a.assignment().equals(all), a);
+            Member b = new Member(c, group, topic, confB);
+            pollUntil("a 2+2 split", () -> splitBetween(all, a, b)
+                    && a.assignment().size() == 2, a, b);
+            Set<TopicPartition> ofB = new HashSet<>(b.assignment());
+
+            ConsumerGroupDescription d = c.admin().describeConsumerGroups(List.of(group))
+                    .describedGroups().get(group).get();
+            Set<String> instances = new HashSet<>();
+            d.members().forEach(m -> instances.add(m.groupInstanceId().orElse(null)));
+            assertEquals(Set.of("static-a", "static-b"), instances);
+
+            // A static member that leaves and comes back within the session timeout gets the
+            // same partitions back; the other member keeps its own throughout.
+            b.consumer.close(Duration.ofSeconds(10));
+            Member again = new Member(c, group, topic, confB);
+            pollUntil("the returning static member owning its old partitions",
+                    () -> again.assignment().equals(ofB), a, again);
+            Set<TopicPartition> ofA = new HashSet<>(all);
+            ofA.removeAll(ofB);
+            assertEquals(ofA, a.assignment());
+            Set<TopicPartition> revokedFromA = new HashSet<>();
+            a.revoked.forEach(revokedFromA::addAll);
+            assertEquals(ofB, revokedFromA, "a only gave up what b took the first time");
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("targets")
     void kip848RegexSubscriptionGetsEveryMatchingTopic(Target t) throws Exception {
         try (Clients c = new Clients(t)) {
             String prefix = Clients.name("regex");

@@ -21,6 +21,7 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.InvalidRecordException;
 import org.apache.kafka.common.errors.InvalidTimestampException;
 import org.apache.kafka.common.errors.RecordTooLargeException;
 import org.apache.kafka.common.header.Header;
@@ -241,6 +242,45 @@ class ProducerTest extends BrokerTest {
             long past = System.currentTimeMillis() - 30L * 24 * 3_600_000L;
             assertEquals(past, producer.send(
                     new ProducerRecord<>(createTime, 0, past, "k", "past")).get().timestamp());
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("targets")
+    void acksZeroReportsNoOffsetsButStores(Target t) throws Exception {
+        try (Clients c = new Clients(t)) {
+            String topic = c.topic("acks0", 1);
+            KafkaProducer<String, String> fireAndForget = c.producer(Map.of(
+                    ProducerConfig.ACKS_CONFIG, "0",
+                    ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, false));
+            List<Future<RecordMetadata>> sent = new ArrayList<>();
+            for (int i = 0; i < 10; i++) {
+                sent.add(fireAndForget.send(new ProducerRecord<>(topic, 0, "k", "v" + i)));
+            }
+            fireAndForget.flush();
+            for (Future<RecordMetadata> f : sent) {
+                assertEquals(-1, f.get().offset(), "acks=0 reports no offset");
+            }
+            KafkaConsumer<String, String> consumer = c.consumer(null, Map.of());
+            TopicPartition tp = new TopicPartition(topic, 0);
+            Clients.waitFor("10 records stored",
+                    () -> consumer.endOffsets(List.of(tp)).get(tp) == 10L);
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("targets")
+    void compactedTopicsRefuseRecordsWithoutKeys(Target t) throws Exception {
+        t.skipOnSkein("Produce to a compacted topic (cleanup.policy=compact) accepts records "
+                + "without a key; Kafka refuses the batch with INVALID_RECORD");
+        try (Clients c = new Clients(t)) {
+            String compacted = c.topic("compacted", 1, Map.of("cleanup.policy", "compact"));
+            KafkaProducer<String, String> producer = c.producer(Map.of(
+                    ProducerConfig.RETRIES_CONFIG, 0));
+            assertInstanceOf(InvalidRecordException.class, Clients.failure(producer.send(
+                    new ProducerRecord<>(compacted, 0, null, "no key"))));
+            assertEquals(0, producer.send(new ProducerRecord<>(compacted, 0, "key", "keyed"))
+                    .get().offset());
         }
     }
 
