@@ -67,10 +67,17 @@ final class Reference {
         }
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             try {
-                new ProcessBuilder(List.of(script.toString(), "stop", "--dir", dir.toString()))
-                        .inheritIO().start().waitFor(90, TimeUnit.SECONDS);
+                Process stop = new ProcessBuilder(
+                        List.of(script.toString(), "stop", "--dir", dir.toString()))
+                        .inheritIO().start();
+                if (stop.waitFor(90, TimeUnit.SECONDS) && stop.exitValue() == 0) {
+                    try (var walk = java.nio.file.Files.walk(dir)) {
+                        walk.sorted(java.util.Comparator.reverseOrder())
+                                .forEach(f -> f.toFile().delete());
+                    }
+                }
             } catch (Exception ignored) {
-                // The JVM is exiting; the broker's directory names it for manual cleanup.
+                // The JVM is exiting; the directory names the broker for manual cleanup.
             }
         }));
         return Target.available(Target.Kind.KAFKA, bootstrap);
