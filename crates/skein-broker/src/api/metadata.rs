@@ -84,7 +84,13 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Metad
         }
         Some(requested) => {
             for t in requested {
-                let entry = match &t.name {
+                // Like Kafka, a set topic id wins over the name: clients asking by id may send
+                // an empty name rather than a null one (the Java AdminClient does).
+                let by_name = match &t.name {
+                    Some(name) if t.topic_id == Uuid::ZERO => Some(name),
+                    _ => None,
+                };
+                let entry = match by_name {
                     None => match broker.topic_by_id(&t.topic_id) {
                         Some(topic) => topic_entry(broker, &topic),
                         None => {
@@ -124,4 +130,63 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Metad
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use skein_protocol::messages::metadata_request::MetadataRequestTopic;
+
+    use super::*;
+    use crate::BrokerConfig;
+
+    fn request(topic_id: Uuid, name: Option<&str>) -> MetadataRequest {
+        MetadataRequest {
+            topics: Some(vec![MetadataRequestTopic {
+                topic_id,
+                name: name.map(str::to_string),
+                ..Default::default()
+            }]),
+            allow_auto_topic_creation: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_topic_id_wins_over_an_empty_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = BTreeMap::new();
+        settings.insert("log.dirs".to_string(), dir.path().display().to_string());
+        settings.insert("listeners".to_string(), "127.0.0.1:0".to_string());
+        let broker = Broker::open(BrokerConfig::from_settings(settings).unwrap()).unwrap();
+        let topic = broker.auto_create_topic("t").unwrap();
+
+        for name in [None, Some("")] {
+            let resp = handle(&broker, 12, request(topic.id, name));
+            assert_eq!(resp.topics.len(), 1);
+            let t = &resp.topics[0];
+            assert_eq!(t.error_code, 0, "name {name:?}");
+            assert_eq!(t.name.as_deref(), Some("t"));
+            assert_eq!(t.topic_id, topic.id);
+            assert_eq!(t.partitions.len(), 3);
+
+            let unknown = Uuid([7; 16]);
+            let resp = handle(&broker, 12, request(unknown, name));
+            let t = &resp.topics[0];
+            assert_eq!(
+                t.error_code,
+                ErrorCode::UNKNOWN_TOPIC_ID.code(),
+                "name {name:?}"
+            );
+            assert_eq!(t.name, None);
+            assert_eq!(t.topic_id, unknown);
+        }
+        // An empty name never creates a topic, and nothing else was created.
+        assert_eq!(broker.topics().len(), 1);
+
+        // Without an id the name is used, as before.
+        let resp = handle(&broker, 12, request(Uuid::ZERO, Some("t")));
+        assert_eq!(resp.topics[0].topic_id, topic.id);
+    }
 }
