@@ -271,8 +271,6 @@ class ProducerTest extends BrokerTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("targets")
     void compactedTopicsRefuseRecordsWithoutKeys(Target t) throws Exception {
-        t.skipOnSkein("Produce to a compacted topic (cleanup.policy=compact) accepts records "
-                + "without a key; Kafka refuses the batch with INVALID_RECORD");
         try (Clients c = new Clients(t)) {
             String compacted = c.topic("compacted", 1, Map.of("cleanup.policy", "compact"));
             KafkaProducer<String, String> producer = c.producer(Map.of(
