@@ -79,6 +79,16 @@ impl ProducerEntry {
     }
 }
 
+/// What DescribeProducers shows of one producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    /// When it last wrote, by the broker's clock.
+    pub last_write_ms: i64,
+}
+
 /// The verdict on an incoming idempotent batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SequenceCheck {
@@ -252,6 +262,22 @@ impl ProducerStates {
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Every remembered producer, by id (DescribeProducers).
+    pub fn describe(&self) -> Vec<ProducerSummary> {
+        let mut out: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ProducerSummary {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.last_seq().unwrap_or(-1),
+                last_write_ms: e.last_write_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     pub fn is_empty(&self) -> bool {

@@ -17,6 +17,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_log_dirs;
+mod describe_producers;
 mod fetch;
 mod find_coordinator;
 mod group_admin;
@@ -78,6 +79,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::DescribeLogDirs, 0, 4),
+    (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
@@ -165,6 +167,9 @@ impl Broker {
             )),
             RequestBody::DescribeLogDirs(r) => Reply::Now(ResponseBody::DescribeLogDirs(
                 describe_log_dirs::handle(self, r),
+            )),
+            RequestBody::DescribeProducers(r) => Reply::Now(ResponseBody::DescribeProducers(
+                describe_producers::handle(self, r),
             )),
             RequestBody::JoinGroup(r) => join_group::handle(self, ctx, r),
             RequestBody::SyncGroup(r) => sync_group::handle(self, ctx, r),

@@ -414,7 +414,6 @@ class AdminTest extends BrokerTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("targets")
     void describeProducersShowsTheIdempotentProducer(Target t) throws Exception {
-        t.skipOnSkein("DescribeProducers (API key 61) is not served");
         try (Clients c = new Clients(t)) {
             String topic = c.topic("producers", 1);
             TopicPartition tp = new TopicPartition(topic, 0);
