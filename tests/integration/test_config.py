@@ -89,3 +89,51 @@ def test_config_precedence(start_broker, tmp_path, use_file, env_value, flag_val
     sets = [f"num.partitions={flag_value}"] if flag_value is not None else []
     broker = start_broker(sets=sets, config=config, env=env)
     assert auto_created_partitions(broker) == expected
+
+
+def test_broker_outlives_its_closed_stderr(tmp_path):
+    # A supervisor that goes away closes the pipe the broker logs to. Logging must then fail
+    # quietly: the broker keeps serving and still shuts down cleanly (exit 0, not a panic).
+    import re
+    import signal
+
+    from helpers import create_topic, wait_until
+
+    args = [
+        SKEIN_BIN, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+        "--data-dir", str(tmp_path / "data"),
+    ]
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=broker_env(),
+    )
+    try:
+        address = None
+        for raw in iter(proc.stderr.readline, b""):
+            found = re.search(rb"skein started kafka=(\S+)", raw)
+            if found:
+                address = found.group(1).decode()
+                break
+        assert address, "no start line"
+        proc.stderr.close()
+        proc.stdout.close()
+
+        class Started:
+            bootstrap = address
+
+        # Creating a topic and producing log lines, which now go nowhere.
+        topic = unique_topic("nolog")
+        create_topic(Started, topic, partitions=1)
+        reports = produce_all(producer_client(Started), [(topic, {"value": b"v"})])
+        assert_delivered(reports)
+        assert proc.poll() is None, f"the broker exited with {proc.returncode}"
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: proc.poll() is not None, 30, "the broker to exit after SIGTERM")
+        assert proc.returncode == 0, f"exit {proc.returncode} after SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

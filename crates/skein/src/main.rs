@@ -59,6 +59,9 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // A broker whose stderr was closed (its supervisor went away) keeps running: the
+        // default would report the failed write with eprintln!, which panics on EPIPE.
+        .log_internal_errors(false)
         .init();
 }
 
