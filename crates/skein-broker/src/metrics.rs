@@ -78,6 +78,8 @@ pub struct Metrics {
     pub records_out: Family<TopicLabels, Counter>,
     pub fsync_latency: Histogram,
     fetch_open_files: Gauge,
+    /// Bytes of request frames held in memory (the server keeps it up to date).
+    pub request_bytes_queued: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
     log_start: Family<PartitionLabels, Gauge>,
     log_end: Family<PartitionLabels, Gauge>,
@@ -111,6 +113,7 @@ impl Metrics {
             records_out: Family::default(),
             fsync_latency: latency_histogram(),
             fetch_open_files: Gauge::default(),
+            request_bytes_queued: Gauge::default(),
             log_size: Family::default(),
             log_start: Family::default(),
             log_end: Family::default(),
@@ -172,6 +175,11 @@ impl Metrics {
             "fetch_open_files",
             "Segment files held open by zero-copy fetch responses not yet sent",
             m.fetch_open_files.clone(),
+        );
+        r.register(
+            "request_bytes_queued",
+            "Bytes of request frames held in memory, partly received or not yet handled (bounded by queued.max.request.bytes)",
+            m.request_bytes_queued.clone(),
         );
         r.register(
             "partition_size_bytes",
