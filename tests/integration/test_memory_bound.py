@@ -192,3 +192,52 @@ def test_stalled_big_frames_hold_little_memory(start_broker):
         60,
         "skein_request_bytes_queued to return to 0 once the stalled connections closed",
     )
+
+
+def test_reading_pauses_at_queued_max_request_bytes(start_broker):
+    """Past the budget, reading pauses; it goes on once the bytes are given back."""
+    budget = 1024 * 1024
+    broker = start_broker(
+        sets=[f"queued.max.request.bytes={budget}", "message.max.bytes=4194304"]
+    )
+    topic = unique_topic("paused")
+    create_topic(broker, topic, partitions=1)
+
+    def queued():
+        return metric(broker, "skein_request_bytes_queued")
+
+    # A announces 8 MiB and sends 3 MiB: it takes what it can of the budget, then goes past
+    # it (one frame at a time may), and holds both while it sends no more.
+    a = wire.connect(broker.bootstrap)
+    c = None
+    try:
+        a.sendall(wire.i32(8 * 1024 * 1024) + b"\x01" * (3 * 1024 * 1024))
+        wait_until(
+            lambda: (queued() or 0) >= 3 * 1024 * 1024, 30, "the broker to read A's 3 MiB"
+        )
+        # C sends a whole Produce request of 1.5 MiB. It is more than the budget, so it can
+        # be read only past the budget, which A's frame is: the broker leaves it unread.
+        values = [bytes([65 + i]) * (500 * 1024) for i in range(3)]
+        request = wire.produce_request(3, 7, topic, 0, wire.record_batch(values), acks=1)
+        assert len(request) > budget
+        c = wire.connect(broker.bootstrap)
+        c.sendall(request)
+        c.settimeout(3)
+        with pytest.raises(TimeoutError):
+            c.recv(1)  # no answer while C's reading is paused
+
+        # A goes away and gives its bytes back: C is read and answered.
+        a.close()
+        a = None
+        corr, r = wire.recv_frame(c, timeout=30)
+        assert corr == 7
+        assert wire.parse_produce_response(r, 3) == {(topic, 0): (0, 0)}
+        # Handled: C's bytes are given back although its connection stays open.
+        wait_until(lambda: queued() == 0, 30, "skein_request_bytes_queued to return to 0")
+    finally:
+        for sock in (a, c):
+            if sock is not None:
+                sock.close()
+    broker.assert_alive()
+    # The records C sent are there, and a real client is served as usual.
+    round_trip(broker, topic)
