@@ -335,7 +335,9 @@ async fn serve_connection(
                 return Ok(());
             };
             let pending = handle_frame(&broker, bytes, &client_host);
-            // Handled: what the request still needs, its handler has taken.
+            // Handled: the request's bytes no longer count. (A handler that waits may keep
+            // slices of them, such as a JoinGroup's protocol metadata, until it answers; it
+            // does not wait on this budget, so no connection can be stuck behind it.)
             drop(held);
             if let Some(p) = pending? {
                 if tx.send(p).await.is_err() {
