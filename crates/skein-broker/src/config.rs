@@ -86,6 +86,16 @@ fn int_ge0(v: &str) -> Result<(), String> {
 fn int_ge1(v: &str) -> Result<(), String> {
     int_min(v, 1)
 }
+/// `queued.max.request.bytes`: -1 (no bound, Kafka's default) or a positive size.
+fn queued_request_bytes(v: &str) -> Result<(), String> {
+    match parse_i64(v)? {
+        -1 => Ok(()),
+        n if n >= 1 => Ok(()),
+        n => Err(format!(
+            "{n} is neither -1 (no bound) nor a positive number of bytes"
+        )),
+    }
+}
 fn segment_bytes(v: &str) -> Result<(), String> {
     int_min(v, 14)
 }
@@ -385,6 +395,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "socket.request.max.bytes", ty: ConfigType::Int, default: "104857600", validate: int_ge1, doc: "Largest request frame accepted." },
     BrokerConfigDef { name: "max.connections", ty: ConfigType::Int, default: "10000", validate: int_ge1, doc: "Most client connections open at once." },
     BrokerConfigDef { name: "connections.max.idle.ms", ty: ConfigType::Long, default: "600000", validate: long_ge1, doc: "Close connections that send nothing for this long." },
+    BrokerConfigDef { name: "queued.max.request.bytes", ty: ConfigType::Long, default: "104857600", validate: queued_request_bytes, doc: "Most bytes of requests held in memory, partly received or not yet handled, across all connections; past it connections stop reading. One frame at a time may go past it, so the most held is this plus socket.request.max.bytes. -1 for no bound (Kafka's default)." },
     BrokerConfigDef { name: "max.inflight.requests.per.connection", ty: ConfigType::Int, default: "64", validate: int_ge1, doc: "Requests read ahead on one connection before reading pauses." },
     BrokerConfigDef { name: "fetch.max.bytes", ty: ConfigType::Int, default: "57671680", validate: int_ge1, doc: "Most bytes one Fetch response returns." },
     BrokerConfigDef { name: "skein.fetch.max.open.files", ty: ConfigType::Int, default: "1024", validate: int_ge0, doc: "Most segment files that fetch responses waiting to be sent may hold open (zero-copy); past it, records are read into memory. 0 turns zero-copy fetch off." },
@@ -452,6 +463,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
+    /// `queued.max.request.bytes`; `None` for no bound.
+    pub queued_max_request_bytes: Option<usize>,
     pub max_connections: usize,
     pub max_inflight_per_connection: usize,
     pub connections_max_idle_ms: u64,
@@ -500,6 +513,10 @@ impl BrokerConfig {
             auto_create_topics: boolean("auto.create.topics.enable"),
             delete_topic_enable: boolean("delete.topic.enable"),
             socket_request_max_bytes: int("socket.request.max.bytes") as usize,
+            queued_max_request_bytes: match int("queued.max.request.bytes") {
+                -1 => None,
+                n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            },
             max_connections: int("max.connections") as usize,
             max_inflight_per_connection: int("max.inflight.requests.per.connection") as usize,
             connections_max_idle_ms: int("connections.max.idle.ms") as u64,
@@ -665,6 +682,8 @@ mod tests {
         assert_eq!(c.num_partitions, 3);
         assert_eq!(c.listener.to_string(), "127.0.0.1:9092");
         assert_eq!(c.socket_request_max_bytes, 104_857_600);
+        // Not Kafka's: Kafka's -1 (no bound) lets idle connections exhaust memory.
+        assert_eq!(c.queued_max_request_bytes, Some(104_857_600));
         let t = TopicConfig::default().effective(&c);
         assert_eq!(t.log.retention_ms, 604_800_000);
         assert_eq!(t.max_message_bytes, 1_048_588);
@@ -678,6 +697,21 @@ mod tests {
         assert!(e.contains("num.partitions"), "{e}");
         let e = BrokerConfig::from_settings(settings(&[("log.retention.ms", "-5")])).unwrap_err();
         assert!(e.contains("log.retention.ms"), "{e}");
+    }
+
+    #[test]
+    fn queued_max_request_bytes_is_minus_one_or_positive() {
+        let c =
+            BrokerConfig::from_settings(settings(&[("queued.max.request.bytes", "-1")])).unwrap();
+        assert_eq!(c.queued_max_request_bytes, None);
+        let c = BrokerConfig::from_settings(settings(&[("queued.max.request.bytes", "1048576")]))
+            .unwrap();
+        assert_eq!(c.queued_max_request_bytes, Some(1_048_576));
+        for bad in ["0", "-2", "lots"] {
+            let e = BrokerConfig::from_settings(settings(&[("queued.max.request.bytes", bad)]))
+                .unwrap_err();
+            assert!(e.contains("queued.max.request.bytes"), "{e}");
+        }
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub fsync_latency: Histogram,
     fetch_open_files: Gauge,
     producer_ids: Gauge,
+    /// Bytes of request frames held in memory (the server keeps it up to date).
+    pub request_bytes_queued: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
     log_start: Family<PartitionLabels, Gauge>,
     log_end: Family<PartitionLabels, Gauge>,
@@ -113,6 +115,7 @@ impl Metrics {
             fsync_latency: latency_histogram(),
             fetch_open_files: Gauge::default(),
             producer_ids: Gauge::default(),
+            request_bytes_queued: Gauge::default(),
             log_size: Family::default(),
             log_start: Family::default(),
             log_end: Family::default(),
@@ -179,6 +182,11 @@ impl Metrics {
             "producer_ids",
             "Idempotent producer states held (one per producer and partition written)",
             m.producer_ids.clone(),
+        );
+        r.register(
+            "request_bytes_queued",
+            "Bytes of request frames held in memory, partly received or not yet handled (bounded by queued.max.request.bytes)",
+            m.request_bytes_queued.clone(),
         );
         r.register(
             "partition_size_bytes",

@@ -6,24 +6,31 @@
 //! that sends responses in the same order. Handlers that must wait (acks=all fsync, long
 //! polls) return a future; the writer awaits those in order while the reader goes on, so a
 //! connection keeps up to `max.inflight.requests.per.connection` requests in flight.
+//!
+//! Request frames are read into buffers that grow with the bytes received, under a
+//! broker-wide budget (`queued.max.request.bytes`, see [`frame`]): past it, connections stop
+//! reading instead of allocating.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use skein_broker::api::{unsupported_version_response, FetchReply, HeldFiles};
 use skein_broker::{supported_versions, Broker, Reply, RequestContext};
 use skein_log::FileRange;
 use skein_protocol::{ApiKey, ResponseBody};
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
+mod frame;
 mod http;
+
+use frame::RequestBudget;
 
 /// The bound listeners.
 pub struct Server {
@@ -65,6 +72,10 @@ impl Server {
             http,
         } = self;
         let connections = Arc::new(Semaphore::new(broker.config.max_connections));
+        let budget = RequestBudget::new(
+            broker.config.queued_max_request_bytes,
+            broker.metrics().request_bytes_queued.clone(),
+        );
         let http_task = tokio::spawn(http::serve(http, broker.clone()));
         let accept = async {
             loop {
@@ -84,11 +95,13 @@ impl Server {
                     continue;
                 };
                 let broker = broker.clone();
+                let budget = budget.clone();
                 tokio::spawn(async move {
                     broker.metrics().connections.inc();
                     let _ = stream.set_nodelay(true);
+                    let client_host = format!("/{}", peer.ip());
                     if let Err(e) =
-                        serve_connection(broker.clone(), stream, format!("/{}", peer.ip())).await
+                        serve_connection(broker.clone(), stream, client_host, budget).await
                     {
                         tracing::debug!(%peer, "connection closed: {e}");
                     }
@@ -307,49 +320,26 @@ async fn serve_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
     client_host: String,
+    budget: RequestBudget,
 ) -> Result<(), ConnectionError> {
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
     let writer = tokio::spawn(write_responses(broker.clone(), wr, rx));
     let max = broker.config.socket_request_max_bytes;
     let idle = std::time::Duration::from_millis(broker.config.connections_max_idle_ms);
     let result = async {
         loop {
-            let mut size_buf = [0u8; 4];
-            // A connection that sends nothing for connections.max.idle.ms is closed, as Kafka
-            // does, so idle or stalled clients cannot hold connection slots forever.
-            match tokio::time::timeout(idle, rd.read_exact(&mut size_buf)).await {
-                Err(_) => return Err(ConnectionError::Idle),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(Err(e)) => return Err(e.into()),
-            }
-            let size = i32::from_be_bytes(size_buf);
-            if size < 0 || size as usize > max {
-                return Err(ConnectionError::FrameSize {
-                    size: size as i64,
-                    max,
-                });
-            }
-            let size = size as usize;
-            // Grow the buffer as bytes arrive: a client claiming a large frame and sending
-            // nothing costs us nothing.
-            let mut frame = BytesMut::with_capacity(size.min(64 * 1024));
-            while frame.len() < size {
-                let want = size - frame.len();
-                frame.reserve(want.min(1024 * 1024));
-                let n =
-                    tokio::time::timeout(idle, (&mut rd).take(want as u64).read_buf(&mut frame))
-                        .await
-                        .map_err(|_| ConnectionError::Idle)??;
-                if n == 0 {
-                    return Err(ConnectionError::Io(
-                        std::io::ErrorKind::UnexpectedEof.into(),
-                    ));
-                }
-            }
-            let pending = handle_frame(&broker, frame, &client_host)?;
-            if let Some(p) = pending {
+            let Some(frame::Frame { bytes, held }) =
+                frame::read_frame(rd.as_ref(), max, &budget, idle).await?
+            else {
+                return Ok(());
+            };
+            let pending = handle_frame(&broker, bytes, &client_host);
+            // Handled: the request's bytes no longer count. (A handler that waits may keep
+            // slices of them, such as a JoinGroup's protocol metadata, until it answers; it
+            // does not wait on this budget, so no connection can be stuck behind it.)
+            drop(held);
+            if let Some(p) = pending? {
                 if tx.send(p).await.is_err() {
                     return Ok(()); // The writer stopped: the peer went away.
                 }
@@ -365,10 +355,9 @@ async fn serve_connection(
 
 fn handle_frame(
     broker: &Arc<Broker>,
-    frame: BytesMut,
+    frame: Bytes,
     client_host: &str,
 ) -> Result<Option<Pending>, ConnectionError> {
-    let frame = frame.freeze();
     if frame.len() < 8 {
         return Err(ConnectionError::Decode(format!(
             "frame of {} bytes has no request header",
