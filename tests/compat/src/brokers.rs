@@ -26,6 +26,13 @@ pub fn results_dir() -> PathBuf {
     target.join("compat")
 }
 
+/// The binary under test: `$SKEIN_BIN`, default `target/release/skein`.
+pub fn skein_bin() -> PathBuf {
+    std::env::var_os("SKEIN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/skein"))
+}
+
 /// A running Skein broker; killed when dropped.
 pub struct Skein {
     child: Child,
@@ -37,9 +44,7 @@ pub struct Skein {
 impl Skein {
     /// Starts `$SKEIN_BIN` (default `target/release/skein`) on an ephemeral port.
     pub fn start() -> Result<Skein> {
-        let bin = std::env::var_os("SKEIN_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target/release/skein"));
+        let bin = skein_bin();
         if !bin.exists() {
             bail!(
                 "skein binary not found at {} (build it with `cargo build --release --bin skein` \

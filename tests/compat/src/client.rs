@@ -95,8 +95,9 @@ impl Client {
     pub fn send<R: Exchange>(&mut self, version: i16, request: R) -> Result<R::Response> {
         let correlation_id = self.write(R::KEY, version, request.into())?;
         let frame = self.read_reply(correlation_id)?;
-        let (_, body) = decode_response(R::KEY, version, frame.into())
-            .with_context(|| format!("undecodable {} v{version} reply from {}", R::KEY, self.addr))?;
+        let (_, body) = decode_response(R::KEY, version, frame.into()).with_context(|| {
+            format!("undecodable {} v{version} reply from {}", R::KEY, self.addr)
+        })?;
         R::response(body).ok_or_else(|| anyhow!("{} answered with another API", self.addr))
     }
 

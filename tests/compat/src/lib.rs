@@ -20,6 +20,9 @@ use skein_protocol::messages::create_topics_request::{
 };
 use skein_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use skein_protocol::messages::fetch_response::PartitionData;
+use skein_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
 use skein_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
 use skein_protocol::messages::metadata_response::MetadataResponse;
 use skein_protocol::messages::produce_request::{
@@ -85,7 +88,11 @@ pub fn now_ms() -> i64 {
 }
 
 /// Polls `f` until it yields a value, failing after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f()? {
@@ -174,7 +181,11 @@ pub fn present(s: &Option<String>) -> Value {
 pub fn batch(n: usize, ts: i64) -> Bytes {
     let mut b = RecordBatchBuilder::new(ts);
     for i in 0..n {
-        b = b.push(Some(format!("k{i}").as_bytes()), Some(format!("v{i}").as_bytes()), ts + i as i64);
+        b = b.push(
+            Some(format!("k{i}").as_bytes()),
+            Some(format!("v{i}").as_bytes()),
+            ts + i as i64,
+        );
     }
     b.build().freeze()
 }
@@ -212,28 +223,81 @@ impl Ctx {
     }
 
     /// Creates a topic (must succeed) and waits until every partition has a leader.
-    pub fn create_topic(&self, c: &mut Client, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Result<()> {
-        let r = c.send(v::CREATE_TOPICS, create_request(name, partitions, 1, configs))?;
+    pub fn create_topic(
+        &self,
+        c: &mut Client,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<()> {
+        let r = c.send(
+            v::CREATE_TOPICS,
+            create_request(name, partitions, 1, configs),
+        )?;
         let t = &r.topics[0];
         if t.error_code != 0 {
-            bail!("create topic {name}: error {} {:?}", t.error_code, t.error_message);
+            bail!(
+                "create topic {name}: error {} {:?}",
+                t.error_code,
+                t.error_message
+            );
         }
         self.wait_ready(c, name, partitions)
     }
 
     /// Waits until Metadata shows `partitions` partitions of `name`, each with a leader.
     pub fn wait_ready(&self, c: &mut Client, name: &str, partitions: i32) -> Result<()> {
-        wait_for(&format!("topic {name} ready"), Duration::from_secs(30), || {
-            let m = self.metadata(c, Some(&[name]), false)?;
-            let t = &m.topics[0];
-            Ok((t.error_code == 0
-                && t.partitions.len() == partitions as usize
-                && t.partitions.iter().all(|p| p.leader_id >= 0 && p.error_code == 0))
-            .then_some(()))
-        })
+        wait_for(
+            &format!("topic {name} ready"),
+            Duration::from_secs(30),
+            || {
+                let m = self.metadata(c, Some(&[name]), false)?;
+                let t = &m.topics[0];
+                let listed = t.error_code == 0
+                    && t.partitions.len() == partitions as usize
+                    && t.partitions
+                        .iter()
+                        .all(|p| p.leader_id >= 0 && p.error_code == 0);
+                // Metadata can list a leader before the partition serves requests (Kafka applies
+                // the metadata change to its replica manager a moment later): ask it too.
+                Ok((listed && self.partitions_serve(c, name, partitions)?).then_some(()))
+            },
+        )
     }
 
-    pub fn metadata(&self, c: &mut Client, topics: Option<&[&str]>, auto_create: bool) -> Result<MetadataResponse> {
+    /// True when ListOffsets (latest) answers without error for every partition.
+    fn partitions_serve(&self, c: &mut Client, name: &str, partitions: i32) -> Result<bool> {
+        let r = c.send(
+            v::LIST_OFFSETS,
+            ListOffsetsRequest {
+                replica_id: -1,
+                topics: vec![ListOffsetsTopic {
+                    name: name.to_owned(),
+                    partitions: (0..partitions)
+                        .map(|p| ListOffsetsPartition {
+                            partition_index: p,
+                            current_leader_epoch: -1,
+                            timestamp: -1,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )?;
+        Ok(r.topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .all(|p| p.error_code == 0))
+    }
+
+    pub fn metadata(
+        &self,
+        c: &mut Client,
+        topics: Option<&[&str]>,
+        auto_create: bool,
+    ) -> Result<MetadataResponse> {
         c.send(
             v::METADATA,
             MetadataRequest {
@@ -252,7 +316,14 @@ impl Ctx {
     }
 
     /// Produces one batch to one partition and returns the partition's answer.
-    pub fn produce(&self, c: &mut Client, topic: &str, partition: i32, records: Bytes, acks: i16) -> Result<PartitionProduceResponse> {
+    pub fn produce(
+        &self,
+        c: &mut Client,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> Result<PartitionProduceResponse> {
         let r = c.send(v::PRODUCE, produce_request(topic, partition, records, acks))?;
         Ok(r.responses
             .into_iter()
@@ -262,7 +333,16 @@ impl Ctx {
     }
 
     /// Fetches one partition from `offset`.
-    pub fn fetch(&self, c: &mut Client, topic: &str, partition: i32, offset: i64, max_bytes: i32, partition_max_bytes: i32, isolation: i8) -> Result<(i16, PartitionData)> {
+    pub fn fetch(
+        &self,
+        c: &mut Client,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+        partition_max_bytes: i32,
+        isolation: i8,
+    ) -> Result<(i16, PartitionData)> {
         let r = c.send(
             v::FETCH,
             FetchRequest {
@@ -298,7 +378,12 @@ impl Ctx {
     }
 }
 
-pub fn create_request(name: &str, partitions: i32, rf: i16, configs: &[(&str, &str)]) -> CreateTopicsRequest {
+pub fn create_request(
+    name: &str,
+    partitions: i32,
+    rf: i16,
+    configs: &[(&str, &str)],
+) -> CreateTopicsRequest {
     CreateTopicsRequest {
         topics: vec![creatable(name, partitions, rf, configs)],
         timeout_ms: 30_000,

@@ -24,7 +24,9 @@ use skein_protocol::messages::offset_commit_request::{
 use skein_protocol::messages::offset_delete_request::{
     OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
 };
-use skein_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use skein_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+};
 use skein_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
 
 use super::Scenario;
@@ -102,7 +104,13 @@ fn assignment(topic: &str, partitions: &[i32]) -> Bytes {
     b.freeze()
 }
 
-fn join_request(group: &str, member_id: &str, instance: Option<&str>, protocol_type: &str, topics: &[&str]) -> JoinGroupRequest {
+fn join_request(
+    group: &str,
+    member_id: &str,
+    instance: Option<&str>,
+    protocol_type: &str,
+    topics: &[&str],
+) -> JoinGroupRequest {
     JoinGroupRequest {
         group_id: group.to_owned(),
         session_timeout_ms: 10_000,
@@ -110,7 +118,11 @@ fn join_request(group: &str, member_id: &str, instance: Option<&str>, protocol_t
         member_id: member_id.to_owned(),
         group_instance_id: instance.map(str::to_owned),
         protocol_type: protocol_type.to_owned(),
-        protocols: vec![JoinGroupRequestProtocol { name: "range".into(), metadata: subscription(topics), ..Default::default() }],
+        protocols: vec![JoinGroupRequestProtocol {
+            name: "range".into(),
+            metadata: subscription(topics),
+            ..Default::default()
+        }],
         reason: None,
         ..Default::default()
     }
@@ -128,15 +140,43 @@ struct Member {
 
 fn join_and_sync(c: &mut Client, group: &str, topic: &str) -> Result<Member> {
     let first = join(c, join_request(group, "", None, "consumer", &[topic]))?;
-    ensure!(first.error_code == 79, "first join: error {}", first.error_code);
-    let second = join(c, join_request(group, &first.member_id, None, "consumer", &[topic]))?;
-    ensure!(second.error_code == 0, "second join: error {}", second.error_code);
-    let s = sync(c, group, &second.member_id, second.generation_id, true, topic)?;
+    ensure!(
+        first.error_code == 79,
+        "first join: error {}",
+        first.error_code
+    );
+    let second = join(
+        c,
+        join_request(group, &first.member_id, None, "consumer", &[topic]),
+    )?;
+    ensure!(
+        second.error_code == 0,
+        "second join: error {}",
+        second.error_code
+    );
+    let s = sync(
+        c,
+        group,
+        &second.member_id,
+        second.generation_id,
+        true,
+        topic,
+    )?;
     ensure!(s.0 == 0, "sync: error {}", s.0);
-    Ok(Member { id: second.member_id, generation: second.generation_id })
+    Ok(Member {
+        id: second.member_id,
+        generation: second.generation_id,
+    })
 }
 
-fn sync(c: &mut Client, group: &str, member: &str, generation: i32, leader: bool, topic: &str) -> Result<(i16, Bytes)> {
+fn sync(
+    c: &mut Client,
+    group: &str,
+    member: &str,
+    generation: i32,
+    leader: bool,
+    topic: &str,
+) -> Result<(i16, Bytes)> {
     let r = c.send(
         v::SYNC_GROUP,
         SyncGroupRequest {
@@ -147,7 +187,11 @@ fn sync(c: &mut Client, group: &str, member: &str, generation: i32, leader: bool
             protocol_type: Some("consumer".into()),
             protocol_name: Some("range".into()),
             assignments: if leader {
-                vec![SyncGroupRequestAssignment { member_id: member.to_owned(), assignment: assignment(topic, &[0, 1]), ..Default::default() }]
+                vec![SyncGroupRequestAssignment {
+                    member_id: member.to_owned(),
+                    assignment: assignment(topic, &[0, 1]),
+                    ..Default::default()
+                }]
             } else {
                 vec![]
             },
@@ -157,10 +201,22 @@ fn sync(c: &mut Client, group: &str, member: &str, generation: i32, leader: bool
     Ok((r.error_code, r.assignment))
 }
 
-fn heartbeat(c: &mut Client, group: &str, member: &str, generation: i32, instance: Option<&str>) -> Result<Value> {
+fn heartbeat(
+    c: &mut Client,
+    group: &str,
+    member: &str,
+    generation: i32,
+    instance: Option<&str>,
+) -> Result<Value> {
     let r = c.send(
         v::HEARTBEAT,
-        HeartbeatRequest { group_id: group.to_owned(), generation_id: generation, member_id: member.to_owned(), group_instance_id: instance.map(str::to_owned), ..Default::default() },
+        HeartbeatRequest {
+            group_id: group.to_owned(),
+            generation_id: generation,
+            member_id: member.to_owned(),
+            group_instance_id: instance.map(str::to_owned),
+            ..Default::default()
+        },
     )?;
     Ok(err(r.error_code))
 }
@@ -172,16 +228,30 @@ fn leave(c: &mut Client, group: &str, members: &[(&str, Option<&str>)]) -> Resul
             group_id: group.to_owned(),
             members: members
                 .iter()
-                .map(|(m, i)| MemberIdentity { member_id: (*m).to_owned(), group_instance_id: i.map(str::to_owned), reason: None, ..Default::default() })
+                .map(|(m, i)| MemberIdentity {
+                    member_id: (*m).to_owned(),
+                    group_instance_id: i.map(str::to_owned),
+                    reason: None,
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         },
     )?;
-    Ok(json!({"error": err(r.error_code), "members": r.members.iter().map(|m| err(m.error_code)).collect::<Vec<_>>()}))
+    Ok(
+        json!({"error": err(r.error_code), "members": r.members.iter().map(|m| err(m.error_code)).collect::<Vec<_>>()}),
+    )
 }
 
 fn describe_group(c: &mut Client, group: &str) -> Result<Value> {
-    let r = c.send(v::DESCRIBE_GROUPS, DescribeGroupsRequest { groups: vec![group.to_owned()], include_authorized_operations: false, ..Default::default() })?;
+    let r = c.send(
+        v::DESCRIBE_GROUPS,
+        DescribeGroupsRequest {
+            groups: vec![group.to_owned()],
+            include_authorized_operations: false,
+            ..Default::default()
+        },
+    )?;
     let g = &r.groups[0];
     Ok(json!({
         "error": err(g.error_code),
@@ -196,7 +266,11 @@ fn describe_group(c: &mut Client, group: &str) -> Result<Value> {
 fn list_groups(c: &mut Client, states: &[&str], types: &[&str], prefix: &str) -> Result<Value> {
     let r = c.send(
         v::LIST_GROUPS,
-        ListGroupsRequest { states_filter: states.iter().map(|s| (*s).to_owned()).collect(), types_filter: types.iter().map(|s| (*s).to_owned()).collect(), ..Default::default() },
+        ListGroupsRequest {
+            states_filter: states.iter().map(|s| (*s).to_owned()).collect(),
+            types_filter: types.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        },
     )?;
     let mut ours: Vec<Value> = r
         .groups
@@ -208,7 +282,15 @@ fn list_groups(c: &mut Client, states: &[&str], types: &[&str], prefix: &str) ->
     Ok(json!({"error": err(r.error_code), "groups": ours}))
 }
 
-fn commit(c: &mut Client, group: &str, generation: i32, member: &str, topic: &str, partition: i32, offset: i64) -> Result<Value> {
+fn commit(
+    c: &mut Client,
+    group: &str,
+    generation: i32,
+    member: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Value> {
     let r = c.send(
         v::OFFSET_COMMIT,
         OffsetCommitRequest {
@@ -232,7 +314,12 @@ fn commit(c: &mut Client, group: &str, generation: i32, member: &str, topic: &st
             ..Default::default()
         },
     )?;
-    let p = r.topics.first().and_then(|t| t.partitions.first()).map(|p| p.error_code).unwrap_or(-100);
+    let p = r
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .map(|p| p.error_code)
+        .unwrap_or(-100);
     Ok(err(p))
 }
 
@@ -246,7 +333,11 @@ fn fetch_offsets(c: &mut Client, group: &str, topics: Option<&[(&str, &[i32])]>)
                 member_epoch: -1,
                 topics: topics.map(|ts| {
                     ts.iter()
-                        .map(|(t, ps)| OffsetFetchRequestTopics { name: (*t).to_owned(), partition_indexes: ps.to_vec(), ..Default::default() })
+                        .map(|(t, ps)| OffsetFetchRequestTopics {
+                            name: (*t).to_owned(),
+                            partition_indexes: ps.to_vec(),
+                            ..Default::default()
+                        })
                         .collect()
                 }),
                 ..Default::default()
@@ -262,7 +353,12 @@ fn fetch_offsets(c: &mut Client, group: &str, topics: Option<&[(&str, &[i32])]>)
             parts.push(json!({"topic": t.name, "partition": p.partition_index, "offset": p.committed_offset, "metadata": p.metadata, "error": err(p.error_code)}));
         }
     }
-    parts.sort_by_key(|p| (p["topic"].as_str().unwrap_or_default().to_owned(), p["partition"].as_i64()));
+    parts.sort_by_key(|p| {
+        (
+            p["topic"].as_str().unwrap_or_default().to_owned(),
+            p["partition"].as_i64(),
+        )
+    });
     Ok(json!({"error": err(g.error_code), "partitions": parts}))
 }
 
@@ -273,34 +369,86 @@ fn offset_delete(c: &mut Client, group: &str, topic: &str, partition: i32) -> Re
             group_id: group.to_owned(),
             topics: vec![OffsetDeleteRequestTopic {
                 name: topic.to_owned(),
-                partitions: vec![OffsetDeleteRequestPartition { partition_index: partition, ..Default::default() }],
+                partitions: vec![OffsetDeleteRequestPartition {
+                    partition_index: partition,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             ..Default::default()
         },
     )?;
-    let p = r.topics.first().and_then(|t| t.partitions.first()).map(|p| err(p.error_code));
+    let p = r
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .map(|p| err(p.error_code));
     Ok(json!({"error": err(r.error_code), "partition": p}))
 }
 
 fn delete_groups(c: &mut Client, groups: &[&str]) -> Result<Value> {
-    let r = c.send(v::DELETE_GROUPS, DeleteGroupsRequest { groups_names: groups.iter().map(|g| (*g).to_owned()).collect(), ..Default::default() })?;
-    Ok(json!(r.results.iter().map(|g| err(g.error_code)).collect::<Vec<_>>()))
+    let r = c.send(
+        v::DELETE_GROUPS,
+        DeleteGroupsRequest {
+            groups_names: groups.iter().map(|g| (*g).to_owned()).collect(),
+            ..Default::default()
+        },
+    )?;
+    Ok(json!(r
+        .results
+        .iter()
+        .map(|g| err(g.error_code))
+        .collect::<Vec<_>>()))
 }
 
 fn setup(ctx: &Ctx) -> Result<(Client, String, String)> {
     let mut c = ctx.client()?;
     let topic = ctx.name("t");
     ctx.create_topic(&mut c, &topic, 2, &[])?;
-    Ok((c, ctx.name("g"), topic))
+    let group = ctx.name("g");
+    wait_coordinator(&mut c, &group)?;
+    Ok((c, group, topic))
+}
+
+/// Waits until the group's coordinator is ready: right after start, Kafka answers
+/// COORDINATOR_NOT_AVAILABLE while it creates and loads __consumer_offsets, and clients retry.
+pub fn wait_coordinator(c: &mut Client, group: &str) -> Result<()> {
+    wait_for("group coordinator", Duration::from_secs(90), || {
+        let r = c.send(
+            v::FIND_COORDINATOR,
+            FindCoordinatorRequest {
+                key: String::new(),
+                key_type: 0,
+                coordinator_keys: vec![group.to_owned()],
+                ..Default::default()
+            },
+        )?;
+        Ok((r.coordinators[0].error_code == 0).then_some(()))
+    })
 }
 
 fn find_coordinator(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
+    wait_coordinator(&mut c, &ctx.name("warm"))?;
     let m = ctx.metadata(&mut c, Some(&[]), false)?;
-    let r = c.send(v::FIND_COORDINATOR, FindCoordinatorRequest { key: String::new(), key_type: 0, coordinator_keys: vec![ctx.name("g")], ..Default::default() })?;
+    let r = c.send(
+        v::FIND_COORDINATOR,
+        FindCoordinatorRequest {
+            key: String::new(),
+            key_type: 0,
+            coordinator_keys: vec![ctx.name("g")],
+            ..Default::default()
+        },
+    )?;
     let co = &r.coordinators[0];
-    let old = c.send(2, FindCoordinatorRequest { key: ctx.name("g"), key_type: 0, ..Default::default() })?;
+    let old = c.send(
+        2,
+        FindCoordinatorRequest {
+            key: ctx.name("g"),
+            key_type: 0,
+            ..Default::default()
+        },
+    )?;
     Ok(json!({
         "error": err(co.error_code),
         "is_the_broker": co.node_id == m.brokers[0].node_id && co.port == m.brokers[0].port,
@@ -312,14 +460,26 @@ fn find_coordinator(ctx: &Ctx) -> Result<Value> {
 fn join_member_id_required(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     let r = join(&mut c, join_request(&g, "", None, "consumer", &[&t]))?;
-    Ok(json!({"error": err(r.error_code), "member_id_given": !r.member_id.is_empty(), "generation": r.generation_id}))
+    Ok(
+        json!({"error": err(r.error_code), "member_id_given": !r.member_id.is_empty(), "generation": r.generation_id}),
+    )
 }
 
 fn join_sync_heartbeat(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     let first = join(&mut c, join_request(&g, "", None, "consumer", &[&t]))?;
-    let second = join(&mut c, join_request(&g, &first.member_id, None, "consumer", &[&t]))?;
-    let (serr, got) = sync(&mut c, &g, &second.member_id, second.generation_id, true, &t)?;
+    let second = join(
+        &mut c,
+        join_request(&g, &first.member_id, None, "consumer", &[&t]),
+    )?;
+    let (serr, got) = sync(
+        &mut c,
+        &g,
+        &second.member_id,
+        second.generation_id,
+        true,
+        &t,
+    )?;
     let hb = heartbeat(&mut c, &g, &second.member_id, second.generation_id, None)?;
     Ok(json!({
         "join": err(second.error_code),
@@ -354,6 +514,7 @@ fn heartbeat_wrong_generation(ctx: &Ctx) -> Result<Value> {
 
 fn heartbeat_unknown_group(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
+    wait_coordinator(&mut c, &ctx.name("g"))?;
     Ok(json!({"heartbeat": heartbeat(&mut c, &ctx.name("g"), "m", 1, None)?}))
 }
 
@@ -367,8 +528,13 @@ fn sync_unknown_member(ctx: &Ctx) -> Result<Value> {
 fn leave_then_describe(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     let m = join_and_sync(&mut c, &g, &t)?;
+    // With a committed offset the emptied group stays (see list_after_last_member_leaves
+    // for one without).
+    commit(&mut c, &g, m.generation, &m.id, &t, 0, 1)?;
     let l = leave(&mut c, &g, &[(&m.id, None)])?;
-    Ok(json!({"leave": l, "describe": describe_group(&mut c, &g)?, "heartbeat_after": heartbeat(&mut c, &g, &m.id, m.generation, None)?}))
+    Ok(
+        json!({"leave": l, "describe": describe_group(&mut c, &g)?, "heartbeat_after": heartbeat(&mut c, &g, &m.id, m.generation, None)?}),
+    )
 }
 
 fn leave_unknown_member(ctx: &Ctx) -> Result<Value> {
@@ -381,12 +547,30 @@ fn leave_unknown_member(ctx: &Ctx) -> Result<Value> {
 
 fn static_member_replaced(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
-    let a = join(&mut c, join_request(&g, "", Some("instance-1"), "consumer", &[&t]))?;
+    let a = join(
+        &mut c,
+        join_request(&g, "", Some("instance-1"), "consumer", &[&t]),
+    )?;
     let (sa, _) = sync_static(&mut c, &g, &a, &t)?;
     // The same instance joins again without its member id: it replaces the old member.
-    let b = join(&mut c, join_request(&g, "", Some("instance-1"), "consumer", &[&t]))?;
-    let old_hb = heartbeat(&mut c, &g, &a.member_id, a.generation_id, Some("instance-1"))?;
-    let new_hb = heartbeat(&mut c, &g, &b.member_id, b.generation_id, Some("instance-1"))?;
+    let b = join(
+        &mut c,
+        join_request(&g, "", Some("instance-1"), "consumer", &[&t]),
+    )?;
+    let old_hb = heartbeat(
+        &mut c,
+        &g,
+        &a.member_id,
+        a.generation_id,
+        Some("instance-1"),
+    )?;
+    let new_hb = heartbeat(
+        &mut c,
+        &g,
+        &b.member_id,
+        b.generation_id,
+        Some("instance-1"),
+    )?;
     let d = describe_group(&mut c, &g)?;
     Ok(json!({
         "first_join": err(a.error_code),
@@ -410,7 +594,11 @@ fn sync_static(c: &mut Client, g: &str, j: &JoinGroupResponse, t: &str) -> Resul
             group_instance_id: Some("instance-1".into()),
             protocol_type: Some("consumer".into()),
             protocol_name: Some("range".into()),
-            assignments: vec![SyncGroupRequestAssignment { member_id: j.member_id.clone(), assignment: assignment(t, &[0, 1]), ..Default::default() }],
+            assignments: vec![SyncGroupRequestAssignment {
+                member_id: j.member_id.clone(),
+                assignment: assignment(t, &[0, 1]),
+                ..Default::default()
+            }],
             ..Default::default()
         },
     )?;
@@ -423,7 +611,9 @@ fn join_invalid_session_timeout(ctx: &Ctx) -> Result<Value> {
     low.session_timeout_ms = 1;
     let mut high = join_request(&g, "", None, "consumer", &[&t]);
     high.session_timeout_ms = 1_000_000_000;
-    Ok(json!({"1ms": err(join(&mut c, low)?.error_code), "1e9ms": err(join(&mut c, high)?.error_code)}))
+    Ok(
+        json!({"1ms": err(join(&mut c, low)?.error_code), "1e9ms": err(join(&mut c, high)?.error_code)}),
+    )
 }
 
 fn join_inconsistent_protocol(ctx: &Ctx) -> Result<Value> {
@@ -435,18 +625,23 @@ fn join_inconsistent_protocol(ctx: &Ctx) -> Result<Value> {
     other_name.protocols[0].name = "roundrobin".into();
     let mut e = ctx.client()?;
     let other_name = join(&mut e, other_name)?;
-    Ok(json!({"other_protocol_type": err(other_type.error_code), "no_common_protocol": err(other_name.error_code)}))
+    Ok(
+        json!({"other_protocol_type": err(other_type.error_code), "no_common_protocol": err(other_name.error_code)}),
+    )
 }
 
 fn describe_unknown(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
+    wait_coordinator(&mut c, &ctx.name("g"))?;
     describe_group(&mut c, &ctx.name("g"))
 }
 
 fn describe_empty_with_offsets(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     let cm = commit(&mut c, &g, -1, "", &t, 0, 5)?;
-    Ok(json!({"commit": cm, "describe": describe_group(&mut c, &g)?, "list": list_groups(&mut c, &[], &[], &ctx.prefix)?}))
+    Ok(
+        json!({"commit": cm, "describe": describe_group(&mut c, &g)?, "list": list_groups(&mut c, &[], &[], &ctx.prefix)?}),
+    )
 }
 
 fn list_after_last_leave(ctx: &Ctx) -> Result<Value> {
@@ -454,8 +649,29 @@ fn list_after_last_leave(ctx: &Ctx) -> Result<Value> {
     let m = join_and_sync(&mut c, &g, &t)?;
     let while_stable = list_groups(&mut c, &[], &[], &ctx.prefix)?;
     leave(&mut c, &g, &[(&m.id, None)])?;
-    let after_leave = list_groups(&mut c, &[], &[], &ctx.prefix)?;
-    Ok(json!({"while_stable": while_stable, "after_leave": after_leave, "describe_after_leave": describe_group(&mut c, &g)?}))
+    // The group has no members and no committed offsets now. Is it still listed a few
+    // seconds later (polled, so a broker that drops it is seen doing so at once)?
+    let after_leave = listed_until_gone(&mut c, &ctx.prefix)?;
+    Ok(json!({
+        "while_stable": while_stable,
+        "listed_up_to_5s_after_leave": after_leave,
+        "describe_after_leave": describe_group(&mut c, &g)?,
+        "delete_groups_after_leave": delete_groups(&mut c, &[&g])?,
+    }))
+}
+
+/// ListGroups (this scenario's groups), polled until none is listed or 5 s have passed.
+fn listed_until_gone(c: &mut Client, prefix: &str) -> Result<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = list_groups(c, &[], &[], prefix)?;
+        if l["groups"].as_array().is_some_and(|g| g.is_empty())
+            || std::time::Instant::now() > deadline
+        {
+            return Ok(l);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn list_states_filter(ctx: &Ctx) -> Result<Value> {
@@ -474,11 +690,14 @@ fn list_states_filter(ctx: &Ctx) -> Result<Value> {
 fn delete_non_empty(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     join_and_sync(&mut c, &g, &t)?;
-    Ok(json!({"delete": delete_groups(&mut c, &[&g])?, "describe_after": describe_group(&mut c, &g)?}))
+    Ok(
+        json!({"delete": delete_groups(&mut c, &[&g])?, "describe_after": describe_group(&mut c, &g)?}),
+    )
 }
 
 fn delete_unknown(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
+    wait_coordinator(&mut c, &ctx.name("g"))?;
     delete_groups(&mut c, &[&ctx.name("g")])
 }
 
@@ -488,7 +707,9 @@ fn delete_empty_then_commit(ctx: &Ctx) -> Result<Value> {
     let d = delete_groups(&mut c, &[&g])?;
     let after = fetch_offsets(&mut c, &g, Some(&[(&t, &[0])]))?;
     let again = commit(&mut c, &g, -1, "", &t, 0, 4)?;
-    Ok(json!({"delete": d, "offsets_after_delete": after, "describe_after_delete": describe_group(&mut c, &g)?, "commit_again": again, "offsets_now": fetch_offsets(&mut c, &g, Some(&[(&t, &[0])]))?}))
+    Ok(
+        json!({"delete": d, "offsets_after_delete": after, "describe_after_delete": describe_group(&mut c, &g)?, "commit_again": again, "offsets_now": fetch_offsets(&mut c, &g, Some(&[(&t, &[0])]))?}),
+    )
 }
 
 fn commit_fetch_standalone(ctx: &Ctx) -> Result<Value> {
@@ -512,7 +733,9 @@ fn fetch_all_topics(ctx: &Ctx) -> Result<Value> {
     let t2 = ctx.name("u");
     ctx.create_topic(&mut c, &t2, 1, &[])?;
     commit(&mut c, &g, -1, "", &t2, 0, 1)?;
-    Ok(json!({"all": fetch_offsets(&mut c, &g, None)?, "unknown_topic": fetch_offsets(&mut c, &g, Some(&[(&ctx.name("nope"), &[0])]))?}))
+    Ok(
+        json!({"all": fetch_offsets(&mut c, &g, None)?, "unknown_topic": fetch_offsets(&mut c, &g, Some(&[(&ctx.name("nope"), &[0])]))?}),
+    )
 }
 
 fn commit_unknown_topic(ctx: &Ctx) -> Result<Value> {
@@ -549,14 +772,18 @@ fn offset_delete_subscribed(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     let m = join_and_sync(&mut c, &g, &t)?;
     commit(&mut c, &g, m.generation, &m.id, &t, 0, 1)?;
-    Ok(json!({"delete": offset_delete(&mut c, &g, &t, 0)?, "fetch": fetch_offsets(&mut c, &g, Some(&[(&t, &[0])]))?}))
+    Ok(
+        json!({"delete": offset_delete(&mut c, &g, &t, 0)?, "fetch": fetch_offsets(&mut c, &g, Some(&[(&t, &[0])]))?}),
+    )
 }
 
 fn offset_delete_empty(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     commit(&mut c, &g, -1, "", &t, 0, 1)?;
     commit(&mut c, &g, -1, "", &t, 1, 2)?;
-    Ok(json!({"delete": offset_delete(&mut c, &g, &t, 0)?, "fetch": fetch_offsets(&mut c, &g, Some(&[(&t, &[0, 1])]))?}))
+    Ok(
+        json!({"delete": offset_delete(&mut c, &g, &t, 0)?, "fetch": fetch_offsets(&mut c, &g, Some(&[(&t, &[0, 1])]))?}),
+    )
 }
 
 fn offset_delete_unknown_group(ctx: &Ctx) -> Result<Value> {
@@ -564,7 +791,10 @@ fn offset_delete_unknown_group(ctx: &Ctx) -> Result<Value> {
     offset_delete(&mut c, &ctx.name("nope"), &t, 0)
 }
 
-fn cgh(c: &mut Client, req: ConsumerGroupHeartbeatRequest) -> Result<ConsumerGroupHeartbeatResponse> {
+fn cgh(
+    c: &mut Client,
+    req: ConsumerGroupHeartbeatRequest,
+) -> Result<ConsumerGroupHeartbeatResponse> {
     c.send(v::CONSUMER_GROUP_HEARTBEAT, req)
 }
 
@@ -591,12 +821,24 @@ fn cg_member(c: &mut Client, group: &str, topic: &str) -> Result<(String, i32, u
     let member = r.member_id.clone().unwrap_or_default();
     let mut epoch = r.member_epoch;
     let interval = r.heartbeat_interval_ms;
-    let mut owned = r.assignment.as_ref().map(|a| a.topic_partitions.iter().map(|t| t.partitions.len()).sum()).unwrap_or(0);
+    let mut owned = r
+        .assignment
+        .as_ref()
+        .map(|a| a.topic_partitions.iter().map(|t| t.partitions.len()).sum())
+        .unwrap_or(0);
     let owned = wait_for("assignment", Duration::from_secs(30), || {
         if owned == 2 {
             return Ok(Some(owned));
         }
-        let r = cgh(c, ConsumerGroupHeartbeatRequest { group_id: group.to_owned(), member_id: member.clone(), member_epoch: epoch, ..Default::default() })?;
+        let r = cgh(
+            c,
+            ConsumerGroupHeartbeatRequest {
+                group_id: group.to_owned(),
+                member_id: member.clone(),
+                member_epoch: epoch,
+                ..Default::default()
+            },
+        )?;
         ensure!(r.error_code == 0, "heartbeat: error {}", r.error_code);
         epoch = r.member_epoch;
         if let Some(a) = &r.assignment {
@@ -617,7 +859,8 @@ fn cg_join(ctx: &Ctx) -> Result<Value> {
         "member_id_given": r.member_id.as_deref().is_some_and(|m| !m.is_empty()),
         "first_epoch": r.member_epoch,
         "heartbeat_interval_ms": r.heartbeat_interval_ms,
-        "epoch_when_assigned": epoch,
+        // Kafka may bump the group epoch again when it sees the new topic's metadata.
+        "epoch_when_assigned_positive": epoch >= 1,
         "partitions_owned": owned,
     }))
 }
@@ -625,23 +868,70 @@ fn cg_join(ctx: &Ctx) -> Result<Value> {
 fn cg_leave(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     let (member, _, _, _) = cg_member(&mut c, &g, &t)?;
-    let r = cgh(&mut c, ConsumerGroupHeartbeatRequest { group_id: g.clone(), member_id: member, member_epoch: -1, ..Default::default() })?;
-    Ok(json!({"leave": err(r.error_code), "epoch": r.member_epoch, "describe": cg_describe_one(&mut c, &g)?, "list": list_groups(&mut c, &[], &[], &ctx.prefix)?}))
+    let r = cgh(
+        &mut c,
+        ConsumerGroupHeartbeatRequest {
+            group_id: g.clone(),
+            member_id: member,
+            member_epoch: -1,
+            ..Default::default()
+        },
+    )?;
+    // No member and no offsets: is the group still there a few seconds later (polled)?
+    let list = listed_until_gone(&mut c, &ctx.prefix)?;
+    Ok(
+        json!({"leave": err(r.error_code), "epoch": r.member_epoch, "listed_up_to_5s_after_leave": list, "describe_then": cg_describe_one(&mut c, &g)?}),
+    )
 }
 
 fn cg_fenced(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     let (member, epoch, _, _) = cg_member(&mut c, &g, &t)?;
-    let ahead = cgh(&mut c, ConsumerGroupHeartbeatRequest { group_id: g.clone(), member_id: member.clone(), member_epoch: epoch + 5, ..Default::default() })?;
+    let ahead = cgh(
+        &mut c,
+        ConsumerGroupHeartbeatRequest {
+            group_id: g.clone(),
+            member_id: member.clone(),
+            member_epoch: epoch + 5,
+            ..Default::default()
+        },
+    )?;
     Ok(json!({"epoch_ahead": err(ahead.error_code), "message": present(&ahead.error_message)}))
 }
 
 fn cg_unknown_member(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     cg_member(&mut c, &g, &t)?;
-    let r = cgh(&mut c, ConsumerGroupHeartbeatRequest { group_id: g.clone(), member_id: "no-such-member".into(), member_epoch: 1, ..Default::default() })?;
-    let r2 = cgh(&mut c, ConsumerGroupHeartbeatRequest { group_id: ctx.name("nope"), member_id: "no-such-member".into(), member_epoch: 1, ..Default::default() })?;
-    Ok(json!({"existing_group": err(r.error_code), "unknown_group": err(r2.error_code)}))
+    let r = cgh(
+        &mut c,
+        ConsumerGroupHeartbeatRequest {
+            group_id: g.clone(),
+            member_id: "no-such-member".into(),
+            member_epoch: 1,
+            ..Default::default()
+        },
+    )?;
+    let r2 = cgh(
+        &mut c,
+        ConsumerGroupHeartbeatRequest {
+            group_id: ctx.name("nope"),
+            member_id: "no-such-member".into(),
+            member_epoch: 1,
+            ..Default::default()
+        },
+    )?;
+    let r3 = cgh(
+        &mut c,
+        ConsumerGroupHeartbeatRequest {
+            group_id: ctx.name("nope"),
+            member_id: "no-such-member".into(),
+            member_epoch: -1,
+            ..Default::default()
+        },
+    )?;
+    Ok(
+        json!({"existing_group": err(r.error_code), "unknown_group": err(r2.error_code), "leave_unknown_group": err(r3.error_code)}),
+    )
 }
 
 fn cg_missing_subscription(ctx: &Ctx) -> Result<Value> {
@@ -655,11 +945,20 @@ fn cg_missing_subscription(ctx: &Ctx) -> Result<Value> {
     let mut req = cg_join_request(&g, &t);
     req.server_assignor = Some("no-such-assignor".into());
     let bad_assignor = cgh(&mut c, req)?;
-    Ok(json!({"no_subscription": err(no_sub.error_code), "no_rebalance_timeout": err(no_timeout.error_code), "unknown_assignor": err(bad_assignor.error_code)}))
+    Ok(
+        json!({"no_subscription": err(no_sub.error_code), "no_rebalance_timeout": err(no_timeout.error_code), "unknown_assignor": err(bad_assignor.error_code)}),
+    )
 }
 
 fn cg_describe_one(c: &mut Client, g: &str) -> Result<Value> {
-    let r = c.send(0, ConsumerGroupDescribeRequest { group_ids: vec![g.to_owned()], include_authorized_operations: false, ..Default::default() })?;
+    let r = c.send(
+        0,
+        ConsumerGroupDescribeRequest {
+            group_ids: vec![g.to_owned()],
+            include_authorized_operations: false,
+            ..Default::default()
+        },
+    )?;
     let d = &r.groups[0];
     Ok(json!({
         "error": err(d.error_code),
@@ -674,8 +973,17 @@ fn cg_describe(ctx: &Ctx) -> Result<Value> {
     let (mut c, g, t) = setup(ctx)?;
     cg_member(&mut c, &g, &t)?;
     let d = cg_describe_one(&mut c, &g)?;
-    let r = c.send(0, ConsumerGroupDescribeRequest { group_ids: vec![g.clone()], include_authorized_operations: false, ..Default::default() })?;
-    Ok(json!({"describe": d, "assignor": r.groups[0].assignor_name, "unknown": cg_describe_one(&mut c, &ctx.name("nope"))?}))
+    let r = c.send(
+        0,
+        ConsumerGroupDescribeRequest {
+            group_ids: vec![g.clone()],
+            include_authorized_operations: false,
+            ..Default::default()
+        },
+    )?;
+    Ok(
+        json!({"describe": d, "assignor": r.groups[0].assignor_name, "unknown": cg_describe_one(&mut c, &ctx.name("nope"))?}),
+    )
 }
 
 fn cg_classic_views(ctx: &Ctx) -> Result<Value> {

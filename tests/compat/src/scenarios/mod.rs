@@ -16,3 +16,12 @@ pub fn all() -> Vec<Scenario> {
     v.extend(protocol::scenarios());
     v
 }
+
+/// Waits until a broker's group coordinator and producer ids are ready (Kafka creates its
+/// internal topics on first use), so that no scenario measures start-up.
+pub fn warm_up(bootstrap: &str) -> anyhow::Result<()> {
+    let mut c = crate::Client::connect(bootstrap)?;
+    groups::wait_coordinator(&mut c, "skein-compat-warm-up")?;
+    data::init_pid(&mut c)?;
+    Ok(())
+}
