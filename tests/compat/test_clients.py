@@ -188,7 +188,7 @@ def transactional_producer(bootstrap, prefix):
     create(bootstrap, t, partitions=1)
     p = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{prefix}-tx", "transaction.timeout.ms": 60000})
     try:
-        p.init_transactions(30)
+        p.init_transactions(10)
         p.begin_transaction()
         p.produce(t, value=b"in-txn")
         p.commit_transaction(30)
@@ -363,9 +363,10 @@ def offsets_for_times(bootstrap, prefix):
         p.produce(t, value=b"x", timestamp=now + i * 1000)
     p.flush(TIMEOUT)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-g"})
-    got = c.offsets_for_times([TopicPartition(t, 0, now + 2500), TopicPartition(t, 0, now + 99_000)], timeout=TIMEOUT)
+    # One partition per call: librdkafka merges repeated partitions in one request.
+    got = [c.offsets_for_times([TopicPartition(t, 0, ts)], timeout=TIMEOUT)[0].offset for ts in (now - 1, now + 2500, now + 99_000)]
     c.close()
-    return {"offsets": [tp.offset for tp in got]}
+    return {"before_first": got[0], "between_2_and_3": got[1], "after_last": got[2]}
 
 
 @scenario
