@@ -212,6 +212,24 @@ pub fn count_records(records: &Option<Bytes>) -> (i64, Vec<i64>) {
     (n, bases)
 }
 
+/// A Fetch's limits and isolation level (default: 1 MiB each, read_uncommitted).
+#[derive(Debug, Clone, Copy)]
+pub struct FetchOpts {
+    pub max_bytes: i32,
+    pub partition_max_bytes: i32,
+    pub isolation: i8,
+}
+
+impl Default for FetchOpts {
+    fn default() -> Self {
+        FetchOpts {
+            max_bytes: 1 << 20,
+            partition_max_bytes: 1 << 20,
+            isolation: 0,
+        }
+    }
+}
+
 impl Ctx {
     pub fn client(&self) -> Result<Client> {
         Client::connect(&self.bootstrap)
@@ -332,17 +350,20 @@ impl Ctx {
             .unwrap_or_default())
     }
 
-    /// Fetches one partition from `offset`.
+    /// Fetches one partition from `offset` (v12, no wait).
     pub fn fetch(
         &self,
         c: &mut Client,
         topic: &str,
         partition: i32,
         offset: i64,
-        max_bytes: i32,
-        partition_max_bytes: i32,
-        isolation: i8,
+        opts: FetchOpts,
     ) -> Result<(i16, PartitionData)> {
+        let FetchOpts {
+            max_bytes,
+            partition_max_bytes,
+            isolation,
+        } = opts;
         let r = c.send(
             v::FETCH,
             FetchRequest {

@@ -14,6 +14,10 @@ use skein_compat::{normalise, scenarios, Ctx, Scenario};
 
 const WORKERS: usize = 4;
 
+/// One scenario's run: its index, Skein's observation, Kafka's (when there is a reference
+/// broker) and the seconds it took.
+type Outcome = (usize, Value, Option<Value>, f64);
+
 fn run_one(s: &Scenario, bootstrap: &str, prefix: String) -> Value {
     let ctx = Ctx {
         bootstrap: bootstrap.to_owned(),
@@ -62,7 +66,7 @@ fn differential() {
     let all = scenarios::all();
     let run = run_id();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Value, Option<Value>, f64)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..WORKERS {
             scope.spawn(|| loop {

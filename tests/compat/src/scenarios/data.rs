@@ -18,7 +18,9 @@ use skein_protocol::records::{compute_crc, RecordBatchBuilder};
 use skein_protocol::Uuid;
 
 use super::Scenario;
-use crate::{batch, count_records, err, idempotent_batch, now_ms, produce_request, v, Client, Ctx};
+use crate::{
+    batch, count_records, err, idempotent_batch, now_ms, produce_request, v, Client, Ctx, FetchOpts,
+};
 
 pub fn scenarios() -> Vec<Scenario> {
     macro_rules! s {
@@ -100,7 +102,7 @@ fn acks_n(ctx: &Ctx, acks: i16) -> Result<Value> {
     let t = topic(ctx, &mut c, 1, &[])?;
     let a = ctx.produce(&mut c, &t, 0, batch(2, now_ms()), acks)?;
     let b = ctx.produce(&mut c, &t, 0, batch(3, now_ms()), acks)?;
-    let (top, f) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1 << 20, 0)?;
+    let (top, f) = ctx.fetch(&mut c, &t, 0, 0, FetchOpts::default())?;
     Ok(
         json!({"first": produced(&a), "second": produced(&b), "fetch": fetched(top, &f), "log_append_time": a.log_append_time_ms}),
     )
@@ -120,7 +122,7 @@ fn acks_0(ctx: &Ctx) -> Result<Value> {
     c.send_without_reply(v::PRODUCE, produce_request(&t, 0, batch(4, now_ms()), 0))?;
     // No reply comes; the records show up in the log.
     let f = crate::wait_for("acks=0 records", std::time::Duration::from_secs(30), || {
-        let (top, f) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1 << 20, 0)?;
+        let (top, f) = ctx.fetch(&mut c, &t, 0, 0, FetchOpts::default())?;
         Ok((f.high_watermark >= 4).then(|| fetched(top, &f)))
     })?;
     Ok(json!({"fetch": f}))
@@ -130,7 +132,7 @@ fn invalid_acks(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
     let t = topic(ctx, &mut c, 1, &[])?;
     let p = ctx.produce(&mut c, &t, 0, batch(1, now_ms()), 2)?;
-    let (_, f) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1 << 20, 0)?;
+    let (_, f) = ctx.fetch(&mut c, &t, 0, 0, FetchOpts::default())?;
     Ok(json!({"produce": err(p.error_code), "high_watermark_after": f.high_watermark}))
 }
 
@@ -172,7 +174,7 @@ fn corrupt_crc(ctx: &Ctx) -> Result<Value> {
     let last = b.len() - 1;
     b[last] ^= 0xff;
     let p = ctx.produce(&mut c, &t, 0, Bytes::from(b), 1)?;
-    let (_, f) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1 << 20, 0)?;
+    let (_, f) = ctx.fetch(&mut c, &t, 0, 0, FetchOpts::default())?;
     Ok(json!({"produce": err(p.error_code), "high_watermark_after": f.high_watermark}))
 }
 
@@ -273,7 +275,7 @@ fn idem_duplicate(ctx: &Ctx) -> Result<Value> {
     let a = ctx.produce(&mut c, &t, 0, idempotent_batch(3, pid, epoch, 0), -1)?;
     let b = ctx.produce(&mut c, &t, 0, idempotent_batch(2, pid, epoch, 3), -1)?;
     let dup = ctx.produce(&mut c, &t, 0, idempotent_batch(3, pid, epoch, 0), -1)?;
-    let (_, f) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1 << 20, 0)?;
+    let (_, f) = ctx.fetch(&mut c, &t, 0, 0, FetchOpts::default())?;
     Ok(
         json!({"first": produced(&a), "second": produced(&b), "resend_first": produced(&dup), "high_watermark": f.high_watermark}),
     )
@@ -285,7 +287,7 @@ fn idem_out_of_order(ctx: &Ctx) -> Result<Value> {
     let (pid, epoch) = init_pid(&mut c)?;
     let a = ctx.produce(&mut c, &t, 0, idempotent_batch(3, pid, epoch, 0), -1)?;
     let gap = ctx.produce(&mut c, &t, 0, idempotent_batch(1, pid, epoch, 10), -1)?;
-    let (_, f) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1 << 20, 0)?;
+    let (_, f) = ctx.fetch(&mut c, &t, 0, 0, FetchOpts::default())?;
     Ok(json!({"first": produced(&a), "gap": produced(&gap), "high_watermark": f.high_watermark}))
 }
 
@@ -332,30 +334,48 @@ fn three_batches(ctx: &Ctx, c: &mut Client) -> Result<String> {
 fn fetch_ok(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
     let t = three_batches(ctx, &mut c)?;
-    let (top, f) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1 << 20, 0)?;
-    let (top4, f4) = ctx.fetch(&mut c, &t, 0, 4, 1 << 20, 1 << 20, 0)?;
+    let (top, f) = ctx.fetch(&mut c, &t, 0, 0, FetchOpts::default())?;
+    let (top4, f4) = ctx.fetch(&mut c, &t, 0, 4, FetchOpts::default())?;
     Ok(json!({"from_0": fetched(top, &f), "from_4": fetched(top4, &f4)}))
 }
 
 fn fetch_out_of_range(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
     let t = three_batches(ctx, &mut c)?;
-    let (top, f) = ctx.fetch(&mut c, &t, 0, 100, 1 << 20, 1 << 20, 0)?;
-    let (top2, f2) = ctx.fetch(&mut c, &t, 0, -5, 1 << 20, 1 << 20, 0)?;
+    let (top, f) = ctx.fetch(&mut c, &t, 0, 100, FetchOpts::default())?;
+    let (top2, f2) = ctx.fetch(&mut c, &t, 0, -5, FetchOpts::default())?;
     Ok(json!({"offset_100": fetched(top, &f), "offset_minus_5": fetched(top2, &f2)}))
 }
 
 fn fetch_max_bytes_tiny(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
     let t = three_batches(ctx, &mut c)?;
-    let (top, f) = ctx.fetch(&mut c, &t, 0, 0, 1, 1 << 20, 0)?;
+    let (top, f) = ctx.fetch(
+        &mut c,
+        &t,
+        0,
+        0,
+        FetchOpts {
+            max_bytes: 1,
+            ..Default::default()
+        },
+    )?;
     Ok(fetched(top, &f))
 }
 
 fn fetch_partition_max_tiny(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
     let t = three_batches(ctx, &mut c)?;
-    let (top, f) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1, 0)?;
+    let (top, f) = ctx.fetch(
+        &mut c,
+        &t,
+        0,
+        0,
+        FetchOpts {
+            partition_max_bytes: 1,
+            ..Default::default()
+        },
+    )?;
     Ok(fetched(top, &f))
 }
 
@@ -365,7 +385,16 @@ fn fetch_partition_max_between(ctx: &Ctx) -> Result<Value> {
     let first = batch(3, now_ms()).len() as i32;
     let second = batch(2, now_ms()).len() as i32;
     // Room for the first two batches and part of the third.
-    let (top, f) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, first + second + 10, 0)?;
+    let (top, f) = ctx.fetch(
+        &mut c,
+        &t,
+        0,
+        0,
+        FetchOpts {
+            partition_max_bytes: first + second + 10,
+            ..Default::default()
+        },
+    )?;
     Ok(fetched(top, &f))
 }
 
@@ -374,8 +403,17 @@ fn fetch_isolation(ctx: &Ctx) -> Result<Value> {
     let t = three_batches(ctx, &mut c)?;
     let (pid, epoch) = init_pid(&mut c)?;
     ctx.produce(&mut c, &t, 0, idempotent_batch(2, pid, epoch, 0), -1)?;
-    let (top0, f0) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1 << 20, 0)?;
-    let (top1, f1) = ctx.fetch(&mut c, &t, 0, 0, 1 << 20, 1 << 20, 1)?;
+    let (top0, f0) = ctx.fetch(&mut c, &t, 0, 0, FetchOpts::default())?;
+    let (top1, f1) = ctx.fetch(
+        &mut c,
+        &t,
+        0,
+        0,
+        FetchOpts {
+            isolation: 1,
+            ..Default::default()
+        },
+    )?;
     Ok(json!({"read_uncommitted": fetched(top0, &f0), "read_committed": fetched(top1, &f1)}))
 }
 
@@ -424,14 +462,14 @@ fn fetch_unknown_topic_id(ctx: &Ctx) -> Result<Value> {
 
 fn fetch_unknown_topic_name(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
-    let (top, f) = ctx.fetch(&mut c, &ctx.name("nope"), 0, 0, 1 << 20, 1 << 20, 0)?;
+    let (top, f) = ctx.fetch(&mut c, &ctx.name("nope"), 0, 0, FetchOpts::default())?;
     Ok(fetched(top, &f))
 }
 
 fn fetch_unknown_partition(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
     let t = topic(ctx, &mut c, 1, &[])?;
-    let (top, f) = ctx.fetch(&mut c, &t, 3, 0, 1 << 20, 1 << 20, 0)?;
+    let (top, f) = ctx.fetch(&mut c, &t, 3, 0, FetchOpts::default())?;
     let m = ctx.metadata(&mut c, Some(&[&t]), false)?;
     let id = m.topics[0].topic_id;
     Ok(json!({"by_name_v12": fetched(top, &f), "by_id_v13": fetch_v13(&mut c, id, 3)?}))
@@ -440,7 +478,7 @@ fn fetch_unknown_partition(ctx: &Ctx) -> Result<Value> {
 fn fetch_at_hw(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
     let t = three_batches(ctx, &mut c)?;
-    let (top, f) = ctx.fetch(&mut c, &t, 0, 9, 1 << 20, 1 << 20, 0)?;
+    let (top, f) = ctx.fetch(&mut c, &t, 0, 9, FetchOpts::default())?;
     Ok(fetched(top, &f))
 }
 
@@ -594,8 +632,8 @@ fn dr_valid(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
     let t = three_batches(ctx, &mut c)?;
     let d = delete_records(&mut c, &t, 0, 4)?;
-    let (top, below) = ctx.fetch(&mut c, &t, 0, 1, 1 << 20, 1 << 20, 0)?;
-    let (top2, at) = ctx.fetch(&mut c, &t, 0, 4, 1 << 20, 1 << 20, 0)?;
+    let (top, below) = ctx.fetch(&mut c, &t, 0, 1, FetchOpts::default())?;
+    let (top2, at) = ctx.fetch(&mut c, &t, 0, 4, FetchOpts::default())?;
     Ok(json!({
         "delete": d,
         "fetch_below_start": fetched(top, &below),
@@ -615,7 +653,7 @@ fn dr_to_hw(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
     let t = three_batches(ctx, &mut c)?;
     let d = delete_records(&mut c, &t, 0, -1)?;
-    let (top, f) = ctx.fetch(&mut c, &t, 0, 9, 1 << 20, 1 << 20, 0)?;
+    let (top, f) = ctx.fetch(&mut c, &t, 0, 9, FetchOpts::default())?;
     Ok(json!({"delete": d, "fetch_at_hw": fetched(top, &f)}))
 }
 
