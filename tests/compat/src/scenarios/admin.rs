@@ -9,7 +9,9 @@ use skein_protocol::messages::alter_configs_request::{
 use skein_protocol::messages::create_partitions_request::{
     CreatePartitionsRequest, CreatePartitionsTopic,
 };
-use skein_protocol::messages::create_topics_request::CreateTopicsRequest;
+use skein_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreateTopicsRequest,
+};
 use skein_protocol::messages::create_topics_response::CreatableTopicResult;
 use skein_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
 use skein_protocol::messages::describe_cluster_request::DescribeClusterRequest;
@@ -17,6 +19,7 @@ use skein_protocol::messages::describe_configs_request::{
     DescribeConfigsRequest, DescribeConfigsResource,
 };
 use skein_protocol::messages::incremental_alter_configs_request as iac;
+use skein_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
 use skein_protocol::Uuid;
 
 use super::Scenario;
@@ -65,6 +68,8 @@ pub fn scenarios() -> Vec<Scenario> {
         "admin.metadata_unknown_autocreate" => metadata_autocreate,
         "admin.metadata_bad_name_autocreate" => metadata_bad_name_autocreate,
         "admin.metadata_all_topics" => metadata_all,
+        "admin.metadata_by_topic_id" => metadata_by_id,
+        "admin.create_topic_with_assignment" => create_with_assignment,
     ]
 }
 
@@ -683,4 +688,86 @@ fn metadata_all(ctx: &Ctx) -> Result<Value> {
         "internal_topics_listed": m.topics.iter().filter(|t| t.is_internal).count() > 0,
         "leaders_known": t.is_some_and(|t| t.partitions.iter().all(|p| p.leader_id >= 0)),
     }))
+}
+
+fn metadata_by_id(ctx: &Ctx) -> Result<Value> {
+    let name = ctx.name("t");
+    let mut c = ctx.client()?;
+    ctx.create_topic(&mut c, &name, 2, &[])?;
+    let id = ctx.metadata(&mut c, Some(&[&name]), false)?.topics[0].topic_id;
+    let by_id = |c: &mut Client, id: Uuid| -> Result<Value> {
+        let m = c.send(
+            v::METADATA,
+            MetadataRequest {
+                topics: Some(vec![MetadataRequestTopic {
+                    topic_id: id,
+                    name: None,
+                    ..Default::default()
+                }]),
+                allow_auto_topic_creation: false,
+                ..Default::default()
+            },
+        )?;
+        let t = m.topics.first();
+        Ok(json!({
+            "topics": m.topics.len(),
+            "error": t.map(|t| err(t.error_code)),
+            "name": t.and_then(|t| t.name.clone()),
+            "partitions": t.map(|t| t.partitions.len()),
+        }))
+    };
+    Ok(json!({"known_id": by_id(&mut c, id)?, "unknown_id": by_id(&mut c, Uuid([3; 16]))?}))
+}
+
+fn create_with_assignment(ctx: &Ctx) -> Result<Value> {
+    let mut c = ctx.client()?;
+    let node = ctx.metadata(&mut c, Some(&[]), false)?.brokers[0].node_id;
+    let assign = |n: i32, parts: &[Vec<i32>]| {
+        let mut t = creatable(&ctx.name(&format!("t{n}")), -1, -1, &[]);
+        t.assignments = parts
+            .iter()
+            .enumerate()
+            .map(|(i, b)| CreatableReplicaAssignment {
+                partition_index: i as i32,
+                broker_ids: b.clone(),
+                ..Default::default()
+            })
+            .collect();
+        t
+    };
+    let mut out = serde_json::Map::new();
+    for (label, t) in [
+        (
+            "two_partitions_on_the_broker",
+            assign(1, &[vec![node], vec![node]]),
+        ),
+        ("unknown_broker", assign(2, &[vec![node + 100]])),
+    ] {
+        let r = c.send(
+            v::CREATE_TOPICS,
+            CreateTopicsRequest {
+                topics: vec![t],
+                timeout_ms: 30_000,
+                validate_only: false,
+                ..Default::default()
+            },
+        )?;
+        out.insert(label.into(), json!({"error": err(r.topics[0].error_code), "num_partitions": r.topics[0].num_partitions}));
+    }
+    let mut both = assign(3, &[vec![node]]);
+    both.num_partitions = 1;
+    let r = c.send(
+        v::CREATE_TOPICS,
+        CreateTopicsRequest {
+            topics: vec![both],
+            timeout_ms: 30_000,
+            validate_only: false,
+            ..Default::default()
+        },
+    )?;
+    out.insert(
+        "count_and_assignment".into(),
+        json!({"error": err(r.topics[0].error_code)}),
+    );
+    Ok(Value::Object(out))
 }

@@ -66,6 +66,11 @@ pub fn scenarios() -> Vec<Scenario> {
         "offsets.delete_subscribed_topic" => offset_delete_subscribed,
         "offsets.delete_empty_group" => offset_delete_empty,
         "offsets.delete_unknown_group" => offset_delete_unknown_group,
+        "group.join_empty_group_id" => join_empty_group_id,
+        "group.heartbeat_during_rebalance" => heartbeat_during_rebalance,
+        "group.sync_wrong_protocol_name" => sync_wrong_protocol,
+        "group.find_coordinator_transaction" => find_coordinator_transaction,
+        "offsets.commit_metadata_too_large" => commit_metadata_too_large,
         "consumer_group.join_and_assignment" => cg_join,
         "consumer_group.leave" => cg_leave,
         "consumer_group.fenced_epoch" => cg_fenced,
@@ -993,4 +998,92 @@ fn cg_classic_views(ctx: &Ctx) -> Result<Value> {
         "describe_groups": describe_group(&mut c, &g)?,
         "list_groups": list_groups(&mut c, &[], &[], &ctx.prefix)?,
     }))
+}
+
+fn join_empty_group_id(ctx: &Ctx) -> Result<Value> {
+    let (mut c, _, t) = setup(ctx)?;
+    let r = join(&mut c, join_request("", "", None, "consumer", &[&t]))?;
+    Ok(json!({"join": err(r.error_code)}))
+}
+
+fn heartbeat_during_rebalance(ctx: &Ctx) -> Result<Value> {
+    let (mut c, g, t) = setup(ctx)?;
+    let m = join_and_sync(&mut c, &g, &t)?;
+    // A second member's join starts a rebalance (its JoinGroup is held until the first
+    // member rejoins, so it is sent on its own connection and not waited for).
+    let mut d = ctx.client()?;
+    let first = join(&mut d, join_request(&g, "", None, "consumer", &[&t]))?;
+    let second = first.member_id.clone();
+    d.send_without_reply(
+        v::JOIN_GROUP,
+        join_request(&g, &second, None, "consumer", &[&t]),
+    )?;
+    let hb = wait_for("REBALANCE_IN_PROGRESS", Duration::from_secs(30), || {
+        let r = heartbeat(&mut c, &g, &m.id, m.generation, None)?;
+        Ok((r != json!("NONE")).then_some(r))
+    })?;
+    let state = describe_group(&mut c, &g)?["state"].clone();
+    Ok(json!({"second_member_first_join": err(first.error_code), "heartbeat": hb, "state": state}))
+}
+
+fn sync_wrong_protocol(ctx: &Ctx) -> Result<Value> {
+    let (mut c, g, t) = setup(ctx)?;
+    let first = join(&mut c, join_request(&g, "", None, "consumer", &[&t]))?;
+    let j = join(
+        &mut c,
+        join_request(&g, &first.member_id, None, "consumer", &[&t]),
+    )?;
+    let r = c.send(
+        v::SYNC_GROUP,
+        SyncGroupRequest {
+            group_id: g.clone(),
+            generation_id: j.generation_id,
+            member_id: j.member_id.clone(),
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("roundrobin".into()),
+            ..Default::default()
+        },
+    )?;
+    Ok(json!({"sync": err(r.error_code)}))
+}
+
+fn find_coordinator_transaction(ctx: &Ctx) -> Result<Value> {
+    let mut c = ctx.client()?;
+    let r = c.send(
+        v::FIND_COORDINATOR,
+        FindCoordinatorRequest {
+            key: String::new(),
+            key_type: 1,
+            coordinator_keys: vec![ctx.name("tx")],
+            ..Default::default()
+        },
+    )?;
+    Ok(json!({"error": err(r.coordinators[0].error_code)}))
+}
+
+fn commit_metadata_too_large(ctx: &Ctx) -> Result<Value> {
+    let (mut c, g, t) = setup(ctx)?;
+    let r = c.send(
+        v::OFFSET_COMMIT,
+        OffsetCommitRequest {
+            group_id: g.clone(),
+            generation_id_or_member_epoch: -1,
+            retention_time_ms: -1,
+            topics: vec![OffsetCommitRequestTopic {
+                name: t.clone(),
+                partitions: vec![OffsetCommitRequestPartition {
+                    partition_index: 0,
+                    committed_offset: 3,
+                    committed_leader_epoch: -1,
+                    commit_timestamp: -1,
+                    committed_metadata: Some("m".repeat(5000)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )?;
+    let e = r.topics[0].partitions[0].error_code;
+    Ok(json!({"commit": err(e), "fetch": fetch_offsets(&mut c, &g, Some(&[(&t, &[0])]))?}))
 }
