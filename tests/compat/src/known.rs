@@ -24,8 +24,8 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "admin.metadata_unknown_autocreate",
         "Skein creates an auto-created topic before it answers, so the first Metadata \
          already lists it with leaders; Kafka asks its controller and first answers \
-         UNKNOWN_TOPIC_OR_PARTITION (retriable). Clients retry either way and then see the \
-         same topic.",
+         UNKNOWN_TOPIC_OR_PARTITION or LEADER_NOT_AVAILABLE (both retriable). Clients retry \
+         either way and then see the same topic.",
     ),
     (
         "admin.metadata_all_topics",

@@ -658,13 +658,21 @@ fn metadata_autocreate(ctx: &Ctx) -> Result<Value> {
     let name = ctx.name("auto");
     let mut c = ctx.client()?;
     let m = ctx.metadata(&mut c, Some(&[&name]), true)?;
-    let first = m.topics[0].error_code;
-    // The first answer may be LEADER_NOT_AVAILABLE (created, not yet led) or NONE.
-    let first = if first == 5 { 0 } else { first };
+    let t = &m.topics[0];
+    // Kafka's first answer is LEADER_NOT_AVAILABLE or UNKNOWN_TOPIC_OR_PARTITION depending
+    // on how far its controller got; both are retriable and mean "not yet".
+    let first = match t.error_code {
+        0 => "NONE",
+        3 | 5 => "retriable (UNKNOWN_TOPIC_OR_PARTITION or LEADER_NOT_AVAILABLE)",
+        _ => "other",
+    };
+    let led = !t.partitions.is_empty() && t.partitions.iter().all(|p| p.leader_id >= 0);
     ctx.wait_ready(&mut c, &name, 3)?;
-    Ok(
-        json!({"first_answer_ok_or_leader_not_available": err(first), "later": partition_count(ctx, &mut c, &name)?}),
-    )
+    Ok(json!({
+        "first_answer": first,
+        "first_answer_has_leaders": led,
+        "later": partition_count(ctx, &mut c, &name)?,
+    }))
 }
 
 fn metadata_bad_name_autocreate(ctx: &Ctx) -> Result<Value> {
