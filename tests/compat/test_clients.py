@@ -408,6 +408,13 @@ def run(fn, bootstrap, prefix):
     return json.loads(json.dumps(obs).replace(prefix, "$"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def close_admin_clients():
+    """Drops the cached AdminClients before the brokers stop (module teardown comes first)."""
+    yield
+    _admins.clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def write_results():
     yield
