@@ -10,9 +10,9 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
          delegation tokens, SCRAM, partition reassignment, share groups or KRaft/controller \
          APIs (docs/compatibility.md lists every API either side advertises). It still \
          advertises Produce from v0 (librdkafka turns compression off when Produce starts \
-         above v0) and some older versions Kafka 4 dropped (KIP-896), and it stops one version \
-         short of Kafka 4.1 on Produce, Fetch, Metadata, DescribeGroups, DescribeCluster and \
-         ConsumerGroupDescribe.",
+         above v0) and other old versions Kafka 4 dropped (KIP-896), and its newest versions \
+         stop short of Kafka 4.1's for Produce (11 vs 13), Fetch, Metadata, DescribeGroups, \
+         DescribeCluster and ConsumerGroupDescribe (one each).",
     ),
     (
         "admin.describe_configs_broker",
