@@ -866,10 +866,11 @@ impl Coordinator {
                 );
             }
             None => {
+                // Like Kafka: a member of (or leaving) a group that does not exist is told so.
                 return (
                     ConsumerHeartbeatResult::error(
-                        ErrorCode::UNKNOWN_MEMBER_ID,
-                        format!("Group {group_id} has no member {member}"),
+                        ErrorCode::GROUP_ID_NOT_FOUND,
+                        format!("Group {group_id} not found."),
                         &member,
                     ),
                     fx,
@@ -921,10 +922,11 @@ impl Coordinator {
                 d.assignor_name = c.assignor_name(&self.config).to_owned();
                 d
             }
+            // Kafka leaves the state empty for a group it cannot describe.
             _ => ConsumerGroupDescription {
                 error: ErrorCode::GROUP_ID_NOT_FOUND,
                 group_id: group_id.to_owned(),
-                state: "Dead".to_owned(),
+                state: String::new(),
                 group_epoch: -1,
                 assignment_epoch: -1,
                 assignor_name: String::new(),

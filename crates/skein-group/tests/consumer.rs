@@ -142,7 +142,7 @@ fn epoch_fencing() {
     other.group_id = "nope".into();
     assert_eq!(
         c.consumer_heartbeat(5, other, &t).0.error,
-        ErrorCode::UNKNOWN_MEMBER_ID
+        ErrorCode::GROUP_ID_NOT_FOUND
     );
 }
 

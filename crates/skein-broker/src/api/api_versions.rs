@@ -6,8 +6,9 @@ use skein_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsRes
 use super::SUPPORTED_APIS;
 use crate::error::ErrorCode;
 
+/// The served APIs, ordered by key as Kafka lists them.
 fn api_keys() -> Vec<ApiVersion> {
-    SUPPORTED_APIS
+    let mut keys: Vec<ApiVersion> = SUPPORTED_APIS
         .iter()
         .map(|(key, min, max)| ApiVersion {
             api_key: *key as i16,
@@ -15,7 +16,9 @@ fn api_keys() -> Vec<ApiVersion> {
             max_version: *max,
             ..Default::default()
         })
-        .collect()
+        .collect();
+    keys.sort_by_key(|k| k.api_key);
+    keys
 }
 
 /// KIP-511: client software names and versions must look like `[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?`.

@@ -25,7 +25,12 @@ pub fn handle(
         .filter(|t| !seen.insert(t.name.clone()))
         .map(|t| t.name.clone())
         .collect();
+    let mut answered = HashSet::new();
     for t in req.topics {
+        // A name given more than once gets one (error) result, as in Kafka.
+        if duplicates.contains(&t.name) && !answered.insert(t.name.clone()) {
+            continue;
+        }
         let mut result = CreatableTopicResult {
             name: t.name.clone(),
             num_partitions: -1,

@@ -213,7 +213,13 @@ fn read_partition(
         topic.and_then(|topic| topic.partition(p.partition).map(|part| (topic, part)))
     else {
         pass.any_error = true;
-        return (empty_partition(p.partition, unknown), Vec::new());
+        // A topic found (by name or id) without this partition: the partition is unknown.
+        let code = if topic.is_some() {
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        } else {
+            unknown
+        };
+        return (empty_partition(p.partition, code), Vec::new());
     };
     let epoch_check = check_leader_epoch(p.current_leader_epoch);
     if !epoch_check.is_ok() {
@@ -262,14 +268,16 @@ fn read_partition(
             }
         }
         Ok(_) => {}
+        // A read that fails answers like Kafka's: no watermarks, only the error (clients
+        // look the offsets up with ListOffsets when resetting).
         Err(LogError::OffsetOutOfRange { .. }) => {
             pass.any_error = true;
-            pd.error_code = ErrorCode::OFFSET_OUT_OF_RANGE.code();
+            pd = empty_partition(p.partition, ErrorCode::OFFSET_OUT_OF_RANGE);
         }
         Err(e) => {
             pass.any_error = true;
             tracing::error!(topic = %partition.topic, partition = p.partition, "read failed: {e}");
-            pd.error_code = ErrorCode::KAFKA_STORAGE_ERROR.code();
+            pd = empty_partition(p.partition, ErrorCode::KAFKA_STORAGE_ERROR);
         }
     }
     (pd, Vec::new())

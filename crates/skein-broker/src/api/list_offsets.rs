@@ -17,6 +17,20 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
+/// The first ListOffsets version that may carry a special (negative) timestamp, as in Kafka:
+/// -3 (max timestamp) came with v7, -4 (earliest local) with v8, -5 (latest tiered) with v9
+/// and -6 (earliest pending upload) with v10. `None` for a negative value that means nothing.
+fn first_version_for(timestamp: i64) -> Option<i16> {
+    match timestamp {
+        LATEST | EARLIEST => Some(0),
+        MAX_TIMESTAMP => Some(7),
+        EARLIEST_LOCAL => Some(8),
+        -5 => Some(9),
+        -6 => Some(10),
+        _ => None,
+    }
+}
+
 pub fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     for t in req.topics {
@@ -34,7 +48,12 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> Li
                 ..Default::default()
             };
             let epoch_check = check_leader_epoch(p.current_leader_epoch);
+            // A special timestamp the request's version does not have is refused as Kafka
+            // does, before the partition is looked at.
+            let unsupported = p.timestamp < 0
+                && first_version_for(p.timestamp).is_none_or(|first| version < first);
             match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
+                _ if unsupported => pr.error_code = ErrorCode::UNSUPPORTED_VERSION.code(),
                 None => pr.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
                 Some(_) if !epoch_check.is_ok() => pr.error_code = epoch_check.code(),
                 Some(partition) => {

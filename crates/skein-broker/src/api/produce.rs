@@ -53,7 +53,6 @@ fn validate(
     version: i16,
     records: &[u8],
     config: &EffectiveTopicConfig,
-    now: i64,
 ) -> Result<BatchHeader, ApiError> {
     let mut iter = BatchIter::new(records);
     let (header, range) = match iter.next() {
@@ -134,32 +133,79 @@ fn validate(
             "An idempotent batch must carry a sequence number and an epoch.",
         ));
     }
-    if config.compacted {
-        check_keys(version, records, header.records_count)?;
-    }
-    if !config.log_append_time {
-        let newest_allowed = now.saturating_add(config.timestamp_after_max_ms);
-        let oldest_allowed = now.saturating_sub(config.timestamp_before_max_ms);
-        for ts in [header.base_timestamp, header.max_timestamp] {
-            if ts >= 0 && (ts > newest_allowed || ts < oldest_allowed) {
-                return Err(ApiError::new(
-                    ErrorCode::INVALID_TIMESTAMP,
-                    format!(
-                        "Timestamp {ts} of the batch is out of range: it must be within [{oldest_allowed}, {newest_allowed}] (message.timestamp.before.max.ms / after.max.ms)."
-                    ),
-                ));
-            }
+    Ok(header)
+}
+
+/// A partition write that failed: the error and, for an error about individual records
+/// (timestamps out of range), the indexes of those records in the batch, which Kafka
+/// reports as `record_errors`.
+struct Failure {
+    error: ApiError,
+    records: Vec<i32>,
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Failure {
+        Failure {
+            error,
+            records: Vec::new(),
         }
     }
-    Ok(header)
+}
+
+/// `message.timestamp.before.max.ms` / `after.max.ms` (CreateTime topics): a batch with a
+/// record out of range is refused with INVALID_TIMESTAMP, naming the records at fault.
+fn check_timestamps(
+    batch: &[u8],
+    header: &BatchHeader,
+    config: &EffectiveTopicConfig,
+    now: i64,
+) -> Result<(), Failure> {
+    if config.log_append_time {
+        return Ok(());
+    }
+    let newest_allowed = now.saturating_add(config.timestamp_after_max_ms);
+    let oldest_allowed = now.saturating_sub(config.timestamp_before_max_ms);
+    let bad = |ts: i64| ts >= 0 && (ts > newest_allowed || ts < oldest_allowed);
+    // The batch's first and largest timestamps bound all of its records.
+    let Some(ts) = [header.base_timestamp, header.max_timestamp]
+        .into_iter()
+        .find(|ts| bad(*ts))
+    else {
+        return Ok(());
+    };
+    // Uncompressed batches name each record out of range; otherwise the first record.
+    let records = match header.compression() {
+        Compression::None => records::decode_records(batch)
+            .map(|rs| {
+                (0..)
+                    .zip(rs)
+                    .filter(|(_, r)| bad(header.base_timestamp.saturating_add(r.timestamp_delta)))
+                    .map(|(i, _)| i)
+                    .collect::<Vec<i32>>()
+            })
+            .ok()
+            .filter(|v| !v.is_empty()),
+        _ => None,
+    }
+    .unwrap_or_else(|| vec![0]);
+    Err(Failure {
+        error: ApiError::new(
+            ErrorCode::INVALID_TIMESTAMP,
+            format!(
+                "Timestamp {ts} of the batch is out of range: it must be within [{oldest_allowed}, {newest_allowed}] (message.timestamp.before.max.ms / after.max.ms)."
+            ),
+        ),
+        records,
+    })
 }
 
 /// The most bytes a batch for a compacted topic may expand to when its keys are checked.
 const COMPACTED_DECOMPRESSED_MAX: usize = 128 * 1024 * 1024;
 
 /// A compacted topic keeps the newest record of each key, so a record without one could never
-/// be compacted away: like Kafka, such a batch is refused.
-fn check_keys(version: i16, batch: &[u8], count: i32) -> Result<(), ApiError> {
+/// be compacted away: like Kafka, such a batch is refused, naming the first keyless record.
+fn check_keys(version: i16, batch: &[u8], count: i32) -> Result<(), Failure> {
     let corrupt = |e: records::RecordsError| {
         ApiError::new(
             ErrorCode::CORRUPT_MESSAGE,
@@ -168,14 +214,17 @@ fn check_keys(version: i16, batch: &[u8], count: i32) -> Result<(), ApiError> {
     };
     let body = records::records_section(batch, COMPACTED_DECOMPRESSED_MAX).map_err(corrupt)?;
     let decoded = records::decode_record_section(&body, count).map_err(corrupt)?;
-    match decoded.iter().position(|r| r.key.is_none()) {
+    match (0..).zip(&decoded).find(|(_, r)| r.key.is_none()) {
         None => Ok(()),
-        Some(i) => Err(invalid_record(
-            version,
-            format!(
-                "This topic is compacted (cleanup.policy=compact), so every record needs a key; record {i} of the batch has none."
+        Some((i, _)) => Err(Failure {
+            error: invalid_record(
+                version,
+                format!(
+                    "This topic is compacted (cleanup.policy=compact), so every record needs a key; record {i} of the batch has none."
+                ),
             ),
-        )),
+            records: vec![i],
+        }),
     }
 }
 
@@ -185,9 +234,13 @@ fn write(
     records: Bytes,
     config: &EffectiveTopicConfig,
     wants_sync: bool,
-) -> Result<Written, ApiError> {
+) -> Result<Written, Failure> {
     let now = now_ms();
-    let header = validate(version, &records, config, now)?;
+    let header = validate(version, &records, config)?;
+    check_timestamps(&records, &header, config, now)?;
+    if config.compacted {
+        check_keys(version, &records, header.records_count)?;
+    }
     let mut batch = records
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
@@ -197,7 +250,8 @@ fn write(
         return Err(ApiError::new(
             ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
             "This partition was deleted.",
-        ));
+        )
+        .into());
     };
     if header.producer_id >= 0 {
         match state.producers.check(
@@ -230,7 +284,8 @@ fn write(
                     header.base_sequence,
                     header.last_sequence()
                 ),
-                ))
+                )
+                .into())
             }
         }
     }
@@ -245,7 +300,10 @@ fn write(
     };
     let info = log.append(&mut batch, now).map_err(|e| {
         tracing::error!(topic = %partition.topic, partition = partition.index, "append failed: {e}");
-        ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, "The broker could not write to disk.")
+        Failure::from(ApiError::new(
+            ErrorCode::KAFKA_STORAGE_ERROR,
+            "The broker could not write to disk.",
+        ))
     })?;
     if header.producer_id >= 0 {
         state.producers.record(
@@ -277,6 +335,18 @@ fn write(
 }
 
 fn error_response(index: i32, version: i16, e: ApiError) -> PartitionProduceResponse {
+    failure_response(index, version, e.into(), -1)
+}
+
+/// The answer for a failed partition. `log_start_offset` is the partition's when the error
+/// came from checking the records against the log (as in Kafka), else -1.
+fn failure_response(
+    index: i32,
+    version: i16,
+    f: Failure,
+    log_start_offset: i64,
+) -> PartitionProduceResponse {
+    let e = f.error;
     let record_errors = if e.code == ErrorCode::INVALID_RECORD {
         vec![BatchIndexAndErrorMessage {
             batch_index: 0,
@@ -284,7 +354,14 @@ fn error_response(index: i32, version: i16, e: ApiError) -> PartitionProduceResp
             ..Default::default()
         }]
     } else {
-        Vec::new()
+        f.records
+            .iter()
+            .map(|i| BatchIndexAndErrorMessage {
+                batch_index: *i,
+                batch_index_error_message: Some(e.message.clone()),
+                ..Default::default()
+            })
+            .collect()
     };
     let _ = version;
     PartitionProduceResponse {
@@ -292,11 +369,33 @@ fn error_response(index: i32, version: i16, e: ApiError) -> PartitionProduceResp
         error_code: e.code.code(),
         base_offset: -1,
         log_append_time_ms: -1,
-        log_start_offset: -1,
+        log_start_offset,
         record_errors,
         error_message: Some(e.message),
         ..Default::default()
     }
+}
+
+/// Like Kafka, an answer refusing records carries the partition's log start offset, except
+/// for errors about the partition or the request's bytes (unknown partition, too large,
+/// corrupt, storage failure), which carry -1.
+fn log_start_for_error(partition: &Partition, code: ErrorCode) -> i64 {
+    let without = [
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode::NOT_LEADER_OR_FOLLOWER,
+        ErrorCode::MESSAGE_TOO_LARGE,
+        ErrorCode::RECORD_LIST_TOO_LARGE,
+        ErrorCode::CORRUPT_MESSAGE,
+        ErrorCode::KAFKA_STORAGE_ERROR,
+    ];
+    if without.contains(&code) {
+        return -1;
+    }
+    partition
+        .lock()
+        .log
+        .as_ref()
+        .map_or(-1, |l| l.log_start_offset())
 }
 
 pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -> Reply {
@@ -333,16 +432,16 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
         for (pi, p) in t.partition_data.into_iter().enumerate() {
             let partition = topic.as_ref().and_then(|t| t.partition(p.index));
             let result = match (&request_error, &topic) {
-                (Some(e), _) => Err(e.clone()),
-                (None, None) => Err(ApiError::new(
+                (Some(e), _) => Err(Failure::from(e.clone())),
+                (None, None) => Err(Failure::from(ApiError::new(
                     ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                     "This server does not host this topic-partition.",
-                )),
+                ))),
                 (None, Some(topic)) => match &partition {
-                    None => Err(ApiError::new(
+                    None => Err(Failure::from(ApiError::new(
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                         "This server does not host this topic-partition.",
-                    )),
+                    ))),
                     Some(partition) => {
                         let config = topic.effective();
                         let records = p.records.unwrap_or_default();
@@ -370,7 +469,13 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
                         ..Default::default()
                     }
                 }
-                Err(e) => error_response(p.index, version, e),
+                Err(f) => {
+                    let log_start = match (&request_error, &partition) {
+                        (None, Some(partition)) => log_start_for_error(partition, f.error.code),
+                        _ => -1,
+                    };
+                    failure_response(p.index, version, f, log_start)
+                }
             });
         }
         resp.responses.push(tr);
