@@ -28,11 +28,6 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
          either way and then see the same topic.",
     ),
     (
-        "admin.metadata_all_topics",
-        "Skein keeps committed offsets in its own group store, not in a __consumer_offsets \
-         topic, so a Metadata request for all topics lists no internal topic.",
-    ),
-    (
         "group.list_after_last_member_leaves",
         "Skein forgets a classic group with no members and no committed offsets as soon as \
          its last member leaves; Kafka keeps listing it as Empty (and DeleteGroups accepts \

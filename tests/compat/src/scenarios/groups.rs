@@ -1050,16 +1050,26 @@ fn sync_wrong_protocol(ctx: &Ctx) -> Result<Value> {
 
 fn find_coordinator_transaction(ctx: &Ctx) -> Result<Value> {
     let mut c = ctx.client()?;
-    let r = c.send(
-        v::FIND_COORDINATOR,
-        FindCoordinatorRequest {
-            key: String::new(),
-            key_type: 1,
-            coordinator_keys: vec![ctx.name("tx")],
-            ..Default::default()
-        },
-    )?;
-    Ok(json!({"error": err(r.coordinators[0].error_code)}))
+    let key = ctx.name("tx");
+    // A fresh Kafka answers COORDINATOR_NOT_AVAILABLE (retriable) until its first such
+    // request has created __transaction_state; ask again, as a client would, for a while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let r = c.send(
+            v::FIND_COORDINATOR,
+            FindCoordinatorRequest {
+                key: String::new(),
+                key_type: 1,
+                coordinator_keys: vec![key.clone()],
+                ..Default::default()
+            },
+        )?;
+        let code = r.coordinators[0].error_code;
+        if code != 15 || std::time::Instant::now() >= deadline {
+            return Ok(json!({"error": err(code)}));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn commit_metadata_too_large(ctx: &Ctx) -> Result<Value> {
