@@ -2077,8 +2077,8 @@ def race_report(bench, info):
     w("### Figures behind the ratios\n")
     w("| scenario | pairing | broker | produce MB/s | consume MB/s | ack p50 / p99 / p99.9 ms | "
       "e2e p50 / p99 / p99.9 ms | CPU ms/MB produced | CPU ms/MB consumed | CPU % broker, produce / consume | "
-      "bytes/fsync | peak RSS MiB |")
-    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "bytes/fsync | peak RSS MiB | load (1 min) |")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, row in race_rows(bench):
         if key == "-":
             continue
@@ -2087,13 +2087,14 @@ def race_report(bench, info):
             if not runs:
                 continue
             cache = runs[0].get("cache")
+            loads = ", ".join(f"{r['load1']:.1f}" for r in runs if "load1" in r)
             cpu = (f"{fmt(agg(runs, 'cpu_pct'))} (both)" if agg(runs, "cpu_pct") is not None
                    else pair(runs, "broker_cpu_pct_prod", "broker_cpu_pct_cons"))
             w(f"| {row}{' (' + cache + ' cache)' if cache else ''} | ({key}) | {kind} | "
               f"{fmt(agg(runs, 'prod_MBs'), 1)} | {fmt(agg(runs, 'cons_MBs'), 1)} | {lat3(runs, 'ack')} | "
               f"{lat3(runs, 'e2e')} | {fmt(agg(runs, 'cpu_ms_per_MB_prod'), 3)} | "
               f"{fmt(agg(runs, 'cpu_ms_per_MB_cons'), 3)} | {cpu} | {fmt(agg(runs, 'bytes_per_fsync'))} | "
-              f"{fmt(agg(runs, 'peak_rss_mib'), 1)} |")
+              f"{fmt(agg(runs, 'peak_rss_mib'), 1)} | {loads} |")
     w("")
     w("S2's CPU figure is the broker's CPU for producing and consuming together, per MB produced; its "
       "throughput is the fixed rate. S1 and S3 ack latencies include the client's own queueing (unthrottled). "
