@@ -1231,8 +1231,12 @@ class Bench:
                 create_topic(t.bootstrap, topic, parts)
                 log(f"({key}) {row}: producing the backlog to {t.kind}")
                 self.pretouch(1024 * count)
+                self.kafka.set_idle(t.kind == "skein")
                 c0 = t.cpu_ticks()
-                p = self.produce(t, topic, 1024, count, timeout=1800)
+                try:
+                    p = self.produce(t, topic, 1024, count, timeout=1800)
+                finally:
+                    self.kafka.set_idle(False)
                 backlog[t.kind] = (topic, p, (t.cpu_ticks() - c0) * 1000.0 / CLK_TCK / (p["prod_bytes"] / 1e6))
             for _ in range(self.p["runs"]):
                 for t in (ts, tk):
