@@ -11,7 +11,7 @@ measured in the same run, so ratios compare like with like. See BENCHMARKS.md.
     bench/run --out bench-results.md       # full run, about 10 minutes
     bench/run --scenarios S1,S2 --perf     # a subset, with a perf profile of the broker in S1
     bench/run --against 127.0.0.1:9092     # the same scenarios against another broker too
-    bench/run --against-kafka --out race.md  # race Apache Kafka (scripts/kafka-reference), ~25 minutes
+    bench/run --against-kafka --out race.md  # race Apache Kafka (scripts/kafka-reference), 16-20 minutes
 
 --against-kafka runs S0, S1, S2, S3 and S5 on Skein and on the reference Apache Kafka broker,
 both pinned to the broker core, interleaved run by run, in two durability pairings: (a) Kafka's
@@ -82,7 +82,7 @@ RACE_FIGURES = [
     ("peak_rss_mib", "peak RSS", False),
 ]
 RACE_SCENARIOS = ["S0", "S1", "S2", "S3", "S5"]
-# The race runs every scenario on two brokers in two pairings; to stay near 25 minutes on a
+# The race runs every scenario on two brokers in two pairings; to stay under ~20 minutes on a
 # quiet 2-vCPU machine, a full race shortens S2 and S5 (S1 and S3 keep their full size).
 RACE_FULL_SCALE = dict(s2_seconds=5, s5_bytes=2 * 1024 * MIB)
 RACE_WIN_MARGIN = 0.05  # a figure counts as won when it is better by more than this
