@@ -11,6 +11,14 @@ measured in the same run, so ratios compare like with like. See BENCHMARKS.md.
     bench/run --out bench-results.md       # full run, about 10 minutes
     bench/run --scenarios S1,S2 --perf     # a subset, with a perf profile of the broker in S1
     bench/run --against 127.0.0.1:9092     # the same scenarios against another broker too
+    bench/run --against-kafka --out race.md  # race Apache Kafka (scripts/kafka-reference), 16-20 minutes
+
+--against-kafka runs S0, S1, S2, S3 and S5 on Skein and on the reference Apache Kafka broker,
+both pinned to the broker core, interleaved run by run, in two durability pairings: (a) Kafka's
+default (page-cache acks) against Skein with skein.acks.all.fsync=false, (b) Kafka with
+log.flush.interval.messages=1 against Skein's default (fsync before the acks=all answer). It
+reports Skein/Kafka ratios of throughput, broker CPU per MB, ack and e2e p99, peak and idle RSS
+and start-up time, and the JVM's settings.
 """
 
 import argparse
@@ -53,17 +61,43 @@ SCENARIO_TITLES = {
     "S6": "10,000 partitions on one broker",
 }
 
+# --against-kafka: the two durability pairings. (a) Kafka's default, which acknowledges from
+# the page cache (it relies on replication), against Skein with page-cache acks; (b) Kafka
+# flushing every append before it answers (flush.messages=1, here broker-wide) against Skein's
+# default, fdatasync before an acks=all answer.
+RACE_PAIRINGS = {
+    "a": dict(title="page-cache acks: Kafka's default against Skein with skein.acks.all.fsync=false",
+              short="page cache", skein=["skein.acks.all.fsync=false"], kafka=[]),
+    "b": dict(title="fsync before ack: Kafka with log.flush.interval.messages=1 against Skein's default",
+              short="fsync", skein=[], kafka=["log.flush.interval.messages=1"]),
+}
+# (key, label, higher is better) for the ratio tables.
+RACE_FIGURES = [
+    ("prod_MBs", "produce MB/s", True),
+    ("cons_MBs", "consume MB/s", True),
+    ("cpu_ms_per_MB_prod", "CPU ms/MB produced", False),
+    ("cpu_ms_per_MB_cons", "CPU ms/MB consumed", False),
+    ("ack_p99", "ack p99", False),
+    ("e2e_p99", "e2e p99", False),
+    ("peak_rss_mib", "peak RSS", False),
+]
+RACE_SCENARIOS = ["S0", "S1", "S2", "S3", "S5"]
+# The race runs every scenario on two brokers in two pairings; to stay under ~20 minutes on a
+# quiet 2-vCPU machine, a full race shortens S2 and S5 (S1 and S3 keep their full size).
+RACE_FULL_SCALE = dict(s2_seconds=5, s5_bytes=2 * 1024 * MIB)
+RACE_WIN_MARGIN = 0.05  # a figure counts as won when it is better by more than this
+
 # Sizes per mode. Full: about 10 minutes on 2 vCPUs; quick: 2-3 minutes.
 PROFILES = {
     "full": dict(
         runs=3, s1_msgs=1_000_000, s2_seconds=10, s2_rates=(5_000, 50_000), s3_msgs=3_000_000,
         s5_bytes=3 * 1024 * MIB, s6_partitions=10_000, s6_msgs_per_partition=10,
-        startup_runs=5, tcp_seconds=3, disk_seconds=3,
+        startup_runs=5, tcp_seconds=3, disk_seconds=3, kafka_startup_runs=3,
     ),
     "quick": dict(
         runs=3, s1_msgs=150_000, s2_seconds=2, s2_rates=(5_000, 50_000), s3_msgs=500_000,
         s5_bytes=512 * MIB, s6_partitions=1_000, s6_msgs_per_partition=2,
-        startup_runs=3, tcp_seconds=1, disk_seconds=1,
+        startup_runs=3, tcp_seconds=1, disk_seconds=1, kafka_startup_runs=2,
     ),
 }
 
@@ -423,6 +457,195 @@ class Broker:
         return time.monotonic() - t0
 
 
+class KafkaReference:
+    """The reference Apache Kafka broker, started through `scripts/kafka-reference` (KRaft,
+    combined mode) on its own data directory and pinned to the broker core like Skein.
+
+    `pid` is the broker's JVM: utime+stime and VmHWM come from its /proc entry. `startup_ms` is
+    the time from that process's start (its /proc starttime, 10 ms ticks) to the first
+    ApiVersions answer seen by a loop that asks every 2 ms while the script waits; formatting the
+    data directory (`kafka-storage format`, a separate JVM the script runs first) is not counted."""
+
+    def __init__(self, script, data_dir, settings=(), heap=None):
+        self.script = str(script)
+        self.data_dir = Path(data_dir)
+        self.settings = list(settings)
+        self.heap = heap
+        self.pid = None
+        self.bootstrap = None
+        self.startup_ms = None
+        self.log_path = self.data_dir.parent / (self.data_dir.name + ".script.log")
+
+    def start(self, timeout=600):
+        port = free_port()
+        cmd = [self.script, "start", "--port", str(port), "--dir", str(self.data_dir), "--cpus", BROKER_CPU,
+               "--timeout", str(timeout)]
+        for kv in self.settings:
+            cmd += ["--set", kv]
+        if self.heap:
+            cmd += ["--heap", self.heap]
+        log(f"kafka: {' '.join(cmd[1:])}")
+        with open(self.log_path, "w") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        CHILDREN.append(proc)
+        lines = []
+
+        def read():  # line by line: the broker may inherit the script's stdout
+            for line in proc.stdout:
+                lines.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        answered = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if api_versions("127.0.0.1", port, timeout=5):
+                    answered = time.clock_gettime(time.CLOCK_BOOTTIME)
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None and proc.returncode != 0:
+                break
+            time.sleep(0.002)
+        try:
+            proc.wait(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        reader.join(2)
+        out = "".join(lines)
+        pm = re.search(r"^pid=(\d+)", out, re.M)
+        bm = re.search(r"^bootstrap=(\S+)", out, re.M)
+        if proc.returncode != 0 or not pm or not bm or answered is None:
+            die(f"scripts/kafka-reference start failed (exit {proc.returncode}):\n{out[-2000:]}\n"
+                f"{self.log_path.read_text(errors='replace')[-3000:]}")
+        self.pid = self._jvm_pid(int(pm.group(1)))
+        self.bootstrap = bm.group(1)
+        with open(f"/proc/{self.pid}/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        self.startup_ms = (answered - start_ticks / CLK_TCK) * 1000.0
+        return self
+
+    @staticmethod
+    def _jvm_pid(pid):
+        """The java process itself, if the script reported a wrapper (taskset execs, so usually
+        it is the same process)."""
+        def comm(p):
+            try:
+                return open(f"/proc/{p}/comm").read().strip()
+            except OSError:
+                return ""
+        if comm(pid) == "java":
+            return pid
+        for child in glob.glob(f"/proc/{pid}/task/*/children"):
+            for c in open(child).read().split():
+                if comm(c) == "java":
+                    return int(c)
+        return pid
+
+    def alive(self):
+        return self.pid is not None and os.path.exists(f"/proc/{self.pid}")
+
+    def cpu_ticks(self):
+        return proc_cpu_ticks(self.pid)
+
+    def rss_kib(self):
+        return proc_status_kib(self.pid, "VmRSS")
+
+    def set_idle(self, idle):
+        """Moves every thread of the broker to SCHED_IDLE (or back to SCHED_OTHER), so that
+        while Skein runs on the shared broker core the idle JVM (JIT compiler threads catching
+        up, G1's concurrent work, KRaft's no-op records every 500 ms) only gets the core when
+        Skein does not want it, and stays alive meanwhile (SIGSTOP would make its own
+        controller fence it)."""
+        policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+        for tid in os.listdir(f"/proc/{self.pid}/task"):
+            try:
+                os.sched_setscheduler(int(tid), policy, os.sched_param(0))
+            except OSError:
+                pass  # a thread that just ended
+
+    def reset_peak_rss(self):
+        """Resets VmHWM to the current RSS (Linux >= 4.0, /proc/PID/clear_refs 5)."""
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+    def jvm_info(self):
+        """Version, heap, GC and the JVM options of the running broker (jcmd, else cmdline)."""
+        info = {}
+        try:
+            argv = open(f"/proc/{self.pid}/cmdline").read().split("\0")
+        except OSError:
+            argv = []
+        opts = []
+        skip = False
+        for a in argv[1:]:
+            if skip:
+                skip = False
+                continue
+            if a in ("-cp", "-classpath", "--class-path"):
+                skip = True
+                continue
+            if not a.startswith("-"):
+                break  # the main class
+            opts.append(a)
+        info["options"] = " ".join(opts)
+        kv = re.search(r"kafka_2\.\d+-([\w.]+?)\.jar", " ".join(argv))
+        info["kafka_version"] = kv.group(1) if kv else None
+        try:
+            java = os.path.realpath(f"/proc/{self.pid}/exe")
+        except OSError:
+            java = "java"
+        jcmd = os.path.join(os.path.dirname(java), "jcmd")
+        if not os.path.exists(jcmd):
+            jcmd = shutil.which("jcmd")
+        if jcmd:
+            try:
+                ver = run_cmd([jcmd, str(self.pid), "VM.version"], timeout=30, check=False).stdout
+                m = re.search(r"^(OpenJDK|Java HotSpot).*$", ver, re.M)
+                jdk = re.search(r"^JDK (\S+)", ver, re.M)
+                info["version"] = (m.group(0).strip() if m else "") + (f" (JDK {jdk.group(1)})" if jdk else "")
+                flags = run_cmd([jcmd, str(self.pid), "VM.flags"], timeout=30, check=False).stdout
+                info["flags"] = " ".join(f for f in flags.split() if f.startswith("-XX"))
+            except (subprocess.TimeoutExpired, OSError):
+                pass
+        flags = info.get("flags", "") + " " + info["options"]
+        gc = re.findall(r"-XX:\+Use(\w+GC)\b", flags)
+        info["gc"] = gc[-1] if gc else "?"
+        for key, name in (("MaxHeapSize", "max_heap"), ("InitialHeapSize", "initial_heap")):
+            m = re.search(rf"-XX:{key}=(\d+)", flags)
+            if m:
+                info[name] = f"{int(m.group(1)) / MIB:,.0f} MiB"
+        info["threads"] = " ".join(re.findall(r"-XX:(?:CICompilerCount|ConcGCThreads|ParallelGCThreads)=\d+", flags))
+        try:
+            info["os_threads"] = proc_status_kib(self.pid, "Threads")
+        except OSError:
+            pass
+        return info
+
+    def perf_map(self):
+        """Writes /tmp/perf-PID.map (JDK 17+), so that perf names JIT-compiled Java frames."""
+        jcmd = os.path.join(os.path.dirname(os.path.realpath(f"/proc/{self.pid}/exe")), "jcmd")
+        if os.path.exists(jcmd):
+            run_cmd([jcmd, str(self.pid), "Compiler.perfmap"], timeout=60, check=False)
+
+    def stop(self):
+        if self.pid is None:
+            return
+        res = run_cmd([self.script, "stop", "--dir", str(self.data_dir)], timeout=180, check=False)
+        if res.returncode != 0:
+            log(f"kafka-reference stop exited {res.returncode}: {res.stderr[-500:]}")
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.pid = None
+
+
 def admin(bootstrap, **conf):
     from confluent_kafka.admin import AdminClient
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 2, **conf})
@@ -454,12 +677,14 @@ def unique_topic(prefix):
 
 
 class Target:
-    def __init__(self, name, kind, bootstrap=None, pid=None, broker=None):
+    def __init__(self, name, kind, bootstrap=None, pid=None, broker=None, data_dir=None):
         self.name = name
-        self.kind = kind  # "skein" | "mock" | "against"
+        self.kind = kind  # "skein" | "mock" | "mock1" | "against" | "kafka"
         self.bootstrap = bootstrap
         self.pid = pid
         self.broker = broker
+        # The broker's data directory, when the driver knows it (page-cache eviction in S5).
+        self.data_dir = data_dir or (broker.data_dir if broker else None)
 
     def client_args(self):
         if self.kind in ("mock", "mock1"):
@@ -488,6 +713,9 @@ class Bench:
         self.results = {}  # (scenario row label, target name) -> list of run dicts
         self.notes = []
         self.extra = {}
+        self.kafka = None  # the running KafkaReference during a race pairing
+        # --against-kafka: (pairing key, scenario row, "skein" | "kafka") -> list of run dicts
+        self.race = {}
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -504,6 +732,14 @@ class Bench:
                 s.broker = None
                 if kind in ("mock", "mock1"):
                     return Target("librdkafka mock", kind)
+                if kind == "kafka":
+                    # The reference Apache Kafka broker of the current race pairing: started once
+                    # per pairing (a JVM needs warming up), so each run gets new topics instead,
+                    # and its peak RSS is reset so that VmHWM covers this run only.
+                    k = bench.kafka
+                    k.set_idle(False)
+                    k.reset_peak_rss()
+                    return Target("kafka", "kafka", k.bootstrap, k.pid, data_dir=k.data_dir)
                 return Target("against", "against", bench.args.against, bench.args.against_pid)
 
             def __exit__(s, *exc):
@@ -629,7 +865,7 @@ class Bench:
             lat = self.work / f"ack-{uuid.uuid4().hex[:8]}.txt"
             part = 0 if partitions == 1 else None
             self.pretouch(size * count)
-            fs = FsyncCounter(t.pid) if (t.pid and kind == "skein") else None
+            fs = FsyncCounter(t.pid) if (t.pid and kind in ("skein", "kafka")) else None
             perf = PerfRecord(t.pid, f"{profile_to}-produce") if profile_to else None
             c0 = t.cpu_ticks()
             r = self.produce(t, topic, size, count, partition=part, latency_file=lat)
@@ -763,28 +999,31 @@ class Bench:
     def s0_startup(self):
         """Process start to the first answered ApiVersions, and the idle RSS after it."""
         for i in range(self.p["startup_runs"]):
-            port = free_port()
-            d = self.work / f"startup-{i}"
-            b = Broker(self.skein_bin, d, listen=f"127.0.0.1:{port}")
-            t0 = time.monotonic()
-            b.start(wait_for_log=False)
-            answered = None
-            while time.monotonic() - t0 < 30:
-                try:
-                    if api_versions("127.0.0.1", port, timeout=1):
-                        answered = time.monotonic() - t0
-                        break
-                except OSError:
-                    pass
-                if not b.alive():
+            self.record("S0 start-up, idle", "skein", self.skein_startup_once(i))
+
+    def skein_startup_once(self, i):
+        port = free_port()
+        d = self.work / f"startup-{i}-{uuid.uuid4().hex[:6]}"
+        b = Broker(self.skein_bin, d, listen=f"127.0.0.1:{port}")
+        t0 = time.monotonic()
+        b.start(wait_for_log=False)
+        answered = None
+        while time.monotonic() - t0 < 30:
+            try:
+                if api_versions("127.0.0.1", port, timeout=1):
+                    answered = time.monotonic() - t0
                     break
-                time.sleep(0.0005)
-            time.sleep(1.0)
-            r = {"startup_ms": answered * 1000 if answered else None,
-                 "idle_rss_mib": b.rss_kib() / 1024.0 if b.alive() else None}
-            b.stop()
-            shutil.rmtree(d, ignore_errors=True)
-            self.record("S0 start-up, idle", "skein", r)
+            except OSError:
+                pass
+            if not b.alive():
+                break
+            time.sleep(0.0005)
+        time.sleep(1.0)
+        r = {"startup_ms": answered * 1000 if answered else None,
+             "idle_rss_mib": b.rss_kib() / 1024.0 if b.alive() else None}
+        b.stop()
+        shutil.rmtree(d, ignore_errors=True)
+        return r
 
     def s1(self, profile=False):
         for parts in (1, 16):
@@ -874,6 +1113,183 @@ class Bench:
                     r["peak_rss_mib"] = t.hwm_mib()
                     r["cache"] = "evicted" if evicted else "warm"
                     self.record(row, kind, r)
+
+    # -- --against-kafka: the same scenarios against the reference Apache Kafka broker ----------
+
+    def race_record(self, pairing, row, kind, r):
+        r["load1"] = float(loadavg().split()[0])
+        self.race.setdefault((pairing, row, kind), []).append(r)
+
+    def new_kafka(self, settings=()):
+        d = self.work / f"kafka-{uuid.uuid4().hex[:8]}"
+        return KafkaReference(self.args.kafka_script, d, settings, heap=self.args.kafka_heap)
+
+    def drop_kafka(self, k):
+        k.stop()
+        if not self.args.keep:
+            shutil.rmtree(k.data_dir, ignore_errors=True)
+
+    def against_kafka(self, scenarios):
+        """S0, S1, S2, S3 and S5 against Skein and the reference Kafka broker, interleaved run by
+        run, for each durability pairing (RACE_PAIRINGS)."""
+        if "S0" in scenarios:
+            for i in range(self.p["kafka_startup_runs"]):
+                log(f"S0 start-up: run {i + 1} skein")
+                self.race_record("-", "S0 start-up, idle", "skein", self.skein_startup_once(i))
+                log(f"S0 start-up: run {i + 1} kafka")
+                k = self.new_kafka().start()
+                try:
+                    time.sleep(1.0)
+                    r = {"startup_ms": k.startup_ms, "idle_rss_mib": k.rss_kib() / 1024.0}
+                    if i == 0:
+                        self.extra["kafka_jvm_default"] = k.jvm_info()
+                finally:
+                    self.drop_kafka(k)
+                self.race_record("-", "S0 start-up, idle", "kafka", r)
+        work = [s for s in ("S1", "S2", "S3", "S5") if s in scenarios]
+        if not work:
+            return
+        for key in self.args.pairings:
+            pr = RACE_PAIRINGS[key]
+            log(f"pairing ({key}): {pr['title']}")
+            self.kafka = self.new_kafka(pr["kafka"]).start()
+            try:
+                self.extra.setdefault("kafka_jvm", {})[key] = self.kafka.jvm_info()
+                # A fresh JVM interprets before it compiles: one short, uncounted run of each
+                # kind first (it also makes Kafka create __consumer_offsets).
+                log(f"({key}) kafka warm-up (not counted)")
+                self.throughput_run("kafka", 1024, self.p["s1_msgs"], 1)
+                self.throughput_run("kafka", 1024, self.p["s1_msgs"] // 4, 16)
+                self.throughput_run("kafka", 100, self.p["s3_msgs"] // 3, 1)
+                for rate in self.p["s2_rates"]:
+                    self.latency_run("kafka", rate, 2)
+                for sc in work:
+                    getattr(self, f"race_{sc.lower()}")(key, pr)
+                if self.args.perf:
+                    self.race_profiles(key, pr)
+            finally:
+                self.drop_kafka(self.kafka)
+                self.kafka = None
+
+    def race_run(self, key, row, kind, fn):
+        """One counted run; for Skein also how much CPU the idle Kafka broker took meanwhile."""
+        log(f"({key}) {row}: run {len(self.race.get((key, row, kind), [])) + 1} {kind}")
+        k0 = w0 = None
+        if kind == "skein":
+            self.kafka.set_idle(True)
+            k0, w0 = self.kafka.cpu_ticks(), time.monotonic()
+        try:
+            r = fn()
+        except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+            # One failed run (a broker that fell too far behind a fixed rate, say) is a figure
+            # too: it is reported, and the race goes on.
+            log(f"({key}) {row}: {kind} run failed: {str(e)[:300]}")
+            self.notes.append(f"({key}) {row}: a {kind} run failed: {str(e)[:300].replace(chr(10), ' ')}")
+            r = {"error": str(e)[:300]}
+        finally:
+            if kind == "skein":
+                self.kafka.set_idle(False)
+        if k0 is not None:
+            r["kafka_idle_cpu_pct"] = (self.kafka.cpu_ticks() - k0) * 100.0 / CLK_TCK / (time.monotonic() - w0)
+        self.race_record(key, row, kind, r)
+
+    def race_s1(self, key, pr):
+        for parts in (1, 16):
+            row = f"S1 1 KiB, {parts} partition{'s' if parts > 1 else ''}"
+            for _ in range(self.p["runs"]):
+                for kind in ("skein", "kafka"):
+                    self.race_run(key, row, kind, lambda: self.throughput_run(
+                        kind, 1024, self.p["s1_msgs"], parts, pr[kind]))
+
+    def race_s2(self, key, pr):
+        for rate in self.p["s2_rates"]:
+            row = f"S2 {rate:,} msg/s, 1 partition"
+            for _ in range(self.p["runs"]):
+                for kind in ("skein", "kafka"):
+                    self.race_run(key, row, kind, lambda: self.latency_run(
+                        kind, rate, self.p["s2_seconds"], pr[kind]))
+
+    def race_s3(self, key, pr):
+        row = "S3 100 B, 1 partition"
+        for _ in range(self.p["runs"]):
+            for kind in ("skein", "kafka"):
+                self.race_run(key, row, kind, lambda: self.throughput_run(
+                    kind, 100, self.p["s3_msgs"], 1, pr[kind]))
+
+    def race_s5(self, key, pr):
+        """Both brokers hold the backlog at once, so that the reads can alternate; each read
+        starts with the broker's own data files evicted from the page cache."""
+        parts = 4
+        count = self.p["s5_bytes"] // 1024
+        size = self.p["s5_bytes"]
+        size = f"{size / 1024 / MIB:g} GiB" if size >= 1024 * MIB else f"{size / MIB:g} MiB"
+        row = f"S5 catch-up, {size} backlog, {parts} partitions"
+        with self.session("skein", pr["skein"]) as ts, self.session("kafka") as tk:
+            backlog = {}
+            for t in (ts, tk):
+                topic = unique_topic("backlog")
+                create_topic(t.bootstrap, topic, parts)
+                log(f"({key}) {row}: producing the backlog to {t.kind}")
+                self.pretouch(1024 * count)
+                self.kafka.set_idle(t.kind == "skein")
+                c0 = t.cpu_ticks()
+                try:
+                    p = self.produce(t, topic, 1024, count, timeout=1800)
+                finally:
+                    self.kafka.set_idle(False)
+                backlog[t.kind] = (topic, p, (t.cpu_ticks() - c0) * 1000.0 / CLK_TCK / (p["prod_bytes"] / 1e6))
+            for _ in range(self.p["runs"]):
+                for t in (ts, tk):
+                    topic, p, prod_cpu = backlog[t.kind]
+
+                    def read(t=t, topic=topic, p=p, prod_cpu=prod_cpu):
+                        evicted = evict_page_cache(t.data_dir) if t.data_dir else False
+                        c2 = t.cpu_ticks()
+                        r = self.consume(t, topic, range(parts), count, timeout=1800)
+                        c3 = t.cpu_ticks()
+                        r.update({k: v for k, v in p.items() if k.startswith("prod_")})
+                        r["cpu_ms_per_MB_prod"] = prod_cpu
+                        r["cpu_ms_per_MB_cons"] = (c3 - c2) * 1000.0 / CLK_TCK / (r["cons_bytes"] / 1e6)
+                        r["broker_cpu_pct_cons"] = (c3 - c2) * 100.0 / CLK_TCK / (r["cons_ms"] / 1000.0)
+                        r["peak_rss_mib"] = t.hwm_mib()
+                        r["cache"] = "evicted" if evicted else "warm"
+                        return r
+
+                    self.race_run(key, row, t.kind, read)
+
+    def race_profiles(self, key, pr):
+        """--perf: for every scenario where Kafka won a figure in this pairing, one extra,
+        uncounted run of it on each broker under `perf record` (JIT frames named through the
+        JVM's perf map)."""
+        rows = sorted({row for (k, row, _fig) in race_kafka_wins(self) if k == key})
+        for row in rows:
+            for kind in ("skein", "kafka"):
+                base = str(self.work / f"perf-{key}-{kind}-{uuid.uuid4().hex[:6]}")
+                log(f"({key}) {row}: profiled run of {kind} (perf record; not counted)")
+                if row.startswith("S1"):
+                    parts = 16 if "16" in row.split(",")[1] else 1
+                    self.throughput_run(kind, 1024, self.p["s1_msgs"], parts, pr[kind], profile_to=base)
+                    phases = ["produce", "consume"]
+                elif row.startswith("S3"):
+                    self.throughput_run(kind, 100, self.p["s3_msgs"], 1, pr[kind], profile_to=base)
+                    phases = ["produce", "consume"]
+                elif row.startswith("S2"):
+                    rate = int(re.search(r"S2 ([\d,]+)", row).group(1).replace(",", ""))
+                    self.latency_run(kind, rate, self.p["s2_seconds"], pr[kind], profile_to=base)
+                    phases = [None]
+                else:
+                    log(f"no profiled run for {row}")
+                    continue
+                if kind == "kafka":
+                    self.kafka.perf_map()
+                prof = self.extra.setdefault("race_profile", {})
+                for phase in phases:
+                    b = base if phase is None else f"{base}-{phase}"
+                    name = f"({key}) {row}, {kind}" + (f", {phase}" if phase else "")
+                    prof[name] = perf_report(b)
+                    if self.args.out:
+                        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+                        Path(f"{self.args.out}.perf-{slug}.txt").write_text(perf_report(b, limit=0.2, text=True))
 
     def s6(self):
         """10,000 partitions: create, produce a little to each, check the broker, restart it.
@@ -1013,7 +1429,8 @@ class Bench:
         lim["tcp_zerocopy"] = self.tcp_limit(zerocopy=True)
         sizes = [16 * KIB, MIB]
         for key in ("S1 1 KiB, 1 partition", f"S2 {self.p['s2_rates'][0]:,} msg/s, 1 partition"):
-            bpf = median([r.get("bytes_per_fsync") for r in self.results.get((key, "skein"), [])])
+            bpf = median([r.get("bytes_per_fsync") for r in self.results.get((key, "skein"), [])] +
+                         [r.get("bytes_per_fsync") for r in self.race.get(("b", key, "skein"), [])])
             if bpf:
                 bs = max(4 * KIB, int(round(bpf / (4 * KIB))) * 4 * KIB)
                 if bs not in sizes:
@@ -1486,6 +1903,8 @@ def build_report(bench, info, args, mode):
                 w(f"| RSS after restart | {fmt(r.get('after_restart_rss_mib'), 1)} MiB |")
         w("")
 
+    out.extend(race_report(bench, info))
+
     lim = bench.extra.get("limits")
     if lim:
         w("## Machine limits measured in this run\n")
@@ -1550,6 +1969,163 @@ def build_report(bench, info, args, mode):
     for n in bench.notes:
         w(f"- {n}")
     return "\n".join(out) + "\n"
+
+
+def race_rows(bench):
+    """(pairing, row) in the order they ran."""
+    seen = []
+    for (key, row, _kind) in bench.race:
+        if (key, row) not in seen:
+            seen.append((key, row))
+    return seen
+
+
+def race_ratio(bench, key, row, fig):
+    s = bench.race.get((key, row, "skein"))
+    k = bench.race.get((key, row, "kafka"))
+    if not s or not k:
+        return None
+    a, b = agg(s, fig), agg(k, fig)
+    if a is None or not b:
+        return None
+    return a / b
+
+
+def race_kafka_wins(bench):
+    """(pairing, row, figure label) for every figure where Kafka's median beats Skein's by more
+    than RACE_WIN_MARGIN."""
+    wins = []
+    figs = RACE_FIGURES + [("startup_ms", "start-up", False), ("idle_rss_mib", "idle RSS", False)]
+    for key, row in race_rows(bench):
+        for fig, label, higher in figs:
+            r = race_ratio(bench, key, row, fig)
+            if r is None:
+                continue
+            if (higher and r < 1 - RACE_WIN_MARGIN) or (not higher and r > 1 + RACE_WIN_MARGIN):
+                wins.append((key, row, label))
+    return wins
+
+
+def race_report(bench, info):
+    out = []
+    w = out.append
+    if not bench.race:
+        return out
+    load = [r["load1"] for runs in bench.race.values() for r in runs if "load1" in r]
+    w("## Skein against Apache Kafka (`--against-kafka`)\n")
+    jvm = (bench.extra.get("kafka_jvm") or {})
+    j = next(iter(jvm.values()), None) or bench.extra.get("kafka_jvm_default") or {}
+    w(f"- Apache Kafka {j.get('kafka_version') or '?'} from `scripts/kafka-reference` (KRaft, combined mode, "
+      f"one node), pinned like Skein (`taskset -c {BROKER_CPU}`), its data directory next to Skein's; "
+      f"clients on core {CLIENT_CPU}")
+    w(f"- JVM: {j.get('version', '?')}; heap initial / max {j.get('initial_heap', '?')} / {j.get('max_heap', '?')}; "
+      f"GC {j.get('gc', '?')}" + (f" (`{j['threads']}`)" if j.get("threads") else "") +
+      (f"; {j['os_threads']} threads" if j.get("os_threads") else ""))
+    if j.get("options"):
+        w(f"- JVM options: `{j['options']}`")
+    for key in bench.args.pairings:
+        pr = RACE_PAIRINGS[key]
+        w(f"- pairing ({key}), {pr['title']}: Skein `--set {' '.join(pr['skein']) or '(defaults)'}`, "
+          f"Kafka `--set {' '.join(pr['kafka']) or '(defaults)'}`")
+    w("- each run of Skein starts a fresh broker on a fresh data directory, as in the Skein-only scenarios; Kafka "
+      "is started once per pairing and warmed with uncounted runs of S1, S3 and S2 (a fresh JVM interprets "
+      "before it compiles: its start-up is the S0 row), and each run gets new topics; its peak RSS is reset "
+      "(`/proc/PID/clear_refs`) at the start of each run. Runs alternate: Skein run 1, Kafka run 1, Skein run 2, ...")
+    idle = [r["kafka_idle_cpu_pct"] for runs in bench.race.values() for r in runs if "kafka_idle_cpu_pct" in r]
+    if idle:
+        w(f"- the idle Kafka broker shares core {BROKER_CPU} with Skein during Skein's runs, its threads moved to "
+          f"SCHED_IDLE meanwhile (it runs only when Skein does not want the core); it used {median(idle):.1f}% "
+          f"of that core then (median, max {max(idle):.1f}%)")
+    p = bench.p
+    w(f"- sizes: S1 {p['s1_msgs']:,} messages a run, S2 {p['s2_seconds']} s a run at "
+      f"{' and '.join(f'{r:,}' for r in p['s2_rates'])} msg/s, S3 {p['s3_msgs']:,} messages, S5 "
+      f"{p['s5_bytes'] / 1024 / MIB:g} GiB read {p['runs']} times; S0 {p['kafka_startup_runs']} starts of each")
+    if load:
+        w(f"- load average (1 min) at the end of each run: {min(load):.2f} to {max(load):.2f} (median "
+          f"{median(load):.2f}); every figure is the median of {bench.p['runs']} runs")
+    w("")
+    w("### Ratios, Skein / Kafka\n")
+    w("Above 1 means Skein's figure is higher: better for throughput, worse for CPU per MB, latency, RSS and "
+      f"start-up. **Bold**: Kafka is better by more than {RACE_WIN_MARGIN:.0%}.\n")
+    heads = [label for _f, label, _h in RACE_FIGURES]
+    w("| scenario | pairing | " + " | ".join(heads) + " | load (1 min) |")
+    w("|---|---|" + "---:|" * len(heads) + "---:|")
+    for key, row in race_rows(bench):
+        if key == "-":
+            continue
+        cells = []
+        for fig, _label, higher in RACE_FIGURES:
+            r = race_ratio(bench, key, row, fig)
+            if r is None:
+                cells.append("–")
+                continue
+            kafka_better = (higher and r < 1 - RACE_WIN_MARGIN) or (not higher and r > 1 + RACE_WIN_MARGIN)
+            cells.append(f"**{r:.2f}**" if kafka_better else f"{r:.2f}")
+        runs = bench.race.get((key, row, "skein"), []) + bench.race.get((key, row, "kafka"), [])
+        ld = [r["load1"] for r in runs if "load1" in r]
+        ld = f"{min(ld):.2f}–{max(ld):.2f}" if ld else "–"
+        w(f"| {row} | ({key}) {RACE_PAIRINGS[key]['short']} | " + " | ".join(cells) + f" | {ld} |")
+    s0 = bench.race.get(("-", "S0 start-up, idle", "skein"))
+    k0 = bench.race.get(("-", "S0 start-up, idle", "kafka"))
+    if s0 and k0:
+        ld = [r["load1"] for r in s0 + k0 if "load1" in r]
+        w("")
+        w("| S0 | start-up to first answered ApiVersions | idle RSS 1 s later | load (1 min) |")
+        w("|---|---:|---:|---:|")
+        w(f"| skein | {fmt(agg(s0, 'startup_ms'), 1)} ms | {fmt(agg(s0, 'idle_rss_mib'), 1)} MiB | |")
+        w(f"| kafka | {fmt(agg(k0, 'startup_ms'), 0)} ms | {fmt(agg(k0, 'idle_rss_mib'), 1)} MiB | |")
+        sr = race_ratio(bench, "-", "S0 start-up, idle", "startup_ms")
+        rr = race_ratio(bench, "-", "S0 start-up, idle", "idle_rss_mib")
+        w(f"| skein / kafka | {fmt(sr, 4)} | {fmt(rr, 3)} | {fmt(min(ld), 2)}–{fmt(max(ld), 2)} |")
+    w("")
+    w("### Figures behind the ratios\n")
+    w("| scenario | pairing | broker | produce MB/s | consume MB/s | ack p50 / p99 / p99.9 ms | "
+      "e2e p50 / p99 / p99.9 ms | CPU ms/MB produced | CPU ms/MB consumed | CPU % broker, produce / consume | "
+      "bytes/fsync | peak RSS MiB | load (1 min) |")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key, row in race_rows(bench):
+        if key == "-":
+            continue
+        for kind in ("skein", "kafka"):
+            runs = bench.race.get((key, row, kind))
+            if not runs:
+                continue
+            cache = runs[0].get("cache")
+            loads = ", ".join(f"{r['load1']:.1f}" for r in runs if "load1" in r)
+            cpu = (f"{fmt(agg(runs, 'cpu_pct'))} (both)" if agg(runs, "cpu_pct") is not None
+                   else pair(runs, "broker_cpu_pct_prod", "broker_cpu_pct_cons"))
+            w(f"| {row}{' (' + cache + ' cache)' if cache else ''} | ({key}) | {kind} | "
+              f"{fmt(agg(runs, 'prod_MBs'), 1)} | {fmt(agg(runs, 'cons_MBs'), 1)} | {lat3(runs, 'ack')} | "
+              f"{lat3(runs, 'e2e')} | {fmt(agg(runs, 'cpu_ms_per_MB_prod'), 3)} | "
+              f"{fmt(agg(runs, 'cpu_ms_per_MB_cons'), 3)} | {cpu} | {fmt(agg(runs, 'bytes_per_fsync'))} | "
+              f"{fmt(agg(runs, 'peak_rss_mib'), 1)} | {loads} |")
+    w("")
+    w("S2's CPU figure is the broker's CPU for producing and consuming together, per MB produced; its "
+      "throughput is the fixed rate. S1 and S3 ack latencies include the client's own queueing (unthrottled). "
+      "S5 produces the backlog once per broker and pairing; its produce figures repeat in every read.")
+    w("")
+    wins = race_kafka_wins(bench)
+    if wins:
+        w("### Where Kafka wins (by more than " + f"{RACE_WIN_MARGIN:.0%})\n")
+        for key, row, label in wins:
+            pairing = f"({key})" if key != "-" else ""
+            r = race_ratio(bench, key, row, next(f for f, lb, _h in RACE_FIGURES + [
+                ("startup_ms", "start-up", False), ("idle_rss_mib", "idle RSS", False)] if lb == label))
+            w(f"- {row} {pairing}: {label}, Skein / Kafka {r:.2f}")
+        w("")
+    prof = bench.extra.get("race_profile")
+    if prof:
+        w("### Profiles of the scenarios Kafka wins\n")
+        w("`perf record -e cpu-clock -g -p <broker>` during one extra, uncounted run on each broker; for Kafka "
+          "the JVM's JIT-compiled frames are named from `jcmd PID Compiler.perfmap`.\n")
+        for phase, p in prof.items():
+            if not p:
+                continue
+            w(f"**{phase}** ({p['samples']} samples; user {p['user_self']:.0f}%, kernel {p['kernel_self']:.0f}%): " +
+              ", ".join(f"{label} {pct:.0f}%" for label, pct in p["activities"][:8]) + "; top user symbols: " +
+              ", ".join(f"`{sym[:60]}` {pct:.1f}%" for pct, sym in p["top_user"][:6]))
+            w("")
+    return out
 
 
 def target_table(bench):
@@ -1626,17 +2202,31 @@ def cleanup(*_):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller runs: 2-3 minutes")
-    ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
-                    help="comma-separated subset of " + ",".join(ALL_SCENARIOS) + " (default: all)")
+    ap.add_argument("--scenarios",
+                    help="comma-separated subset of " + ",".join(ALL_SCENARIOS) + " (default: all; with "
+                         "--against-kafka: " + ",".join(RACE_SCENARIOS) + ")")
     ap.add_argument("--runs", type=int, help="runs per figure (default 3)")
     ap.add_argument("--out", help="also write the Markdown report here (and raw results to OUT.json)")
     ap.add_argument("--skein-bin", help="use this skein binary instead of building target/release/skein")
     ap.add_argument("--rdkafka-performance", help="use this rdkafka_performance instead of building one")
     ap.add_argument("--against", metavar="HOST:PORT", help="run the same scenarios against another broker too")
     ap.add_argument("--against-pid", type=int, help="that broker's pid, for its CPU and RSS figures")
+    ap.add_argument("--against-kafka", action="store_true",
+                    help="race the reference Apache Kafka broker (scripts/kafka-reference, pinned like Skein): "
+                         "S0, S1, S2, S3 and S5 on both, interleaved run by run, in two durability pairings; "
+                         "reports Skein/Kafka ratios. Other scenarios named in --scenarios run Skein-only")
+    ap.add_argument("--pairings", default="a,b",
+                    help="with --against-kafka: a = page-cache acks on both (Kafka's default, Skein "
+                         "skein.acks.all.fsync=false), b = fsync before ack on both (Kafka "
+                         "log.flush.interval.messages=1, Skein's default); default a,b")
+    ap.add_argument("--kafka-heap", help="with --against-kafka: the broker's heap (scripts/kafka-reference --heap; "
+                                         "default: the script's)")
+    ap.add_argument("--kafka-script", default=str(REPO / "scripts" / "kafka-reference"), help=argparse.SUPPRESS)
     ap.add_argument("--no-limits", action="store_true", help="skip the machine limits (TCP, disk)")
     ap.add_argument("--no-mock", action="store_true", help="skip librdkafka's mock broker reference")
-    ap.add_argument("--perf", action="store_true", help="profile the broker during an extra S1 run (perf record)")
+    ap.add_argument("--perf", action="store_true",
+                    help="profile the broker during an extra S1 and S2 run (perf record); with --against-kafka, "
+                         "both brokers in an extra run of every scenario where Kafka wins a figure")
     ap.add_argument("--install-deps", action="store_true",
                     help="apt-get install iperf3, fio, a C toolchain, zlib/OpenSSL headers (and linux-perf with --perf)")
     ap.add_argument("--work-dir", help="where data directories go (default: a new temp dir)")
@@ -1647,12 +2237,27 @@ def main():
 
     mode = "quick" if args.quick else "full"
     profile = dict(PROFILES[mode])
+    if args.against_kafka and mode == "full":
+        profile.update(RACE_FULL_SCALE)
     if args.runs:
         profile["runs"] = args.runs
+    if args.scenarios is None:
+        args.scenarios = ",".join(RACE_SCENARIOS if args.against_kafka else ALL_SCENARIOS)
     scenarios = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
     for s in scenarios:
         if s not in ALL_SCENARIOS:
             die(f"unknown scenario {s}; choose from {','.join(ALL_SCENARIOS)}")
+    args.pairings = [k.strip().lower() for k in args.pairings.split(",") if k.strip()]
+    for k in args.pairings:
+        if k not in RACE_PAIRINGS:
+            die(f"unknown pairing {k}; choose from {','.join(RACE_PAIRINGS)}")
+    race = [s for s in scenarios if s in RACE_SCENARIOS] if args.against_kafka else []
+    if args.against_kafka:
+        if not os.access(args.kafka_script, os.X_OK):
+            die(f"{args.kafka_script} is missing or not executable (it starts the reference Kafka broker)")
+        if args.against:
+            die("--against and --against-kafka do not mix")
+        args.no_mock = True  # the race has no mock column; the mock is in the Skein-only run
     if os.cpu_count() < 2:
         log("fewer than 2 CPUs: broker and client cannot be pinned apart")
 
@@ -1684,17 +2289,19 @@ def main():
     log(f"{mode} run of {','.join(scenarios)}; skein {skein_bin}; rdkafka_performance {rdkp}; work dir {workdir}")
     t_start = time.monotonic()
     try:
-        if "S0" in scenarios:
+        if race:
+            bench.against_kafka(race)
+        if "S0" in scenarios and "S0" not in race:
             bench.s0_startup()
-        if "S1" in scenarios:
+        if "S1" in scenarios and "S1" not in race:
             bench.s1(profile=args.perf)
-        if "S2" in scenarios:
+        if "S2" in scenarios and "S2" not in race:
             bench.s2(profile=args.perf)
-        if "S3" in scenarios:
+        if "S3" in scenarios and "S3" not in race:
             bench.s3()
         if "S4" in scenarios:
             bench.s4()
-        if "S5" in scenarios:
+        if "S5" in scenarios and "S5" not in race:
             bench.s5()
         if "S6" in scenarios:
             bench.s6()
@@ -1713,7 +2320,9 @@ def main():
     if args.out:
         Path(args.out).write_text(report)
         raw = {"info": info, "profile": profile, "extra": bench.extra,
-               "results": [{"scenario": k[0], "target": k[1], "runs": v} for k, v in bench.results.items()]}
+               "results": [{"scenario": k[0], "target": k[1], "runs": v} for k, v in bench.results.items()],
+               "against_kafka": [{"pairing": k[0], "scenario": k[1], "target": k[2], "runs": v}
+                                 for k, v in bench.race.items()]}
         Path(args.out + ".json").write_text(json.dumps(raw, indent=1, default=str))
         log(f"wrote {args.out} and {args.out}.json")
 
