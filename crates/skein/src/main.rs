@@ -4,6 +4,7 @@
 //! then a TOML file, then `SKEIN_…` environment variables, then flags (the last wins).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -112,40 +113,12 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
         data_dir.display(),
         started.elapsed().as_millis()
     );
-    let retention_broker = broker.clone();
-    let retention = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(retention_every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let b = retention_broker.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                b.apply_retention();
-                b.clean_offsets_topic();
-            })
-            .await;
-        }
+    let retention = every(retention_every, &broker, |b| {
+        b.apply_retention();
+        b.clean_offsets_topic();
     });
-    let expiry_broker = broker.clone();
-    let producer_expiry = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(producer_expiry_every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let b = expiry_broker.clone();
-            let _ = tokio::task::spawn_blocking(move || b.expire_producers()).await;
-        }
-    });
-    let checkpoint_broker = broker.clone();
-    let checkpoints = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let b = checkpoint_broker.clone();
-            let _ = tokio::task::spawn_blocking(move || b.checkpoint()).await;
-        }
-    });
+    let producer_expiry = every(producer_expiry_every, &broker, |b| b.expire_producers());
+    let checkpoints = every(CHECKPOINT_INTERVAL, &broker, |b| b.checkpoint());
     let group_broker = broker.clone();
     let group_ticks = tokio::spawn(async move {
         let mut tick = tokio::time::interval(GROUP_TICK);
@@ -165,6 +138,24 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     tokio::task::spawn_blocking(move || b.shutdown()).await?;
     tracing::info!("skein stopped");
     Ok(())
+}
+
+/// Runs `work` on a blocking thread every `period` (first after one period), until aborted.
+fn every(
+    period: Duration,
+    broker: &Arc<skein_broker::Broker>,
+    work: fn(&skein_broker::Broker),
+) -> tokio::task::JoinHandle<()> {
+    let broker = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let b = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || work(&b)).await;
+        }
+    })
 }
 
 async fn shutdown_signal() {
