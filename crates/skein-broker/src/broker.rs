@@ -19,6 +19,7 @@ use crate::config::{validate_topic_setting, BrokerConfig, EffectiveTopicConfig, 
 use crate::error::{ApiError, ErrorCode};
 use crate::groups::Groups;
 use crate::metrics::Metrics;
+use crate::node::{IdentityError, NodeIdentity};
 use crate::producer_state::{ProducerLimits, ProducerStates};
 use crate::store::{MetaStore, MetadataImage, StoredTopic};
 use crate::sync::Syncer;
@@ -55,6 +56,8 @@ pub enum BrokerError {
     },
     #[error("metadata: {0}")]
     Metadata(std::io::Error),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 /// The mutable part of a partition, behind its lock.
@@ -147,6 +150,8 @@ struct TopicMap {
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
+    /// This data directory's identity (`meta.properties`).
+    pub identity: NodeIdentity,
     advertised: OnceLock<SocketAddr>,
     topics: RwLock<TopicMap>,
     /// Serialises metadata changes and holds the persisted image.
@@ -200,6 +205,31 @@ fn random_uuid() -> Uuid {
     }
 }
 
+/// A new cluster's (or directory's) id: a random Kafka UUID in its base64 form.
+pub(crate) fn random_cluster_id() -> String {
+    random_uuid().to_string()
+}
+
+/// A cluster id derived from `seed` (the sorted voter list), the same on every node given
+/// the same seed. Two 64-bit FNV-1a hashes with different offsets fill the 16 bytes; this
+/// only has to tell clusters apart, not resist anyone.
+pub(crate) fn derived_cluster_id(seed: &str) -> String {
+    let fnv = |offset: u64| {
+        seed.bytes().fold(offset, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
+    bytes[8..].copy_from_slice(&fnv(0x6c62_272e_07bb_0142).to_be_bytes());
+    // Kafka reserves ids whose base64 form starts with '-'; clear the top bit to avoid it.
+    bytes[0] &= 0x7f;
+    if bytes == [0; 16] {
+        bytes[15] = 1;
+    }
+    Uuid(bytes).to_string()
+}
+
 fn uuid_to_hex(u: &Uuid) -> String {
     u.0.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -233,11 +263,30 @@ impl Broker {
             return Err(BrokerError::Locked(dir));
         }
         let store = MetaStore::new(&dir);
-        let image = match store.load().map_err(BrokerError::Metadata)? {
+        let stored_image = store.load().map_err(BrokerError::Metadata)?;
+        let identity = NodeIdentity::load_or_create(
+            &dir,
+            config.node_id,
+            config.cluster.cluster_id.as_deref(),
+            stored_image.as_ref().map(|i| i.cluster_id.as_str()),
+            || config.cluster.default_cluster_id(),
+        )?;
+        let image = match stored_image {
+            Some(image) if image.cluster_id != identity.cluster_id => {
+                return Err(BrokerError::Identity(IdentityError::Corrupt {
+                    path: dir.join(crate::store::META_FILE),
+                    why: format!(
+                        "it names cluster {}, but {} names cluster {}",
+                        image.cluster_id,
+                        crate::node::META_PROPERTIES,
+                        identity.cluster_id
+                    ),
+                }))
+            }
             Some(image) => image,
             None => {
                 let image = MetadataImage {
-                    cluster_id: random_uuid().to_string(),
+                    cluster_id: identity.cluster_id.clone(),
                     node_id: config.node_id,
                     producer_id_block_end: 0,
                     topics: BTreeMap::new(),
@@ -265,6 +314,7 @@ impl Broker {
             groups,
             metrics,
             cluster_id: image.cluster_id.clone(),
+            identity,
             next_producer_id: Mutex::new(image.producer_id_block_end),
             producer_limits,
             config,

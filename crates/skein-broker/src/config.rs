@@ -150,6 +150,42 @@ fn replication_factor(v: &str) -> Result<(), String> {
 fn socket_addr(v: &str) -> Result<(), String> {
     parse_listener(v).map(|_| ())
 }
+fn listeners(v: &str) -> Result<(), String> {
+    crate::node::parse_listeners(v).map(|_| ())
+}
+fn roles(v: &str) -> Result<(), String> {
+    crate::node::Roles::parse(v).map(|_| ())
+}
+fn voters(v: &str) -> Result<(), String> {
+    crate::node::parse_voters(v).map(|_| ())
+}
+fn listener_name(v: &str) -> Result<(), String> {
+    let v = v.trim();
+    if v.is_empty() || v.contains(',') || v.eq_ignore_ascii_case("PLAINTEXT") {
+        return Err("one listener name other than PLAINTEXT is needed".into());
+    }
+    Ok(())
+}
+fn rack(v: &str) -> Result<(), String> {
+    if v.len() > 255 || v.chars().any(|c| c.is_control()) {
+        return Err("a rack id is at most 255 printable characters".into());
+    }
+    Ok(())
+}
+fn cluster_id(v: &str) -> Result<(), String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(());
+    }
+    if v.len() > 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err("a cluster id is at most 64 characters of A-Z, a-z, 0-9, '-' and '_'".into());
+    }
+    Ok(())
+}
 fn assignors(v: &str) -> Result<(), String> {
     let names: Vec<&str> = v
         .split(',')
@@ -384,7 +420,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
 /// Broker settings that are not topic defaults.
 pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "node.id", ty: ConfigType::Int, default: "1", validate: node_id, doc: "This broker's id." },
-    BrokerConfigDef { name: "listeners", ty: ConfigType::String, default: "127.0.0.1:9092", validate: socket_addr, doc: "Address the Kafka listener binds (HOST:PORT; port 0 picks a free port)." },
+    BrokerConfigDef { name: "listeners", ty: ConfigType::String, default: "127.0.0.1:9092", validate: listeners, doc: "Addresses the node binds: HOST:PORT for the Kafka (client) listener, or Kafka's named form PLAINTEXT://HOST:PORT,CONTROLLER://HOST:PORT; port 0 picks a free port." },
+    BrokerConfigDef { name: "process.roles", ty: ConfigType::List, default: "broker,controller", validate: roles, doc: "What this node does: broker, controller, or both. A broker-only node joins the quorum named by controller.quorum.voters without voting." },
+    BrokerConfigDef { name: "controller.quorum.voters", ty: ConfigType::List, default: "", validate: voters, doc: "The controller quorum, ID@HOST:PORT of each voter's controller listener, the same on every node. Empty: this node is a cluster of one." },
+    BrokerConfigDef { name: "controller.listener.names", ty: ConfigType::String, default: "CONTROLLER", validate: listener_name, doc: "The name in listeners of the controller listener; without one, a voter binds its own entry in controller.quorum.voters." },
+    BrokerConfigDef { name: "broker.rack", ty: ConfigType::String, default: "", validate: rack, doc: "The rack (or zone) of this broker; replicas of a partition are spread over racks." },
+    BrokerConfigDef { name: "skein.cluster.id", ty: ConfigType::String, default: "", validate: cluster_id, doc: "The id a new cluster takes, and that an existing data directory must carry. Empty: random for a cluster of one, derived from controller.quorum.voters for a quorum." },
+    BrokerConfigDef { name: "broker.session.timeout.ms", ty: ConfigType::Int, default: "9000", validate: int_ge1, doc: "A broker that has not heartbeated to the controller for this long is fenced." },
+    BrokerConfigDef { name: "broker.heartbeat.interval.ms", ty: ConfigType::Int, default: "2000", validate: int_ge1, doc: "How often a broker heartbeats to the controller." },
     BrokerConfigDef { name: "advertised.listeners", ty: ConfigType::String, default: "", validate: any, doc: "Address given to clients in Metadata; defaults to the bound listener." },
     BrokerConfigDef { name: "log.dirs", ty: ConfigType::String, default: "./skein-data", validate: any, doc: "Directory holding the partitions and the broker's metadata." },
     BrokerConfigDef { name: "skein.http.listener", ty: ConfigType::String, default: "127.0.0.1:9644", validate: socket_addr, doc: "Address of the admin HTTP endpoint (/health, /ready)." },
@@ -455,7 +498,10 @@ pub struct BrokerConfig {
     /// Only the settings given explicitly (file, env, flags), by key.
     pub explicit: BTreeMap<String, String>,
     pub node_id: i32,
+    /// The Kafka (client) listener.
     pub listener: SocketAddr,
+    /// Roles, quorum, controller listener and rack.
+    pub cluster: crate::node::ClusterSettings,
     pub advertised: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub http_listener: SocketAddr,
@@ -503,9 +549,41 @@ impl BrokerConfig {
                     .map_err(|e| format!("invalid value for advertised.listeners: {e}"))?,
             ),
         };
+        let node_id = int("node.id") as i32;
+        let listeners = crate::node::parse_listeners(&get("listeners")).expect("validated");
+        let roles = crate::node::Roles::parse(&get("process.roles")).expect("validated");
+        if !roles.broker {
+            return Err("process.roles=controller (a controller-only node) is not supported yet: use broker,controller".into());
+        }
+        let listener = *listeners.get("PLAINTEXT").ok_or_else(|| {
+            format!(
+                "listeners has no client listener (HOST:PORT or PLAINTEXT://HOST:PORT): {}",
+                get("listeners")
+            )
+        })?;
+        let controller_name = get("controller.listener.names").trim().to_ascii_uppercase();
+        if let Some(other) = listeners
+            .keys()
+            .find(|k| *k != "PLAINTEXT" && **k != controller_name)
+        {
+            return Err(format!(
+                "listeners names {other}, which is neither PLAINTEXT nor the controller listener ({controller_name})"
+            ));
+        }
+        let cluster = crate::node::ClusterSettings {
+            roles,
+            voters: crate::node::parse_voters(&get("controller.quorum.voters")).expect("validated"),
+            controller_listener: None,
+            rack: Some(get("broker.rack").trim().to_string()),
+            cluster_id: Some(get("skein.cluster.id").trim().to_string()),
+            broker_session_timeout_ms: int("broker.session.timeout.ms") as u64,
+            broker_heartbeat_interval_ms: int("broker.heartbeat.interval.ms") as u64,
+        }
+        .resolve(node_id, &listeners, &controller_name)?;
         let config = BrokerConfig {
-            node_id: int("node.id") as i32,
-            listener: parse_listener(&get("listeners")).expect("validated"),
+            node_id,
+            listener,
+            cluster,
             advertised,
             data_dir: PathBuf::from(get("log.dirs")),
             http_listener: parse_listener(&get("skein.http.listener")).expect("validated"),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod groups;
 pub mod metrics;
+pub mod node;
 pub mod producer_state;
 pub mod store;
 pub mod sync;

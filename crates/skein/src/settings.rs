@@ -15,9 +15,27 @@ pub struct ServeArgs {
     /// A TOML file of settings (Kafka's key names, e.g. `num.partitions = 3`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address of the Kafka listener (`listeners`); port 0 picks a free port.
+    /// This node's id (`node.id`).
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<i32>,
+    /// Address of the Kafka listener (the `PLAINTEXT` entry of `listeners`); port 0 picks a
+    /// free port.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// Address of the controller listener (the `CONTROLLER` entry of `listeners`); a voter
+    /// without one binds its own entry in the quorum.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub controller_listen: Option<String>,
+    /// The controller quorum, `ID@HOST:PORT,…` of each voter's controller listener
+    /// (`controller.quorum.voters`); without it the node is a cluster of one.
+    #[arg(long, value_name = "VOTERS")]
+    pub quorum: Option<String>,
+    /// What this node does (`process.roles`): `broker,controller` (the default) or `broker`.
+    #[arg(long, value_name = "ROLES")]
+    pub roles: Option<String>,
+    /// This broker's rack or zone (`broker.rack`).
+    #[arg(long, value_name = "RACK")]
+    pub rack: Option<String>,
     /// Address given to clients (`advertised.listeners`).
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
@@ -75,6 +93,50 @@ fn env_key(var: &str) -> Option<String> {
     Some(rest.to_ascii_lowercase().replace('_', "."))
 }
 
+/// `listeners` from the file or environment, with the entries `--listen` and
+/// `--controller-listen` name replaced.
+fn listeners_with_flags(
+    settings: &BTreeMap<String, String>,
+    args: &ServeArgs,
+) -> Result<String, String> {
+    use skein_broker::node::{format_listeners, parse_listeners};
+    let mut listeners = match settings.get("listeners") {
+        Some(v) => parse_listeners(v).map_err(|e| format!("invalid value for listeners: {e}"))?,
+        None => BTreeMap::new(),
+    };
+    let controller_name = settings
+        .get("controller.listener.names")
+        .map(|n| n.trim().to_ascii_uppercase())
+        .unwrap_or_else(|| "CONTROLLER".to_string());
+    for (name, flag, value) in [
+        ("PLAINTEXT".to_string(), "--listen", &args.listen),
+        (
+            controller_name,
+            "--controller-listen",
+            &args.controller_listen,
+        ),
+    ] {
+        if let Some(v) = value {
+            let addr =
+                skein_broker::config::parse_listener(v).map_err(|e| format!("{flag}: {e}"))?;
+            listeners.insert(name, addr);
+        }
+    }
+    if !listeners.contains_key("PLAINTEXT") {
+        // Only the controller listener was given: keep the default client listener.
+        let default = skein_broker::config::BROKER_CONFIGS
+            .iter()
+            .find(|d| d.name == "listeners")
+            .map(|d| d.default)
+            .unwrap_or("127.0.0.1:9092");
+        listeners.insert(
+            "PLAINTEXT".to_string(),
+            skein_broker::config::parse_listener(default)?,
+        );
+    }
+    Ok(format_listeners(&listeners))
+}
+
 pub fn resolve(args: &ServeArgs) -> Result<BrokerConfig, String> {
     resolve_with_env(args, std::env::vars())
 }
@@ -116,8 +178,17 @@ pub fn resolve_with_env(
             }
         }
     }
+    if args.listen.is_some() || args.controller_listen.is_some() {
+        settings.insert(
+            "listeners".to_string(),
+            listeners_with_flags(&settings, args)?,
+        );
+    }
     let flags = [
-        ("listeners", args.listen.clone()),
+        ("node.id", args.node_id.map(|n| n.to_string())),
+        ("controller.quorum.voters", args.quorum.clone()),
+        ("process.roles", args.roles.clone()),
+        ("broker.rack", args.rack.clone()),
         ("advertised.listeners", args.advertise.clone()),
         (
             "log.dirs",
@@ -170,6 +241,44 @@ mod tests {
         let c = resolve_with_env(&args, env.into_iter()).unwrap();
         assert_eq!(c.num_partitions, 2);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn cluster_flags_map_to_kafka_settings() {
+        let args = ServeArgs {
+            node_id: Some(2),
+            listen: Some("127.0.0.1:0".into()),
+            controller_listen: Some("127.0.0.1:7002".into()),
+            quorum: Some("1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003".into()),
+            rack: Some("az-b".into()),
+            ..Default::default()
+        };
+        let env = vec![(
+            "SKEIN_LISTENERS".to_string(),
+            "PLAINTEXT://127.0.0.1:9000,CONTROLLER://127.0.0.1:9001".to_string(),
+        )];
+        let c = resolve_with_env(&args, env.into_iter()).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.listener.port(), 0);
+        assert_eq!(c.cluster.controller_listener.unwrap().port(), 7002);
+        assert_eq!(c.cluster.voters.len(), 3);
+        assert_eq!(c.cluster.rack.as_deref(), Some("az-b"));
+        assert!(c.cluster.roles.controller && c.cluster.roles.broker);
+        let args = ServeArgs {
+            node_id: Some(4),
+            roles: Some("broker".into()),
+            quorum: Some("1@127.0.0.1:7001".into()),
+            ..Default::default()
+        };
+        let c = resolve_with_env(&args, std::iter::empty()).unwrap();
+        assert_eq!(c.cluster.controller_listener, None);
+        let args = ServeArgs {
+            node_id: Some(4),
+            quorum: Some("1@127.0.0.1:7001".into()),
+            ..Default::default()
+        };
+        let e = resolve_with_env(&args, std::iter::empty()).unwrap_err();
+        assert!(e.contains("not in controller.quorum.voters"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,110 @@
+"""A data directory's identity (`meta.properties`: cluster id, node id, directory id) and the
+cluster settings checked at start: a directory is never taken over by another node or cluster,
+and one written before `meta.properties` existed opens with everything it held."""
+
+import pytest
+
+from helpers import (
+    admin_client,
+    assert_contiguous,
+    assert_delivered,
+    consume_to_end,
+    create_topic,
+    produce_all,
+    producer_client,
+    unique_topic,
+)
+from conftest import Broker
+from test_config import serve_must_fail
+
+
+def read_properties(data_dir):
+    props = {}
+    for line in (data_dir / "meta.properties").read_text().splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            props[k] = v
+    return props
+
+
+def test_identity_is_written_once_and_kept(tmp_path):
+    b = Broker(tmp_path / "data").start()
+    try:
+        first = read_properties(b.data_dir)
+        assert first["version"] == "1"
+        assert first["node.id"] == "1"
+        assert len(first["directory.id"]) == 22, first
+        md = admin_client(b).list_topics(timeout=10)
+        assert md.cluster_id == first["cluster.id"]
+        b.restart()
+        assert read_properties(b.data_dir) == first
+    finally:
+        b.close()
+
+
+def test_a_directory_of_another_node_or_cluster_is_refused(tmp_path):
+    b = Broker(tmp_path / "data").start()
+    cluster = read_properties(b.data_dir)["cluster.id"]
+    b.close()
+    before = (tmp_path / "data" / "meta.properties").read_text()
+    err = serve_must_fail(tmp_path, "--node-id", "2")
+    assert "belongs to node 1" in err and "node.id=2" in err, err
+    err = serve_must_fail(tmp_path, "--set", "skein.cluster.id=someOtherCluster")
+    assert f"belongs to cluster {cluster}" in err, err
+    # Refusing never rewrites the identity.
+    assert (tmp_path / "data" / "meta.properties").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--quorum", "1@127.0.0.1:1", "--node-id", "4"], "not in controller.quorum.voters"),
+        (["--roles", "broker"], "needs controller.quorum.voters"),
+        (["--roles", "broker", "--quorum", "1@127.0.0.1:1"], "no controller role"),
+        (["--quorum", "1@127.0.0.1:1,1@127.0.0.1:2"], "listed twice"),
+        (["--quorum", "1@nowhere"], "controller.quorum.voters"),
+        (["--roles", "controller"], "not supported yet"),
+        (["--set", "broker.heartbeat.interval.ms=9000"], "must be below broker.session.timeout.ms"),
+    ],
+)
+def test_inconsistent_cluster_settings_are_refused(tmp_path, args, expected):
+    err = serve_must_fail(tmp_path, *args)
+    assert expected in err, err
+    assert not (tmp_path / "data" / "meta.properties").exists()
+
+
+def test_a_directory_from_before_meta_properties_opens_with_everything(tmp_path):
+    """The previous release wrote the same layout without `meta.properties`; removing the file
+    from a directory this release wrote gives exactly that directory."""
+    b = Broker(tmp_path / "data").start()
+    topic = unique_topic("legacy")
+    create_topic(b, topic, partitions=2)
+    producer = producer_client(b)
+    messages = [(topic, {"value": f"v{i}".encode(), "partition": i % 2}) for i in range(20)]
+    assert_delivered(produce_all(producer, messages))
+    from confluent_kafka import Consumer, TopicPartition
+
+    group = unique_topic("legacy-group")
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, 0, 7), TopicPartition(topic, 1, 3)], asynchronous=False)
+    c.close()
+    cluster = read_properties(b.data_dir)["cluster.id"]
+    directory = read_properties(b.data_dir)["directory.id"]
+    b.stop()
+    (b.data_dir / "meta.properties").unlink()
+    b.start()
+    try:
+        props = read_properties(b.data_dir)
+        assert props["cluster.id"] == cluster, "the old cluster id is kept"
+        assert props["directory.id"] != directory, "a directory id is drawn for it"
+        assert admin_client(b).list_topics(timeout=10).cluster_id == cluster
+        records = consume_to_end(b, topic, [0, 1])
+        for p in (0, 1):
+            assert_contiguous(records[p])
+            assert [r.value for r in records[p]] == [f"v{i}".encode() for i in range(p, 20, 2)]
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group})
+        committed = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
+        c.close()
+        assert [tp.offset for tp in committed] == [7, 3]
+    finally:
+        b.close()
