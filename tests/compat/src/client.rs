@@ -68,6 +68,7 @@ exchanges! {
     ListGroups: ListGroupsRequest => ListGroupsResponse;
     DeleteGroups: DeleteGroupsRequest => DeleteGroupsResponse;
     ConsumerGroupHeartbeat: ConsumerGroupHeartbeatRequest => ConsumerGroupHeartbeatResponse;
+    OffsetForLeaderEpoch: OffsetForLeaderEpochRequest => OffsetForLeaderEpochResponse;
     ConsumerGroupDescribe: ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse;
 }
 

@@ -30,6 +30,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
@@ -80,6 +81,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
@@ -170,6 +172,9 @@ impl Broker {
             )),
             RequestBody::DescribeProducers(r) => Reply::Now(ResponseBody::DescribeProducers(
                 describe_producers::handle(self, r),
+            )),
+            RequestBody::OffsetForLeaderEpoch(r) => Reply::Now(ResponseBody::OffsetForLeaderEpoch(
+                offset_for_leader_epoch::handle(self, r),
             )),
             RequestBody::JoinGroup(r) => join_group::handle(self, ctx, r),
             RequestBody::SyncGroup(r) => sync_group::handle(self, ctx, r),

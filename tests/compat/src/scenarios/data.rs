@@ -13,6 +13,9 @@ use skein_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use skein_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
+use skein_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use skein_protocol::messages::produce_response::PartitionProduceResponse;
 use skein_protocol::records::{compute_crc, RecordBatchBuilder};
 use skein_protocol::Uuid;
@@ -27,6 +30,7 @@ pub fn scenarios() -> Vec<Scenario> {
         ($($name:literal => $f:ident,)*) => { vec![$(Scenario { name: $name, run: $f },)*] };
     }
     s![
+        "offset_for_leader_epoch.lookups" => ofle_lookups,
         "produce.acks_1" => acks_1,
         "produce.acks_all" => acks_all,
         "produce.acks_0" => acks_0,
@@ -663,5 +667,69 @@ fn dr_unknown_topic(ctx: &Ctx) -> Result<Value> {
     Ok(json!({
         "unknown_topic": delete_records(&mut c, &ctx.name("nope"), 0, 0)?,
         "unknown_partition": delete_records(&mut c, &t, 4, 0)?,
+    }))
+}
+
+/// OffsetForLeaderEpoch (v4) for one partition: `(current_leader_epoch, leader_epoch)`.
+fn epoch_end(
+    c: &mut Client,
+    topic: &str,
+    partition: i32,
+    current: i32,
+    epoch: i32,
+) -> Result<Value> {
+    let r = c.send(
+        4,
+        OffsetForLeaderEpochRequest {
+            replica_id: -1,
+            topics: vec![OffsetForLeaderTopic {
+                topic: topic.to_owned(),
+                partitions: vec![OffsetForLeaderPartition {
+                    partition,
+                    current_leader_epoch: current,
+                    leader_epoch: epoch,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )?;
+    let p = r
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .cloned()
+        .unwrap_or_default();
+    Ok(
+        json!({"error": err(p.error_code), "leader_epoch": p.leader_epoch, "end_offset": p.end_offset}),
+    )
+}
+
+/// Where the current leader epoch ends (the log end) on an empty and a written partition,
+/// undefined epochs, a client ahead of the broker's epoch, and an unknown partition.
+fn ofle_lookups(ctx: &Ctx) -> Result<Value> {
+    let mut c = ctx.client()?;
+    let t = topic(ctx, &mut c, 1, &[])?;
+    let md = ctx.metadata(&mut c, Some(&[t.as_str()]), false)?;
+    let epoch = md
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .map_or(-1, |p| p.leader_epoch);
+    let empty = epoch_end(&mut c, &t, 0, epoch, epoch)?;
+    for _ in 0..3 {
+        ctx.produce(&mut c, &t, 0, batch(2, now_ms()), -1)?;
+    }
+    Ok(json!({
+        "metadata_epoch": epoch,
+        "empty": empty,
+        "current": epoch_end(&mut c, &t, 0, epoch, epoch)?,
+        "no_current_given": epoch_end(&mut c, &t, 0, -1, epoch)?,
+        "newer_epoch": epoch_end(&mut c, &t, 0, -1, epoch + 5)?,
+        "undefined_epoch": epoch_end(&mut c, &t, 0, -1, -1)?,
+        "client_ahead": epoch_end(&mut c, &t, 0, epoch + 1, epoch)?,
+        "unknown_partition": epoch_end(&mut c, &t, 7, -1, epoch)?,
+        "unknown_topic": epoch_end(&mut c, &ctx.name("missing"), 0, -1, 0)?,
     }))
 }
