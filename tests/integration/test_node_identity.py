@@ -108,3 +108,23 @@ def test_a_directory_from_before_meta_properties_opens_with_everything(tmp_path)
         assert [tp.offset for tp in committed] == [7, 3]
     finally:
         b.close()
+
+
+def test_broker_rack_is_reported(tmp_path):
+    """`broker.rack` reaches clients in DescribeCluster and Metadata (rack-aware consumers
+    and placement depend on it)."""
+    b = Broker(tmp_path / "data", sets=["broker.rack=az-1"]).start()
+    try:
+        admin = admin_client(b)
+        cluster = admin.describe_cluster().result(timeout=10)
+        assert [(n.id, n.rack) for n in cluster.nodes] == [(1, "az-1")]
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+        try:
+            brokers = admin.describe_cluster()["brokers"]
+        finally:
+            admin.close()
+        assert [(x["broker_id"], x["rack"]) for x in brokers] == [(1, "az-1")], brokers
+    finally:
+        b.close()

@@ -67,14 +67,77 @@ pub struct PartitionState {
     pub producers: ProducerStates,
 }
 
+/// Where a partition's replicas are and which one leads, as the controller decided it and
+/// Metadata reports it. On a single node this node is the only replica and the leader, at
+/// epoch 0; in a cluster the metadata log sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The leader's node id; -1 while the partition is offline.
+    pub leader: i32,
+    /// Grows with every change of leader; clients and followers are fenced with it.
+    pub leader_epoch: i32,
+    /// Grows with every change of the assignment.
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+impl Assignment {
+    /// A partition whose only replica is `node`, leading from the first epoch.
+    pub fn single(node: i32) -> Assignment {
+        Assignment {
+            leader: node,
+            leader_epoch: crate::api::LEADER_EPOCH,
+            partition_epoch: 0,
+            replicas: vec![node],
+            isr: vec![node],
+        }
+    }
+}
+
 /// One partition of a topic.
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     state: Mutex<PartitionState>,
+    /// Apart from the log's lock, so that Metadata never waits for an append. Changed only
+    /// while holding the state lock too, so an append sees one assignment throughout.
+    assignment: RwLock<Assignment>,
 }
 
 impl Partition {
+    pub fn assignment(&self) -> Assignment {
+        self.assignment
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.assignment
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .leader_epoch
+    }
+
+    /// Whether `node` may serve this partition's reads and writes to a client that believes
+    /// in `current_leader_epoch` (-1: no belief, no check; KIP-320): NOT_LEADER_OR_FOLLOWER
+    /// when another node leads, FENCED_LEADER_EPOCH when the client's epoch is older than
+    /// ours, UNKNOWN_LEADER_EPOCH when it is newer (we have not heard of it yet).
+    pub fn check_leader(&self, node: i32, current_leader_epoch: i32) -> ErrorCode {
+        use std::cmp::Ordering;
+        let a = self.assignment.read().unwrap_or_else(|e| e.into_inner());
+        if a.leader != node {
+            return ErrorCode::NOT_LEADER_OR_FOLLOWER;
+        }
+        match current_leader_epoch.cmp(&a.leader_epoch) {
+            _ if current_leader_epoch < 0 => ErrorCode::NONE,
+            Ordering::Greater => ErrorCode::UNKNOWN_LEADER_EPOCH,
+            Ordering::Less => ErrorCode::FENCED_LEADER_EPOCH,
+            Ordering::Equal => ErrorCode::NONE,
+        }
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, PartitionState> {
         // A panic while holding the lock is a bug; the state is still the best we have.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -84,6 +147,15 @@ impl Partition {
     pub fn key(&self) -> usize {
         &self.state as *const _ as usize
     }
+}
+
+/// A broker as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 /// A topic and its partitions.
@@ -351,6 +423,24 @@ impl Broker {
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// The live brokers clients are told about (Metadata, DescribeCluster): on a single node,
+    /// this one.
+    pub fn brokers(&self) -> Vec<BrokerEndpoint> {
+        let addr = self.advertised();
+        vec![BrokerEndpoint {
+            id: self.node_id(),
+            host: addr.ip().to_string(),
+            port: addr.port() as i32,
+            rack: self.config.cluster.rack.clone(),
+        }]
+    }
+
+    /// The controller id clients are told about. KRaft brokers name any live broker (KIP-590:
+    /// brokers forward admin requests); the active controller is what DescribeQuorum shows.
+    pub fn controller_id(&self) -> i32 {
+        self.node_id()
     }
 
     pub fn syncer(&self) -> &Syncer {
@@ -848,6 +938,7 @@ impl<'a> PartitionOpener<'a> {
         Ok(Partition {
             topic: topic.clone(),
             index,
+            assignment: RwLock::new(Assignment::single(self.config.node_id)),
             state: Mutex::new(PartitionState {
                 log: Some(log),
                 producers,

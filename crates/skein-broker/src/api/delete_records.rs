@@ -29,6 +29,9 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsR
             };
             match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
                 None => pr.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
+                Some(partition) if !partition.check_leader(broker.node_id(), -1).is_ok() => {
+                    pr.error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER.code()
+                }
                 Some(partition) => {
                     let mut state = partition.lock();
                     match state.log.as_mut() {

@@ -1,4 +1,4 @@
-//! DescribeCluster: this node, the controller (itself) and the persisted cluster id.
+//! DescribeCluster: the live brokers, the controller id clients are given, and the cluster id.
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ pub fn handle(
 ) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse {
         cluster_id: broker.cluster_id.clone(),
-        controller_id: broker.node_id(),
+        controller_id: broker.controller_id(),
         endpoint_type: req.endpoint_type,
         ..Default::default()
     };
@@ -29,13 +29,16 @@ pub fn handle(
         resp.error_message = Some("Only the brokers endpoint type is served by this node.".into());
         return resp;
     }
-    let addr = broker.advertised();
-    resp.brokers = vec![DescribeClusterBroker {
-        broker_id: broker.node_id(),
-        host: addr.ip().to_string(),
-        port: addr.port() as i32,
-        rack: None,
-        ..Default::default()
-    }];
+    resp.brokers = broker
+        .brokers()
+        .into_iter()
+        .map(|b| DescribeClusterBroker {
+            broker_id: b.id,
+            host: b.host,
+            port: b.port,
+            rack: b.rack,
+            ..Default::default()
+        })
+        .collect();
     resp
 }

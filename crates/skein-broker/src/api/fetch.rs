@@ -20,7 +20,6 @@ use skein_protocol::messages::fetch_response::{
 use skein_protocol::ResponseBody;
 use tokio::time::Instant;
 
-use super::metadata::LEADER_EPOCH;
 use crate::broker::{Broker, Topic};
 use crate::error::ErrorCode;
 
@@ -29,18 +28,6 @@ const FIRST_TOPIC_ID_VERSION: i16 = 13;
 const READ_COMMITTED: i8 = 1;
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
-
-/// Checks the leader epoch a client believes in against ours.
-pub fn check_leader_epoch(current_leader_epoch: i32) -> ErrorCode {
-    use std::cmp::Ordering;
-    // -1 means the client does not know the epoch: no check.
-    match current_leader_epoch.cmp(&LEADER_EPOCH) {
-        _ if current_leader_epoch < 0 => ErrorCode::NONE,
-        Ordering::Greater => ErrorCode::UNKNOWN_LEADER_EPOCH,
-        Ordering::Less => ErrorCode::FENCED_LEADER_EPOCH,
-        Ordering::Equal => ErrorCode::NONE,
-    }
-}
 
 fn empty_partition(index: i32, code: ErrorCode) -> PartitionData {
     PartitionData {
@@ -221,7 +208,7 @@ fn read_partition(
         };
         return (empty_partition(p.partition, code), Vec::new());
     };
-    let epoch_check = check_leader_epoch(p.current_leader_epoch);
+    let epoch_check = partition.check_leader(broker.node_id(), p.current_leader_epoch);
     if !epoch_check.is_ok() {
         pass.any_error = true;
         return (empty_partition(p.partition, epoch_check), Vec::new());

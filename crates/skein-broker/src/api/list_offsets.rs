@@ -7,8 +7,6 @@ use skein_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 
-use super::fetch::check_leader_epoch;
-use super::metadata::LEADER_EPOCH;
 use crate::broker::Broker;
 use crate::error::ErrorCode;
 
@@ -47,7 +45,6 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> Li
                 leader_epoch: -1,
                 ..Default::default()
             };
-            let epoch_check = check_leader_epoch(p.current_leader_epoch);
             // A special timestamp the request's version does not have is refused as Kafka
             // does, before the partition is looked at.
             let unsupported = p.timestamp < 0
@@ -55,8 +52,12 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> Li
             match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
                 _ if unsupported => pr.error_code = ErrorCode::UNSUPPORTED_VERSION.code(),
                 None => pr.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
-                Some(_) if !epoch_check.is_ok() => pr.error_code = epoch_check.code(),
-                Some(partition) => {
+                Some(partition) => 'found: {
+                    let check = partition.check_leader(broker.node_id(), p.current_leader_epoch);
+                    if !check.is_ok() {
+                        pr.error_code = check.code();
+                        break 'found;
+                    }
                     let state = partition.lock();
                     match state.log.as_ref() {
                         None => pr.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
@@ -81,7 +82,7 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> Li
                                 Ok(Some((offset, ts))) => {
                                     pr.offset = offset;
                                     pr.timestamp = ts;
-                                    pr.leader_epoch = LEADER_EPOCH;
+                                    pr.leader_epoch = partition.leader_epoch();
                                     if version == 0 {
                                         pr.old_style_offsets = vec![offset];
                                     }

@@ -11,26 +11,34 @@ use skein_protocol::Uuid;
 use crate::broker::{Broker, Topic};
 use crate::error::ErrorCode;
 
-/// The leader epoch of every partition on a single node; replication will bump it.
+/// The leader epoch a partition starts with (a single node's partitions keep it).
 pub const LEADER_EPOCH: i32 = 0;
 
-pub fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
-    let node = broker.node_id();
+pub fn topic_entry(topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic {
         error_code: 0,
         name: Some(topic.name.clone()),
         topic_id: topic.id,
         is_internal: topic.is_internal(),
-        partitions: (0..topic.partition_count())
-            .map(|index| MetadataResponsePartition {
-                error_code: 0,
-                partition_index: index,
-                leader_id: node,
-                leader_epoch: LEADER_EPOCH,
-                replica_nodes: vec![node],
-                isr_nodes: vec![node],
-                offline_replicas: vec![],
-                ..Default::default()
+        partitions: topic
+            .partitions()
+            .iter()
+            .map(|p| {
+                let a = p.assignment();
+                MetadataResponsePartition {
+                    error_code: if a.leader < 0 {
+                        ErrorCode::LEADER_NOT_AVAILABLE.code()
+                    } else {
+                        0
+                    },
+                    partition_index: p.index,
+                    leader_id: a.leader,
+                    leader_epoch: a.leader_epoch,
+                    replica_nodes: a.replicas,
+                    isr_nodes: a.isr,
+                    offline_replicas: vec![],
+                    ..Default::default()
+                }
             })
             .collect(),
         topic_authorized_operations: i32::MIN,
@@ -49,17 +57,20 @@ fn error_entry(name: Option<String>, id: Uuid, code: ErrorCode) -> MetadataRespo
 }
 
 pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataResponse {
-    let addr = broker.advertised();
     let mut resp = MetadataResponse {
-        brokers: vec![MetadataResponseBroker {
-            node_id: broker.node_id(),
-            host: addr.ip().to_string(),
-            port: addr.port() as i32,
-            rack: None,
-            ..Default::default()
-        }],
+        brokers: broker
+            .brokers()
+            .into_iter()
+            .map(|b| MetadataResponseBroker {
+                node_id: b.id,
+                host: b.host,
+                port: b.port,
+                rack: b.rack,
+                ..Default::default()
+            })
+            .collect(),
         cluster_id: Some(broker.cluster_id.clone()),
-        controller_id: broker.node_id(),
+        controller_id: broker.controller_id(),
         cluster_authorized_operations: i32::MIN,
         ..Default::default()
     };
@@ -76,11 +87,7 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Metad
     };
     match wanted {
         None => {
-            resp.topics = broker
-                .topics()
-                .iter()
-                .map(|t| topic_entry(broker, t))
-                .collect();
+            resp.topics = broker.topics().iter().map(|t| topic_entry(t)).collect();
         }
         Some(requested) => {
             for t in requested {
@@ -92,7 +99,7 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Metad
                 };
                 let entry = match by_name {
                     None => match broker.topic_by_id(&t.topic_id) {
-                        Some(topic) => topic_entry(broker, &topic),
+                        Some(topic) => topic_entry(&topic),
                         None => {
                             // Response topic names are nullable only from v12.
                             let name = (version < 12).then(String::new);
@@ -100,14 +107,14 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Metad
                         }
                     },
                     Some(name) => match broker.topic(name) {
-                        Some(topic) => topic_entry(broker, &topic),
+                        Some(topic) => topic_entry(&topic),
                         None if allow_auto_create && broker.config.auto_create_topics => {
                             match broker.auto_create_topic(name) {
-                                Ok(topic) => topic_entry(broker, &topic),
+                                Ok(topic) => topic_entry(&topic),
                                 // Lost a race with another creator: report what exists now.
                                 Err(e) if e.code == ErrorCode::TOPIC_ALREADY_EXISTS => {
                                     match broker.topic(name) {
-                                        Some(topic) => topic_entry(broker, &topic),
+                                        Some(topic) => topic_entry(&topic),
                                         None => error_entry(
                                             Some(name.clone()),
                                             Uuid::default(),

@@ -10,7 +10,6 @@ use skein_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
 };
 
-use super::fetch::check_leader_epoch;
 use crate::broker::Broker;
 use crate::error::ErrorCode;
 
@@ -38,7 +37,7 @@ pub fn handle(
                     else {
                         return failed(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
                     };
-                    let check = check_leader_epoch(p.current_leader_epoch);
+                    let check = partition.check_leader(broker.node_id(), p.current_leader_epoch);
                     if check != ErrorCode::NONE {
                         return failed(check);
                     }

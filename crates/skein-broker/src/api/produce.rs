@@ -15,7 +15,6 @@ use skein_protocol::messages::produce_response::{
 use skein_protocol::records::{self, BatchHeader, BatchIter, Compression};
 use skein_protocol::ResponseBody;
 
-use super::metadata::LEADER_EPOCH;
 use super::{Reply, RequestContext};
 use crate::broker::{now_ms, Broker, Partition};
 use crate::config::EffectiveTopicConfig;
@@ -229,6 +228,7 @@ fn check_keys(version: i16, batch: &[u8], count: i32) -> Result<(), Failure> {
 }
 
 fn write(
+    node: i32,
     partition: &Partition,
     version: i16,
     records: Bytes,
@@ -253,6 +253,13 @@ fn write(
         )
         .into());
     };
+    // Read under the partition's lock, which assignment changes also take: the batch is
+    // appended by the leader of the epoch it is stamped with.
+    let check = partition.check_leader(node, -1);
+    if !check.is_ok() {
+        return Err(ApiError::new(check, "This node is not the leader of this partition.").into());
+    }
+    let leader_epoch = partition.leader_epoch();
     if header.producer_id >= 0 {
         match state.producers.check(
             header.producer_id,
@@ -291,7 +298,7 @@ fn write(
     }
     // Like Kafka, the leader stamps its epoch into every batch (outside the CRC), so that
     // followers can later find where their logs diverge.
-    records::set_partition_leader_epoch(&mut batch, LEADER_EPOCH);
+    records::set_partition_leader_epoch(&mut batch, leader_epoch);
     let log_append_time_ms = if config.log_append_time {
         records::set_log_append_time(&mut batch, now);
         now
@@ -445,7 +452,14 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
                     Some(partition) => {
                         let config = topic.effective();
                         let records = p.records.unwrap_or_default();
-                        write(partition, version, records, &config, wants_sync)
+                        write(
+                            broker.node_id(),
+                            partition,
+                            version,
+                            records,
+                            &config,
+                            wants_sync,
+                        )
                     }
                 },
             };
