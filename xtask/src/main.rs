@@ -11,12 +11,11 @@ fn usage() -> ExitCode {
     ExitCode::from(2)
 }
 
+/// A generator: specs directory in, generated files out.
+type Generator = fn(&Path) -> Result<xtask::GeneratedFiles, String>;
+
 /// Generates one directory with `generate` and writes it; returns the number of files.
-fn regenerate(
-    specs: &Path,
-    out: &str,
-    generate: fn(&Path) -> Result<xtask::GeneratedFiles, String>,
-) -> Result<(usize, PathBuf), String> {
+fn regenerate(specs: &Path, out: &str, generate: Generator) -> Result<(usize, PathBuf), String> {
     let out_dir = xtask::workspace_root().join(out);
     let files = generate(specs)?;
     xtask::write_files(&out_dir, &files)?;
@@ -43,11 +42,7 @@ fn main() -> ExitCode {
             None => return usage(),
         }
     }
-    let jobs: [(
-        &Path,
-        &str,
-        fn(&Path) -> Result<xtask::GeneratedFiles, String>,
-    ); 2] = [
+    let jobs: [(&Path, &str, Generator); 2] = [
         (&specs, xtask::GENERATED_DIR, xtask::generate),
         (
             &record_specs,
