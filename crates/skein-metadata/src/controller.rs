@@ -28,13 +28,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use skein_protocol::metadata_records::{ConfigRecord, ProducerIdsRecord, RegisterBrokerRecord};
+use skein_protocol::metadata_records::{
+    ConfigRecord, ProducerIdsRecord, RegisterBrokerRecord, RegisterControllerRecord,
+};
 use skein_protocol::{MetadataRecord, Uuid};
 
 use crate::image::{
-    broker_change_record, broker_endpoints, partition_change_record, partition_record,
-    remove_topic_record, ConfigResource, Endpoint, MetadataImage, PartitionState, BROKER_RESOURCE,
-    MAX_TOPIC_NAME_LEN, NO_LEADER, NO_LEADER_CHANGE, TOPIC_RESOURCE,
+    broker_change_record, broker_endpoints, controller_endpoints, partition_change_record,
+    partition_record, remove_topic_record, ConfigResource, Endpoint, MetadataImage, PartitionState,
+    BROKER_RESOURCE, MAX_TOPIC_NAME_LEN, NO_LEADER, NO_LEADER_CHANGE, TOPIC_RESOURCE,
 };
 use crate::placement::{place, rack_alternating, Candidate, Stripe};
 use crate::{ApiError, ErrorCode};
@@ -790,6 +792,39 @@ impl QuorumController {
             records,
             reply: results,
         }
+    }
+
+    /// Records a controller (a quorum voter) with the directory id of its data directory
+    /// (KIP-853) and its endpoints; a re-registration replaces the previous one.
+    pub fn register_controller(
+        &mut self,
+        image: &MetadataImage,
+        controller_id: i32,
+        directory_id: Uuid,
+        endpoints: &[Endpoint],
+    ) -> Result<Outcome<()>, ApiError> {
+        if controller_id < 0 || directory_id.is_zero() {
+            return Err(err(
+                ErrorCode::INVALID_REQUEST,
+                format!("invalid controller id {controller_id} or directory id {directory_id}"),
+            ));
+        }
+        let unchanged = image
+            .controllers()
+            .get(&controller_id)
+            .is_some_and(|c| c.directory_id == directory_id && c.endpoints.as_slice() == endpoints);
+        let records = if unchanged {
+            Vec::new()
+        } else {
+            vec![RegisterControllerRecord {
+                controller_id,
+                incarnation_id: directory_id,
+                end_points: controller_endpoints(endpoints),
+                ..Default::default()
+            }
+            .into()]
+        };
+        Ok(Outcome { records, reply: () })
     }
 
     /// Hands a block of producer ids to a registered broker.
