@@ -210,11 +210,15 @@ pub struct ProducerIdBlock {
     pub len: i32,
 }
 
-/// A broker's session: the epoch it heartbeats with and when it expires.
+/// A broker's session: the epoch it heartbeats with, when it expires, the metadata offset it
+/// last reported, and (in controlled shutdown) the offset the others must reach before it may
+/// go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Session {
     epoch: i64,
     deadline_ms: u64,
+    metadata_offset: u64,
+    shutdown_offset: Option<u64>,
 }
 
 /// A broker's state as the controller plans it (the image plus this operation's changes).
@@ -270,6 +274,8 @@ impl QuorumController {
                 Session {
                     epoch: b.epoch,
                     deadline_ms: now_ms.saturating_add(self.config.session_timeout_ms),
+                    metadata_offset: 0,
+                    shutdown_offset: None,
                 },
             );
         }
@@ -286,14 +292,47 @@ impl QuorumController {
             .is_some_and(|s| s.epoch == epoch && now_ms <= s.deadline_ms)
     }
 
-    fn touch_session(&mut self, id: i32, epoch: i64, now_ms: u64) {
-        self.sessions.insert(
-            id,
-            Session {
+    /// Renews broker `id`'s session at `epoch` (a new session for a new epoch), recording the
+    /// metadata offset it reported, if any.
+    fn touch_session(&mut self, id: i32, epoch: i64, now_ms: u64, metadata_offset: Option<u64>) {
+        let deadline_ms = now_ms.saturating_add(self.config.session_timeout_ms);
+        let session = self
+            .sessions
+            .entry(id)
+            .and_modify(|s| {
+                if s.epoch != epoch {
+                    *s = Session {
+                        epoch,
+                        deadline_ms,
+                        metadata_offset: 0,
+                        shutdown_offset: None,
+                    };
+                }
+            })
+            .or_insert(Session {
                 epoch,
-                deadline_ms: now_ms.saturating_add(self.config.session_timeout_ms),
-            },
-        );
+                deadline_ms,
+                metadata_offset: 0,
+                shutdown_offset: None,
+            });
+        session.deadline_ms = deadline_ms;
+        if let Some(o) = metadata_offset {
+            session.metadata_offset = o;
+        }
+    }
+
+    /// True when every other active broker reported a metadata offset of at least `offset`:
+    /// it has seen the leaderships a broker in controlled shutdown handed over.
+    fn others_caught_up(&self, image: &MetadataImage, id: i32, offset: u64) -> bool {
+        image
+            .brokers()
+            .values()
+            .filter(|b| b.id != id && b.is_active())
+            .all(|b| {
+                self.sessions
+                    .get(&b.id)
+                    .is_some_and(|s| s.epoch == b.epoch && s.metadata_offset >= offset)
+            })
     }
 
     /// Registers a broker: fenced at first, with a broker epoch above every earlier one. A
@@ -359,7 +398,7 @@ impl QuorumController {
             }
             .into(),
         );
-        self.touch_session(id, epoch, now_ms);
+        self.touch_session(id, epoch, now_ms, None);
         Ok(Outcome {
             records,
             reply: Registered {
@@ -393,7 +432,7 @@ impl QuorumController {
             ));
         }
         let id = broker.id;
-        self.touch_session(id, broker.epoch, now_ms);
+        self.touch_session(id, broker.epoch, now_ms, Some(hb.metadata_offset));
         let is_caught_up = hb.metadata_offset >= broker.registration_offset;
         let mut records = Vec::new();
         let mut reply = HeartbeatReply {
@@ -416,9 +455,18 @@ impl QuorumController {
                     records.push(broker_change_record(id, broker.epoch, 0, 1).into());
                 }
                 records.extend(reconcile(image, &planned, &BTreeSet::from([id])));
-                // Done once the committed image shows it shutting down and leading nothing
-                // another active ISR member could take.
-                reply.should_shut_down = broker.in_controlled_shutdown && records.is_empty();
+                // Done once the committed image shows it shutting down, it leads nothing another
+                // active ISR member could take, and every other active broker has reported
+                // metadata at least as new as the first image that showed it shutting down
+                // (Kafka waits the same way, so the new leaders know they lead).
+                if broker.in_controlled_shutdown && records.is_empty() {
+                    let seen = image.last_offset().unwrap_or(0);
+                    let offset = self
+                        .sessions
+                        .get_mut(&id)
+                        .map_or(seen, |s| *s.shutdown_offset.get_or_insert(seen));
+                    reply.should_shut_down = self.others_caught_up(image, id, offset);
+                }
             }
         } else if hb.want_fence {
             if !broker.fenced {
@@ -466,7 +514,7 @@ impl QuorumController {
                     }
                 }
                 // Unfenced without a session of this epoch (not activated yet): start one.
-                _ => self.touch_session(b.id, b.epoch, now_ms),
+                _ => self.touch_session(b.id, b.epoch, now_ms, None),
             }
         }
         let mut records: Vec<MetadataRecord> = Vec::new();

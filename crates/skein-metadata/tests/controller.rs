@@ -247,7 +247,16 @@ fn controlled_shutdown_moves_leaderships_then_says_shut_down() {
     let solo = c.image.topic_by_name("solo").unwrap();
     assert!(solo.partitions.iter().any(|s| s.leader == 1));
     let second = c.heartbeat(1, (false, true));
-    assert!(second.should_shut_down);
+    assert!(
+        !second.should_shut_down,
+        "the new leaders have not reported the handover yet"
+    );
+    c.heartbeat(2, (false, false));
+    let third = c.heartbeat(1, (false, true));
+    assert!(!third.should_shut_down, "broker 3 has not caught up yet");
+    c.heartbeat(3, (false, false));
+    let fourth = c.heartbeat(1, (false, true));
+    assert!(fourth.should_shut_down);
     // New topics avoid it.
     let u = c.create("u", 4, 2);
     assert!(c

@@ -15,7 +15,8 @@
 //! cluster must settle with every broker unfenced and every partition led.
 //!
 //! Re-run one seed with `SKEIN_SIM_SEED=<seed> cargo test -p skein-metadata --test sim`;
-//! `SKEIN_SIM_STATS=1` prints what each seed exercised.
+//! `SKEIN_SIM_STATS=1` prints what each seed exercised, `SKEIN_SIM_TRACE=1` every call,
+//! `SKEIN_SIM_SEEDS=<n>` runs seeds 1..=n instead of the default 100.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -138,6 +139,12 @@ impl Sim {
             "invariant `{invariant}` violated at step {} (t={}): {detail}",
             self.step, self.now
         );
+    }
+
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if std::env::var_os("SKEIN_SIM_TRACE").is_some() {
+            eprintln!("[{} t={}] {}", self.step, self.now, what());
+        }
     }
 
     fn count(&mut self, what: &'static str) {
@@ -304,7 +311,15 @@ impl Sim {
             }],
             rack: b.rack.clone(),
         };
-        match self.ctl.register_broker(&self.image, &request, self.now) {
+        let result = self.ctl.register_broker(&self.image, &request, self.now);
+        self.trace(|| {
+            format!(
+                "register {} -> {:?}",
+                request.broker_id,
+                result.as_ref().map(|o| o.reply)
+            )
+        });
+        match result {
             Ok(out) => {
                 self.commit(out.records);
                 let epoch = out.reply.broker_epoch;
@@ -343,7 +358,14 @@ impl Sim {
             want_shutdown: b.shutting_down,
         };
         self.brokers[i].next_heartbeat = self.now + HEARTBEAT_INTERVAL;
-        match self.ctl.heartbeat(&self.image, &hb, self.now) {
+        let result = self.ctl.heartbeat(&self.image, &hb, self.now);
+        self.trace(|| {
+            format!(
+                "{hb:?} -> {:?}",
+                result.as_ref().map(|o| (o.reply, o.records.len()))
+            )
+        });
+        match result {
             Ok(out) => {
                 self.commit(out.records);
                 self.brokers[i].last_contact = self.now;
@@ -399,6 +421,9 @@ impl Sim {
 
     fn tick(&mut self) {
         let out = self.ctl.tick(&self.image, self.now);
+        if !out.reply.fenced.is_empty() {
+            self.trace(|| format!("tick fenced {:?}", out.reply.fenced));
+        }
         if !out.reply.fenced.is_empty() {
             self.count("session expiries");
         }
@@ -662,11 +687,21 @@ impl Sim {
         let mut ctl = QuorumController::new(self.ctl.config().clone());
         ctl.activate(&self.image, self.now);
         self.ctl = ctl;
+        // Every unfenced registration gets a fresh session, whatever its process is doing.
+        let now = self.now;
+        let unfenced: Vec<i32> = self
+            .image
+            .brokers()
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
         for b in &mut self.brokers {
-            if b.epoch.is_some() {
-                b.last_contact = b.last_contact.max(self.now);
+            if unfenced.contains(&b.id) {
+                b.last_contact = b.last_contact.max(now);
             }
         }
+        self.trace(|| "failover".into());
         self.count("failovers");
     }
 
@@ -788,7 +823,13 @@ fn run_seed(seed: u64) {
 fn controller_simulation() {
     let seeds: Vec<u64> = match std::env::var("SKEIN_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("SKEIN_SIM_SEED must be a number")],
-        Err(_) => (1..=100).collect(),
+        Err(_) => {
+            let count = std::env::var("SKEIN_SIM_SEEDS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100);
+            (1..=count).collect()
+        }
     };
     for seed in seeds {
         if let Err(e) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
