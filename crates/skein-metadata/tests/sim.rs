@@ -9,8 +9,11 @@
 //! changes the image; the session invariant after every tick): ISR ⊆ replicas, ISR never empty, leader in the
 //! ISR or -1, never a fenced leader, epochs never decrease, the leader epoch grows with every
 //! leader change and the partition epoch with every change, no partition offline while an
-//! unfenced ISR member exists, distinct replicas, a broker silent past the session timeout
-//! fenced within one tick, new topics spread over racks with balanced leaders. Snapshots are
+//! unfenced ISR member exists, fenced and shutting-down brokers out of every ISR they are not
+//! the last member of, no shutting-down leader while an active ISR member exists, distinct
+//! replicas, a broker silent past the session timeout fenced within one tick, new topics
+//! spread over racks with balanced leaders, a controlled shutdown finished only when nothing
+//! can be handed over, replies that match the committed image. Snapshots are
 //! restored and compared along the way. After the chaos every broker comes back and the
 //! cluster must settle with every broker unfenced and every partition led.
 //!
@@ -219,6 +222,7 @@ impl Sim {
 
     fn check_image(&self) {
         let unfenced = |id: i32| self.image.broker(id).is_some_and(|b| !b.fenced);
+        let active = |id: i32| self.image.broker(id).is_some_and(|b| b.is_active());
         for t in self.image.topics().values() {
             for (p, s) in t.partitions.iter().enumerate() {
                 let name = || format!("{}-{p} {s:?}", t.name);
@@ -237,6 +241,21 @@ impl Sim {
                 }
                 if s.leader != NO_LEADER && !unfenced(s.leader) {
                     self.fail("the leader is never fenced", name());
+                }
+                if s.isr.len() > 1 && !s.isr.iter().all(|r| active(*r)) {
+                    self.fail(
+                        "fenced and shutting-down brokers leave every ISR they are not the last of",
+                        name(),
+                    );
+                }
+                if s.leader != NO_LEADER
+                    && !active(s.leader)
+                    && s.isr.iter().any(|r| *r != s.leader && active(*r))
+                {
+                    self.fail(
+                        "a shutting-down leader hands over when an active ISR member exists",
+                        name(),
+                    );
                 }
                 if s.leader == NO_LEADER && s.isr.iter().any(|r| unfenced(*r)) {
                     self.fail(
