@@ -555,3 +555,170 @@ fn controllers_register_with_their_directory_id() {
         .register_controller(&c.image, 1, Uuid::ZERO, &endpoints)
         .is_err());
 }
+
+mod fuzz {
+    //! Arbitrary operations with arbitrary arguments: the controller never panics, and every
+    //! record it proposes applies to the image (it cannot be talked into corrupting it).
+
+    use super::*;
+    use proptest::prelude::*;
+    use skein_protocol::testing::Rng;
+
+    fn name(rng: &mut Rng) -> String {
+        match rng.below(6) {
+            0 => String::new(),
+            1 => "x".repeat(300),
+            _ => format!("t{}", rng.below(4)),
+        }
+    }
+
+    fn ids(rng: &mut Rng) -> Vec<i32> {
+        (0..rng.below(4)).map(|_| rng.below(8) as i32 - 2).collect()
+    }
+
+    fn step(c: &mut Cluster, rng: &mut Rng) {
+        c.now += rng.below(5_000);
+        let id = rng.below(8) as i32 - 2;
+        let epoch = c.image.broker(id).map_or(rng.below(3) as i64, |b| b.epoch);
+        match rng.below(9) {
+            0 => {
+                let r = c.ctl.register_broker(
+                    &c.image,
+                    &request(id, rng.below(3) as u8, rng.chance(2).then_some("r")),
+                    c.now,
+                );
+                if let Ok(out) = r {
+                    c.commit(out);
+                }
+            }
+            1 => {
+                let hb = Heartbeat {
+                    broker_id: id,
+                    broker_epoch: epoch,
+                    metadata_offset: rng.below(c.offset + 2),
+                    want_fence: rng.chance(4),
+                    want_shutdown: rng.chance(4),
+                };
+                if let Ok(out) = c.ctl.heartbeat(&c.image, &hb, c.now) {
+                    c.commit(out);
+                }
+            }
+            2 => {
+                let out = c.ctl.tick(&c.image, c.now);
+                c.commit(out);
+            }
+            3 => {
+                let topics: Vec<NewTopic> = (0..1 + rng.below(3))
+                    .map(|_| NewTopic {
+                        name: name(rng),
+                        num_partitions: rng.below(12) as i32 - 2,
+                        replication_factor: rng.below(6) as i16 - 2,
+                        assignments: if rng.chance(3) {
+                            (0..rng.below(4)).map(|_| ids(rng)).collect()
+                        } else {
+                            vec![]
+                        },
+                        configs: (0..rng.below(3))
+                            .map(|_| (format!("k{}", rng.below(3)), "v".to_string()))
+                            .collect(),
+                    })
+                    .collect();
+                let out = c
+                    .ctl
+                    .create_topics(&c.image, &topics, rng.chance(5), rng.next_u64());
+                c.commit(out);
+            }
+            4 => {
+                let refs: Vec<TopicRef> = (0..1 + rng.below(3))
+                    .map(|_| {
+                        if rng.chance(2) {
+                            TopicRef::Name(name(rng))
+                        } else {
+                            TopicRef::Id(
+                                c.image
+                                    .topic_by_name(&name(rng))
+                                    .map_or(Uuid([rng.below(3) as u8; 16]), |t| t.id),
+                            )
+                        }
+                    })
+                    .collect();
+                let out = c.ctl.delete_topics(&c.image, &refs);
+                c.commit(out);
+            }
+            5 => {
+                let out = c.ctl.create_partitions(
+                    &c.image,
+                    &[NewPartitions {
+                        name: name(rng),
+                        count: rng.below(14) as i32 - 2,
+                        assignments: rng
+                            .chance(3)
+                            .then(|| (0..rng.below(4)).map(|_| ids(rng)).collect()),
+                    }],
+                    rng.chance(5),
+                    rng.next_u64(),
+                );
+                c.commit(out);
+            }
+            6 => {
+                let resource = ConfigResource {
+                    resource_type: rng.below(7) as i8 - 1,
+                    name: if rng.chance(2) {
+                        name(rng)
+                    } else {
+                        (rng.below(5) as i32 - 1).to_string()
+                    },
+                };
+                let ops = (0..rng.below(4))
+                    .map(|_| {
+                        let key = if rng.chance(8) {
+                            String::new()
+                        } else {
+                            format!("k{}", rng.below(3))
+                        };
+                        let op = if rng.chance(2) {
+                            ConfigOp::Delete
+                        } else {
+                            ConfigOp::Set("v".into())
+                        };
+                        (key, op)
+                    })
+                    .collect();
+                let out = c.ctl.incremental_alter_configs(
+                    &c.image,
+                    &[AlterConfigs { resource, ops }],
+                    rng.chance(5),
+                );
+                c.commit(out);
+            }
+            7 => {
+                if let Ok(out) = c.ctl.allocate_producer_ids(&c.image, id, epoch) {
+                    c.commit(out);
+                }
+            }
+            _ => {
+                let mut fresh = QuorumController::new(ControllerConfig::default());
+                fresh.activate(&c.image, c.now);
+                c.ctl = fresh;
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn arbitrary_operations_never_corrupt_the_image(seed in any::<u64>()) {
+            let mut rng = Rng::new(seed);
+            let mut c = Cluster::new();
+            for _ in 0..150 {
+                step(&mut c, &mut rng);
+            }
+            let mut restored = MetadataImage::new();
+            if let Some(at) = c.image.last_offset() {
+                restored.restore(at, &c.image.snapshot()).unwrap();
+                prop_assert_eq!(restored, c.image);
+            }
+        }
+    }
+}
