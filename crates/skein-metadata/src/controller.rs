@@ -24,7 +24,13 @@
 //! if it is still an active ISR member; otherwise the first replica (preferred order) that is in
 //! the ISR and active (unfenced, not shutting down) leads, else an unfenced ISR member that is
 //! shutting down, else nobody (leader -1, offline). Any leader change bumps the leader epoch
-//! and any change the partition epoch (the image does both when applying the change).
+//! and any change the partition epoch (the image does both when applying the change). The same
+//! rule applies to an ISR a leader asks for (`alter_partition`, KIP-497/903): a member shutting
+//! down is left out unless it is the last, and a leader shutting down hands over.
+//!
+//! Cost: a broker state change reconciles every partition (O(partitions)); an index from
+//! broker to the partitions whose ISR holds it (Kafka's `BrokersToIsrs`) is the optimisation
+//! when clusters get large.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -201,6 +207,29 @@ pub struct AlterConfigs {
 pub struct AlterConfigsResult {
     pub resource: ConfigResource,
     pub result: Result<(), ApiError>,
+}
+
+/// An ISR change asked by a partition's leader (Kafka's `AlterPartition`, KIP-497), with
+/// each new member's broker epoch (KIP-903).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartition {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The leader epoch the leader acts in.
+    pub leader_epoch: i32,
+    /// The partition epoch the change is based on.
+    pub partition_epoch: i32,
+    /// The new ISR: (broker id, broker epoch); epoch -1 skips the epoch check.
+    pub new_isr: Vec<(i32, i64)>,
+}
+
+/// The per-partition result of `alter_partition`: the partition as it will be once the
+/// change is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionResult {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub result: Result<PartitionState, ApiError>,
 }
 
 /// A block of producer ids: `first..first + len`.
@@ -842,6 +871,65 @@ impl QuorumController {
         }
     }
 
+    /// Changes ISRs at the request of partition leaders. Refused per partition: a stale
+    /// leader epoch (FENCED_LEADER_EPOCH), a requester that is not the leader
+    /// (NOT_LEADER_OR_FOLLOWER), a stale partition epoch (INVALID_UPDATE_VERSION), an ISR that
+    /// is empty, lacks the leader or names a non-replica (INVALID_REQUEST), or that adds a
+    /// fenced, shutting-down or re-registered broker (INELIGIBLE_REPLICA).
+    pub fn alter_partition(
+        &mut self,
+        image: &MetadataImage,
+        broker_id: i32,
+        broker_epoch: i64,
+        changes: &[AlterPartition],
+    ) -> Result<Outcome<Vec<AlterPartitionResult>>, ApiError> {
+        match image.broker(broker_id) {
+            Some(b) if b.epoch == broker_epoch => {}
+            _ => {
+                return Err(err(
+                    ErrorCode::STALE_BROKER_EPOCH,
+                    format!("broker {broker_id} is not registered with epoch {broker_epoch}"),
+                ))
+            }
+        }
+        if changes.len() > MAX_RECORDS_PER_OP {
+            return Err(err(
+                ErrorCode::POLICY_VIOLATION,
+                format!("more than {MAX_RECORDS_PER_OP} partitions in one request"),
+            ));
+        }
+        let mut counts: BTreeMap<(Uuid, i32), usize> = BTreeMap::new();
+        for c in changes {
+            *counts.entry((c.topic_id, c.partition)).or_default() += 1;
+        }
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(changes.len());
+        for c in changes {
+            let result = if counts[&(c.topic_id, c.partition)] > 1 {
+                Err(err(
+                    ErrorCode::INVALID_REQUEST,
+                    "the same partition is changed twice in the request",
+                ))
+            } else {
+                plan_isr_change(image, broker_id, c).map(|(state, record)| {
+                    if let Some(record) = record {
+                        records.push(record);
+                    }
+                    state
+                })
+            };
+            results.push(AlterPartitionResult {
+                topic_id: c.topic_id,
+                partition: c.partition,
+                result,
+            });
+        }
+        Ok(Outcome {
+            records,
+            reply: results,
+        })
+    }
+
     /// Records a controller (a quorum voter) with the directory id of its data directory
     /// (KIP-853) and its endpoints; a re-registration replaces the previous one.
     pub fn register_controller(
@@ -1071,6 +1159,133 @@ fn plan_partitions(
         .collect())
 }
 
+/// The leader of `part` with ISR `isr`: the current one if it is still an active ISR member,
+/// else the first replica (preferred order) in the ISR that is active, else one that is
+/// unfenced (shutting down), else none.
+fn choose_leader(
+    part: &PartitionState,
+    isr: &[i32],
+    active: &dyn Fn(i32) -> bool,
+    unfenced: &dyn Fn(i32) -> bool,
+) -> i32 {
+    if part.leader != NO_LEADER && isr.contains(&part.leader) && active(part.leader) {
+        return part.leader;
+    }
+    let in_isr = |r: &i32| isr.contains(r);
+    part.replicas
+        .iter()
+        .copied()
+        .find(|r| in_isr(r) && active(*r))
+        .or_else(|| {
+            part.replicas
+                .iter()
+                .copied()
+                .find(|r| in_isr(r) && unfenced(*r))
+        })
+        .unwrap_or(NO_LEADER)
+}
+
+/// Checks one ISR change; the partition after it, and the record (none if nothing changes).
+fn plan_isr_change(
+    image: &MetadataImage,
+    broker_id: i32,
+    c: &AlterPartition,
+) -> Result<(PartitionState, Option<MetadataRecord>), ApiError> {
+    let Some(part) = image.partition(c.topic_id, c.partition) else {
+        return Err(err(
+            if image.topic(c.topic_id).is_none() {
+                ErrorCode::UNKNOWN_TOPIC_ID
+            } else {
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            },
+            format!(
+                "unknown partition {} of topic id {}",
+                c.partition, c.topic_id
+            ),
+        ));
+    };
+    if c.leader_epoch != part.leader_epoch {
+        return Err(err(
+            ErrorCode::FENCED_LEADER_EPOCH,
+            format!(
+                "leader epoch {} is not the current {}",
+                c.leader_epoch, part.leader_epoch
+            ),
+        ));
+    }
+    if part.leader != broker_id {
+        return Err(err(
+            ErrorCode::NOT_LEADER_OR_FOLLOWER,
+            format!("broker {broker_id} is not the leader ({})", part.leader),
+        ));
+    }
+    if c.partition_epoch != part.partition_epoch {
+        return Err(err(
+            ErrorCode::INVALID_UPDATE_VERSION,
+            format!(
+                "partition epoch {} is not the current {}",
+                c.partition_epoch, part.partition_epoch
+            ),
+        ));
+    }
+    let isr: Vec<i32> = c.new_isr.iter().map(|(id, _)| *id).collect();
+    let distinct: BTreeSet<i32> = isr.iter().copied().collect();
+    if isr.is_empty()
+        || distinct.len() != isr.len()
+        || !isr.contains(&part.leader)
+        || isr.iter().any(|r| !part.replicas.contains(r))
+    {
+        return Err(err(
+            ErrorCode::INVALID_REQUEST,
+            format!(
+                "ISR {isr:?} must be distinct replicas of {:?} holding the leader",
+                part.replicas
+            ),
+        ));
+    }
+    for (id, epoch) in &c.new_isr {
+        if part.isr.contains(id) {
+            continue; // Already a member: shrinking is always allowed.
+        }
+        let eligible = image
+            .broker(*id)
+            .is_some_and(|b| b.is_active() && (*epoch == -1 || *epoch == b.epoch));
+        if !eligible {
+            return Err(err(
+                ErrorCode::INELIGIBLE_REPLICA,
+                format!("broker {id} (epoch {epoch}) cannot join the ISR"),
+            ));
+        }
+    }
+    // The usual rule applies to the new ISR: a member shutting down leaves it unless it is the
+    // last one, and a leader shutting down hands over to an active member.
+    let mut isr = isr;
+    let active = |id: i32| image.broker(id).is_some_and(|b| b.is_active());
+    let unfenced = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
+    for r in isr.clone() {
+        if isr.len() > 1 && !active(r) {
+            isr.retain(|m| *m != r);
+        }
+    }
+    let leader = choose_leader(part, &isr, &active, &unfenced);
+    if isr == part.isr && leader == part.leader {
+        return Ok((part.clone(), None));
+    }
+    let mut after = part.clone();
+    let mut change = partition_change_record(c.topic_id, c.partition);
+    if leader != part.leader {
+        after.leader = leader;
+        after.leader_epoch = part.leader_epoch.saturating_add(1);
+        change.leader = leader;
+    }
+    if isr != part.isr {
+        change.isr = Some(isr.clone());
+    }
+    after.isr = isr;
+    after.partition_epoch = part.partition_epoch.saturating_add(1);
+    Ok((after, Some(change.into())))
+}
+
 fn plan_configs(image: &MetadataImage, r: &AlterConfigs) -> Result<Vec<MetadataRecord>, ApiError> {
     match r.resource.resource_type {
         TOPIC_RESOURCE => {
@@ -1162,25 +1377,7 @@ fn reconcile(
                     isr.retain(|m| m != r);
                 }
             }
-            let elect = || {
-                part.replicas
-                    .iter()
-                    .copied()
-                    .find(|r| isr.contains(r) && active(*r))
-                    .or_else(|| {
-                        part.replicas
-                            .iter()
-                            .copied()
-                            .find(|r| isr.contains(r) && unfenced(*r))
-                    })
-                    .unwrap_or(NO_LEADER)
-            };
-            let leader =
-                if part.leader != NO_LEADER && isr.contains(&part.leader) && active(part.leader) {
-                    part.leader
-                } else {
-                    elect()
-                };
+            let leader = choose_leader(part, &isr, &active, &unfenced);
             if leader == part.leader && isr == part.isr {
                 continue;
             }

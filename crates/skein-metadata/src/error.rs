@@ -35,6 +35,7 @@ impl ErrorCode {
     pub const NONE: ErrorCode = ErrorCode(0);
     pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
+    pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
     pub const INVALID_TOPIC_EXCEPTION: ErrorCode = ErrorCode(17);
     pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(36);
     pub const INVALID_PARTITIONS: ErrorCode = ErrorCode(37);
@@ -43,9 +44,12 @@ impl ErrorCode {
     pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
     pub const INVALID_REQUEST: ErrorCode = ErrorCode(42);
     pub const POLICY_VIOLATION: ErrorCode = ErrorCode(44);
+    pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode(74);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode(77);
+    pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode(95);
     pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
     pub const DUPLICATE_BROKER_REGISTRATION: ErrorCode = ErrorCode(101);
+    pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
 }
 
 impl fmt::Display for ErrorCode {
@@ -54,6 +58,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::NONE => "NONE",
             ErrorCode::UNKNOWN_SERVER_ERROR => "UNKNOWN_SERVER_ERROR",
             ErrorCode::UNKNOWN_TOPIC_OR_PARTITION => "UNKNOWN_TOPIC_OR_PARTITION",
+            ErrorCode::NOT_LEADER_OR_FOLLOWER => "NOT_LEADER_OR_FOLLOWER",
             ErrorCode::INVALID_TOPIC_EXCEPTION => "INVALID_TOPIC_EXCEPTION",
             ErrorCode::TOPIC_ALREADY_EXISTS => "TOPIC_ALREADY_EXISTS",
             ErrorCode::INVALID_PARTITIONS => "INVALID_PARTITIONS",
@@ -62,9 +67,12 @@ impl fmt::Display for ErrorCode {
             ErrorCode::INVALID_CONFIG => "INVALID_CONFIG",
             ErrorCode::INVALID_REQUEST => "INVALID_REQUEST",
             ErrorCode::POLICY_VIOLATION => "POLICY_VIOLATION",
+            ErrorCode::FENCED_LEADER_EPOCH => "FENCED_LEADER_EPOCH",
             ErrorCode::STALE_BROKER_EPOCH => "STALE_BROKER_EPOCH",
+            ErrorCode::INVALID_UPDATE_VERSION => "INVALID_UPDATE_VERSION",
             ErrorCode::UNKNOWN_TOPIC_ID => "UNKNOWN_TOPIC_ID",
             ErrorCode::DUPLICATE_BROKER_REGISTRATION => "DUPLICATE_BROKER_REGISTRATION",
+            ErrorCode::INELIGIBLE_REPLICA => "INELIGIBLE_REPLICA",
             ErrorCode(other) => return write!(f, "error code {other}"),
         };
         f.write_str(name)

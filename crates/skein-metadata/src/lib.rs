@@ -16,8 +16,9 @@
 //! - [`controller`]: the [`QuorumController`]'s decisions over the committed image plus its
 //!   volatile broker sessions: registration, heartbeats (fencing, unfencing, controlled
 //!   shutdown), session expiry, topic creation with rack-aware placement ([`placement`]),
-//!   deletion, growth, configs, producer-id blocks. Each returns the records to propose and
-//!   the reply; the caller proposes, waits for the commit, then answers.
+//!   deletion, growth, configs, producer-id blocks, and ISR changes asked by partition leaders
+//!   (AlterPartition, for replication). Each returns the records to propose and the reply; the
+//!   caller proposes, waits for the commit, then answers.
 //!
 //! What is in the log vs volatile: everything brokers must agree on is in the log and
 //! therefore in the image (registrations, epochs, fenced flags, partitions, configs,

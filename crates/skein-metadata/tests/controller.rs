@@ -4,8 +4,8 @@
 //! creation (placement and its errors), deletion, growth, configs and producer ids.
 
 use skein_metadata::controller::{
-    AlterConfigs, ConfigOp, Heartbeat, HeartbeatReply, NewPartitions, NewTopic, RegisterBroker,
-    TopicRef,
+    AlterConfigs, AlterPartition, ConfigOp, Heartbeat, HeartbeatReply, NewPartitions, NewTopic,
+    RegisterBroker, TopicRef,
 };
 use skein_metadata::image::{ConfigResource, Endpoint, NO_LEADER};
 use skein_metadata::{
@@ -556,6 +556,84 @@ fn controllers_register_with_their_directory_id() {
         .is_err());
 }
 
+#[test]
+fn leaders_change_their_isr_with_the_current_epochs() {
+    let mut c = Cluster::with_brokers(3);
+    let t = c.create("t", 1, 3);
+    let p = c.image.partition(t, 0).unwrap().clone();
+    let leader = p.leader;
+    let epoch_of = |c: &Cluster, id: i32| c.image.broker(id).map_or(-1, |b| b.epoch);
+    let others: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != leader)
+        .collect();
+    let ask = |c: &mut Cluster, isr: Vec<i32>, partition_epoch: i32| {
+        let change = AlterPartition {
+            topic_id: t,
+            partition: 0,
+            leader_epoch: c.image.partition(t, 0).unwrap().leader_epoch,
+            partition_epoch,
+            new_isr: isr.iter().map(|r| (*r, epoch_of(c, *r))).collect(),
+        };
+        let out = c
+            .ctl
+            .alter_partition(&c.image, leader, epoch_of(c, leader), &[change])
+            .unwrap();
+        c.commit(out).remove(0).result
+    };
+    // Shrink to the leader alone, then grow back.
+    let shrunk = ask(&mut c, vec![leader], p.partition_epoch).unwrap();
+    assert_eq!(
+        (shrunk.isr.clone(), shrunk.partition_epoch),
+        (vec![leader], 1)
+    );
+    assert_eq!(c.image.partition(t, 0).unwrap(), &shrunk);
+    // A stale partition epoch is refused.
+    let stale = ask(&mut c, vec![leader, others[0]], p.partition_epoch).unwrap_err();
+    assert_eq!(stale.code, ErrorCode::INVALID_UPDATE_VERSION);
+    let grown = ask(&mut c, vec![leader, others[0]], 1).unwrap();
+    assert_eq!(grown.isr, vec![leader, others[0]]);
+    // Without the leader, or with a non-replica: invalid.
+    assert_eq!(
+        ask(&mut c, vec![others[0]], 2).unwrap_err().code,
+        ErrorCode::INVALID_REQUEST
+    );
+    assert_eq!(
+        ask(&mut c, vec![leader, 9], 2).unwrap_err().code,
+        ErrorCode::INVALID_REQUEST
+    );
+    // A fenced broker cannot join.
+    c.heartbeat(others[1], (true, false));
+    assert_eq!(
+        ask(&mut c, vec![leader, others[0], others[1]], 2)
+            .unwrap_err()
+            .code,
+        ErrorCode::INELIGIBLE_REPLICA
+    );
+    // Only the leader may ask.
+    let change = AlterPartition {
+        topic_id: t,
+        partition: 0,
+        leader_epoch: 0,
+        partition_epoch: 2,
+        new_isr: vec![(others[0], -1)],
+    };
+    let out = c
+        .ctl
+        .alter_partition(&c.image, others[0], epoch_of(&c, others[0]), &[change])
+        .unwrap();
+    assert_eq!(
+        out.reply[0].result.as_ref().unwrap_err().code,
+        ErrorCode::NOT_LEADER_OR_FOLLOWER
+    );
+    assert!(c
+        .ctl
+        .alter_partition(&c.image, leader, -5, &[])
+        .is_err_and(|e| e.code == ErrorCode::STALE_BROKER_EPOCH));
+}
+
 mod fuzz {
     //! Arbitrary operations with arbitrary arguments: the controller never panics, and every
     //! record it proposes applies to the image (it cannot be talked into corrupting it).
@@ -580,7 +658,7 @@ mod fuzz {
         c.now += rng.below(5_000);
         let id = rng.below(8) as i32 - 2;
         let epoch = c.image.broker(id).map_or(rng.below(3) as i64, |b| b.epoch);
-        match rng.below(9) {
+        match rng.below(10) {
             0 => {
                 let r = c.ctl.register_broker(
                     &c.image,
@@ -694,6 +772,38 @@ mod fuzz {
             7 => {
                 if let Ok(out) = c.ctl.allocate_producer_ids(&c.image, id, epoch) {
                     c.commit(out);
+                }
+            }
+            8 => {
+                let parts: Vec<(Uuid, i32, i32, i32)> = c
+                    .image
+                    .topics()
+                    .values()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .enumerate()
+                            .map(|(p, s)| (t.id, p as i32, s.leader_epoch, s.partition_epoch))
+                    })
+                    .collect();
+                if let Some(&(topic, p, le, pe)) =
+                    parts.get(rng.below(parts.len() as u64 + 1) as usize)
+                {
+                    let change = AlterPartition {
+                        topic_id: topic,
+                        partition: p + i32::from(rng.chance(8)),
+                        leader_epoch: le - i32::from(rng.chance(8)),
+                        partition_epoch: pe - i32::from(rng.chance(8)),
+                        new_isr: ids(rng)
+                            .into_iter()
+                            .map(|r| (r, rng.below(4) as i64 - 1))
+                            .collect(),
+                    };
+                    let leader = c.image.partition(topic, p).map_or(id, |s| s.leader);
+                    let epoch = c.image.broker(leader).map_or(0, |b| b.epoch);
+                    if let Ok(out) = c.ctl.alter_partition(&c.image, leader, epoch, &[change]) {
+                        c.commit(out);
+                    }
                 }
             }
             _ => {

@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use skein_metadata::controller::{
-    AlterConfigs, ConfigOp, ControllerConfig, Heartbeat, NewPartitions, NewTopic, RegisterBroker,
-    TopicRef,
+    AlterConfigs, AlterPartition, ConfigOp, ControllerConfig, Heartbeat, NewPartitions, NewTopic,
+    RegisterBroker, TopicRef,
 };
 use skein_metadata::image::{ConfigResource, Endpoint, NO_LEADER};
 use skein_metadata::{encode_batch, ErrorCode, MetadataImage, QuorumController};
@@ -702,6 +702,97 @@ impl Sim {
         }
     }
 
+    /// A leader asks to grow its ISR by an active replica or to shrink it (sometimes with a
+    /// stale partition epoch, which must be refused).
+    fn alter_isr(&mut self) {
+        let candidates: Vec<(Uuid, i32)> = self
+            .image
+            .topics()
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.leader != NO_LEADER)
+                    .map(move |(p, _)| (t.id, p as i32))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let (topic, p) = candidates[self.rng.below(candidates.len() as u64) as usize];
+        let before = self.image.partition(topic, p).unwrap().clone();
+        let leader = self.image.broker(before.leader).unwrap().clone();
+        let mut isr = before.isr.clone();
+        let joiner = before
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| !isr.contains(r) && self.image.broker(*r).is_some_and(|b| b.is_active()));
+        match joiner {
+            Some(j) if self.rng.chance(2) => isr.push(j),
+            _ => {
+                if let Some(pos) = isr.iter().position(|r| *r != before.leader) {
+                    isr.remove(pos);
+                }
+            }
+        }
+        let stale = self.rng.chance(5);
+        let change = AlterPartition {
+            topic_id: topic,
+            partition: p,
+            leader_epoch: before.leader_epoch,
+            partition_epoch: before.partition_epoch - i32::from(stale),
+            new_isr: isr
+                .iter()
+                .map(|r| (*r, self.image.broker(*r).map_or(-1, |b| b.epoch)))
+                .collect(),
+        };
+        let out = match self
+            .ctl
+            .alter_partition(&self.image, leader.id, leader.epoch, &[change])
+        {
+            Ok(out) => out,
+            Err(e) => self.fail("the leader may alter its ISR", format!("{e}")),
+        };
+        let result = out.reply[0].result.clone();
+        self.commit(out.records);
+        let after = self.image.partition(topic, p).unwrap().clone();
+        match result {
+            Ok(state) if !stale => {
+                // A member shutting down leaves the new ISR (unless last), and a shutting-down
+                // leader hands over.
+                let shutting = |r: &i32| self.image.broker(*r).is_some_and(|b| !b.is_active());
+                let handed_over = after.leader != before.leader && shutting(&before.leader);
+                let expected: Vec<i32> = if isr.len() > 1 {
+                    isr.iter().copied().filter(|r| !shutting(r)).collect()
+                } else {
+                    isr.clone()
+                };
+                if state != after
+                    || (after.isr != expected && !(expected.is_empty() && after.isr.len() == 1))
+                    || (after.leader != before.leader && !handed_over)
+                {
+                    self.fail(
+                        "an ISR change commits as answered",
+                        format!("{before:?} -> {after:?}, answered {state:?}"),
+                    );
+                }
+                self.count("ISR changes");
+            }
+            Err(e) if stale && e.code == ErrorCode::INVALID_UPDATE_VERSION => {
+                if after != before {
+                    self.fail("a refused ISR change changes nothing", format!("{after:?}"));
+                }
+                self.count("stale ISR changes refused");
+            }
+            other => self.fail(
+                "ISR changes succeed unless stale",
+                format!("stale={stale} {before:?} -> {isr:?}: {other:?}"),
+            ),
+        }
+    }
+
     fn failover(&mut self) {
         let mut ctl = QuorumController::new(self.ctl.config().clone());
         ctl.activate(&self.image, self.now);
@@ -763,6 +854,7 @@ impl Sim {
             46..=48 => self.allocate_producer_ids(),
             49 => self.failover(),
             50..=54 => self.check_snapshot(),
+            55..=64 => self.alter_isr(),
             _ => {}
         }
     }
