@@ -425,6 +425,30 @@ impl MetadataImage {
         self.configs.get(resource)
     }
 
+    /// Partitions without a leader (offline), as (topic name, partition), for health checks
+    /// and metrics.
+    pub fn offline_partitions(&self) -> Vec<(String, i32)> {
+        self.topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.leader == NO_LEADER)
+                    .map(move |(p, _)| (t.name.clone(), p as i32))
+            })
+            .collect()
+    }
+
+    /// The ids of fenced brokers.
+    pub fn fenced_brokers(&self) -> Vec<i32> {
+        self.brokers
+            .values()
+            .filter(|b| b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
     /// The first producer id of the next block to allocate.
     pub fn next_producer_id(&self) -> i64 {
         self.next_producer_id

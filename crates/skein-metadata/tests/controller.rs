@@ -210,9 +210,18 @@ fn silent_brokers_are_fenced_after_the_session_timeout_and_isrs_never_empty() {
         .map(|(p, s)| (p as i32, s.leader_epoch))
         .collect();
     assert!(!offline.is_empty());
+    assert_eq!(c.image.fenced_brokers(), vec![3]);
+    assert_eq!(
+        c.image.offline_partitions(),
+        offline
+            .iter()
+            .map(|(p, _)| ("solo".to_string(), *p))
+            .collect::<Vec<_>>()
+    );
     c.now = start + 12_000;
     let reply = c.heartbeat(3, (false, false));
     assert!(!reply.is_fenced);
+    assert!(c.image.offline_partitions().is_empty() && c.image.fenced_brokers().is_empty());
     let solo = c.image.topic_by_name("solo").unwrap();
     for (p, epoch) in offline {
         let s = &solo.partitions[p as usize];
