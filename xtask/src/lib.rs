@@ -5,6 +5,11 @@
 //! emits one Rust module per message plus a `mod.rs` holding `ApiKey` and the request/response
 //! dispatch enums. The output is formatted with `rustfmt` so that it is byte-for-byte
 //! reproducible, which is what the staleness test relies on.
+//!
+//! The same generator also reads Kafka's KRaft metadata record specs (`"type": "metadata"`,
+//! same JSON schema) and emits one module per record plus a `mod.rs` holding
+//! `MetadataRecordType` and the `MetadataRecord` enum with its framed encoding (unsigned varint
+//! record type, unsigned varint version, body), see [`generate_metadata_records`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,6 +36,15 @@ pub fn workspace_root() -> PathBuf {
 /// The default location of the specs: `../shared/kafka-message-specs` from the workspace root.
 pub fn default_specs_dir() -> PathBuf {
     workspace_root().join("../shared/kafka-message-specs")
+}
+
+/// The crate-relative directory the generated KRaft metadata records live in.
+pub const METADATA_RECORDS_DIR: &str = "crates/skein-protocol/src/metadata_records";
+
+/// The default location of the metadata record specs:
+/// `../shared/kafka-record-specs/metadata` from the workspace root.
+pub fn default_record_specs_dir() -> PathBuf {
+    workspace_root().join("../shared/kafka-record-specs/metadata")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1186,10 +1200,10 @@ fn gen_mod(specs: &[Spec], apis: &[Api]) -> String {
     out
 }
 
-/// Generates every file from the specs in `specs_dir`, formatted with rustfmt.
-pub fn generate(specs_dir: &Path) -> Result<GeneratedFiles, String> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(specs_dir)
-        .map_err(|e| format!("reading {}: {e}", specs_dir.display()))?
+/// Reads and parses every `.json` spec in `dir` (headers excluded), sorted by name.
+fn read_specs(dir: &Path) -> Result<Vec<Spec>, String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("reading {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
@@ -1206,6 +1220,12 @@ pub fn generate(specs_dir: &Path) -> Result<GeneratedFiles, String> {
         specs.push(spec);
     }
     specs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(specs)
+}
+
+/// Generates every file from the specs in `specs_dir`, formatted with rustfmt.
+pub fn generate(specs_dir: &Path) -> Result<GeneratedFiles, String> {
+    let specs = read_specs(specs_dir)?;
 
     let mut requests: BTreeMap<i16, &Spec> = BTreeMap::new();
     let mut responses: BTreeMap<i16, &Spec> = BTreeMap::new();
@@ -1247,6 +1267,206 @@ pub fn generate(specs_dir: &Path) -> Result<GeneratedFiles, String> {
     }
     files.insert("mod.rs".to_string(), rustfmt(&gen_mod(&specs, &apis))?);
     Ok(files)
+}
+
+/// A KRaft metadata record type: `PartitionChange` for `PartitionChangeRecord`.
+struct RecordType<'a> {
+    variant: String,
+    key: i16,
+    spec: &'a Spec,
+}
+
+/// Generates the KRaft metadata records from the specs in `specs_dir` (every spec must be
+/// `"type": "metadata"` with a unique `apiKey` and a name ending in `Record`), formatted with
+/// rustfmt: one module per record plus `mod.rs`.
+pub fn generate_metadata_records(specs_dir: &Path) -> Result<GeneratedFiles, String> {
+    let specs = read_specs(specs_dir)?;
+    let mut by_key: BTreeMap<i16, RecordType> = BTreeMap::new();
+    for s in &specs {
+        if s.kind != "metadata" {
+            return Err(format!(
+                "{}: type {:?}, expected \"metadata\"",
+                s.name, s.kind
+            ));
+        }
+        let key = s
+            .api_key
+            .ok_or_else(|| format!("{}: a metadata record needs an apiKey", s.name))?;
+        if key < 0 {
+            return Err(format!("{}: negative apiKey {key}", s.name));
+        }
+        if s.valid.is_empty() || s.valid.lo < 0 || s.valid.hi == i16::MAX {
+            return Err(format!("{}: validVersions must be a closed range", s.name));
+        }
+        let variant = s
+            .name
+            .strip_suffix("Record")
+            .ok_or_else(|| format!("{}: record name must end in Record", s.name))?
+            .to_string();
+        if let Some(other) = by_key.insert(
+            key,
+            RecordType {
+                variant,
+                key,
+                spec: s,
+            },
+        ) {
+            return Err(format!(
+                "apiKey {key} is used by both {} and {}",
+                other.spec.name, s.name
+            ));
+        }
+    }
+    let records: Vec<RecordType> = by_key.into_values().collect();
+    let mut files = GeneratedFiles::new();
+    for s in &specs {
+        let code = Gen { spec: s }.gen_file()?;
+        files.insert(format!("{}.rs", snake_case(&s.name)), rustfmt(&code)?);
+    }
+    files.insert(
+        "mod.rs".to_string(),
+        rustfmt(&gen_records_mod(&specs, &records))?,
+    );
+    Ok(files)
+}
+
+fn gen_records_mod(specs: &[Spec], records: &[RecordType]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "//! Every KRaft metadata record, one module per spec file, plus `MetadataRecordType` and\n//! the `MetadataRecord` enum with its framed encoding: the record type (api key) as an\n//! unsigned varint, the version as an unsigned varint, then the body. Encoding uses each\n//! record's highest version; decoding accepts any valid version; an unknown type or version is\n//! an error value.\n//!\n//! Generated by `cargo xtask codegen`; do not edit.\n\n",
+    );
+    out.push_str("#![allow(\n    unused_variables,\n    unused_mut,\n    clippy::field_reassign_with_default,\n    clippy::large_enum_variant\n)]\n\n");
+    out.push_str("use bytes::{Bytes, BytesMut};\n\n");
+    out.push_str("use crate::codec::{self as c, Decode, DecodeError, Encode, EncodeError};\n");
+    out.push_str("#[cfg(any(test, feature = \"testing\"))]\n");
+    out.push_str("use crate::testing::{Random, Rng};\n\n");
+    for s in specs {
+        writeln!(out, "pub mod {};", snake_case(&s.name)).unwrap();
+    }
+    out.push('\n');
+    for s in specs {
+        writeln!(out, "pub use {}::{};", snake_case(&s.name), s.name).unwrap();
+    }
+    out.push('\n');
+
+    let arms = |f: &dyn Fn(&RecordType) -> String| -> String {
+        records
+            .iter()
+            .map(|r| format!("MetadataRecordType::{} => {},\n", r.variant, f(r)))
+            .collect()
+    };
+    out.push_str("/// A metadata record type, by its api key.\n");
+    out.push_str("#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]\n#[repr(i16)]\npub enum MetadataRecordType {\n");
+    for r in records {
+        writeln!(out, "{} = {},", r.variant, r.key).unwrap();
+    }
+    out.push_str("}\n\n");
+    out.push_str("impl MetadataRecordType {\n");
+    writeln!(
+        out,
+        "/// The record type with this api key, if Skein knows it.\npub fn from_i16(key: i16) -> Option<MetadataRecordType> {{\nmatch key {{\n{}_ => None,\n}}\n}}\n",
+        records
+            .iter()
+            .map(|r| format!("{} => Some(MetadataRecordType::{}),\n", r.key, r.variant))
+            .collect::<String>()
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// The record's name, as in the specs without the `Record` suffix.\npub fn name(self) -> &'static str {{\nmatch self {{\n{}}}\n}}\n",
+        arms(&|r| format!("{:?}", r.variant))
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// The versions the codec supports, inclusive.\npub fn valid_versions(self) -> (i16, i16) {{\nmatch self {{\n{}}}\n}}\n",
+        arms(&|r| format!("({}, {})", r.spec.valid.lo, r.spec.valid.hi))
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Every record type, in key order.\npub fn all() -> &'static [MetadataRecordType] {{\n&[{}]\n}}\n",
+        records
+            .iter()
+            .map(|r| format!("MetadataRecordType::{}", r.variant))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+    .unwrap();
+    out.push_str(
+        "/// The highest version, the one records are encoded at.\npub fn latest_version(self) -> i16 {\nself.valid_versions().1\n}\n\n",
+    );
+    out.push_str(
+        "/// True when `version` is within `valid_versions`.\npub fn supports(self, version: i16) -> bool {\nlet (lo, hi) = self.valid_versions();\n(lo..=hi).contains(&version)\n}\n}\n\n",
+    );
+    out.push_str("impl std::fmt::Display for MetadataRecordType {\nfn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {\nf.write_str(self.name())\n}\n}\n\n");
+
+    out.push_str("/// Any metadata record, by type.\n#[derive(Debug, Clone, PartialEq)]\npub enum MetadataRecord {\n");
+    for r in records {
+        writeln!(out, "{}({}),", r.variant, r.spec.name).unwrap();
+    }
+    out.push_str("}\n\n");
+    out.push_str("impl MetadataRecord {\n");
+    writeln!(
+        out,
+        "/// The type of this record.\npub fn record_type(&self) -> MetadataRecordType {{\nmatch self {{\n{}}}\n}}\n",
+        records
+            .iter()
+            .map(|r| format!("MetadataRecord::{v}(_) => MetadataRecordType::{v},\n", v = r.variant))
+            .collect::<String>()
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Decodes the body of a `record_type` record at `version`.\npub fn decode_body(record_type: MetadataRecordType, version: i16, buf: &mut Bytes) -> Result<Self, DecodeError> {{\nif !record_type.supports(version) {{\nreturn Err(DecodeError::UnsupportedVersion {{ api_key: record_type as i16, version }});\n}}\nOk(match record_type {{\n{}}})\n}}\n",
+        records
+            .iter()
+            .map(|r| format!(
+                "MetadataRecordType::{v} => MetadataRecord::{v}({}::decode(buf, version)?),\n",
+                r.spec.name,
+                v = r.variant
+            ))
+            .collect::<String>()
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Encodes the body at `version`.\npub fn encode_body(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {{\nlet record_type = self.record_type();\nif !record_type.supports(version) {{\nreturn Err(EncodeError::UnsupportedVersion {{ api_key: record_type as i16, version }});\n}}\nmatch self {{\n{}}}\n}}\n",
+        records
+            .iter()
+            .map(|r| format!("MetadataRecord::{}(body) => body.encode(buf, version),\n", r.variant))
+            .collect::<String>()
+    )
+    .unwrap();
+    out.push_str(
+        "/// Encodes the framed record at its type's highest version: unsigned varint type,\n/// unsigned varint version, body.\npub fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {\nlet record_type = self.record_type();\nlet version = record_type.latest_version();\nc::put_uvarint(buf, record_type as i16 as u32);\nc::put_uvarint(buf, version as u32);\nself.encode_body(buf, version)\n}\n\n",
+    );
+    out.push_str(
+        "/// Decodes one framed record from the front of `buf` (any valid version), advancing it.\npub fn decode(buf: &mut Bytes) -> Result<Self, DecodeError> {\nlet key = c::get_uvarint(buf)?;\nlet key = i16::try_from(key).map_err(|_| DecodeError::InvalidLength { what: \"metadata record type\", len: i64::from(key) })?;\nlet record_type = MetadataRecordType::from_i16(key).ok_or(DecodeError::UnknownApiKey(key))?;\nlet version = c::get_uvarint(buf)?;\nlet version = i16::try_from(version).map_err(|_| DecodeError::InvalidLength { what: \"metadata record version\", len: i64::from(version) })?;\nSelf::decode_body(record_type, version, buf)\n}\n\n",
+    );
+    writeln!(
+        out,
+        "/// A random record valid for `version` (tests only).\n#[cfg(any(test, feature = \"testing\"))]\npub fn random(record_type: MetadataRecordType, version: i16, rng: &mut Rng) -> Self {{\nmatch record_type {{\n{}}}\n}}\n}}\n",
+        records
+            .iter()
+            .map(|r| format!(
+                "MetadataRecordType::{v} => MetadataRecord::{v}({}::random(rng, version, 0)),\n",
+                r.spec.name,
+                v = r.variant
+            ))
+            .collect::<String>()
+    )
+    .unwrap();
+    for r in records {
+        writeln!(
+            out,
+            "impl From<{t}> for MetadataRecord {{\nfn from(body: {t}) -> Self {{\nMetadataRecord::{v}(body)\n}}\n}}\n",
+            t = r.spec.name,
+            v = r.variant
+        )
+        .unwrap();
+    }
+    out
 }
 
 /// Formats Rust source with `rustfmt --edition 2021`, with the workspace's configuration.

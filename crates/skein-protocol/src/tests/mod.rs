@@ -2,3 +2,5 @@
 //! arbitrary or corrupted bytes never make decoding panic.
 
 mod roundtrip;
+
+mod metadata_records;
