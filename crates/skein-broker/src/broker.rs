@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use skein_log::{Log, LogConfig};
 use skein_protocol::records::BatchHeader;
 use skein_protocol::Uuid;
 use tokio::sync::Notify;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{validate_topic_setting, BrokerConfig, EffectiveTopicConfig, TopicConfig};
 use crate::error::{ApiError, ErrorCode};
 use crate::groups::Groups;
@@ -29,14 +29,6 @@ use crate::sync::Syncer;
 const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Longest topic name Kafka accepts.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
-
-/// Wall-clock milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +231,7 @@ pub struct Broker {
     /// Segment files held by fetch responses not yet sent (`skein.fetch.max.open.files`).
     pub(crate) fetch_files_held: Arc<std::sync::atomic::AtomicUsize>,
     ready: AtomicBool,
+    clock: Arc<dyn Clock>,
     _lock: File,
 }
 
@@ -324,6 +317,14 @@ fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
 impl Broker {
     /// Opens the data directory, recovering every partition, and starts the fsync thread.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`Broker::open`] with the clock it will read time from.
+    pub fn open_with_clock(
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Broker>, BrokerError> {
         let dir = config.data_dir.clone();
         let io_err = |source| BrokerError::DataDir {
             path: dir.clone(),
@@ -372,7 +373,7 @@ impl Broker {
         let stored: Vec<(&str, &StoredTopic)> =
             image.topics.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let producer_limits = ProducerLimits::new(config.producer_ids_max);
-        let opener = PartitionOpener::new(&config, &producer_limits);
+        let opener = PartitionOpener::new(&config, &producer_limits, clock.now_ms());
         for topic in opener.open_topics(&stored)? {
             topics.by_id.insert(topic.id, topic.clone());
             topics.by_name.insert(topic.name.clone(), topic);
@@ -397,6 +398,7 @@ impl Broker {
             data_arrived: Notify::new(),
             fetch_files_held: Arc::default(),
             ready: AtomicBool::new(false),
+            clock,
             _lock: lock,
         };
         broker.replay_groups();
@@ -423,6 +425,11 @@ impl Broker {
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// Wall-clock milliseconds, from the broker's [`Clock`].
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// The live brokers clients are told about (Metadata, DescribeCluster): on a single node,
@@ -635,7 +642,7 @@ impl Broker {
             partitions,
             configs: overrides,
         };
-        let topic = PartitionOpener::new(&self.config, &self.producer_limits)
+        let topic = PartitionOpener::new(&self.config, &self.producer_limits, self.now_ms())
             .open_topic(name, &stored)
             .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
         if let Err(e) = Self::save_meta(&mut meta, |image| {
@@ -717,7 +724,7 @@ impl Broker {
         let name_arc: Arc<str> = Arc::from(topic.name.as_str());
         let log_config = topic.effective().log.clone();
         let mut new = Vec::new();
-        let opener = PartitionOpener::new(&self.config, &self.producer_limits);
+        let opener = PartitionOpener::new(&self.config, &self.producer_limits, self.now_ms());
         for index in current..count {
             let p = opener
                 .open_partition(&name_arc, index, log_config.clone())
@@ -766,7 +773,7 @@ impl Broker {
 
     /// Applies retention to every partition; called periodically.
     pub fn apply_retention(&self) {
-        let now = now_ms();
+        let now = self.now_ms();
         self.for_each_log(|topic, p, state| {
             if let Some(Err(e)) = state.log.as_mut().map(|log| log.apply_retention(now)) {
                 tracing::warn!(topic = %topic.name, partition = p.index, "retention failed: {e}");
@@ -777,7 +784,7 @@ impl Broker {
     /// Forgets idempotent producers that have written nothing for `producer.id.expiration.ms`;
     /// called every `producer.id.expiration.check.interval.ms`.
     pub fn expire_producers(&self) {
-        let now = now_ms();
+        let now = self.now_ms();
         let expiration_ms = self.config.producer_id_expiration_ms;
         let mut expired = 0;
         self.for_each_log(|_, _, state| expired += state.producers.expire(now, expiration_ms));
@@ -836,11 +843,11 @@ struct PartitionOpener<'a> {
 }
 
 impl<'a> PartitionOpener<'a> {
-    fn new(config: &'a BrokerConfig, producer_limits: &'a Arc<ProducerLimits>) -> Self {
+    fn new(config: &'a BrokerConfig, producer_limits: &'a Arc<ProducerLimits>, now: i64) -> Self {
         PartitionOpener {
             config,
             producer_limits,
-            now: now_ms(),
+            now,
             from_snapshot: AtomicU64::new(0),
             batches_scanned: AtomicU64::new(0),
         }

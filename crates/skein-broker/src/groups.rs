@@ -19,7 +19,7 @@ use skein_log::SyncHandle;
 use skein_protocol::records::{self, BatchIter, RecordBatchBuilder};
 use tokio::sync::oneshot;
 
-use crate::broker::{now_ms, Broker, Partition};
+use crate::broker::{Broker, Partition};
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -109,7 +109,7 @@ impl Broker {
     ) -> (T, impl Future<Output = ()> + Send + 'static) {
         let groups = self.groups();
         let mut coordinator = groups.lock();
-        let (value, effects) = f(&mut coordinator, now_ms(), &BrokerTopics(self));
+        let (value, effects) = f(&mut coordinator, self.now_ms(), &BrokerTopics(self));
         let mut syncs: Vec<(Arc<Partition>, SyncHandle)> = Vec::new();
         let mut answers: Vec<(Token, Waited)> = Vec::new();
         for effect in effects {
@@ -162,7 +162,7 @@ impl Broker {
         };
         let index = offsets_partition_for(record.partition_key(), topic.partition_count());
         let partition = topic.partition(index)?;
-        let now = now_ms();
+        let now = self.now_ms();
         let key = record.key();
         let value = record.value();
         let mut batch = RecordBatchBuilder::new(now)
@@ -297,7 +297,7 @@ impl Broker {
                 continue;
             };
             let snapshot_start = log.log_end_offset();
-            let now = now_ms();
+            let now = self.now_ms();
             let mut ok = true;
             for record in mine {
                 let key = record.key();

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod groups;
@@ -14,5 +15,5 @@ pub mod store;
 pub mod sync;
 
 pub use api::{supported_versions, Reply, RequestContext, SUPPORTED_APIS};
-pub use broker::{now_ms, Broker, BrokerError};
+pub use broker::{Broker, BrokerError};
 pub use config::BrokerConfig;

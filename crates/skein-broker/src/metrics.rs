@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use skein_protocol::records::BatchIter;
 use skein_protocol::ResponseBody;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
@@ -374,7 +374,7 @@ impl Metrics {
                 .get_or_create(&l)
                 .set(generation as i64);
         }
-        let now = now_ms();
+        let now = broker.now_ms();
         for (group, topic, partition, committed) in lags {
             let Some(&end) = ends.get(&(topic.clone(), partition)) else {
                 continue;

@@ -16,7 +16,7 @@ use skein_protocol::records::{self, BatchHeader, BatchIter, Compression};
 use skein_protocol::ResponseBody;
 
 use super::{Reply, RequestContext};
-use crate::broker::{now_ms, Broker, Partition};
+use crate::broker::{Broker, Partition};
 use crate::config::EffectiveTopicConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::producer_state::SequenceCheck;
@@ -229,13 +229,13 @@ fn check_keys(version: i16, batch: &[u8], count: i32) -> Result<(), Failure> {
 
 fn write(
     node: i32,
+    now: i64,
     partition: &Partition,
     version: i16,
     records: Bytes,
     config: &EffectiveTopicConfig,
     wants_sync: bool,
 ) -> Result<Written, Failure> {
-    let now = now_ms();
     let header = validate(version, &records, config)?;
     check_timestamps(&records, &header, config, now)?;
     if config.compacted {
@@ -454,6 +454,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
                         let records = p.records.unwrap_or_default();
                         write(
                             broker.node_id(),
+                            broker.now_ms(),
                             partition,
                             version,
                             records,
