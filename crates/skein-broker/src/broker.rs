@@ -20,6 +20,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::groups::Groups;
 use crate::metrics::Metrics;
 use crate::node::{IdentityError, NodeIdentity};
+pub use crate::partition::{Assignment, Partition, PartitionState};
 use crate::producer_state::{ProducerLimits, ProducerStates};
 use crate::store::{MetaStore, MetadataImage, StoredTopic};
 use crate::sync::Syncer;
@@ -50,95 +51,6 @@ pub enum BrokerError {
     Metadata(std::io::Error),
     #[error(transparent)]
     Identity(#[from] IdentityError),
-}
-
-/// The mutable part of a partition, behind its lock.
-pub struct PartitionState {
-    /// `None` once the partition was deleted.
-    pub log: Option<Log>,
-    pub producers: ProducerStates,
-}
-
-/// Where a partition's replicas are and which one leads, as the controller decided it and
-/// Metadata reports it. On a single node this node is the only replica and the leader, at
-/// epoch 0; in a cluster the metadata log sets it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
-    /// The leader's node id; -1 while the partition is offline.
-    pub leader: i32,
-    /// Grows with every change of leader; clients and followers are fenced with it.
-    pub leader_epoch: i32,
-    /// Grows with every change of the assignment.
-    pub partition_epoch: i32,
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-}
-
-impl Assignment {
-    /// A partition whose only replica is `node`, leading from the first epoch.
-    pub fn single(node: i32) -> Assignment {
-        Assignment {
-            leader: node,
-            leader_epoch: crate::api::LEADER_EPOCH,
-            partition_epoch: 0,
-            replicas: vec![node],
-            isr: vec![node],
-        }
-    }
-}
-
-/// One partition of a topic.
-pub struct Partition {
-    pub topic: Arc<str>,
-    pub index: i32,
-    state: Mutex<PartitionState>,
-    /// Apart from the log's lock, so that Metadata never waits for an append. Changed only
-    /// while holding the state lock too, so an append sees one assignment throughout.
-    assignment: RwLock<Assignment>,
-}
-
-impl Partition {
-    pub fn assignment(&self) -> Assignment {
-        self.assignment
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn leader_epoch(&self) -> i32 {
-        self.assignment
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .leader_epoch
-    }
-
-    /// Whether `node` may serve this partition's reads and writes to a client that believes
-    /// in `current_leader_epoch` (-1: no belief, no check; KIP-320): NOT_LEADER_OR_FOLLOWER
-    /// when another node leads, FENCED_LEADER_EPOCH when the client's epoch is older than
-    /// ours, UNKNOWN_LEADER_EPOCH when it is newer (we have not heard of it yet).
-    pub fn check_leader(&self, node: i32, current_leader_epoch: i32) -> ErrorCode {
-        use std::cmp::Ordering;
-        let a = self.assignment.read().unwrap_or_else(|e| e.into_inner());
-        if a.leader != node {
-            return ErrorCode::NOT_LEADER_OR_FOLLOWER;
-        }
-        match current_leader_epoch.cmp(&a.leader_epoch) {
-            _ if current_leader_epoch < 0 => ErrorCode::NONE,
-            Ordering::Greater => ErrorCode::UNKNOWN_LEADER_EPOCH,
-            Ordering::Less => ErrorCode::FENCED_LEADER_EPOCH,
-            Ordering::Equal => ErrorCode::NONE,
-        }
-    }
-
-    pub fn lock(&self) -> MutexGuard<'_, PartitionState> {
-        // A panic while holding the lock is a bug; the state is still the best we have.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A key that identifies this partition while it lives (for group commit).
-    pub fn key(&self) -> usize {
-        &self.state as *const _ as usize
-    }
 }
 
 /// A broker as clients see it.
@@ -942,15 +854,13 @@ impl<'a> PartitionOpener<'a> {
                 .map_err(log_err)?;
         }
         let producers = self.load_producers(&log, topic, index).map_err(log_err)?;
-        Ok(Partition {
-            topic: topic.clone(),
+        Ok(Partition::new(
+            topic.clone(),
             index,
-            assignment: RwLock::new(Assignment::single(self.config.node_id)),
-            state: Mutex::new(PartitionState {
-                log: Some(log),
-                producers,
-            }),
-        })
+            log,
+            producers,
+            Assignment::single(self.config.node_id),
+        ))
     }
 
     /// The partition's producer state: its newest snapshot, then every batch after it (or
@@ -1021,31 +931,6 @@ impl<'a> PartitionOpener<'a> {
             producers = self.producer_limits.held(),
             "rebuilt idempotent producer state"
         );
-    }
-}
-
-/// Writes the partition's producer-state snapshot when its log has rolled since the last one
-/// (as Kafka does at roll), so that a restart after a crash scans at most the batches written
-/// since that roll. A failure costs only a longer scan later, so it is logged, not returned.
-pub(crate) fn snapshot_producers_after_roll(
-    log: &mut Log,
-    producers: &ProducerStates,
-    topic: &str,
-    partition: i32,
-) {
-    let active = log.active_segment_base_offset();
-    let rolled = match log.snapshot_offset() {
-        Some(taken) => active > taken,
-        None => active > 0,
-    };
-    if rolled {
-        if let Err(e) = log.write_snapshot(&producers.encode()) {
-            tracing::warn!(
-                topic,
-                partition,
-                "could not write the producer snapshot: {e}"
-            );
-        }
     }
 }
 

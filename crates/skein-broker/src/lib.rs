@@ -10,6 +10,7 @@ pub mod error;
 pub mod groups;
 pub mod metrics;
 pub mod node;
+pub mod partition;
 pub mod producer_state;
 pub mod store;
 pub mod sync;

@@ -19,7 +19,7 @@ use super::{Reply, RequestContext};
 use crate::broker::{Broker, Partition};
 use crate::config::EffectiveTopicConfig;
 use crate::error::{ApiError, ErrorCode};
-use crate::producer_state::SequenceCheck;
+use crate::partition::Appended;
 
 /// The first Produce version that carries record batch v2 (older ones use message sets).
 const FIRST_BATCH_V2_VERSION: i16 = 3;
@@ -27,16 +27,6 @@ const FIRST_BATCH_V2_VERSION: i16 = 3;
 const FIRST_ZSTD_VERSION: i16 = 7;
 /// The first Produce version whose clients know INVALID_RECORD.
 const FIRST_INVALID_RECORD_VERSION: i16 = 8;
-
-struct Written {
-    /// Bytes and records appended (0 for a duplicate).
-    bytes: usize,
-    records: i32,
-    base_offset: i64,
-    log_append_time_ms: i64,
-    log_start_offset: i64,
-    sync: Option<SyncHandle>,
-}
 
 fn invalid_record(version: i16, message: impl Into<String>) -> ApiError {
     let code = if version >= FIRST_INVALID_RECORD_VERSION {
@@ -235,110 +225,23 @@ fn write(
     records: Bytes,
     config: &EffectiveTopicConfig,
     wants_sync: bool,
-) -> Result<Written, Failure> {
+) -> Result<Appended, Failure> {
     let header = validate(version, &records, config)?;
     check_timestamps(&records, &header, config, now)?;
     if config.compacted {
         check_keys(version, &records, header.records_count)?;
     }
-    let mut batch = records
+    let batch = records
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-    let mut state = partition.lock();
-    let state = &mut *state;
-    let Some(log) = state.log.as_mut() else {
-        return Err(ApiError::new(
-            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-            "This partition was deleted.",
-        )
-        .into());
-    };
-    // Read under the partition's lock, which assignment changes also take: the batch is
-    // appended by the leader of the epoch it is stamped with.
-    let check = partition.check_leader(node, -1);
-    if !check.is_ok() {
-        return Err(ApiError::new(check, "This node is not the leader of this partition.").into());
-    }
-    let leader_epoch = partition.leader_epoch();
-    if header.producer_id >= 0 {
-        match state.producers.check(
-            header.producer_id,
-            header.producer_epoch,
-            header.base_sequence,
-            header.last_sequence(),
-        ) {
-            SequenceCheck::Append => {}
-            SequenceCheck::Duplicate { base_offset } => {
-                // Already written: answer as the first time. It may not be on disk yet if the
-                // first attempt is still waiting for its fsync, so wait for one too.
-                let sync = wants_sync.then(|| log.sync_handle());
-                return Ok(Written {
-                    bytes: 0,
-                    records: 0,
-                    base_offset,
-                    log_append_time_ms: -1,
-                    log_start_offset: log.log_start_offset(),
-                    sync,
-                });
-            }
-            SequenceCheck::Reject(code) => {
-                return Err(ApiError::new(
-                    code,
-                    format!(
-                    "Producer {} epoch {} sent sequence {}..{} out of order for this partition.",
-                    header.producer_id,
-                    header.producer_epoch,
-                    header.base_sequence,
-                    header.last_sequence()
-                ),
-                )
-                .into())
-            }
-        }
-    }
-    // Like Kafka, the leader stamps its epoch into every batch (outside the CRC), so that
-    // followers can later find where their logs diverge.
-    records::set_partition_leader_epoch(&mut batch, leader_epoch);
-    let log_append_time_ms = if config.log_append_time {
-        records::set_log_append_time(&mut batch, now);
-        now
-    } else {
-        -1
-    };
-    let info = log.append(&mut batch, now).map_err(|e| {
-        tracing::error!(topic = %partition.topic, partition = partition.index, "append failed: {e}");
-        Failure::from(ApiError::new(
-            ErrorCode::KAFKA_STORAGE_ERROR,
-            "The broker could not write to disk.",
-        ))
-    })?;
-    if header.producer_id >= 0 {
-        state.producers.record(
-            header.producer_id,
-            header.producer_epoch,
-            header.base_sequence,
-            header.last_sequence(),
-            info.base_offset,
-            now,
-        );
-    }
-    crate::broker::snapshot_producers_after_roll(
-        log,
-        &state.producers,
-        &partition.topic,
-        partition.index,
-    );
-    let leo = log.log_end_offset();
-    log.set_high_watermark(leo);
-    let sync = wants_sync.then(|| log.sync_handle());
-    Ok(Written {
-        bytes: info.bytes,
-        records: header.records_count,
-        base_offset: info.base_offset,
-        log_append_time_ms,
-        log_start_offset: log.log_start_offset(),
-        sync,
-    })
+    Ok(partition.append_as_leader(
+        node,
+        batch,
+        &header,
+        config.log_append_time,
+        now,
+        wants_sync,
+    )?)
 }
 
 fn error_response(index: i32, version: i16, e: ApiError) -> PartitionProduceResponse {
