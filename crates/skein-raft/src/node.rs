@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use openraft::errors::{ClientWriteError, RaftError};
+use openraft::errors::{ClientWriteError, ForwardReason, RaftError};
 use openraft::rt::watch::WatchReceiver;
 use openraft::{ChangeMembers, Instant as _, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -146,6 +146,7 @@ fn write_err(
         },
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             let s = e.to_string();
+            tracing::info!(error = %s, "raft: membership change refused");
             if s.contains("in progress") || s.contains("InProgress") {
                 LogError::MembershipChangeInProgress
             } else {
@@ -154,6 +155,54 @@ fn write_err(
         }
         RaftError::APIError(e) => LogError::Uncertain(e.to_string()),
         RaftError::Fatal(e) => LogError::Shutdown(e.to_string()),
+    }
+}
+
+type WriteResult<T> = Result<T, RaftError<crate::TypeConfig, ClientWriteError<crate::TypeConfig>>>;
+
+/// Whether a write was refused only because this leader's quorum lease is not (yet, or no
+/// longer) valid: nothing was appended, so it is safe to try again while still leader.
+fn lease_not_ready<T>(r: &WriteResult<T>) -> bool {
+    matches!(
+        r,
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+            if f.reason == ForwardReason::LeaseExpired
+    )
+}
+
+/// Run a write, retrying (briefly) while the leader's lease is not valid and it is still the
+/// leader. The caller bounds the total wait.
+async fn write_retrying<T, F, Fut>(shared: &Shared, raft: &Raft, mut f: F) -> WriteResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = WriteResult<T>>,
+{
+    loop {
+        let r = f().await;
+        let still_leader = raft.metrics().borrow_watched().current_leader == Some(shared.node_id);
+        if !lease_not_ready(&r) || !still_leader {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Initialize Raft with the static voters (every voter writes the identical entry 0).
+async fn bootstrap(
+    raft: &Raft,
+    id: NodeId,
+    members: BTreeMap<NodeId, PeerNode>,
+) -> Result<(), StartError> {
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(node = id, "raft: bootstrapped the static voters");
+            Ok(())
+        }
+        Err(RaftError::APIError(e)) => {
+            tracing::debug!(error = %e, "raft: not initializing (already formed)");
+            Ok(())
+        }
+        Err(RaftError::Fatal(e)) => Err(StartError::Raft(e.to_string())),
     }
 }
 
@@ -241,15 +290,23 @@ impl RaftNode {
                         )
                     })
                     .collect();
-                match raft.initialize(members).await {
-                    Ok(()) => tracing::info!(
-                        node = config.node_id,
-                        "raft: bootstrapped the static voters"
-                    ),
-                    Err(RaftError::APIError(e)) => {
-                        tracing::debug!(error = %e, "raft: not initializing (already formed)")
-                    }
-                    Err(RaftError::Fatal(e)) => return Err(StartError::Raft(e.to_string())),
+                // The lowest voter id bootstraps at once; the others wait one maximal election
+                // timeout first (unless a leader reached them before), so that a cluster
+                // started all at once does not begin with a split vote in term 1. If the lowest
+                // voter is down, the others still form the quorum on their own.
+                let first = config.voters.keys().next() == Some(&config.node_id);
+                if first {
+                    bootstrap(&raft, config.node_id, members).await?;
+                } else {
+                    let raft2 = raft.clone();
+                    let id = config.node_id;
+                    let delay = config.election_timeout.1;
+                    tasks.push(tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if matches!(raft2.is_initialized().await, Ok(false)) {
+                            let _ = bootstrap(&raft2, id, members).await;
+                        }
+                    }));
                 }
             } else {
                 let only_me = {
@@ -353,6 +410,25 @@ impl RaftNode {
             && m.membership_config.get_joint_config().len() == 1
     }
 
+    /// Wait (up to a second) for the last membership change to be committed: changes go one
+    /// at a time. A change still in flight after that is an error.
+    async fn wait_uniform(&self) -> Result<(), LogError> {
+        let start = std::time::Instant::now();
+        while !self.is_uniform() {
+            if start.elapsed() > Duration::from_secs(1) {
+                let m = self.raft.metrics().borrow_watched().clone();
+                tracing::info!(
+                    effective = ?m.membership_config.log_id(),
+                    committed = ?m.committed_membership_config.log_id(),
+                    "raft: a membership change is in progress"
+                );
+                return Err(LogError::MembershipChangeInProgress);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     async fn bounded<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, LogError>>,
@@ -368,11 +444,12 @@ impl RaftNode {
         change: ChangeMembers<NodeId, PeerNode>,
         retain: bool,
     ) -> Result<(), LogError> {
-        self.raft
-            .change_membership(change, retain)
-            .await
-            .map(|_| ())
-            .map_err(|e| write_err(&self.shared, e))
+        write_retrying(&self.shared, &self.raft, || {
+            self.raft.change_membership(change.clone(), retain)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| write_err(&self.shared, e))
     }
 
     /// Make `node` a learner with exactly `info`, waiting for it to catch up if `blocking`.
@@ -399,12 +476,12 @@ impl RaftNode {
                 .await?
             }
             None => {
-                return self
-                    .raft
-                    .add_learner(node, info, blocking)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| write_err(&self.shared, e))
+                return write_retrying(&self.shared, &self.raft, || {
+                    self.raft.add_learner(node, info.clone(), blocking)
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| write_err(&self.shared, e))
             }
         }
         if blocking {
@@ -622,11 +699,12 @@ impl MetadataLog for RaftNode {
                 return Err(e);
             }
             self.bounded(async {
-                self.raft
-                    .client_write(EntryData(entry))
-                    .await
-                    .map(|r| r.log_id.index)
-                    .map_err(|e| write_err(&self.shared, e))
+                write_retrying(&self.shared, &self.raft, || {
+                    self.raft.client_write(EntryData(entry.clone()))
+                })
+                .await
+                .map(|r| r.log_id.index)
+                .map_err(|e| write_err(&self.shared, e))
             })
             .await
         })
@@ -720,9 +798,7 @@ impl MetadataLog for RaftNode {
             if let Some(e) = self.not_leader() {
                 return Err(e);
             }
-            if !self.is_uniform() {
-                return Err(LogError::MembershipChangeInProgress);
-            }
+            self.wait_uniform().await?;
             let info = PeerNode {
                 addr,
                 directory_id: Some(directory_id),
@@ -754,9 +830,7 @@ impl MetadataLog for RaftNode {
             if let Some(e) = self.not_leader() {
                 return Err(e);
             }
-            if !self.is_uniform() {
-                return Err(LogError::MembershipChangeInProgress);
-            }
+            self.wait_uniform().await?;
             let m = self
                 .raft
                 .metrics()
@@ -808,9 +882,7 @@ impl MetadataLog for RaftNode {
             if let Some(e) = self.not_leader() {
                 return Err(e);
             }
-            if !self.is_uniform() {
-                return Err(LogError::MembershipChangeInProgress);
-            }
+            self.wait_uniform().await?;
             let m = self
                 .raft
                 .metrics()
