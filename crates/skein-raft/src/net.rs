@@ -43,6 +43,8 @@ use crate::{BoxFuture, Limits, NodeId, PeerNode, Raft, TypeConfig};
 const MAGIC: u32 = 0x534b_5246; // "SKRF"
 const VERSION: u16 = 1;
 const MAX_REFUSALS: usize = 16;
+/// The largest handshake frame accepted (before the peer is known).
+const MAX_HELLO_BYTES: usize = 4096;
 
 /// The handler of the application channel: request bytes in, response bytes out.
 pub type AppHandler = Arc<dyn Fn(Bytes) -> BoxFuture<'static, Bytes> + Send + Sync>;
@@ -207,8 +209,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > max {
         return Err(FrameError::TooLarge(len, max));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
+    // Grow with the bytes that actually arrive, never from the length prefix alone: a peer
+    // announcing a large frame and sending nothing costs us nothing.
+    let mut buf = Vec::with_capacity(len.min(64 << 10));
+    (&mut *r).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() != len {
+        return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(buf)
 }
 
@@ -451,7 +458,7 @@ async fn handle_conn(mut stream: TcpStream, shared: &Arc<Shared>) -> Result<(), 
     let _ = stream.set_nodelay(true);
     let limits = shared.limits.clone();
     let max = limits.max_frame_bytes;
-    let hello = with_timeout(limits.io_timeout, read_frame(&mut stream, max))
+    let hello = with_timeout(limits.io_timeout, read_frame(&mut stream, MAX_HELLO_BYTES))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     let hello: Hello = decode(&hello).map_err(|e| format!("handshake: {e}"))?;
@@ -608,7 +615,25 @@ enum CallError {
 }
 
 impl PeerNetwork {
+    /// One RPC, connection set-up included, bounded by `ttl`.
     async fn call(&mut self, req: &RaftRequest, ttl: Duration) -> Result<RaftReply, CallError> {
+        match tokio::time::timeout(ttl, self.call_inner(req, ttl)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.conn = None;
+                Err(CallError::Network(format!(
+                    "node {}: no answer within {ttl:?}",
+                    self.target
+                )))
+            }
+        }
+    }
+
+    async fn call_inner(
+        &mut self,
+        req: &RaftRequest,
+        ttl: Duration,
+    ) -> Result<RaftReply, CallError> {
         if self.conn.is_none() {
             let c = Conn::open(&self.shared, &self.addr, Some(self.target), Channel::Raft)
                 .await

@@ -314,6 +314,19 @@ impl RaftNode {
                     let voters: Vec<NodeId> = m.voter_ids().collect();
                     voters == [config.node_id]
                 };
+                let recorded: BTreeSet<NodeId> = raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .voter_ids()
+                    .collect();
+                let configured: BTreeSet<NodeId> = config.voters.keys().copied().collect();
+                if !recorded.is_empty() && recorded != configured {
+                    tracing::warn!(
+                        node = config.node_id,
+                        "controller.quorum.voters {configured:?} differs from the voters the quorum records {recorded:?}; the recorded voters apply (change them with add-voter/remove-voter)"
+                    );
+                }
                 if only_me {
                     // The only voter: no one to wait for, elect now.
                     let _ = raft.trigger().elect(false).await;

@@ -628,6 +628,24 @@ async fn bad_handshake_and_oversized_frame_close_only_that_connection() {
         "connection should be closed: {n:?}"
     );
 
+    // After a good handshake, a frame above max_frame_bytes: closed too.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let hello = skein_raft::net::Hello {
+        cluster_id: "test-cluster".into(),
+        ..hello
+    };
+    skein_raft::net::write_frame(&mut s, &postcard_encode(&hello), 1 << 20)
+        .await
+        .unwrap();
+    let reply = skein_raft::net::read_frame(&mut s, 1 << 20).await.unwrap();
+    assert!(matches!(
+        postcard_decode::<skein_raft::net::HelloReply>(&reply),
+        skein_raft::net::HelloReply::Accepted { node_id, .. } if node_id == leader
+    ));
+    s.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "connection should be closed: {n:?}");
+
     // Garbage instead of a hello.
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
