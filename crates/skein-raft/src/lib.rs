@@ -341,8 +341,9 @@ pub struct RaftConfig {
 }
 
 impl RaftConfig {
-    /// A config with Skein's defaults (KRaft-like timeouts: election 1-2 s, heartbeat 500 ms... scaled
-    /// down: election 1000-2000 ms, heartbeat 250 ms; snapshot every 10 000 entries).
+    /// A voter config with Skein's defaults: election timeout 1000-2000 ms (KRaft's
+    /// `controller.quorum.election.timeout.ms` is 1000, randomized up to twice that), heartbeat
+    /// 250 ms, a snapshot every 10 000 entries, default [`Limits`].
     pub fn new(
         node_id: NodeId,
         cluster_id: impl Into<String>,

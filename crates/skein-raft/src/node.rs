@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use openraft::errors::{ClientWriteError, ForwardReason, RaftError};
+use openraft::errors::{ChangeMembershipError, ClientWriteError, ForwardReason, RaftError};
 use openraft::rt::watch::WatchReceiver;
 use openraft::{ChangeMembers, Instant as _, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -144,14 +144,11 @@ fn write_err(
                     .map(|a| (id, a))
             }),
         },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(_),
+        )) => LogError::MembershipChangeInProgress,
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            let s = e.to_string();
-            tracing::info!(error = %s, "raft: membership change refused");
-            if s.contains("in progress") || s.contains("InProgress") {
-                LogError::MembershipChangeInProgress
-            } else {
-                LogError::Invalid(s)
-            }
+            LogError::Invalid(e.to_string())
         }
         RaftError::APIError(e) => LogError::Uncertain(e.to_string()),
         RaftError::Fatal(e) => LogError::Shutdown(e.to_string()),
