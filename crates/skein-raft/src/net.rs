@@ -546,6 +546,23 @@ async fn handle_raft(shared: &Arc<Shared>, hello: &Hello, req: RaftRequest) -> R
             Err(e) => RaftReply::Error(e.to_string()),
         },
         RaftRequest::Snapshot { vote, meta, data } => {
+            // openraft asserts (panics its core) on these two inconsistencies; a peer's bad
+            // snapshot must be an error instead.
+            if let Some(last) = meta.last_log_id {
+                if last.leader_id.term > vote.leader_id.term {
+                    return RaftReply::Error(format!(
+                        "snapshot up to {last} lies beyond its leader's vote {vote}"
+                    ));
+                }
+                let committed = raft.metrics().borrow_watched().local_committed;
+                if let Some(c) = committed {
+                    if last > c && last.index <= c.index {
+                        return RaftReply::Error(format!(
+                            "snapshot up to {last} contradicts the locally committed {c}"
+                        ));
+                    }
+                }
+            }
             let snapshot = SnapshotOf::<TypeConfig, Bytes> {
                 meta,
                 snapshot: data,
