@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use skein_log::{Log, LogConfig};
 use skein_protocol::records::BatchHeader;
@@ -131,8 +131,15 @@ pub struct Broker {
     advertised: OnceLock<SocketAddr>,
     topics: RwLock<TopicMap>,
     /// Serialises metadata changes and holds the persisted image.
-    meta: Mutex<(MetaStore, MetadataImage)>,
-    next_producer_id: Mutex<i64>,
+    /// The single node's metadata file from before the metadata log, until it is migrated.
+    legacy: Mutex<Option<(MetaStore, MetadataImage)>>,
+    /// The producer-id block this broker hands ids out of: `(next, end)`.
+    producer_ids: Mutex<(i64, i64)>,
+    /// The metadata log and the controller.
+    pub(crate) quorum: crate::cluster::Quorum,
+    /// Totals of the partition opens since start, for one summary line.
+    opened_from_snapshot: AtomicU64,
+    opened_batches_scanned: AtomicU64,
     /// The broker-wide account of idempotent producer state (`skein.producer.ids.max`).
     pub(crate) producer_limits: Arc<ProducerLimits>,
     syncer: Syncer,
@@ -172,7 +179,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn random_uuid() -> Uuid {
+pub(crate) fn random_uuid() -> Uuid {
     loop {
         let u = Uuid(*uuid::Uuid::new_v4().as_bytes());
         // Kafka reserves the all-zero id and ids whose base64 form starts with '-'.
@@ -211,7 +218,7 @@ fn uuid_to_hex(u: &Uuid) -> String {
     u.0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn uuid_from_hex(s: &str) -> Option<Uuid> {
+pub(crate) fn uuid_from_hex(s: &str) -> Option<Uuid> {
     if s.len() != 32 {
         return None;
     }
@@ -256,8 +263,8 @@ impl Broker {
             stored_image.as_ref().map(|i| i.cluster_id.as_str()),
             || config.cluster.default_cluster_id(),
         )?;
-        let image = match stored_image {
-            Some(image) if image.cluster_id != identity.cluster_id => {
+        if let Some(image) = &stored_image {
+            if image.cluster_id != identity.cluster_id {
                 return Err(BrokerError::Identity(IdentityError::Corrupt {
                     path: dir.join(crate::store::META_FILE),
                     why: format!(
@@ -266,46 +273,34 @@ impl Broker {
                         crate::node::META_PROPERTIES,
                         identity.cluster_id
                     ),
-                }))
+                }));
             }
-            Some(image) => image,
-            None => {
-                let image = MetadataImage {
-                    cluster_id: identity.cluster_id.clone(),
-                    node_id: config.node_id,
-                    producer_id_block_end: 0,
-                    topics: BTreeMap::new(),
-                };
-                store.save(&image).map_err(BrokerError::Metadata)?;
-                tracing::info!(cluster_id = %image.cluster_id, "formatted a new data directory");
-                image
-            }
-        };
-        let mut topics = TopicMap::default();
-        let stored: Vec<(&str, &StoredTopic)> =
-            image.topics.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let producer_limits = ProducerLimits::new(config.producer_ids_max);
-        let opener = PartitionOpener::new(&config, &producer_limits, clock.now_ms());
-        for topic in opener.open_topics(&stored)? {
-            topics.by_id.insert(topic.id, topic.clone());
-            topics.by_name.insert(topic.name.clone(), topic);
         }
-        opener.log_producer_state_summary();
+        let producer_limits = ProducerLimits::new(config.producer_ids_max);
         let mut metrics = Metrics::new();
         metrics.register_producer_limits(&producer_limits);
         let syncer = Syncer::start(metrics.fsync_latency.clone()).map_err(BrokerError::Metadata)?;
         let groups = Groups::new(config.group_config(), config.offsets_topic_partitions);
+        let quorum = crate::cluster::Quorum::new(skein_metadata::ControllerConfig {
+            session_timeout_ms: config.cluster.broker_session_timeout_ms,
+            producer_id_block_size: PRODUCER_ID_BLOCK,
+            default_num_partitions: config.num_partitions,
+            default_replication_factor: 1,
+        });
         let broker = Broker {
             groups,
             metrics,
-            cluster_id: image.cluster_id.clone(),
+            cluster_id: identity.cluster_id.clone(),
             identity,
-            next_producer_id: Mutex::new(image.producer_id_block_end),
+            legacy: Mutex::new(stored_image.map(|image| (store, image))),
+            producer_ids: Mutex::new((0, 0)),
+            quorum,
+            opened_from_snapshot: AtomicU64::new(0),
+            opened_batches_scanned: AtomicU64::new(0),
             producer_limits,
             config,
             advertised: OnceLock::new(),
-            topics: RwLock::new(topics),
-            meta: Mutex::new((store, image)),
+            topics: RwLock::new(TopicMap::default()),
             syncer,
             data_arrived: Notify::new(),
             fetch_files_held: Arc::default(),
@@ -313,9 +308,46 @@ impl Broker {
             clock,
             _lock: lock,
         };
-        broker.replay_groups();
-        broker.ready.store(true, Ordering::SeqCst);
         Ok(Arc::new(broker))
+    }
+
+    /// Joins the metadata log (see [`Broker::start_quorum`]), rebuilds the consumer groups
+    /// from `__consumer_offsets`, and starts serving.
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        self.start_quorum().await?;
+        tracing::info!(
+            from_snapshots = self.opened_from_snapshot.load(Ordering::Relaxed),
+            batches_scanned = self.opened_batches_scanned.load(Ordering::Relaxed),
+            producers = self.producer_limits.held(),
+            "rebuilt idempotent producer state"
+        );
+        let b = self.clone();
+        tokio::task::spawn_blocking(move || b.replay_groups()).await?;
+        self.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The topics of `skein-meta.json` (a data directory from before the metadata log).
+    pub(crate) fn legacy_image(&self) -> Option<MetadataImage> {
+        self.legacy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, image)| image.clone())
+    }
+
+    /// Renames `skein-meta.json` once its topics are in the metadata log.
+    pub(crate) fn retire_legacy_image(&self) -> std::io::Result<()> {
+        let mut legacy = self.legacy.lock().unwrap_or_else(|e| e.into_inner());
+        if legacy.take().is_some() {
+            let dir = &self.config.data_dir;
+            fs::rename(
+                dir.join(crate::store::META_FILE),
+                dir.join(format!("{}.migrated", crate::store::META_FILE)),
+            )?;
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Whether recovery is done and requests are served.
@@ -417,28 +449,6 @@ impl Broker {
             .sum()
     }
 
-    fn meta(&self) -> MutexGuard<'_, (MetaStore, MetadataImage)> {
-        self.meta.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Applies `change` to a copy of the metadata image, saves it durably, and only then
-    /// makes it current.
-    fn save_meta(
-        meta: &mut (MetaStore, MetadataImage),
-        change: impl FnOnce(&mut MetadataImage),
-    ) -> Result<(), ApiError> {
-        let mut image = meta.1.clone();
-        change(&mut image);
-        meta.0.save(&image).map_err(|e| {
-            ApiError::new(
-                ErrorCode::KAFKA_STORAGE_ERROR,
-                format!("could not persist metadata: {e}"),
-            )
-        })?;
-        meta.1 = image;
-        Ok(())
-    }
-
     /// Runs `f` on every open partition log (for periodic and shutdown work).
     fn for_each_log(&self, mut f: impl FnMut(&Topic, &Partition, &mut PartitionState)) {
         for topic in self.topics() {
@@ -451,19 +461,25 @@ impl Broker {
         }
     }
 
-    /// Allocates a fresh producer id.
+    /// Allocates a fresh producer id, from this broker's block; a new block comes from the
+    /// controller (`ProducerIdsRecord`), so ids are never handed out twice, across restarts
+    /// and brokers.
     pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
-        let mut next = self
-            .next_producer_id
+        let mut ids = self
+            .producer_ids
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut meta = self.meta();
-        if *next >= meta.1.producer_id_block_end {
-            let end = *next + PRODUCER_ID_BLOCK;
-            Self::save_meta(&mut meta, |image| image.producer_id_block_end = end)?;
+        if ids.0 >= ids.1 {
+            let node = self.node_id();
+            let epoch = self.quorum.broker_epoch();
+            let block = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+                c.allocate_producer_ids(image, node, epoch)
+                    .map_err(|e| ApiError::new(ErrorCode(e.code.0), e.message))
+            }))??;
+            *ids = (block.first, block.first + i64::from(block.len));
         }
-        let id = *next;
-        *next += 1;
+        let id = ids.0;
+        ids.0 += 1;
         Ok(id)
     }
 
@@ -534,45 +550,43 @@ impl Broker {
         Ok((partitions, overrides))
     }
 
-    /// Creates a topic (after [`Broker::check_new_topic`] passed).
+    /// Creates a topic (after [`Broker::check_new_topic`] passed): the controller places
+    /// it and commits it to the metadata log; it is open here when this returns.
     pub fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, ApiError> {
-        let mut meta = self.meta();
-        if self.topic(name).is_some() {
-            return Err(ApiError::new(
-                ErrorCode::TOPIC_ALREADY_EXISTS,
-                format!("Topic '{name}' already exists."),
-            ));
-        }
-        let id = random_uuid();
-        let stored = StoredTopic {
-            id: uuid_to_hex(&id),
-            partitions,
-            configs: overrides,
+        use skein_metadata::controller::NewTopic;
+        let new = NewTopic {
+            name: name.to_string(),
+            num_partitions: partitions,
+            replication_factor: 1,
+            assignments: Vec::new(),
+            configs: overrides.into_iter().collect(),
         };
-        let topic = PartitionOpener::new(&self.config, &self.producer_limits, self.now_ms())
-            .open_topic(name, &stored)
-            .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
-        if let Err(e) = Self::save_meta(&mut meta, |image| {
-            image.topics.insert(name.to_string(), stored);
-        }) {
-            for p in topic.partitions() {
-                if let Some(log) = p.lock().log.take() {
-                    let _ = log.delete();
-                }
+        let seed = u64::from_le_bytes(random_uuid().0[..8].try_into().expect("8 bytes"));
+        let results = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+            Ok(c.create_topics(image, std::slice::from_ref(&new), false, seed))
+        }))??;
+        match results.into_iter().next().map(|r| r.result) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(ApiError::new(ErrorCode(e.code.0), e.message)),
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::UNKNOWN_SERVER_ERROR,
+                    "the controller gave no answer for the topic",
+                ))
             }
-            return Err(e);
         }
-        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-        topics.by_id.insert(id, topic.clone());
-        topics.by_name.insert(name.to_string(), topic.clone());
-        drop(topics);
         tracing::info!(topic = name, partitions, "created topic");
-        Ok(topic)
+        self.topic(name).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                format!("Topic '{name}' was created but could not be opened on this broker."),
+            )
+        })
     }
 
     /// Creates a topic on first use (Metadata with auto-creation).
@@ -581,42 +595,23 @@ impl Broker {
         self.create_topic(name, partitions, overrides)
     }
 
-    /// Deletes a topic and its data.
+    /// Deletes a topic and its data (through the controller).
     pub fn delete_topic(&self, topic: &Arc<Topic>) -> Result<(), ApiError> {
-        let mut meta = self.meta();
-        if !meta.1.topics.contains_key(&topic.name) {
-            return Err(ApiError::new(
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                "This server does not host this topic-partition.",
-            ));
+        use skein_metadata::controller::TopicRef;
+        let r = TopicRef::Id(topic.id);
+        let results = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+            Ok(c.delete_topics(image, std::slice::from_ref(&r)))
+        }))??;
+        if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
+            return Err(ApiError::new(ErrorCode(e.code.0), e.message));
         }
-        Self::save_meta(&mut meta, |image| {
-            image.topics.remove(&topic.name);
-        })?;
-        {
-            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-            topics.by_name.remove(&topic.name);
-            topics.by_id.remove(&topic.id);
-        }
-        // Released before the coordinator is called: it may need the metadata lock itself.
-        drop(meta);
-        for p in topic.partitions() {
-            let log = p.lock().log.take();
-            if let Some(log) = log {
-                if let Err(e) = log.delete() {
-                    tracing::warn!(topic = %topic.name, partition = p.index, "could not remove partition data: {e}");
-                }
-            }
-        }
-        self.data_arrived.notify_waiters();
-        self.forget_topic_offsets(&topic.name);
         tracing::info!(topic = %topic.name, "deleted topic");
         Ok(())
     }
 
-    /// Grows a topic to `count` partitions.
+    /// Grows a topic to `count` partitions (through the controller).
     pub fn add_partitions(&self, topic: &Arc<Topic>, count: i32) -> Result<(), ApiError> {
-        let mut meta = self.meta();
+        use skein_metadata::controller::NewPartitions;
         let current = topic.partition_count();
         if count <= current {
             return Err(ApiError::new(
@@ -633,42 +628,60 @@ impl Broker {
                 ),
             ));
         }
-        let name_arc: Arc<str> = Arc::from(topic.name.as_str());
-        let log_config = topic.effective().log.clone();
-        let mut new = Vec::new();
-        let opener = PartitionOpener::new(&self.config, &self.producer_limits, self.now_ms());
-        for index in current..count {
-            let p = opener
-                .open_partition(&name_arc, index, log_config.clone())
-                .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
-            new.push(Arc::new(p));
+        let growth = NewPartitions {
+            name: topic.name.clone(),
+            count,
+            assignments: None,
+        };
+        let seed = u64::from_le_bytes(random_uuid().0[..8].try_into().expect("8 bytes"));
+        let results = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+            Ok(c.create_partitions(image, std::slice::from_ref(&growth), false, seed))
+        }))??;
+        if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
+            return Err(ApiError::new(ErrorCode(e.code.0), e.message));
         }
-        Self::save_meta(&mut meta, |image| {
-            if let Some(t) = image.topics.get_mut(&topic.name) {
-                t.partitions = count;
-            }
-        })?;
-        topic
-            .partitions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(new);
         tracing::info!(topic = %topic.name, from = current, to = count, "added partitions");
         Ok(())
     }
 
-    /// Replaces a topic's config overrides (already validated).
+    /// Replaces a topic's config overrides (already validated), through the controller.
     pub fn set_topic_config(
         &self,
         topic: &Arc<Topic>,
         overrides: BTreeMap<String, String>,
     ) -> Result<(), ApiError> {
-        let mut meta = self.meta();
-        Self::save_meta(&mut meta, |image| {
-            if let Some(t) = image.topics.get_mut(&topic.name) {
-                t.configs = overrides.clone();
-            }
-        })?;
+        use skein_metadata::controller::{AlterConfigs, ConfigOp};
+        use skein_metadata::image::ConfigResource;
+        let current = topic.config().overrides;
+        let mut ops: Vec<(String, ConfigOp)> = current
+            .keys()
+            .filter(|k| !overrides.contains_key(*k))
+            .map(|k| (k.clone(), ConfigOp::Delete))
+            .collect();
+        ops.extend(
+            overrides
+                .iter()
+                .filter(|(k, v)| current.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), ConfigOp::Set(v.clone()))),
+        );
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let change = AlterConfigs {
+            resource: ConfigResource::topic(topic.name.clone()),
+            ops,
+        };
+        let results = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+            Ok(c.incremental_alter_configs(image, std::slice::from_ref(&change), false))
+        }))??;
+        if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
+            return Err(ApiError::new(ErrorCode(e.code.0), e.message));
+        }
+        Ok(())
+    }
+
+    /// Applies committed config overrides to a local topic and its logs.
+    pub(crate) fn apply_topic_config(&self, topic: &Arc<Topic>, overrides: BTreeMap<String, String>) {
         let config = TopicConfig {
             overrides: overrides.into_iter().collect(),
         };
@@ -679,6 +692,101 @@ impl Broker {
             if let Some(log) = p.lock().log.as_mut() {
                 log.update_config(effective.log.clone());
             }
+        }
+    }
+
+    /// Removes a deleted topic's replicas from this broker, data included.
+    pub(crate) fn drop_topic_locally(&self, topic: &Arc<Topic>) {
+        {
+            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+            topics.by_name.remove(&topic.name);
+            topics.by_id.remove(&topic.id);
+        }
+        for p in topic.partitions() {
+            let log = p.lock().log.take();
+            if let Some(log) = log {
+                if let Err(e) = log.delete() {
+                    tracing::warn!(topic = %topic.name, partition = p.index, "could not remove partition data: {e}");
+                }
+            }
+        }
+        self.data_arrived.notify_waiters();
+        self.forget_topic_offsets(&topic.name);
+    }
+
+    /// Opens this broker's new replicas of a topic (creating the topic locally if needed) and
+    /// sets the assignment of every listed partition. Partitions are added in index order.
+    pub(crate) fn open_or_update_replicas(
+        &self,
+        topic_id: Uuid,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+        parts: &[(i32, skein_metadata::image::PartitionState)],
+        node: i32,
+    ) -> Result<(), ApiError> {
+        let storage = |e: BrokerError| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string());
+        let opener = PartitionOpener::new(&self.config, &self.producer_limits, self.now_ms());
+        let topic = match self.topic_by_id(&topic_id) {
+            Some(t) => t,
+            None => {
+                let stored = StoredTopic {
+                    id: uuid_to_hex(&topic_id),
+                    partitions: 0,
+                    configs: configs.clone(),
+                };
+                let topic = opener.open_topic(name, &stored).map_err(storage)?;
+                let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+                topics.by_id.insert(topic_id, topic.clone());
+                topics.by_name.insert(name.to_string(), topic.clone());
+                topic
+            }
+        };
+        let current = topic.partition_count();
+        let new: Vec<i32> = parts
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| *p >= current)
+            .collect();
+        if !new.is_empty() {
+            let name_arc: Arc<str> = Arc::from(name);
+            let log_config = topic.effective().log.clone();
+            let opened = parallel_map(&new, |&index| {
+                opener.open_partition(&name_arc, index, log_config.clone())
+            });
+            let mut list = topic.partitions.write().unwrap_or_else(|e| e.into_inner());
+            for (index, p) in new.iter().zip(opened) {
+                if *index as usize != list.len() {
+                    return Err(ApiError::new(
+                        ErrorCode::UNKNOWN_SERVER_ERROR,
+                        format!("partition {index} of {name} would leave a gap on this broker"),
+                    ));
+                }
+                list.push(Arc::new(p.map_err(storage)?));
+            }
+        }
+        self.opened_from_snapshot
+            .fetch_add(opener.from_snapshot.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.opened_batches_scanned
+            .fetch_add(opener.batches_scanned.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (index, state) in parts {
+            let Some(partition) = topic.partition(*index) else {
+                continue;
+            };
+            let assignment = Self::assignment_of(state);
+            let mut replica = partition.lock();
+            if assignment.leader == node {
+                if let Some(log) = replica.log.as_mut() {
+                    // A new leader epoch starts at this replica's log end (Kafka's rule).
+                    if log.latest_epoch().is_none_or(|e| e < assignment.leader_epoch) {
+                        let leo = log.log_end_offset();
+                        if let Err(e) = log.assign_epoch(assignment.leader_epoch, leo) {
+                            tracing::error!(topic = name, partition = index, "leader epoch checkpoint: {e}");
+                        }
+                    }
+                }
+            }
+            partition.set_assignment(assignment);
+            drop(replica);
         }
         Ok(())
     }
@@ -921,16 +1029,6 @@ impl<'a> PartitionOpener<'a> {
             "loaded producer state"
         );
         Ok(producers)
-    }
-
-    /// One line for the whole start-up: how producer state was rebuilt.
-    fn log_producer_state_summary(&self) {
-        tracing::info!(
-            from_snapshots = self.from_snapshot.load(Ordering::Relaxed),
-            batches_scanned = self.batches_scanned.load(Ordering::Relaxed),
-            producers = self.producer_limits.held(),
-            "rebuilt idempotent producer state"
-        );
     }
 }
 

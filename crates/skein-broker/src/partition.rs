@@ -88,6 +88,11 @@ impl Partition {
             .clone()
     }
 
+    /// Replaces the assignment; callers hold the replica's state lock (see the field).
+    pub(crate) fn set_assignment(&self, assignment: Assignment) {
+        *self.assignment.write().unwrap_or_else(|e| e.into_inner()) = assignment;
+    }
+
     pub fn leader_epoch(&self) -> i32 {
         self.assignment
             .read()

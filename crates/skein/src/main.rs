@@ -116,6 +116,7 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     let server = skein_server::Server::bind(broker.clone())
         .await
         .context("could not bind the listeners")?;
+    broker.start().await?;
     tracing::info!(
         "skein started kafka={} http={} data_dir={} startup_ms={}",
         server.kafka_addr(),
@@ -129,6 +130,17 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     });
     let producer_expiry = every(producer_expiry_every, &broker, |b| b.expire_producers());
     let checkpoints = every(CHECKPOINT_INTERVAL, &broker, |b| b.checkpoint());
+    let quorum_broker = broker.clone();
+    let heartbeat_every = Duration::from_millis(broker.config.cluster.broker_heartbeat_interval_ms);
+    let quorum_ticks = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(heartbeat_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            quorum_broker.quorum_tick().await;
+        }
+    });
     let group_broker = broker.clone();
     let group_ticks = tokio::spawn(async move {
         let mut tick = tokio::time::interval(GROUP_TICK);
@@ -140,12 +152,14 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     });
     server.run(shutdown_signal(term)).await;
     group_ticks.abort();
+    quorum_ticks.abort();
     retention.abort();
     checkpoints.abort();
     producer_expiry.abort();
     tracing::info!("shutting down: flushing and closing partitions");
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown()).await?;
+    broker.stop_quorum().await;
     tracing::info!("skein stopped");
     Ok(())
 }

@@ -1,0 +1,570 @@
+//! The broker on the metadata log: topics, partitions, configs and producer-id blocks are
+//! what the quorum has committed, not what a local file says.
+//!
+//! - [`ImageApplier`] is the state machine `skein-raft` drives: every committed entry is
+//!   applied to the shared [`MetadataImage`], and the broker acts on the delta at once (opens
+//!   new partitions, sets assignments and leader epochs, applies configs, drops deleted
+//!   topics), so a proposal that has resolved is visible locally.
+//! - [`Quorum`] runs the [`QuorumController`]'s operations one at a time against the committed
+//!   image: decide, propose the records as one entry, wait for the commit, answer.
+//! - A node is a cluster of one unless `controller.quorum.voters` says otherwise; it registers
+//!   itself as a broker and a controller and heartbeats itself through the same code.
+//! - A data directory written before the metadata log existed (`skein-meta.json`) has its
+//!   topics proposed once, with their ids, configs and producer-id block; the file is then
+//!   renamed `skein-meta.json.migrated`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use skein_metadata::controller::{Heartbeat, RegisterBroker};
+use skein_metadata::image::{
+    partition_record, ConfigResource, Endpoint, MetadataDelta, PartitionState, TOPIC_RESOURCE,
+};
+use skein_metadata::{encode_batch, ControllerConfig, MetadataImage, Outcome, QuorumController};
+use skein_protocol::metadata_records::{ConfigRecord, ProducerIdsRecord, TopicRecord};
+use skein_protocol::{MetadataRecord, Uuid};
+use skein_raft::{Applier, LogError, MetadataLog, RaftConfig, RaftNode};
+
+use crate::broker::{Assignment, Broker};
+use crate::error::{ApiError, ErrorCode};
+
+/// How long a broker-side wait on the controller may take before the client gets
+/// REQUEST_TIMED_OUT.
+const CONTROLLER_WAIT: Duration = Duration::from_secs(30);
+
+/// The node's handle on the metadata log and, when it leads, the controller.
+pub struct Quorum {
+    pub image: Arc<RwLock<MetadataImage>>,
+    node: OnceLock<Arc<RaftNode>>,
+    controller: tokio::sync::Mutex<Controller>,
+    /// This process's registration (the broker epoch), once registered.
+    broker_epoch: std::sync::atomic::AtomicI64,
+    incarnation: Uuid,
+}
+
+struct Controller {
+    logic: QuorumController,
+    /// The Raft term the controller's volatile state was rebuilt for.
+    active_term: Option<u64>,
+}
+
+fn api(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
+}
+
+fn from_metadata_error(e: skein_metadata::ApiError) -> ApiError {
+    ApiError::new(ErrorCode(e.code.0), e.message)
+}
+
+fn from_log_error(e: LogError) -> ApiError {
+    match e {
+        LogError::NotLeader { .. } => api(
+            ErrorCode::NOT_CONTROLLER,
+            "This node is not the active controller.",
+        ),
+        LogError::Timeout(d) => api(
+            ErrorCode::REQUEST_TIMED_OUT,
+            format!("The metadata change was not committed within {d:?}."),
+        ),
+        other => api(
+            ErrorCode::REQUEST_TIMED_OUT,
+            format!("The metadata change may not have been committed: {other}"),
+        ),
+    }
+}
+
+impl Quorum {
+    pub fn new(config: ControllerConfig) -> Quorum {
+        Quorum {
+            image: Arc::new(RwLock::new(MetadataImage::new())),
+            node: OnceLock::new(),
+            controller: tokio::sync::Mutex::new(Controller {
+                logic: QuorumController::new(config),
+                active_term: None,
+            }),
+            broker_epoch: std::sync::atomic::AtomicI64::new(-1),
+            incarnation: crate::broker::random_uuid(),
+        }
+    }
+
+    pub fn raft(&self) -> Option<&Arc<RaftNode>> {
+        self.node.get()
+    }
+
+    /// Reads the image.
+    pub fn read<R>(&self, f: impl FnOnce(&MetadataImage) -> R) -> R {
+        f(&self.image.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs one controller operation: decide against the committed image, propose its
+    /// records as one entry, and answer once they are committed and applied here.
+    pub async fn run<R>(
+        &self,
+        now_ms: i64,
+        op: impl FnOnce(&mut QuorumController, &MetadataImage, u64) -> Result<Outcome<R>, ApiError>,
+    ) -> Result<R, ApiError> {
+        let Some(node) = self.node.get() else {
+            return Err(api(
+                ErrorCode::NOT_CONTROLLER,
+                "The metadata log is not running yet.",
+            ));
+        };
+        if !node.is_leader() {
+            return Err(api(
+                ErrorCode::NOT_CONTROLLER,
+                "This node is not the active controller.",
+            ));
+        }
+        let now = now_ms.max(0) as u64;
+        let mut c = self.controller.lock().await;
+        let term = node.status().term;
+        if c.active_term != Some(term) {
+            let image = self.image.read().unwrap_or_else(|e| e.into_inner());
+            c.logic.activate(&image, now);
+            c.active_term = Some(term);
+        }
+        let outcome = {
+            let image = self.image.read().unwrap_or_else(|e| e.into_inner());
+            op(&mut c.logic, &image, now)?
+        };
+        if !outcome.records.is_empty() {
+            let entry = encode_batch(&outcome.records);
+            match tokio::time::timeout(CONTROLLER_WAIT, node.propose(entry)).await {
+                Ok(Ok(_offset)) => {}
+                Ok(Err(e)) => {
+                    // The volatile state may be ahead of what was committed: rebuild it.
+                    c.active_term = None;
+                    return Err(from_log_error(e));
+                }
+                Err(_) => {
+                    c.active_term = None;
+                    return Err(from_log_error(LogError::Timeout(CONTROLLER_WAIT)));
+                }
+            }
+        }
+        Ok(outcome.reply)
+    }
+
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Applies committed entries to the image and the broker.
+struct ImageApplier {
+    image: Arc<RwLock<MetadataImage>>,
+    broker: Weak<Broker>,
+}
+
+impl Applier for ImageApplier {
+    fn apply(&mut self, offset: u64, entry: &[u8]) {
+        let delta = {
+            let mut image = self.image.write().unwrap_or_else(|e| e.into_inner());
+            match image.apply_entry(offset, entry) {
+                Ok(d) => d,
+                Err(e) => {
+                    // Every node refuses the same entry the same way; the image is unchanged.
+                    tracing::error!(offset, "metadata entry not applied: {e}");
+                    return;
+                }
+            }
+        };
+        if delta.is_empty() {
+            return;
+        }
+        if let Some(broker) = self.broker.upgrade() {
+            let image = self.image.clone();
+            let work = move || {
+                let image = image.read().unwrap_or_else(|e| e.into_inner());
+                broker.apply_delta(&image, &delta);
+            };
+            // Opening partitions is file work: let the runtime move other tasks meanwhile.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(work)
+                }
+                _ => work(),
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Bytes {
+        self.image
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot()
+    }
+
+    fn restore(&mut self, offset: u64, snapshot: &[u8]) -> Result<(), String> {
+        let mut fresh = MetadataImage::new();
+        fresh.restore(offset, snapshot).map_err(|e| e.to_string())?;
+        let delta = fresh.as_delta_from_empty();
+        *self.image.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        if let Some(broker) = self.broker.upgrade() {
+            let image = self.image.read().unwrap_or_else(|e| e.into_inner());
+            broker.apply_delta(&image, &delta);
+        }
+        Ok(())
+    }
+}
+
+/// The directory id of `meta.properties` as the raft crate's UUID.
+fn directory_uuid(id: &str) -> Result<uuid::Uuid, String> {
+    let u: Uuid = id
+        .parse()
+        .map_err(|_| format!("directory.id {id:?} is not a Kafka UUID"))?;
+    Ok(uuid::Uuid::from_bytes(u.0))
+}
+
+impl Broker {
+    /// Starts the metadata log (a quorum of one unless configured otherwise), replays it
+    /// into the broker, migrates a legacy data directory, registers this node and waits until
+    /// it is unfenced. The broker serves once this returns.
+    pub async fn start_quorum(self: &Arc<Self>) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let settings = &self.config.cluster;
+        let listen = settings
+            .controller_listener
+            .unwrap_or_else(|| "127.0.0.1:0".parse().expect("literal address"));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("could not bind the controller listener {listen}"))?;
+        let mut voters = BTreeMap::new();
+        if settings.voters.is_empty() {
+            voters.insert(self.node_id() as u64, listener.local_addr()?.to_string());
+        } else {
+            for v in &settings.voters {
+                voters.insert(v.id as u64, v.address.clone());
+            }
+        }
+        let config = RaftConfig::new(
+            self.node_id() as u64,
+            self.cluster_id.clone(),
+            directory_uuid(&self.identity.directory_id).map_err(anyhow::Error::msg)?,
+            self.config.data_dir.join("__cluster_metadata-0"),
+            voters,
+        );
+        let applier = ImageApplier {
+            image: self.quorum.image.clone(),
+            broker: Arc::downgrade(self),
+        };
+        let node = RaftNode::start(config, listener, Box::new(applier))
+            .await
+            .context("could not start the metadata log")?;
+        let node = Arc::new(node);
+        let _ = self.quorum.node.set(node.clone());
+        // Catch up with everything the log held at start.
+        let target = node.status().log_end_offset;
+        let mut applied = node.applied();
+        let caught_up = async {
+            loop {
+                let now = *applied.borrow_and_update();
+                if target == 0 || now.is_some_and(|a| a + 1 >= target) {
+                    return;
+                }
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), caught_up)
+            .await
+            .context("the metadata log did not catch up within 60 s")?;
+        // A single node waits to be leader (a few ms).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !node.is_leader() {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("no controller was elected within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.migrate_legacy_metadata().await?;
+        self.register_self().await?;
+        Ok(())
+    }
+
+    /// Proposes the topics of a `skein-meta.json` written before the metadata log, once.
+    async fn migrate_legacy_metadata(self: &Arc<Self>) -> anyhow::Result<()> {
+        let Some(legacy) = self.legacy_image() else {
+            return Ok(());
+        };
+        let node = self.node_id();
+        let existing = self.quorum.read(|i| i.topic_ids().clone());
+        let mut records: Vec<MetadataRecord> = Vec::new();
+        for (name, stored) in &legacy.topics {
+            if existing.contains_key(name) {
+                continue;
+            }
+            let Some(id) = crate::broker::uuid_from_hex(&stored.id) else {
+                anyhow::bail!("skein-meta.json: topic {name} has a malformed id");
+            };
+            records.push(
+                TopicRecord {
+                    name: name.clone(),
+                    topic_id: id,
+                    ..Default::default()
+                }
+                .into(),
+            );
+            for p in 0..stored.partitions {
+                let state = PartitionState {
+                    replicas: vec![node],
+                    isr: vec![node],
+                    leader: node,
+                    leader_epoch: crate::api::LEADER_EPOCH,
+                    partition_epoch: 0,
+                };
+                records.push(partition_record(id, p, &state).into());
+            }
+            for (k, v) in &stored.configs {
+                records.push(
+                    ConfigRecord {
+                        resource_type: TOPIC_RESOURCE,
+                        resource_name: name.clone(),
+                        name: k.clone(),
+                        value: Some(v.clone()),
+                        ..Default::default()
+                    }
+                    .into(),
+                );
+            }
+        }
+        if legacy.producer_id_block_end > self.quorum.read(|i| i.next_producer_id()) {
+            records.push(
+                ProducerIdsRecord {
+                    broker_id: node,
+                    broker_epoch: -1,
+                    next_producer_id: legacy.producer_id_block_end,
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
+        let count = legacy.topics.len();
+        if !records.is_empty() {
+            let raft = self.quorum.node.get().expect("started").clone();
+            raft.propose(encode_batch(&records))
+                .await
+                .map_err(|e| anyhow::anyhow!("could not migrate skein-meta.json: {e}"))?;
+        }
+        self.retire_legacy_image()?;
+        tracing::info!(
+            topics = count,
+            "moved the topics of skein-meta.json into the metadata log"
+        );
+        Ok(())
+    }
+
+    /// Registers this node (controller and broker) and heartbeats until it is unfenced.
+    async fn register_self(self: &Arc<Self>) -> anyhow::Result<()> {
+        let node = self.node_id();
+        let addr = self.advertised();
+        let endpoints = vec![Endpoint {
+            name: "PLAINTEXT".into(),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            security_protocol: 0,
+        }];
+        let directory: Uuid = self
+            .identity
+            .directory_id
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad directory.id"))?;
+        let controller_endpoint = self
+            .quorum
+            .node
+            .get()
+            .map(|n| n.local_addr())
+            .expect("started");
+        let now = self.now_ms();
+        self.quorum
+            .run(now, |c, image, _| {
+                c.register_controller(
+                    image,
+                    node,
+                    directory,
+                    &[Endpoint {
+                        name: "CONTROLLER".into(),
+                        host: controller_endpoint.ip().to_string(),
+                        port: controller_endpoint.port(),
+                        security_protocol: 0,
+                    }],
+                )
+                .map_err(from_metadata_error)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("could not register as a controller: {}", e.message))?;
+        let registration = RegisterBroker {
+            broker_id: node,
+            incarnation_id: self.quorum.incarnation,
+            endpoints,
+            rack: self.config.cluster.rack.clone(),
+        };
+        let registered = self
+            .quorum
+            .run(self.now_ms(), |c, image, now| {
+                c.register_broker(image, &registration, now)
+                    .map_err(from_metadata_error)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("could not register as a broker: {}", e.message))?;
+        self.quorum.broker_epoch.store(
+            registered.broker_epoch,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = self.heartbeat(false).await?;
+            if !reply.is_fenced {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("this broker was not unfenced within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// One heartbeat of this broker to the controller (itself, on a single node).
+    pub async fn heartbeat(
+        self: &Arc<Self>,
+        want_shutdown: bool,
+    ) -> anyhow::Result<skein_metadata::controller::HeartbeatReply> {
+        let applied = self
+            .quorum
+            .node
+            .get()
+            .and_then(|n| *n.applied().borrow())
+            .unwrap_or(0);
+        let hb = Heartbeat {
+            broker_id: self.node_id(),
+            broker_epoch: self.quorum.broker_epoch(),
+            metadata_offset: applied,
+            want_fence: false,
+            want_shutdown,
+        };
+        self.quorum
+            .run(self.now_ms(), |c, image, now| {
+                c.heartbeat(image, &hb, now).map_err(from_metadata_error)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("heartbeat: {}", e.message))
+    }
+
+    /// The controller's periodic work (fencing silent brokers), then this broker's heartbeat.
+    pub async fn quorum_tick(self: &Arc<Self>) {
+        let now = self.now_ms();
+        let ticked = self
+            .quorum
+            .run(now, |c, image, now| Ok(c.tick(image, now)))
+            .await;
+        if let Ok(t) = ticked {
+            for b in t.fenced {
+                tracing::warn!(broker = b, "fenced a broker that stopped heartbeating");
+            }
+        }
+        if let Err(e) = self.heartbeat(false).await {
+            tracing::debug!("{e:#}");
+        }
+    }
+
+    /// Stops the metadata log (after the broker stopped serving).
+    pub async fn stop_quorum(&self) {
+        if let Some(node) = self.quorum.node.get() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Runs a controller operation from synchronous code (handlers that still answer at once),
+    /// blocking this worker while the commit happens; other tasks move to other workers.
+    pub(crate) fn block_on_quorum<F: Future>(&self, f: F) -> Result<F::Output, ApiError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                Ok(tokio::task::block_in_place(|| h.block_on(f)))
+            }
+            _ => Err(api(
+                ErrorCode::UNKNOWN_SERVER_ERROR,
+                "metadata changes need the broker's multi-threaded runtime",
+            )),
+        }
+    }
+
+    /// Makes the local replicas match a committed delta.
+    pub(crate) fn apply_delta(&self, image: &MetadataImage, delta: &MetadataDelta) {
+        let node = self.node_id();
+        for deleted in &delta.topics_deleted {
+            if let Some(topic) = self.topic_by_id(&deleted.id) {
+                self.drop_topic_locally(&topic);
+            }
+        }
+        let mut by_topic: BTreeMap<Uuid, Vec<(i32, PartitionState)>> = BTreeMap::new();
+        for ((topic, p), d) in &delta.partitions {
+            if d.after.hosts(node) {
+                by_topic.entry(*topic).or_default().push((*p, d.after.clone()));
+            }
+        }
+        for (topic_id, mut parts) in by_topic {
+            parts.sort_by_key(|(p, _)| *p);
+            let Some(t) = image.topic(topic_id) else {
+                continue;
+            };
+            let configs: BTreeMap<String, String> = image
+                .configs(&ConfigResource::topic(t.name.clone()))
+                .cloned()
+                .unwrap_or_default();
+            if let Err(e) =
+                self.open_or_update_replicas(topic_id, &t.name, &configs, &parts, node)
+            {
+                tracing::error!(topic = %t.name, "could not open partitions: {}", e.message);
+            }
+        }
+        let mut touched: Vec<String> = delta
+            .config_changes
+            .iter()
+            .filter(|c| c.resource.resource_type == TOPIC_RESOURCE)
+            .map(|c| c.resource.name.clone())
+            .collect();
+        touched.dedup();
+        for name in touched {
+            if let Some(topic) = self.topic(&name) {
+                let configs = image
+                    .configs(&ConfigResource::topic(name.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                self.apply_topic_config(&topic, configs);
+            }
+        }
+        self.data_arrived.notify_waiters();
+    }
+
+    pub(crate) fn assignment_of(state: &PartitionState) -> Assignment {
+        Assignment {
+            leader: state.leader,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            replicas: state.replicas.clone(),
+            isr: state.isr.clone(),
+        }
+    }
+}
+
+/// Used by [`ImageApplier::restore`]: the whole image as one delta from nothing.
+trait DeltaFromEmpty {
+    fn as_delta_from_empty(&self) -> MetadataDelta;
+}
+
+impl DeltaFromEmpty for MetadataImage {
+    fn as_delta_from_empty(&self) -> MetadataDelta {
+        let mut empty = MetadataImage::new();
+        empty
+            .apply_records(
+                self.last_offset().unwrap_or(0),
+                &self.snapshot_records(),
+            )
+            .unwrap_or_default()
+    }
+}
