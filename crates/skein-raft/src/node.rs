@@ -925,8 +925,10 @@ impl MetadataLog for RaftNode {
             }
             let tasks: Vec<_> =
                 std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            // Wait for them to be gone, so the listener is closed when this returns.
             for t in tasks {
                 t.abort();
+                let _ = t.await;
             }
         })
     }
