@@ -42,7 +42,8 @@
 //!
 //! # Directory ids (KIP-853)
 //! Each node's metadata directory has a directory id (a UUID the caller gives; `quorum.meta`
-//! remembers it, see below). The membership stored in the log records every voter and observer
+//! remembers it, see below, and [`RaftNode::directory_id`] reads it back or makes a fresh one
+//! for a new or wiped directory). The membership stored in the log records every voter and observer
 //! as `(node id, controller address, directory id)`.
 //! - **At first formation** the directory ids are unknown (the bootstrap entry must be the same
 //!   on every voter, and a voter knows only its own id). Every connection starts with a

@@ -578,6 +578,16 @@ async fn quorum_of_one_is_fast_and_replays_after_restart() {
     let o = node.propose(Bytes::from_static(b"entry-20")).await.unwrap();
     assert!(o > last);
 
+    // The directory id comes back from quorum.meta; a directory without one gets a new id.
+    assert_eq!(
+        RaftNode::directory_id(&tmp.path().join("__cluster_metadata-0")).unwrap(),
+        dir_id
+    );
+    assert_ne!(
+        RaftNode::directory_id(&tmp.path().join("elsewhere")).unwrap(),
+        dir_id
+    );
+
     // Another cluster's directory is refused.
     let mut other = cfg();
     other.cluster_id = "another".into();
