@@ -92,6 +92,9 @@ exchanges! {
     ListGroups: ListGroupsRequest => ListGroupsResponse, tested up to 5;
     DeleteGroups: DeleteGroupsRequest => DeleteGroupsResponse, tested up to 2;
     ConsumerGroupDescribe: ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse, tested up to 0;
+    DescribeQuorum: DescribeQuorumRequest => DescribeQuorumResponse, tested up to 2;
+    AddRaftVoter: AddRaftVoterRequest => AddRaftVoterResponse, tested up to 0;
+    RemoveRaftVoter: RemoveRaftVoterRequest => RemoveRaftVoterResponse, tested up to 0;
 }
 
 /// One broker's advertised version range for one API.

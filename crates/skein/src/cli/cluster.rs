@@ -1,19 +1,58 @@
-//! `skein cluster info`: cluster id, controller, brokers, and the APIs the bootstrap broker
-//! serves with the version this client picks for each.
+//! `skein cluster info|health|add-voter|remove-voter`: the operator's view of a cluster and of
+//! its KRaft controller quorum, through the Kafka protocol only, so it works against any
+//! Kafka-compatible broker.
+//!
+//! `info` and `health` read the same [`ClusterView`]: brokers (DescribeCluster, falling back
+//! to Metadata), the controller quorum (DescribeQuorum, API 55, which Kafka brokers forward to
+//! the active controller), every partition from Metadata and each topic's
+//! `min.insync.replicas` (DescribeConfigs). An API the broker does not serve leaves its part
+//! out with a one-line note rather than failing the command. `add-voter` and `remove-voter`
+//! send KIP-853's AddRaftVoter (80) and RemoveRaftVoter (81) and report the broker's answer.
 
-use anyhow::{Context, Result};
-use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use skein_protocol::messages::add_raft_voter_request::{AddRaftVoterRequest, Listener};
 use skein_protocol::messages::describe_cluster_request::DescribeClusterRequest;
-use skein_protocol::ApiKey;
+use skein_protocol::messages::describe_configs_request::{
+    DescribeConfigsRequest, DescribeConfigsResource,
+};
+use skein_protocol::messages::describe_quorum_request::{
+    DescribeQuorumRequest, PartitionData, TopicData,
+};
+use skein_protocol::messages::describe_quorum_response::{self, DescribeQuorumResponse};
+use skein_protocol::messages::metadata_response::MetadataResponse;
+use skein_protocol::messages::remove_raft_voter_request::RemoveRaftVoterRequest;
+use skein_protocol::{ApiKey, Uuid};
 
-use super::client::{negotiate, BrokerInfo};
-use super::output::{or_dash, print_json, table, Output};
+use super::client::{negotiate, Cluster};
+use super::errors::{self, KafkaError};
+use super::output::{human_duration, or_dash, print_json, table, Output};
 use super::Common;
+
+/// The KRaft metadata log, whose partition 0 DescribeQuorum describes.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+/// ConfigResource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
+/// The exit code of `health` when the cluster cannot be reached or read.
+const EXIT_UNREACHABLE: u8 = 2;
 
 #[derive(clap::Subcommand)]
 pub enum ClusterCommand {
-    /// Show the cluster id, controller, brokers and supported APIs.
+    /// Show the cluster id, controller, brokers, controller quorum, leaderless partitions and
+    /// supported APIs.
     Info(InfoArgs),
+    /// One-screen health summary; exits 0 when healthy, 1 when a partition is offline or no
+    /// quorum leader is known, 2 when the cluster cannot be reached.
+    Health(HealthArgs),
+    /// Add a controller to the quorum (KIP-853 AddRaftVoter).
+    AddVoter(AddVoterArgs),
+    /// Remove a controller from the quorum (KIP-853 RemoveRaftVoter).
+    RemoveVoter(RemoveVoterArgs),
 }
 
 #[derive(clap::Args)]
@@ -22,17 +61,244 @@ pub struct InfoArgs {
     pub common: Common,
 }
 
-pub fn run(command: ClusterCommand) -> Result<()> {
+#[derive(clap::Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// A voter behind the high watermark that has not been caught up for this long counts as
+    /// lagging.
+    #[arg(long, value_name = "MS", default_value_t = HealthArgs::DEFAULT_MAX_VOTER_LAG_MS)]
+    pub max_voter_lag_ms: i64,
+    /// Also exit 1 when the cluster is degraded (fenced brokers, lagging voters,
+    /// under-replicated or under-min-ISR partitions).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(clap::Args)]
+pub struct AddVoterArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The new voter's node id.
+    #[arg(long, value_name = "N")]
+    pub id: i32,
+    /// The new voter's directory id (its `meta.properties` `directory.id`, 22 characters of
+    /// URL-safe base64).
+    #[arg(long, value_name = "UUID", value_parser = parse_uuid)]
+    pub directory_id: Uuid,
+    /// The new voter's controller listener, `HOST:PORT` or `NAME://HOST:PORT`; repeatable.
+    #[arg(long, value_name = "HOST:PORT", required = true)]
+    pub endpoint: Vec<String>,
+    /// The listener name of endpoints given without one.
+    #[arg(long, value_name = "NAME", default_value = "CONTROLLER")]
+    pub listener_name: String,
+    /// How long the controller may take to add the voter.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub timeout_ms: i32,
+}
+
+#[derive(clap::Args)]
+pub struct RemoveVoterArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The voter's node id.
+    #[arg(long, value_name = "N")]
+    pub id: i32,
+    /// The voter's directory id.
+    #[arg(long, value_name = "UUID", value_parser = parse_uuid)]
+    pub directory_id: Uuid,
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, String> {
+    s.parse::<Uuid>().map_err(|e| e.to_string())
+}
+
+pub fn run(command: ClusterCommand) -> Result<ExitCode> {
     match command {
-        ClusterCommand::Info(a) => info(a).context("cluster info"),
+        ClusterCommand::Info(a) => info(a).context("cluster info").map(|()| ExitCode::SUCCESS),
+        ClusterCommand::Health(a) => Ok(health(a)),
+        ClusterCommand::AddVoter(a) => add_voter(a)
+            .context("cluster add-voter")
+            .map(|()| ExitCode::SUCCESS),
+        ClusterCommand::RemoveVoter(a) => remove_voter(a)
+            .context("cluster remove-voter")
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 
-fn info(args: InfoArgs) -> Result<()> {
-    let mut cluster = args.common.connect()?;
+// ---------------------------------------------------------------------------------------------
+// The view both `info` and `health` print.
+
+/// A broker as DescribeCluster (or Metadata) lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BrokerRow {
+    id: i32,
+    host: String,
+    port: i32,
+    rack: Option<String>,
+    /// `None` when the broker did not say (DescribeCluster before v2, Metadata).
+    fenced: Option<bool>,
+}
+
+/// One voter or observer of the metadata log, as DescribeQuorum reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Replica {
+    id: i32,
+    /// `None` before DescribeQuorum v2 or when the replica has none.
+    directory_id: Option<Uuid>,
+    /// `None` when unknown (-1 on the wire).
+    log_end_offset: Option<i64>,
+    /// Leader wall-clock times in ms since the epoch; `None` when unknown.
+    last_fetch_ms: Option<i64>,
+    last_caught_up_ms: Option<i64>,
+}
+
+/// The controller quorum from DescribeQuorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Quorum {
+    /// `None` when no leader is known (-1).
+    leader_id: Option<i32>,
+    leader_epoch: i32,
+    high_watermark: i64,
+    voters: Vec<Replica>,
+    observers: Vec<Replica>,
+    /// Controller endpoints by node id (v2).
+    controllers: BTreeMap<i32, Vec<String>>,
+}
+
+impl Quorum {
+    /// How far `replica` is behind the high watermark (never negative: the leader's own log
+    /// end may be ahead of the high watermark); `None` when its log end is unknown.
+    fn lag(&self, replica: &Replica) -> Option<i64> {
+        replica
+            .log_end_offset
+            .map(|leo| (self.high_watermark - leo).max(0))
+    }
+
+    /// Voters that are behind and have not been caught up within `max_lag_ms` of `now_ms`,
+    /// or whose position the leader does not know.
+    fn lagging_voters(&self, now_ms: i64, max_lag_ms: i64) -> Vec<i32> {
+        self.voters
+            .iter()
+            .filter(|v| Some(v.id) != self.leader_id)
+            .filter(|v| match self.lag(v) {
+                None => true,
+                Some(0) => false,
+                Some(_) => v
+                    .last_caught_up_ms
+                    .is_none_or(|t| now_ms.saturating_sub(t) > max_lag_ms),
+            })
+            .map(|v| v.id)
+            .collect()
+    }
+}
+
+/// What DescribeQuorum gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum QuorumState {
+    Known(Quorum),
+    /// The broker does not serve DescribeQuorum (in a version this client speaks).
+    NotServed(String),
+    /// It is served but answered an error (no controller reachable, for one).
+    Failed(String),
+}
+
+/// A partition Metadata reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartitionRow {
+    topic: String,
+    /// `None` when the whole topic reported an error (its partitions are not listed).
+    partition: Option<i32>,
+    leader: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    error_code: i16,
+}
+
+impl PartitionRow {
+    /// No leader: leader -1, or LEADER_NOT_AVAILABLE.
+    fn offline(&self) -> bool {
+        self.leader < 0 || self.error_code == errors::LEADER_NOT_AVAILABLE
+    }
+
+    fn under_replicated(&self) -> bool {
+        !self.offline() && self.isr.len() < self.replicas.len()
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "topic": self.topic,
+            "partition": self.partition,
+            "leader": (self.leader >= 0).then_some(self.leader),
+            "replicas": self.replicas,
+            "isr": self.isr,
+            "error": (self.error_code != 0)
+                .then(|| errors::name(self.error_code).map_or_else(|| self.error_code.to_string(), str::to_owned)),
+        })
+    }
+}
+
+/// Everything `info` and `health` show.
+struct ClusterView {
+    cluster_id: Option<String>,
+    controller: i32,
+    bootstrap: String,
+    brokers: Vec<BrokerRow>,
+    quorum: QuorumState,
+    partitions: Vec<PartitionRow>,
+    /// `min.insync.replicas` by topic; `None` when DescribeConfigs could not say.
+    min_isr: Option<BTreeMap<String, usize>>,
+    /// One line for each part left out.
+    notes: Vec<String>,
+    /// (key, name, broker min, broker max, version this client uses).
+    apis: Vec<(i16, String, i16, i16, Option<i16>)>,
+}
+
+impl ClusterView {
+    fn offline(&self) -> Vec<&PartitionRow> {
+        self.partitions.iter().filter(|p| p.offline()).collect()
+    }
+
+    fn under_replicated(&self) -> Vec<&PartitionRow> {
+        self.partitions
+            .iter()
+            .filter(|p| p.under_replicated())
+            .collect()
+    }
+
+    /// Online partitions whose ISR is smaller than their topic's `min.insync.replicas`.
+    fn under_min_isr(&self) -> Option<Vec<&PartitionRow>> {
+        let min_isr = self.min_isr.as_ref()?;
+        Some(
+            self.partitions
+                .iter()
+                .filter(|p| !p.offline())
+                .filter(|p| min_isr.get(&p.topic).is_some_and(|m| p.isr.len() < *m))
+                .collect(),
+        )
+    }
+
+    fn fenced_known(&self) -> bool {
+        !self.brokers.is_empty() && self.brokers.iter().all(|b| b.fenced.is_some())
+    }
+}
+
+fn gather(cluster: &mut Cluster) -> Result<ClusterView> {
+    let metadata = cluster.metadata(None).context("Metadata")?;
+    let mut notes = Vec::new();
     let mut cluster_id = cluster.cluster_id.clone();
     let mut controller = cluster.controller_id;
-    let mut brokers: Vec<BrokerInfo> = cluster.brokers().values().cloned().collect();
+    let mut brokers: Vec<BrokerRow> = cluster
+        .brokers()
+        .values()
+        .map(|b| BrokerRow {
+            id: b.node_id,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+            fenced: None,
+        })
+        .collect();
     let conn = cluster.any()?;
     if conn.supports(ApiKey::DescribeCluster) {
         // DescribeCluster is the admin client's source; Metadata is the fallback.
@@ -47,17 +313,46 @@ fn info(args: InfoArgs) -> Result<()> {
             brokers = response
                 .brokers
                 .into_iter()
-                .map(|b| BrokerInfo {
-                    node_id: b.broker_id,
+                .map(|b| BrokerRow {
+                    id: b.broker_id,
                     host: b.host,
                     port: b.port,
                     rack: b.rack,
+                    fenced: None,
                 })
                 .collect();
-            brokers.sort_by_key(|b| b.node_id);
         }
     }
-    let apis: Vec<(i16, String, i16, i16, Option<i16>)> = conn
+    brokers.sort_by_key(|b| b.id);
+    if !brokers.iter().all(|b| b.fenced.is_some()) {
+        notes.push(
+            "fenced brokers: not known (they need DescribeCluster v2, which this client's codec \
+             does not have yet); only unfenced brokers are listed"
+                .to_owned(),
+        );
+    }
+    let quorum = describe_quorum(cluster)?;
+    match &quorum {
+        QuorumState::NotServed(why) | QuorumState::Failed(why) => {
+            notes.push(format!("controller quorum: {why}"))
+        }
+        QuorumState::Known(_) => {}
+    }
+    let partitions = partitions(&metadata);
+    let topics: Vec<String> = {
+        let mut t: Vec<String> = partitions.iter().map(|p| p.topic.clone()).collect();
+        t.dedup();
+        t
+    };
+    let min_isr = match min_isr(cluster, &topics) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            notes.push(format!("under-min-ISR partitions: not known ({e:#})"));
+            None
+        }
+    };
+    let conn = cluster.any()?;
+    let apis = conn
         .broker_versions()
         .iter()
         .map(|(key, range)| {
@@ -71,34 +366,377 @@ fn info(args: InfoArgs) -> Result<()> {
             )
         })
         .collect();
-    let bootstrap = conn.addr().to_owned();
+    Ok(ClusterView {
+        cluster_id,
+        controller,
+        bootstrap: conn.addr().to_owned(),
+        brokers,
+        quorum,
+        partitions,
+        min_isr,
+        notes,
+        apis,
+    })
+}
+
+/// Every partition in a Metadata response, sorted by topic and partition.
+fn partitions(metadata: &MetadataResponse) -> Vec<PartitionRow> {
+    let mut rows = Vec::new();
+    for t in &metadata.topics {
+        let topic = t.name.clone().unwrap_or_default();
+        if t.error_code == errors::UNKNOWN_TOPIC_OR_PARTITION {
+            continue; // deleted between listing and describing
+        }
+        if t.error_code != 0 && t.partitions.is_empty() {
+            rows.push(PartitionRow {
+                topic,
+                partition: None,
+                leader: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                error_code: t.error_code,
+            });
+            continue;
+        }
+        for p in &t.partitions {
+            rows.push(PartitionRow {
+                topic: topic.clone(),
+                partition: Some(p.partition_index),
+                leader: p.leader_id,
+                replicas: p.replica_nodes.clone(),
+                isr: p.isr_nodes.clone(),
+                error_code: p.error_code,
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    rows
+}
+
+/// DescribeQuorum for `__cluster_metadata-0`.
+fn describe_quorum(cluster: &mut Cluster) -> Result<QuorumState> {
+    let conn = cluster.any()?;
+    if let Err(e) = conn.version(ApiKey::DescribeQuorum) {
+        return Ok(QuorumState::NotServed(format!("not shown ({e})")));
+    }
+    let response = conn.send(DescribeQuorumRequest {
+        topics: vec![TopicData {
+            topic_name: METADATA_TOPIC.to_owned(),
+            partitions: vec![PartitionData {
+                partition_index: 0,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })?;
+    Ok(quorum_from_response(response))
+}
+
+fn quorum_from_response(response: DescribeQuorumResponse) -> QuorumState {
+    let failed = |code: i16, message: Option<String>| {
+        QuorumState::Failed(format!(
+            "DescribeQuorum failed: {}",
+            KafkaError::new(code, message)
+        ))
+    };
+    if response.error_code != 0 {
+        return failed(response.error_code, response.error_message);
+    }
+    let Some(p) = response
+        .topics
+        .into_iter()
+        .filter(|t| t.topic_name == METADATA_TOPIC)
+        .flat_map(|t| t.partitions)
+        .find(|p| p.partition_index == 0)
+    else {
+        return QuorumState::Failed(format!(
+            "DescribeQuorum did not describe {METADATA_TOPIC}-0"
+        ));
+    };
+    if p.error_code != 0 {
+        return failed(p.error_code, p.error_message);
+    }
+    let replica = |r: describe_quorum_response::ReplicaState| Replica {
+        id: r.replica_id,
+        directory_id: (!r.replica_directory_id.is_zero()).then_some(r.replica_directory_id),
+        log_end_offset: (r.log_end_offset >= 0).then_some(r.log_end_offset),
+        last_fetch_ms: (r.last_fetch_timestamp >= 0).then_some(r.last_fetch_timestamp),
+        last_caught_up_ms: (r.last_caught_up_timestamp >= 0).then_some(r.last_caught_up_timestamp),
+    };
+    let mut voters: Vec<Replica> = p.current_voters.into_iter().map(replica).collect();
+    let mut observers: Vec<Replica> = p.observers.into_iter().map(replica).collect();
+    voters.sort_by_key(|r| r.id);
+    observers.sort_by_key(|r| r.id);
+    let controllers = response
+        .nodes
+        .into_iter()
+        .map(|n| {
+            let endpoints = n
+                .listeners
+                .iter()
+                .map(|l| format!("{}://{}", l.name, host_port(&l.host, i32::from(l.port))))
+                .collect();
+            (n.node_id, endpoints)
+        })
+        .collect();
+    QuorumState::Known(Quorum {
+        leader_id: (p.leader_id >= 0).then_some(p.leader_id),
+        leader_epoch: p.leader_epoch,
+        high_watermark: p.high_watermark,
+        voters,
+        observers,
+        controllers,
+    })
+}
+
+/// `min.insync.replicas` of each topic, in one DescribeConfigs request.
+fn min_isr(cluster: &mut Cluster, topics: &[String]) -> Result<BTreeMap<String, usize>> {
+    let mut out = BTreeMap::new();
+    if topics.is_empty() {
+        return Ok(out);
+    }
+    let conn = cluster.any()?;
+    conn.version(ApiKey::DescribeConfigs)?;
+    let response = conn.send(DescribeConfigsRequest {
+        resources: topics
+            .iter()
+            .map(|t| DescribeConfigsResource {
+                resource_type: RESOURCE_TOPIC,
+                resource_name: t.clone(),
+                configuration_keys: Some(vec!["min.insync.replicas".to_owned()]),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    })?;
+    for r in response.results {
+        if r.error_code == errors::UNKNOWN_TOPIC_OR_PARTITION {
+            continue;
+        }
+        KafkaError::check(r.error_code, r.error_message.as_deref())
+            .with_context(|| format!("DescribeConfigs of {}", r.resource_name))?;
+        let value = r
+            .configs
+            .iter()
+            .find(|c| c.name == "min.insync.replicas")
+            .and_then(|c| c.value.as_deref())
+            .ok_or_else(|| anyhow!("no min.insync.replicas for {}", r.resource_name))?;
+        let n = value
+            .parse::<usize>()
+            .with_context(|| format!("min.insync.replicas of {} is {value:?}", r.resource_name))?;
+        out.insert(r.resource_name, n);
+    }
+    Ok(out)
+}
+
+fn host_port(host: &str, port: i32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `12.3s ago`, or `-` when unknown.
+fn ago(now_ms: i64, at: Option<i64>) -> String {
+    at.map_or_else(
+        || "-".to_owned(),
+        |t| format!("{} ago", human_duration(now_ms.saturating_sub(t))),
+    )
+}
+
+fn partition_name(p: &PartitionRow) -> String {
+    match p.partition {
+        Some(i) => format!("{}-{i}", p.topic),
+        None => format!("{} (every partition)", p.topic),
+    }
+}
+
+fn replica_json(q: &Quorum, r: &Replica) -> Value {
+    json!({
+        "id": r.id,
+        "directory_id": r.directory_id.map(|d| d.to_string()),
+        "log_end_offset": r.log_end_offset,
+        "lag": q.lag(r),
+        "last_fetch_timestamp": r.last_fetch_ms,
+        "last_caught_up_timestamp": r.last_caught_up_ms,
+    })
+}
+
+fn quorum_json(state: &QuorumState, now_ms: i64, max_lag_ms: i64) -> Value {
+    match state {
+        QuorumState::Known(q) => json!({
+            "available": true,
+            "leader_id": q.leader_id,
+            "leader_epoch": q.leader_epoch,
+            "high_watermark": q.high_watermark,
+            "voters": q.voters.iter().map(|r| replica_json(q, r)).collect::<Vec<_>>(),
+            "observers": q.observers.iter().map(|r| replica_json(q, r)).collect::<Vec<_>>(),
+            "controllers": q.controllers.iter().map(|(id, e)| json!({"id": id, "endpoints": e})).collect::<Vec<_>>(),
+            "lagging_voters": q.lagging_voters(now_ms, max_lag_ms),
+        }),
+        QuorumState::NotServed(why) | QuorumState::Failed(why) => json!({
+            "available": false,
+            "served": !matches!(state, QuorumState::NotServed(_)),
+            "reason": why,
+        }),
+    }
+}
+
+fn brokers_json(brokers: &[BrokerRow]) -> Value {
+    Value::Array(
+        brokers
+            .iter()
+            .map(|b| {
+                json!({
+                    "id": b.id,
+                    "host": b.host,
+                    "port": b.port,
+                    "rack": b.rack,
+                    "fenced": b.fenced,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The voters and observers table.
+fn quorum_table(q: &Quorum, now_ms: i64) -> String {
+    let row = |role: &str, r: &Replica| {
+        let role = if Some(r.id) == q.leader_id {
+            "leader"
+        } else {
+            role
+        };
+        vec![
+            r.id.to_string(),
+            role.to_owned(),
+            or_dash(r.directory_id),
+            or_dash(r.log_end_offset),
+            or_dash(q.lag(r)),
+            ago(now_ms, r.last_fetch_ms),
+            ago(now_ms, r.last_caught_up_ms),
+            q.controllers
+                .get(&r.id)
+                .map_or_else(|| "-".to_owned(), |e| e.join(",")),
+        ]
+    };
+    let rows: Vec<Vec<String>> = q
+        .voters
+        .iter()
+        .map(|r| row("voter", r))
+        .chain(q.observers.iter().map(|r| row("observer", r)))
+        .collect();
+    table(
+        &[
+            "NODE",
+            "ROLE",
+            "DIRECTORY-ID",
+            "LOG-END",
+            "LAG",
+            "LAST-FETCH",
+            "CAUGHT-UP",
+            "ENDPOINTS",
+        ],
+        &rows,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// info
+
+fn info(args: InfoArgs) -> Result<()> {
+    let mut cluster = args.common.connect()?;
+    let view = gather(&mut cluster)?;
+    let now = now_ms();
+    let offline = view.offline();
     match args.common.output {
         Output::Text => {
-            println!("cluster id  {}", cluster_id.as_deref().unwrap_or("-"));
+            println!("cluster id  {}", view.cluster_id.as_deref().unwrap_or("-"));
             println!(
                 "controller  {}",
-                if controller >= 0 {
-                    controller.to_string()
+                if view.controller >= 0 {
+                    view.controller.to_string()
                 } else {
                     "-".to_owned()
                 }
             );
-            println!("bootstrap   {bootstrap}");
+            println!("bootstrap   {}", view.bootstrap);
             println!();
-            let rows: Vec<Vec<String>> = brokers
+            let fenced_known = view.fenced_known();
+            let rows: Vec<Vec<String>> = view
+                .brokers
                 .iter()
                 .map(|b| {
-                    vec![
-                        b.node_id.to_string(),
+                    let mut row = vec![
+                        b.id.to_string(),
                         b.host.clone(),
                         b.port.to_string(),
                         or_dash(b.rack.clone()),
-                    ]
+                    ];
+                    if fenced_known {
+                        row.push(
+                            if b.fenced == Some(true) {
+                                "fenced"
+                            } else {
+                                "live"
+                            }
+                            .into(),
+                        );
+                    }
+                    row
                 })
                 .collect();
-            print!("{}", table(&["BROKER", "HOST", "PORT", "RACK"], &rows));
+            let mut header = vec!["BROKER", "HOST", "PORT", "RACK"];
+            if fenced_known {
+                header.push("STATE");
+            }
+            print!("{}", table(&header, &rows));
             println!();
-            let rows: Vec<Vec<String>> = apis
+            if let QuorumState::Known(q) = &view.quorum {
+                println!(
+                    "quorum leader {}, epoch {}, high watermark {}",
+                    or_dash(q.leader_id),
+                    q.leader_epoch,
+                    q.high_watermark
+                );
+                print!("{}", quorum_table(q, now));
+                println!();
+            }
+            if offline.is_empty() {
+                println!("partitions without a leader: none");
+            } else {
+                println!("partitions without a leader: {}", offline.len());
+                let rows: Vec<Vec<String>> = offline
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.topic.clone(),
+                            or_dash(p.partition),
+                            format!("{:?}", p.replicas),
+                            format!("{:?}", p.isr),
+                            errors::name(p.error_code).unwrap_or("-").to_owned(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(&["TOPIC", "PARTITION", "REPLICAS", "ISR", "ERROR"], &rows)
+                );
+            }
+            for note in &view.notes {
+                println!("note: {note}");
+            }
+            println!();
+            let rows: Vec<Vec<String>> = view
+                .apis
                 .iter()
                 .map(|(key, name, min, max, used)| {
                     vec![
@@ -116,22 +754,351 @@ fn info(args: InfoArgs) -> Result<()> {
             );
         }
         Output::Json => print_json(&json!({
-            "cluster_id": cluster_id,
-            "controller": (controller >= 0).then_some(controller),
-            "bootstrap": bootstrap,
-            "brokers": brokers.iter().map(|b| json!({
-                "id": b.node_id,
-                "host": b.host,
-                "port": b.port,
-                "rack": b.rack,
-            })).collect::<Vec<_>>(),
-            "apis": apis.iter().map(|(key, name, min, max, used)| json!({
+            "cluster_id": view.cluster_id,
+            "controller": (view.controller >= 0).then_some(view.controller),
+            "bootstrap": view.bootstrap,
+            "brokers": brokers_json(&view.brokers),
+            "quorum": quorum_json(&view.quorum, now, HealthArgs::DEFAULT_MAX_VOTER_LAG_MS),
+            "offline_partitions": offline.iter().map(|p| p.json()).collect::<Vec<_>>(),
+            "notes": view.notes,
+            "apis": view.apis.iter().map(|(key, name, min, max, used)| json!({
                 "key": key,
                 "name": name,
                 "min_version": min,
                 "max_version": max,
                 "client_version": used,
             })).collect::<Vec<_>>(),
+        })),
+    }
+    Ok(())
+}
+
+impl HealthArgs {
+    const DEFAULT_MAX_VOTER_LAG_MS: i64 = 10_000;
+}
+
+// ---------------------------------------------------------------------------------------------
+// health
+
+/// How healthy the cluster is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Nothing wrong.
+    Healthy,
+    /// Serving everything, with less redundancy than configured.
+    Degraded,
+    /// A partition is offline, or the quorum has no known leader.
+    Unhealthy,
+}
+
+impl Status {
+    fn name(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// The findings `health` prints and bases its exit code on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Health {
+    status: Status,
+    /// One line per problem, worst first.
+    problems: Vec<String>,
+}
+
+fn assess(view: &ClusterView, now_ms: i64, max_voter_lag_ms: i64) -> Health {
+    let mut unhealthy = Vec::new();
+    let mut degraded = Vec::new();
+    let offline = view.offline();
+    if !offline.is_empty() {
+        unhealthy.push(format!(
+            "{} partition(s) offline: {}",
+            offline.len(),
+            list(offline.iter().map(|p| partition_name(p)))
+        ));
+    }
+    match &view.quorum {
+        QuorumState::Known(q) => {
+            if q.leader_id.is_none() {
+                unhealthy.push("the controller quorum has no leader".to_owned());
+            }
+            let lagging = q.lagging_voters(now_ms, max_voter_lag_ms);
+            if !lagging.is_empty() {
+                degraded.push(format!(
+                    "lagging voter(s): {}",
+                    list(lagging.iter().map(i32::to_string))
+                ));
+            }
+        }
+        QuorumState::Failed(why) => {
+            unhealthy.push(format!("no quorum leader known: {why}"));
+        }
+        QuorumState::NotServed(_) => {}
+    }
+    let fenced: Vec<i32> = view
+        .brokers
+        .iter()
+        .filter(|b| b.fenced == Some(true))
+        .map(|b| b.id)
+        .collect();
+    if !fenced.is_empty() {
+        degraded.push(format!(
+            "fenced broker(s): {}",
+            list(fenced.iter().map(i32::to_string))
+        ));
+    }
+    let urp = view.under_replicated();
+    if !urp.is_empty() {
+        degraded.push(format!(
+            "{} under-replicated partition(s): {}",
+            urp.len(),
+            list(urp.iter().map(|p| partition_name(p)))
+        ));
+    }
+    if let Some(under) = view.under_min_isr() {
+        if !under.is_empty() {
+            degraded.push(format!(
+                "{} partition(s) under min ISR: {}",
+                under.len(),
+                list(under.iter().map(|p| partition_name(p)))
+            ));
+        }
+    }
+    let status = if !unhealthy.is_empty() {
+        Status::Unhealthy
+    } else if !degraded.is_empty() {
+        Status::Degraded
+    } else {
+        Status::Healthy
+    };
+    unhealthy.extend(degraded);
+    Health {
+        status,
+        problems: unhealthy,
+    }
+}
+
+/// The first ten items, comma-separated, then how many more.
+fn list(items: impl Iterator<Item = String>) -> String {
+    const SHOWN: usize = 10;
+    let items: Vec<String> = items.collect();
+    let mut out = items[..items.len().min(SHOWN)].join(", ");
+    if items.len() > SHOWN {
+        out.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    out
+}
+
+fn health(args: HealthArgs) -> ExitCode {
+    let view = match args.common.connect().and_then(|mut c| gather(&mut c)) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("skein: cluster health: {e:#}");
+            if args.common.output == Output::Json {
+                print_json(&json!({
+                    "status": "unreachable",
+                    "exit_code": EXIT_UNREACHABLE,
+                    "error": format!("{e:#}"),
+                }));
+            }
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let now = now_ms();
+    let health = assess(&view, now, args.max_voter_lag_ms);
+    let code: u8 = match health.status {
+        Status::Healthy => 0,
+        Status::Degraded if !args.strict => 0,
+        _ => 1,
+    };
+    let fenced = view
+        .brokers
+        .iter()
+        .filter(|b| b.fenced == Some(true))
+        .count();
+    let live = view.brokers.len() - fenced;
+    let offline = view.offline();
+    let urp = view.under_replicated();
+    let under_min = view.under_min_isr();
+    match args.common.output {
+        Output::Text => {
+            println!("status      {}", health.status.name());
+            println!(
+                "cluster     {} (bootstrap {})",
+                view.cluster_id.as_deref().unwrap_or("-"),
+                view.bootstrap
+            );
+            let fenced_text = if view.fenced_known() {
+                fenced.to_string()
+            } else {
+                "unknown".to_owned()
+            };
+            println!(
+                "brokers     {live} live ({}), {fenced_text} fenced",
+                list(
+                    view.brokers
+                        .iter()
+                        .filter(|b| b.fenced != Some(true))
+                        .map(|b| b.id.to_string())
+                )
+            );
+            match &view.quorum {
+                QuorumState::Known(q) => {
+                    let lagging = q.lagging_voters(now, args.max_voter_lag_ms);
+                    println!(
+                        "quorum      leader {}, epoch {}, {} voter(s), {} lagging, {} observer(s)",
+                        or_dash(q.leader_id),
+                        q.leader_epoch,
+                        q.voters.len(),
+                        lagging.len(),
+                        q.observers.len()
+                    );
+                }
+                QuorumState::NotServed(why) | QuorumState::Failed(why) => {
+                    println!("quorum      {why}")
+                }
+            }
+            println!(
+                "partitions  {} total, {} offline, {} under-replicated, {} under min ISR",
+                view.partitions.len(),
+                offline.len(),
+                urp.len(),
+                under_min
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_owned(), |u| u.len().to_string())
+            );
+            for p in &health.problems {
+                println!("problem: {p}");
+            }
+            for n in &view.notes {
+                println!("note: {n}");
+            }
+        }
+        Output::Json => print_json(&json!({
+            "status": health.status.name(),
+            "exit_code": code,
+            "cluster_id": view.cluster_id,
+            "bootstrap": view.bootstrap,
+            "brokers": {
+                "live": live,
+                "fenced": view.fenced_known().then_some(fenced),
+                "list": brokers_json(&view.brokers),
+            },
+            "quorum": quorum_json(&view.quorum, now, args.max_voter_lag_ms),
+            "partitions": view.partitions.len(),
+            "offline_partitions": offline.iter().map(|p| p.json()).collect::<Vec<_>>(),
+            "under_replicated_partitions": urp.iter().map(|p| p.json()).collect::<Vec<_>>(),
+            "under_min_isr_partitions": under_min.map(|u| u.iter().map(|p| p.json()).collect::<Vec<_>>()),
+            "problems": health.problems,
+            "notes": view.notes,
+        })),
+    }
+    ExitCode::from(code)
+}
+
+// ---------------------------------------------------------------------------------------------
+// add-voter, remove-voter
+
+/// An endpoint as `HOST:PORT` or `NAME://HOST:PORT` (IPv6 hosts in brackets).
+fn parse_endpoint(s: &str, default_name: &str) -> Result<Listener> {
+    let (name, rest) = match s.split_once("://") {
+        Some((n, r)) if !n.is_empty() => (n.to_owned(), r),
+        Some(_) => bail!("endpoint {s:?} has an empty listener name"),
+        None => (default_name.to_owned(), s),
+    };
+    let (host, port) = if let Ok(addr) = rest.parse::<SocketAddr>() {
+        (addr.ip().to_string(), addr.port())
+    } else {
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow!("endpoint {s:?} is not HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| anyhow!("endpoint {s:?} has an invalid port"))?;
+        if host.is_empty() || host.contains(':') || host.contains('/') {
+            bail!("endpoint {s:?} has an invalid host");
+        }
+        (host.to_owned(), port)
+    };
+    if port == 0 {
+        bail!("endpoint {s:?} has port 0");
+    }
+    Ok(Listener {
+        name,
+        host,
+        port,
+        ..Default::default()
+    })
+}
+
+fn add_voter(args: AddVoterArgs) -> Result<()> {
+    if args.id < 0 {
+        bail!("--id must be a node id (0 or more), not {}", args.id);
+    }
+    let listeners = args
+        .endpoint
+        .iter()
+        .map(|e| parse_endpoint(e, &args.listener_name))
+        .collect::<Result<Vec<_>>>()?;
+    let mut cluster = args.common.connect()?;
+    let cluster_id = cluster.cluster_id.clone();
+    let response = cluster.any()?.send(AddRaftVoterRequest {
+        cluster_id,
+        timeout_ms: args.timeout_ms,
+        voter_id: args.id,
+        voter_directory_id: args.directory_id,
+        listeners: listeners.clone(),
+        ..Default::default()
+    })?;
+    KafkaError::check(response.error_code, response.error_message.as_deref())
+        .with_context(|| format!("voter {} ({})", args.id, args.directory_id))?;
+    let endpoints: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("{}://{}", l.name, host_port(&l.host, i32::from(l.port))))
+        .collect();
+    match args.common.output {
+        Output::Text => println!(
+            "added voter {} (directory {}) at {}",
+            args.id,
+            args.directory_id,
+            endpoints.join(",")
+        ),
+        Output::Json => print_json(&json!({
+            "added": true,
+            "voter_id": args.id,
+            "directory_id": args.directory_id.to_string(),
+            "endpoints": endpoints,
+        })),
+    }
+    Ok(())
+}
+
+fn remove_voter(args: RemoveVoterArgs) -> Result<()> {
+    if args.id < 0 {
+        bail!("--id must be a node id (0 or more), not {}", args.id);
+    }
+    let mut cluster = args.common.connect()?;
+    let cluster_id = cluster.cluster_id.clone();
+    let response = cluster.any()?.send(RemoveRaftVoterRequest {
+        cluster_id,
+        voter_id: args.id,
+        voter_directory_id: args.directory_id,
+        ..Default::default()
+    })?;
+    KafkaError::check(response.error_code, response.error_message.as_deref())
+        .with_context(|| format!("voter {} ({})", args.id, args.directory_id))?;
+    match args.common.output {
+        Output::Text => println!(
+            "removed voter {} (directory {})",
+            args.id, args.directory_id
+        ),
+        Output::Json => print_json(&json!({
+            "removed": true,
+            "voter_id": args.id,
+            "directory_id": args.directory_id.to_string(),
         })),
     }
     Ok(())
