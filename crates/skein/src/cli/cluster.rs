@@ -1206,3 +1206,382 @@ fn remove_voter(args: RemoveVoterArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skein_protocol::messages::describe_quorum_response::{
+        Listener as QuorumListener, Node, PartitionData as QuorumPartition, ReplicaState,
+        TopicData as QuorumTopic,
+    };
+    use skein_protocol::messages::metadata_response::{
+        MetadataResponsePartition, MetadataResponseTopic,
+    };
+
+    fn replica(id: i32, leo: i64, caught_up: i64) -> ReplicaState {
+        ReplicaState {
+            replica_id: id,
+            replica_directory_id: Uuid([id as u8; 16]),
+            log_end_offset: leo,
+            last_fetch_timestamp: caught_up,
+            last_caught_up_timestamp: caught_up,
+            ..Default::default()
+        }
+    }
+
+    fn quorum_response(leader: i32, voters: Vec<ReplicaState>) -> DescribeQuorumResponse {
+        DescribeQuorumResponse {
+            topics: vec![QuorumTopic {
+                topic_name: METADATA_TOPIC.into(),
+                partitions: vec![QuorumPartition {
+                    partition_index: 0,
+                    leader_id: leader,
+                    leader_epoch: 7,
+                    high_watermark: 100,
+                    current_voters: voters,
+                    observers: vec![replica(4, -1, -1)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            nodes: vec![Node {
+                node_id: 1,
+                listeners: vec![QuorumListener {
+                    name: "CONTROLLER".into(),
+                    host: "::1".into(),
+                    port: 9093,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn known(state: QuorumState) -> Quorum {
+        match state {
+            QuorumState::Known(q) => q,
+            other => panic!("expected a quorum, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn quorum_replicas_lag_and_lagging_voters() {
+        let now = 1_000_000;
+        let q = known(quorum_from_response(quorum_response(
+            1,
+            vec![
+                replica(3, 90, now - 60_000), // behind for a minute: lagging
+                replica(1, 105, now),         // the leader, ahead of the high watermark
+                replica(2, 95, now - 500),    // behind, but caught up half a second ago
+            ],
+        )));
+        assert_eq!(q.leader_id, Some(1));
+        assert_eq!(q.leader_epoch, 7);
+        assert_eq!(q.high_watermark, 100);
+        let ids: Vec<i32> = q.voters.iter().map(|v| v.id).collect();
+        assert_eq!(ids, [1, 2, 3], "voters sorted by id");
+        let lags: Vec<Option<i64>> = q.voters.iter().map(|v| q.lag(v)).collect();
+        assert_eq!(lags, [Some(0), Some(5), Some(10)]);
+        assert_eq!(q.voters[1].directory_id, Some(Uuid([2; 16])));
+        assert_eq!(q.lagging_voters(now, 10_000), [3]);
+        assert_eq!(q.lagging_voters(now, 100), [2, 3]);
+        // An observer whose position is unknown has no lag and no times.
+        assert_eq!(q.observers[0].log_end_offset, None);
+        assert_eq!(q.lag(&q.observers[0]), None);
+        assert_eq!(q.observers[0].last_fetch_ms, None);
+        assert_eq!(q.controllers[&1], ["CONTROLLER://[::1]:9093"]);
+        let j = quorum_json(&QuorumState::Known(q), now, 10_000);
+        assert_eq!(j["leader_id"], 1);
+        assert_eq!(j["voters"][2]["lag"], 10);
+        assert_eq!(j["voters"][0]["directory_id"], Uuid([1; 16]).to_string());
+        assert_eq!(j["observers"][0]["log_end_offset"], Value::Null);
+        assert_eq!(j["lagging_voters"], json!([3]));
+    }
+
+    #[test]
+    fn quorum_without_leader_or_with_errors() {
+        let mut r = quorum_response(-1, vec![replica(1, -1, -1)]);
+        r.topics[0].partitions[0].current_voters[0].replica_directory_id = Uuid::ZERO;
+        let q = known(quorum_from_response(r));
+        assert_eq!(q.leader_id, None);
+        assert_eq!(q.voters[0].directory_id, None);
+        assert_eq!(
+            q.lagging_voters(0, 10_000),
+            [1],
+            "unknown position counts as lagging"
+        );
+
+        let mut r = quorum_response(1, vec![]);
+        r.error_code = 41;
+        r.error_message = Some("not the controller".into());
+        assert_eq!(
+            quorum_from_response(r),
+            QuorumState::Failed("DescribeQuorum failed: NOT_CONTROLLER: not the controller".into())
+        );
+        let mut r = quorum_response(1, vec![]);
+        r.topics[0].partitions[0].error_code = 6;
+        let QuorumState::Failed(why) = quorum_from_response(r) else {
+            panic!("a partition error is a failure");
+        };
+        assert!(why.contains("NOT_LEADER_OR_FOLLOWER"), "{why}");
+        let mut r = quorum_response(1, vec![]);
+        r.topics[0].topic_name = "other".into();
+        assert!(matches!(quorum_from_response(r), QuorumState::Failed(_)));
+    }
+
+    fn metadata(
+        topics: Vec<(&str, i16, Vec<(i32, i32, Vec<i32>, Vec<i32>, i16)>)>,
+    ) -> MetadataResponse {
+        MetadataResponse {
+            topics: topics
+                .into_iter()
+                .map(|(name, error_code, parts)| MetadataResponseTopic {
+                    name: Some(name.into()),
+                    error_code,
+                    partitions: parts
+                        .into_iter()
+                        .map(
+                            |(i, leader, replicas, isr, error_code)| MetadataResponsePartition {
+                                partition_index: i,
+                                leader_id: leader,
+                                replica_nodes: replicas,
+                                isr_nodes: isr,
+                                error_code,
+                                ..Default::default()
+                            },
+                        )
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn view(partitions: Vec<PartitionRow>, quorum: QuorumState) -> ClusterView {
+        ClusterView {
+            cluster_id: Some("c".into()),
+            controller: 1,
+            bootstrap: "127.0.0.1:9092".into(),
+            brokers: vec![
+                BrokerRow {
+                    id: 1,
+                    host: "h".into(),
+                    port: 9092,
+                    rack: None,
+                    fenced: Some(false),
+                },
+                BrokerRow {
+                    id: 2,
+                    host: "h".into(),
+                    port: 9093,
+                    rack: Some("r2".into()),
+                    fenced: Some(false),
+                },
+            ],
+            quorum,
+            partitions,
+            min_isr: Some(BTreeMap::from([("b".to_owned(), 2), ("a".to_owned(), 1)])),
+            notes: Vec::new(),
+            apis: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn partitions_classify_offline_under_replicated_and_under_min_isr() {
+        let rows = partitions(&metadata(vec![
+            (
+                "b",
+                0,
+                vec![
+                    (1, 2, vec![1, 2], vec![2], 0),    // under-replicated, under min ISR 2
+                    (0, 1, vec![1, 2], vec![1, 2], 0), // fine
+                    (2, -1, vec![3], vec![], 5),       // offline
+                ],
+            ),
+            ("a", 0, vec![(0, 1, vec![1], vec![1], 0)]),
+            ("creating", 5, vec![]), // whole topic without leaders
+            ("gone", 3, vec![]),     // deleted meanwhile: left out
+        ]));
+        let names: Vec<String> = rows.iter().map(partition_name).collect();
+        assert_eq!(
+            names,
+            ["a-0", "b-0", "b-1", "b-2", "creating (every partition)"]
+        );
+        let v = view(rows, QuorumState::NotServed("not served".into()));
+        let names = |ps: Vec<&PartitionRow>| ps.into_iter().map(partition_name).collect::<Vec<_>>();
+        assert_eq!(names(v.offline()), ["b-2", "creating (every partition)"]);
+        assert_eq!(names(v.under_replicated()), ["b-1"]);
+        assert_eq!(names(v.under_min_isr().unwrap()), ["b-1"]);
+        let j = v.offline()[0].json();
+        assert_eq!(
+            j,
+            json!({"topic": "b", "partition": 2, "leader": null, "replicas": [3], "isr": [], "error": "LEADER_NOT_AVAILABLE"})
+        );
+        let health = assess(&v, 0, 10_000);
+        assert_eq!(health.status, Status::Unhealthy);
+        assert_eq!(
+            health.problems,
+            [
+                "2 partition(s) offline: b-2, creating (every partition)",
+                "1 under-replicated partition(s): b-1",
+                "1 partition(s) under min ISR: b-1",
+            ]
+        );
+    }
+
+    #[test]
+    fn health_levels() {
+        let ok = |i| PartitionRow {
+            topic: "a".into(),
+            partition: Some(i),
+            leader: 1,
+            replicas: vec![1],
+            isr: vec![1],
+            error_code: 0,
+        };
+        let quorum = |leader| {
+            QuorumState::Known(known(quorum_from_response(quorum_response(
+                leader,
+                vec![replica(1, 100, 0)],
+            ))))
+        };
+        // DescribeQuorum not served: healthy on what can be seen.
+        let v = view(vec![ok(0), ok(1)], QuorumState::NotServed("x".into()));
+        assert_eq!(
+            assess(&v, 0, 10_000),
+            Health {
+                status: Status::Healthy,
+                problems: vec![]
+            }
+        );
+        let v = view(vec![ok(0)], quorum(1));
+        assert_eq!(assess(&v, 0, 10_000).status, Status::Healthy);
+        // No leader, or an error from a served DescribeQuorum: unhealthy.
+        let v = view(vec![ok(0)], quorum(-1));
+        assert_eq!(
+            assess(&v, 0, 10_000),
+            Health {
+                status: Status::Unhealthy,
+                problems: vec!["the controller quorum has no leader".into()]
+            }
+        );
+        let v = view(
+            vec![ok(0)],
+            QuorumState::Failed("DescribeQuorum failed: REQUEST_TIMED_OUT".into()),
+        );
+        assert_eq!(assess(&v, 0, 10_000).status, Status::Unhealthy);
+        // A fenced broker degrades.
+        let mut v = view(vec![ok(0)], quorum(1));
+        v.brokers[1].fenced = Some(true);
+        assert_eq!(
+            assess(&v, 0, 10_000),
+            Health {
+                status: Status::Degraded,
+                problems: vec!["fenced broker(s): 2".into()]
+            }
+        );
+        assert!(v.fenced_known());
+        v.brokers[0].fenced = None;
+        assert!(!v.fenced_known());
+    }
+
+    #[test]
+    fn long_lists_are_cut() {
+        assert_eq!(list((0..3).map(|i| i.to_string())), "0, 1, 2");
+        assert_eq!(
+            list((0..13).map(|i| i.to_string())),
+            "0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 3 more"
+        );
+        assert_eq!(list(std::iter::empty()), "");
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        let l = |s| parse_endpoint(s, "CONTROLLER").map(|l| (l.name, l.host, l.port));
+        assert_eq!(
+            l("localhost:9093").unwrap(),
+            ("CONTROLLER".into(), "localhost".into(), 9093)
+        );
+        assert_eq!(
+            l("CTL://10.0.0.2:19093").unwrap(),
+            ("CTL".into(), "10.0.0.2".into(), 19093)
+        );
+        assert_eq!(
+            l("[::1]:9093").unwrap(),
+            ("CONTROLLER".into(), "::1".into(), 9093)
+        );
+        for bad in [
+            "localhost",
+            "localhost:0",
+            "localhost:70000",
+            ":9093",
+            "://h:1",
+            "a:b:1",
+            "h:x",
+        ] {
+            assert!(l(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(parse_uuid("AAAAAAAAAAAAAAAAAAAAAQ").is_ok());
+        assert!(parse_uuid("not-a-uuid")
+            .unwrap_err()
+            .contains("22 characters"));
+    }
+
+    fn describe_cluster_v2_response(brokers: &[(i32, &str, i32, Option<&str>, bool)]) -> BytesMut {
+        let mut b = BytesMut::new();
+        c::put_i32(&mut b, 0);
+        c::put_i16(&mut b, 0);
+        c::put_opt_string(&mut b, None, true, true, "ErrorMessage").unwrap();
+        c::put_i8(&mut b, 1);
+        c::put_string(&mut b, "cluster-x", true, "ClusterId").unwrap();
+        c::put_i32(&mut b, 2);
+        c::put_uvarint(&mut b, brokers.len() as u32 + 1);
+        for (id, host, port, rack, fenced) in brokers {
+            c::put_i32(&mut b, *id);
+            c::put_string(&mut b, host, true, "Host").unwrap();
+            c::put_i32(&mut b, *port);
+            c::put_opt_string(&mut b, *rack, true, true, "Rack").unwrap();
+            c::put_bool(&mut b, *fenced);
+            c::put_uvarint(&mut b, 0);
+        }
+        c::put_i32(&mut b, i32::MIN);
+        c::put_uvarint(&mut b, 0);
+        b
+    }
+
+    #[test]
+    fn describe_cluster_v2_marks_fenced_brokers() {
+        assert_eq!(encode_describe_cluster_v2_request(), [0, 1, 1, 0]);
+        let raw = describe_cluster_v2_response(&[
+            (1, "a", 9092, None, false),
+            (2, "b", 9093, Some("r"), true),
+        ]);
+        let d = decode_describe_cluster_v2_response(raw.clone().freeze()).unwrap();
+        assert_eq!(d.cluster_id, "cluster-x");
+        assert_eq!(d.controller_id, 2);
+        assert_eq!(d.brokers.len(), 2);
+        assert_eq!(d.brokers[0].fenced, Some(false));
+        assert_eq!(
+            d.brokers[1],
+            BrokerRow {
+                id: 2,
+                host: "b".into(),
+                port: 9093,
+                rack: Some("r".into()),
+                fenced: Some(true)
+            }
+        );
+        // Every truncation is an error, never a panic; so are trailing bytes.
+        for cut in 0..raw.len() {
+            assert!(
+                decode_describe_cluster_v2_response(raw.clone().freeze().slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = raw.clone();
+        longer.extend_from_slice(&[0]);
+        assert!(decode_describe_cluster_v2_response(longer.freeze()).is_err());
+    }
+}
