@@ -1330,9 +1330,10 @@ mod tests {
         assert!(matches!(quorum_from_response(r), QuorumState::Failed(_)));
     }
 
-    fn metadata(
-        topics: Vec<(&str, i16, Vec<(i32, i32, Vec<i32>, Vec<i32>, i16)>)>,
-    ) -> MetadataResponse {
+    /// A partition for [`metadata`]: (index, leader, replicas, ISR, error code).
+    type Part = (i32, i32, Vec<i32>, Vec<i32>, i16);
+
+    fn metadata(topics: Vec<(&str, i16, Vec<Part>)>) -> MetadataResponse {
         MetadataResponse {
             topics: topics
                 .into_iter()
