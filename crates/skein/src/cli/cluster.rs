@@ -655,6 +655,18 @@ fn ago(now_ms: i64, at: Option<i64>) -> String {
     )
 }
 
+/// Node ids as `1,2,3`, or `-` for none.
+fn ids(nodes: &[i32]) -> String {
+    if nodes.is_empty() {
+        return "-".to_owned();
+    }
+    nodes
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn partition_name(p: &PartitionRow) -> String {
     match p.partition {
         Some(i) => format!("{}-{i}", p.topic),
@@ -823,8 +835,8 @@ fn info(args: InfoArgs) -> Result<()> {
                         vec![
                             p.topic.clone(),
                             or_dash(p.partition),
-                            format!("{:?}", p.replicas),
-                            format!("{:?}", p.isr),
+                            ids(&p.replicas),
+                            ids(&p.isr),
                             errors::name(p.error_code).unwrap_or("-").to_owned(),
                         ]
                     })
@@ -1496,6 +1508,8 @@ mod tests {
             "0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 3 more"
         );
         assert_eq!(list(std::iter::empty()), "");
+        assert_eq!(ids(&[1, 2, 3]), "1,2,3");
+        assert_eq!(ids(&[]), "-");
     }
 
     #[test]
