@@ -27,12 +27,23 @@
 //! at offset 0 under the same log id (Skein uses openraft's standard leader id, in which a
 //! committed leader id is just the term, and initialization uses term 0), the copies are
 //! identical and Raft's election then picks one leader; openraft documents initializing several
-//! nodes with an identical config as safe. A node with any state never re-initializes. A quorum
-//! of one elects itself at once (no election timeout).
+//! nodes with an identical config as safe. The lowest voter id initializes at once and the
+//! others after one maximal election timeout, unless a leader reached them first: a cluster
+//! started all at once then does not open with a split vote, and if the lowest voter is down the
+//! others still form the quorum. A node with any state never re-initializes (if its static voter
+//! list differs from the recorded voters it says so in one line; the recorded ones apply). A
+//! quorum of one elects itself at once, on first start and on restart (no election timeout).
+//!
+//! # Using it
+//! [`RaftNode::start`] with a [`RaftConfig`], the bound controller listener and the applier;
+//! then [`MetadataLog`] calls. [`MetadataLog::applied`] is a `watch` of the last applied
+//! offset; [`MetadataLog::status`] is answered from this node's view (log end, lag and ack
+//! times of the others only on the leader). Call [`MetadataLog::shutdown`] before dropping.
 //!
 //! # Directory ids (KIP-853)
 //! Each node's metadata directory has a directory id (a UUID the caller gives; `quorum.meta`
-//! remembers it, see below). The membership stored in the log records every voter and observer
+//! remembers it, see below, and [`RaftNode::directory_id`] reads it back or makes a fresh one
+//! for a new or wiped directory). The membership stored in the log records every voter and observer
 //! as `(node id, controller address, directory id)`.
 //! - **At first formation** the directory ids are unknown (the bootstrap entry must be the same
 //!   on every voter, and a voter knows only its own id). Every connection starts with a

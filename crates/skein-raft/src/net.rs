@@ -61,7 +61,7 @@ pub enum Channel {
 /// The first frame of a connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hello {
-    /// [`MAGIC`].
+    /// `0x534b5246` ("SKRF").
     pub magic: u32,
     /// Protocol version.
     pub version: u16,

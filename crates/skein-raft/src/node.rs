@@ -204,6 +204,27 @@ async fn bootstrap(
 }
 
 impl RaftNode {
+    /// The directory id to start with for `metadata_dir`: the one its `quorum.meta` records, or
+    /// a fresh UUID when the directory has none (new or wiped: KIP-853 gives a wiped disk a new
+    /// id, which is what lets the quorum refuse it). Callers should use this rather than keep
+    /// the id elsewhere, so that a wiped metadata directory never comes back under its old id.
+    pub fn directory_id(metadata_dir: &Path) -> Result<Uuid, StartError> {
+        match fs::read_to_string(metadata_dir.join("quorum.meta")) {
+            Ok(text) => text
+                .lines()
+                .find_map(|l| l.strip_prefix("directory.id="))
+                .and_then(|v| Uuid::parse_str(v.trim()).ok())
+                .ok_or_else(|| {
+                    StartError::Refused(format!(
+                        "{}: quorum.meta has no valid directory.id",
+                        metadata_dir.display()
+                    ))
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Uuid::new_v4()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Open the metadata directory, start Raft and serve the controller listener. A voter with
     /// an empty directory bootstraps the static voters (see the crate docs).
     pub async fn start(
@@ -925,8 +946,10 @@ impl MetadataLog for RaftNode {
             }
             let tasks: Vec<_> =
                 std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            // Wait for them to be gone, so the listener is closed when this returns.
             for t in tasks {
                 t.abort();
+                let _ = t.await;
             }
         })
     }

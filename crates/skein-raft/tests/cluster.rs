@@ -517,6 +517,12 @@ async fn quorum_of_one_is_fast_and_replays_after_restart() {
     let node = RaftNode::start(cfg(), l, Box::new(TestApplier(state.clone())))
         .await
         .unwrap();
+    let started = t.elapsed();
+    while !node.is_leader() {
+        assert!(t.elapsed() < DEADLINE);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let leader_at = t.elapsed();
     let first = loop {
         match node.propose(Bytes::from_static(b"entry-0")).await {
             Ok(o) => break o,
@@ -526,7 +532,9 @@ async fn quorum_of_one_is_fast_and_replays_after_restart() {
         assert!(t.elapsed() < DEADLINE);
     };
     let cold = t.elapsed();
-    eprintln!("quorum of one, empty dir: first entry committed after {cold:?}");
+    eprintln!(
+        "quorum of one, empty dir: started after {started:?}, leader after {leader_at:?}, first entry committed after {cold:?}"
+    );
     assert!(cold < Duration::from_secs(1), "took {cold:?}");
     let mut last = first;
     for i in 1..20 {
@@ -569,6 +577,16 @@ async fn quorum_of_one_is_fast_and_replays_after_restart() {
     );
     let o = node.propose(Bytes::from_static(b"entry-20")).await.unwrap();
     assert!(o > last);
+
+    // The directory id comes back from quorum.meta; a directory without one gets a new id.
+    assert_eq!(
+        RaftNode::directory_id(&tmp.path().join("__cluster_metadata-0")).unwrap(),
+        dir_id
+    );
+    assert_ne!(
+        RaftNode::directory_id(&tmp.path().join("elsewhere")).unwrap(),
+        dir_id
+    );
 
     // Another cluster's directory is refused.
     let mut other = cfg();

@@ -317,6 +317,15 @@ fn topic_admin_round_trip() {
     assert!(produce["client_version"].as_i64().is_some());
     let text = b.ok(&["cluster", "info"]);
     assert!(text.contains("cluster id"), "{text}");
+    // The quorum is not served yet: said in one line, not a failure.
+    assert_eq!(info["quorum"]["available"], false);
+    assert!(
+        text.contains("note: controller quorum: not shown"),
+        "{text}"
+    );
+    let health = b.json(&["cluster", "health"]);
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["offline_partitions"], serde_json::json!([]));
 
     // A broker that is not there: a clear error, exit code 1.
     let out = Command::new(BIN)

@@ -60,7 +60,8 @@ pub enum Command {
     /// List, describe and delete consumer groups, and reset their offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
-    /// Show the cluster: id, controller, brokers and the APIs they serve.
+    /// Show the cluster (brokers, controller quorum, offline partitions), check its health, and
+    /// add or remove controller quorum voters.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
 }
@@ -72,10 +73,15 @@ pub fn run(command: Command) -> ExitCode {
         Command::Produce(a) => produce::run(a),
         Command::Consume(a) => consume::run(a),
         Command::Group(c) => group::run(c),
-        Command::Cluster(c) => cluster::run(c),
+        Command::Cluster(c) => return report(cluster::run(c)),
     };
+    report(result.map(|()| ExitCode::SUCCESS))
+}
+
+/// The exit code of a command's result; an error is printed as one line on stderr.
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("skein: {e:#}");
             ExitCode::FAILURE
