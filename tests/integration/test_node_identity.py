@@ -2,9 +2,15 @@
 cluster settings checked at start: a directory is never taken over by another node or cluster,
 and one written before `meta.properties` existed opens with everything it held."""
 
+import base64
+import json
+import shutil
+import subprocess
+
 import pytest
 
 from helpers import (
+    SKEIN_BIN,
     admin_client,
     assert_contiguous,
     assert_delivered,
@@ -73,9 +79,38 @@ def test_inconsistent_cluster_settings_are_refused(tmp_path, args, expected):
     assert not (tmp_path / "data" / "meta.properties").exists()
 
 
-def test_a_directory_from_before_meta_properties_opens_with_everything(tmp_path):
-    """The previous release wrote the same layout without `meta.properties`; removing the file
-    from a directory this release wrote gives exactly that directory."""
+def legacy_layout(b, cluster_id, producer_id_block_end):
+    """Turns a stopped broker's data directory into the previous release's layout: partition
+    directories as they are, `skein-meta.json` (cluster id, node id, producer-id block, each
+    topic's id, partition count and overrides) instead of `meta.properties` and the metadata
+    log."""
+    topics = json.loads(
+        subprocess.run(
+            [SKEIN_BIN, "topic", "list", "--internal", "--bootstrap", b.bootstrap, "--output", "json"],
+            check=True, capture_output=True, text=True, timeout=30,
+        ).stdout
+    )["topics"]
+    b.stop()
+    stored = {}
+    for t in topics:
+        raw = base64.urlsafe_b64decode(t["topic_id"] + "==")
+        configs = {"cleanup.policy": "compact", "segment.bytes": "104857600"} if t["internal"] else {}
+        stored[t["name"]] = {"id": raw.hex(), "partitions": t["partitions"], "configs": configs}
+    (b.data_dir / "meta.properties").unlink()
+    shutil.rmtree(b.data_dir / "__cluster_metadata-0")
+    (b.data_dir / "skein-meta.json").write_text(json.dumps({
+        "cluster_id": cluster_id,
+        "node_id": 1,
+        "producer_id_block_end": producer_id_block_end,
+        "topics": stored,
+    }, indent=2))
+    return {t["name"]: t["topic_id"] for t in topics}
+
+
+def test_a_directory_from_the_previous_release_opens_with_everything(tmp_path):
+    """The previous release kept topics in `skein-meta.json`; such a directory opens with
+    its topics (same ids), records and committed offsets, keeps its cluster id, and its
+    topics move into the metadata log once."""
     b = Broker(tmp_path / "data").start()
     topic = unique_topic("legacy")
     create_topic(b, topic, partitions=2)
@@ -89,15 +124,22 @@ def test_a_directory_from_before_meta_properties_opens_with_everything(tmp_path)
     c.commit(offsets=[TopicPartition(topic, 0, 7), TopicPartition(topic, 1, 3)], asynchronous=False)
     c.close()
     cluster = read_properties(b.data_dir)["cluster.id"]
-    directory = read_properties(b.data_dir)["directory.id"]
-    b.stop()
-    (b.data_dir / "meta.properties").unlink()
+    ids = legacy_layout(b, "legacyCluster0123456789", 5000)
     b.start()
     try:
         props = read_properties(b.data_dir)
-        assert props["cluster.id"] == cluster, "the old cluster id is kept"
-        assert props["directory.id"] != directory, "a directory id is drawn for it"
-        assert admin_client(b).list_topics(timeout=10).cluster_id == cluster
+        assert props["cluster.id"] == "legacyCluster0123456789", "the old cluster id is kept"
+        assert cluster != props["cluster.id"]
+        assert admin_client(b).list_topics(timeout=10).cluster_id == "legacyCluster0123456789"
+        assert not (b.data_dir / "skein-meta.json").exists()
+        assert (b.data_dir / "skein-meta.json.migrated").exists()
+        after = json.loads(
+            subprocess.run(
+                [SKEIN_BIN, "topic", "list", "--internal", "--bootstrap", b.bootstrap, "--output", "json"],
+                check=True, capture_output=True, text=True, timeout=30,
+            ).stdout
+        )["topics"]
+        assert {t["name"]: t["topic_id"] for t in after} == ids, "same topics, same ids"
         records = consume_to_end(b, topic, [0, 1])
         for p in (0, 1):
             assert_contiguous(records[p])
@@ -106,6 +148,25 @@ def test_a_directory_from_before_meta_properties_opens_with_everything(tmp_path)
         committed = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
         c.close()
         assert [tp.offset for tp in committed] == [7, 3]
+        # Producer ids continue past the old block: never handed out twice.
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True})
+        assert_delivered(produce_all(p, [(topic, {"value": b"after", "partition": 0})]))
+        described = subprocess.run(
+            [SKEIN_BIN, "topic", "describe", topic, "--bootstrap", b.bootstrap, "--output", "json"],
+            check=True, capture_output=True, text=True, timeout=30,
+        )
+        assert described.returncode == 0
+        # The migration happens once: a restart finds the topics in the log.
+        b.restart()
+        assert [t for t in json.loads(
+            subprocess.run(
+                [SKEIN_BIN, "topic", "list", "--internal", "--bootstrap", b.bootstrap, "--output", "json"],
+                check=True, capture_output=True, text=True, timeout=30,
+            ).stdout
+        )["topics"] if t["name"] == topic][0]["topic_id"] == ids[topic]
+        assert "moved the topics of skein-meta.json" not in b.log().split("--- start #3")[-1]
     finally:
         b.close()
 

@@ -148,6 +148,14 @@ impl Quorum {
         Ok(outcome.reply)
     }
 
+    /// The last metadata offset applied here (0 before any).
+    pub fn applied_offset(&self) -> u64 {
+        self.node
+            .get()
+            .and_then(|n| *n.applied().borrow())
+            .unwrap_or(0)
+    }
+
     pub fn broker_epoch(&self) -> i64 {
         self.broker_epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -397,6 +405,33 @@ impl Broker {
             })
             .await
             .map_err(|e| anyhow::anyhow!("could not register as a controller: {}", e.message))?;
+        // A registration of this node id by an earlier process of this node (killed, or
+        // stopped without a controlled shutdown) is stale for sure: this process holds the
+        // data directory's lock. Fence it, rather than wait out its session.
+        let previous = self.quorum.read(|i| {
+            i.broker(node)
+                .filter(|b| b.incarnation_id != self.quorum.incarnation && !b.fenced)
+                .map(|b| b.epoch)
+        });
+        if let Some(epoch) = previous {
+            let applied = self.quorum.applied_offset();
+            let hb = Heartbeat {
+                broker_id: node,
+                broker_epoch: epoch,
+                metadata_offset: applied,
+                want_fence: true,
+                want_shutdown: false,
+            };
+            self.quorum
+                .run(self.now_ms(), |c, image, now| {
+                    c.heartbeat(image, &hb, now).map_err(from_metadata_error)
+                })
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("could not fence this node's previous registration: {}", e.message)
+                })?;
+            tracing::info!(broker_epoch = epoch, "fenced the registration of this node's previous process");
+        }
         let registration = RegisterBroker {
             broker_id: node,
             incarnation_id: self.quorum.incarnation,
@@ -433,12 +468,7 @@ impl Broker {
         self: &Arc<Self>,
         want_shutdown: bool,
     ) -> anyhow::Result<skein_metadata::controller::HeartbeatReply> {
-        let applied = self
-            .quorum
-            .node
-            .get()
-            .and_then(|n| *n.applied().borrow())
-            .unwrap_or(0);
+        let applied = self.quorum.applied_offset();
         let hb = Heartbeat {
             broker_id: self.node_id(),
             broker_epoch: self.quorum.broker_epoch(),

@@ -29,6 +29,7 @@ fn tame(body: &mut RequestBody) {
 async fn every_api_and_version_answers_random_requests() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path());
+    broker.start().await.unwrap();
     // A topic that random names will not hit but some requests can, to exercise both paths.
     broker.auto_create_topic("t").unwrap();
     let seed = std::env::var("SKEIN_TEST_SEED")

@@ -382,8 +382,11 @@ impl QuorumController {
         }
         let mut records = Vec::new();
         if let Some(existing) = image.broker(id) {
+            // A fenced registration has no session to protect (Kafka drops the session of a
+            // fenced broker), so a new incarnation may take its place at once.
             if existing.incarnation_id != request.incarnation_id
                 && !existing.in_controlled_shutdown
+                && !existing.fenced
                 && self.has_live_session(id, existing.epoch, now_ms)
             {
                 return Err(err(

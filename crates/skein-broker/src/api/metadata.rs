@@ -160,13 +160,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_topic_id_wins_over_an_empty_name() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_topic_id_wins_over_an_empty_name() {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = BTreeMap::new();
         settings.insert("log.dirs".to_string(), dir.path().display().to_string());
         settings.insert("listeners".to_string(), "127.0.0.1:0".to_string());
         let broker = Broker::open(BrokerConfig::from_settings(settings).unwrap()).unwrap();
+        broker.start().await.unwrap();
         let topic = broker.auto_create_topic("t").unwrap();
 
         for name in [None, Some("")] {
