@@ -465,22 +465,29 @@ impl Broker {
     /// controller (`ProducerIdsRecord`), so ids are never handed out twice, across restarts
     /// and brokers.
     pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
-        let mut ids = self
-            .producer_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if ids.0 >= ids.1 {
+        loop {
+            {
+                let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+                if ids.0 < ids.1 {
+                    let id = ids.0;
+                    ids.0 += 1;
+                    return Ok(id);
+                }
+            }
+            // The lock is not held while the controller commits (see `group_op`); two callers
+            // may both fetch a block, and the second one's is simply not used.
             let node = self.node_id();
             let epoch = self.quorum.broker_epoch();
-            let block = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
-                c.allocate_producer_ids(image, node, epoch)
-                    .map_err(|e| ApiError::new(ErrorCode(e.code.0), e.message))
-            }))??;
-            *ids = (block.first, block.first + i64::from(block.len));
+            let block =
+                self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+                    c.allocate_producer_ids(image, node, epoch)
+                        .map_err(|e| ApiError::new(ErrorCode(e.code.0), e.message))
+                }))??;
+            let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+            if ids.0 >= ids.1 {
+                *ids = (block.first, block.first + i64::from(block.len));
+            }
         }
-        let id = ids.0;
-        ids.0 += 1;
-        Ok(id)
     }
 
     /// Checks a topic creation without doing it, resolving -1 defaults. Returns the partition
@@ -681,7 +688,11 @@ impl Broker {
     }
 
     /// Applies committed config overrides to a local topic and its logs.
-    pub(crate) fn apply_topic_config(&self, topic: &Arc<Topic>, overrides: BTreeMap<String, String>) {
+    pub(crate) fn apply_topic_config(
+        &self,
+        topic: &Arc<Topic>,
+        overrides: BTreeMap<String, String>,
+    ) {
         let config = TopicConfig {
             overrides: overrides.into_iter().collect(),
         };
@@ -764,10 +775,14 @@ impl Broker {
                 list.push(Arc::new(p.map_err(storage)?));
             }
         }
-        self.opened_from_snapshot
-            .fetch_add(opener.from_snapshot.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.opened_batches_scanned
-            .fetch_add(opener.batches_scanned.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.opened_from_snapshot.fetch_add(
+            opener.from_snapshot.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.opened_batches_scanned.fetch_add(
+            opener.batches_scanned.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         for (index, state) in parts {
             let Some(partition) = topic.partition(*index) else {
                 continue;
@@ -777,10 +792,17 @@ impl Broker {
             if assignment.leader == node {
                 if let Some(log) = replica.log.as_mut() {
                     // A new leader epoch starts at this replica's log end (Kafka's rule).
-                    if log.latest_epoch().is_none_or(|e| e < assignment.leader_epoch) {
+                    if log
+                        .latest_epoch()
+                        .is_none_or(|e| e < assignment.leader_epoch)
+                    {
                         let leo = log.log_end_offset();
                         if let Err(e) = log.assign_epoch(assignment.leader_epoch, leo) {
-                            tracing::error!(topic = name, partition = index, "leader epoch checkpoint: {e}");
+                            tracing::error!(
+                                topic = name,
+                                partition = index,
+                                "leader epoch checkpoint: {e}"
+                            );
                         }
                     }
                 }

@@ -428,9 +428,15 @@ impl Broker {
                 })
                 .await
                 .map_err(|e| {
-                    anyhow::anyhow!("could not fence this node's previous registration: {}", e.message)
+                    anyhow::anyhow!(
+                        "could not fence this node's previous registration: {}",
+                        e.message
+                    )
                 })?;
-            tracing::info!(broker_epoch = epoch, "fenced the registration of this node's previous process");
+            tracing::info!(
+                broker_epoch = epoch,
+                "fenced the registration of this node's previous process"
+            );
         }
         let registration = RegisterBroker {
             broker_id: node,
@@ -446,10 +452,9 @@ impl Broker {
             })
             .await
             .map_err(|e| anyhow::anyhow!("could not register as a broker: {}", e.message))?;
-        self.quorum.broker_epoch.store(
-            registered.broker_epoch,
-            std::sync::atomic::Ordering::SeqCst,
-        );
+        self.quorum
+            .broker_epoch
+            .store(registered.broker_epoch, std::sync::atomic::Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let reply = self.heartbeat(false).await?;
@@ -534,7 +539,10 @@ impl Broker {
         let mut by_topic: BTreeMap<Uuid, Vec<(i32, PartitionState)>> = BTreeMap::new();
         for ((topic, p), d) in &delta.partitions {
             if d.after.hosts(node) {
-                by_topic.entry(*topic).or_default().push((*p, d.after.clone()));
+                by_topic
+                    .entry(*topic)
+                    .or_default()
+                    .push((*p, d.after.clone()));
             }
         }
         for (topic_id, mut parts) in by_topic {
@@ -546,8 +554,7 @@ impl Broker {
                 .configs(&ConfigResource::topic(t.name.clone()))
                 .cloned()
                 .unwrap_or_default();
-            if let Err(e) =
-                self.open_or_update_replicas(topic_id, &t.name, &configs, &parts, node)
+            if let Err(e) = self.open_or_update_replicas(topic_id, &t.name, &configs, &parts, node)
             {
                 tracing::error!(topic = %t.name, "could not open partitions: {}", e.message);
             }
@@ -591,10 +598,7 @@ impl DeltaFromEmpty for MetadataImage {
     fn as_delta_from_empty(&self) -> MetadataDelta {
         let mut empty = MetadataImage::new();
         empty
-            .apply_records(
-                self.last_offset().unwrap_or(0),
-                &self.snapshot_records(),
-            )
+            .apply_records(self.last_offset().unwrap_or(0), &self.snapshot_records())
             .unwrap_or_default()
     }
 }

@@ -107,6 +107,14 @@ impl Broker {
         &self,
         f: impl FnOnce(&mut Coordinator, i64, &dyn TopicView) -> (T, Vec<Effect>),
     ) -> (T, impl Future<Output = ()> + Send + 'static) {
+        // The offsets topic is created (a metadata commit, waited for) before the coordinator
+        // is locked: a worker thread must never wait for the metadata log while holding a
+        // lock other workers block on, or the runtime can run out of threads to commit with.
+        if self.topic(OFFSETS_TOPIC).is_none() {
+            if let Err(e) = self.offsets_topic() {
+                tracing::warn!("cannot create {OFFSETS_TOPIC} yet: {e}");
+            }
+        }
         let groups = self.groups();
         let mut coordinator = groups.lock();
         let (value, effects) = f(&mut coordinator, self.now_ms(), &BrokerTopics(self));
