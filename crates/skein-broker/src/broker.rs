@@ -150,6 +150,8 @@ pub struct Broker {
     /// Segment files held by fetch responses not yet sent (`skein.fetch.max.open.files`).
     pub(crate) fetch_files_held: Arc<std::sync::atomic::AtomicUsize>,
     ready: AtomicBool,
+    /// This broker, for work it hands to the runtime (see `controller_op`).
+    pub(crate) me: OnceLock<std::sync::Weak<Broker>>,
     clock: Arc<dyn Clock>,
     _lock: File,
 }
@@ -305,10 +307,13 @@ impl Broker {
             data_arrived: Notify::new(),
             fetch_files_held: Arc::default(),
             ready: AtomicBool::new(false),
+            me: OnceLock::new(),
             clock,
             _lock: lock,
         };
-        Ok(Arc::new(broker))
+        let broker = Arc::new(broker);
+        let _ = broker.me.set(Arc::downgrade(&broker));
+        Ok(broker)
     }
 
     /// Joins the metadata log (see [`Broker::start_quorum`]), rebuilds the consumer groups
@@ -478,11 +483,10 @@ impl Broker {
             // may both fetch a block, and the second one's is simply not used.
             let node = self.node_id();
             let epoch = self.quorum.broker_epoch();
-            let block =
-                self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
-                    c.allocate_producer_ids(image, node, epoch)
-                        .map_err(|e| ApiError::new(ErrorCode(e.code.0), e.message))
-                }))??;
+            let block = self.controller_op(move |c, image, _| {
+                c.allocate_producer_ids(image, node, epoch)
+                    .map_err(|e| ApiError::new(ErrorCode(e.code.0), e.message))
+            })?;
             let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
             if ids.0 >= ids.1 {
                 *ids = (block.first, block.first + i64::from(block.len));
@@ -574,9 +578,9 @@ impl Broker {
             configs: overrides.into_iter().collect(),
         };
         let seed = u64::from_le_bytes(random_uuid().0[..8].try_into().expect("8 bytes"));
-        let results = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+        let results = self.controller_op(move |c, image, _| {
             Ok(c.create_topics(image, std::slice::from_ref(&new), false, seed))
-        }))??;
+        })?;
         match results.into_iter().next().map(|r| r.result) {
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(ApiError::new(ErrorCode(e.code.0), e.message)),
@@ -606,9 +610,9 @@ impl Broker {
     pub fn delete_topic(&self, topic: &Arc<Topic>) -> Result<(), ApiError> {
         use skein_metadata::controller::TopicRef;
         let r = TopicRef::Id(topic.id);
-        let results = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+        let results = self.controller_op(move |c, image, _| {
             Ok(c.delete_topics(image, std::slice::from_ref(&r)))
-        }))??;
+        })?;
         if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
             return Err(ApiError::new(ErrorCode(e.code.0), e.message));
         }
@@ -641,9 +645,9 @@ impl Broker {
             assignments: None,
         };
         let seed = u64::from_le_bytes(random_uuid().0[..8].try_into().expect("8 bytes"));
-        let results = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+        let results = self.controller_op(move |c, image, _| {
             Ok(c.create_partitions(image, std::slice::from_ref(&growth), false, seed))
-        }))??;
+        })?;
         if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
             return Err(ApiError::new(ErrorCode(e.code.0), e.message));
         }
@@ -678,9 +682,9 @@ impl Broker {
             resource: ConfigResource::topic(topic.name.clone()),
             ops,
         };
-        let results = self.block_on_quorum(self.quorum.run(self.now_ms(), |c, image, _| {
+        let results = self.controller_op(move |c, image, _| {
             Ok(c.incremental_alter_configs(image, std::slice::from_ref(&change), false))
-        }))??;
+        })?;
         if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
             return Err(ApiError::new(ErrorCode(e.code.0), e.message));
         }

@@ -14,7 +14,6 @@
 //!   renamed `skein-meta.json.migrated`.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -513,19 +512,44 @@ impl Broker {
         }
     }
 
-    /// Runs a controller operation from synchronous code (handlers that still answer at once),
-    /// blocking this worker while the commit happens; other tasks move to other workers.
-    pub(crate) fn block_on_quorum<F: Future>(&self, f: F) -> Result<F::Output, ApiError> {
+    /// Runs a controller operation from synchronous code (handlers that still answer at
+    /// once): the operation runs as a task of the runtime and this worker waits for its
+    /// answer with the runtime's other workers free to commit it. If the runtime shuts down
+    /// meanwhile, the task is dropped and the caller gets an error rather than a panic.
+    /// Never call this while holding a lock other workers may wait for.
+    pub(crate) fn controller_op<R: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut QuorumController, &MetadataImage, u64) -> Result<Outcome<R>, ApiError>
+            + Send
+            + 'static,
+    ) -> Result<R, ApiError> {
         use tokio::runtime::{Handle, RuntimeFlavor};
-        match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                Ok(tokio::task::block_in_place(|| h.block_on(f)))
-            }
-            _ => Err(api(
+        let Some(broker) = self.me.get().and_then(Weak::upgrade) else {
+            return Err(api(
                 ErrorCode::UNKNOWN_SERVER_ERROR,
-                "metadata changes need the broker's multi-threaded runtime",
-            )),
-        }
+                "the broker is shutting down",
+            ));
+        };
+        let handle = match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => h,
+            _ => {
+                return Err(api(
+                    ErrorCode::UNKNOWN_SERVER_ERROR,
+                    "metadata changes need the broker's multi-threaded runtime",
+                ))
+            }
+        };
+        let now = self.now_ms();
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.spawn(async move {
+            let _ = tx.send(broker.quorum.run(now, op).await);
+        });
+        tokio::task::block_in_place(|| rx.recv()).unwrap_or_else(|_| {
+            Err(api(
+                ErrorCode::REQUEST_TIMED_OUT,
+                "the broker is shutting down; the metadata change may not have been made",
+            ))
+        })
     }
 
     /// Makes the local replicas match a committed delta.
