@@ -151,11 +151,18 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
         }
     });
     server.run(shutdown_signal(term)).await;
-    group_ticks.abort();
-    quorum_ticks.abort();
-    retention.abort();
-    checkpoints.abort();
-    producer_expiry.abort();
+    // Stop the periodic work and wait until none of it runs any more: a task still running
+    // when the runtime is dropped would find its timers gone.
+    for task in [
+        group_ticks,
+        quorum_ticks,
+        retention,
+        checkpoints,
+        producer_expiry,
+    ] {
+        task.abort();
+        let _ = task.await;
+    }
     tracing::info!("shutting down: flushing and closing partitions");
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown()).await?;
