@@ -184,13 +184,20 @@ impl Applier for ImageApplier {
         }
         if let Some(broker) = self.broker.upgrade() {
             let image = self.image.clone();
+            let file_work = !delta.partitions.is_empty() || !delta.topics_deleted.is_empty();
             let work = move || {
                 let image = image.read().unwrap_or_else(|e| e.into_inner());
                 broker.apply_delta(&image, &delta);
             };
-            // Opening partitions is file work: let the runtime move other tasks meanwhile.
+            // Opening and deleting partitions is file work: let the runtime move other tasks
+            // meanwhile. Other deltas (registrations, heartbeats, configs) are cheap and run
+            // inline: each `block_in_place` may start a worker thread, and every thread costs
+            // the allocator its own heap.
             match tokio::runtime::Handle::try_current() {
-                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                Ok(h)
+                    if file_work
+                        && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
                     tokio::task::block_in_place(work)
                 }
                 _ => work(),
