@@ -483,10 +483,8 @@ impl Broker {
             // may both fetch a block, and the second one's is simply not used.
             let node = self.node_id();
             let epoch = self.quorum.broker_epoch();
-            let block = self.controller_op(move |c, image, _| {
-                c.allocate_producer_ids(image, node, epoch)
-                    .map_err(|e| ApiError::new(ErrorCode(e.code.0), e.message))
-            })?;
+            let block =
+                self.controller_op(move |c, image, _| c.allocate_producer_ids(image, node, epoch))?;
             let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
             if ids.0 >= ids.1 {
                 *ids = (block.first, block.first + i64::from(block.len));
@@ -583,7 +581,7 @@ impl Broker {
         })?;
         match results.into_iter().next().map(|r| r.result) {
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(ApiError::new(ErrorCode(e.code.0), e.message)),
+            Some(Err(e)) => return Err(e),
             None => {
                 return Err(ApiError::new(
                     ErrorCode::UNKNOWN_SERVER_ERROR,
@@ -614,7 +612,7 @@ impl Broker {
             Ok(c.delete_topics(image, std::slice::from_ref(&r)))
         })?;
         if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
-            return Err(ApiError::new(ErrorCode(e.code.0), e.message));
+            return Err(e);
         }
         tracing::info!(topic = %topic.name, "deleted topic");
         Ok(())
@@ -649,7 +647,7 @@ impl Broker {
             Ok(c.create_partitions(image, std::slice::from_ref(&growth), false, seed))
         })?;
         if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
-            return Err(ApiError::new(ErrorCode(e.code.0), e.message));
+            return Err(e);
         }
         tracing::info!(topic = %topic.name, from = current, to = count, "added partitions");
         Ok(())
@@ -686,7 +684,7 @@ impl Broker {
             Ok(c.incremental_alter_configs(image, std::slice::from_ref(&change), false))
         })?;
         if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
-            return Err(ApiError::new(ErrorCode(e.code.0), e.message));
+            return Err(e);
         }
         Ok(())
     }

@@ -54,10 +54,6 @@ fn api(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)
 }
 
-fn from_metadata_error(e: skein_metadata::ApiError) -> ApiError {
-    ApiError::new(ErrorCode(e.code.0), e.message)
-}
-
 fn from_log_error(e: LogError) -> ApiError {
     match e {
         LogError::NotLeader { .. } => api(
@@ -215,7 +211,7 @@ impl Applier for ImageApplier {
     fn restore(&mut self, offset: u64, snapshot: &[u8]) -> Result<(), String> {
         let mut fresh = MetadataImage::new();
         fresh.restore(offset, snapshot).map_err(|e| e.to_string())?;
-        let delta = fresh.as_delta_from_empty();
+        let delta = delta_from_empty(&fresh);
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         if let Some(broker) = self.broker.upgrade() {
             let image = self.image.read().unwrap_or_else(|e| e.into_inner());
@@ -407,7 +403,6 @@ impl Broker {
                         security_protocol: 0,
                     }],
                 )
-                .map_err(from_metadata_error)
             })
             .await
             .map_err(|e| anyhow::anyhow!("could not register as a controller: {}", e.message))?;
@@ -429,9 +424,7 @@ impl Broker {
                 want_shutdown: false,
             };
             self.quorum
-                .run(self.now_ms(), |c, image, now| {
-                    c.heartbeat(image, &hb, now).map_err(from_metadata_error)
-                })
+                .run(self.now_ms(), |c, image, now| c.heartbeat(image, &hb, now))
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!(
@@ -454,7 +447,6 @@ impl Broker {
             .quorum
             .run(self.now_ms(), |c, image, now| {
                 c.register_broker(image, &registration, now)
-                    .map_err(from_metadata_error)
             })
             .await
             .map_err(|e| anyhow::anyhow!("could not register as a broker: {}", e.message))?;
@@ -488,9 +480,7 @@ impl Broker {
             want_shutdown,
         };
         self.quorum
-            .run(self.now_ms(), |c, image, now| {
-                c.heartbeat(image, &hb, now).map_err(from_metadata_error)
-            })
+            .run(self.now_ms(), |c, image, now| c.heartbeat(image, &hb, now))
             .await
             .map_err(|e| anyhow::anyhow!("heartbeat: {}", e.message))
     }
@@ -620,16 +610,9 @@ impl Broker {
     }
 }
 
-/// Used by [`ImageApplier::restore`]: the whole image as one delta from nothing.
-trait DeltaFromEmpty {
-    fn as_delta_from_empty(&self) -> MetadataDelta;
-}
-
-impl DeltaFromEmpty for MetadataImage {
-    fn as_delta_from_empty(&self) -> MetadataDelta {
-        let mut empty = MetadataImage::new();
-        empty
-            .apply_records(self.last_offset().unwrap_or(0), &self.snapshot_records())
-            .unwrap_or_default()
-    }
+/// The whole image as one delta from nothing (a restored snapshot, for [`Broker::apply_delta`]).
+fn delta_from_empty(image: &MetadataImage) -> MetadataDelta {
+    MetadataImage::new()
+        .apply_records(image.last_offset().unwrap_or(0), &image.snapshot_records())
+        .unwrap_or_default()
 }

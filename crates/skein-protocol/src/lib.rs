@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod compression;
+pub mod error;
 pub mod frame;
 mod kafka_uuid;
 pub mod records;
@@ -26,6 +27,7 @@ pub mod messages;
 pub mod metadata_records;
 
 pub use codec::{Decode, DecodeError, Encode, EncodeError};
+pub use error::{ApiError, ErrorCode};
 pub use frame::{
     decode_request, decode_request_header, decode_response, encode_request, encode_response,
     encode_response_spliced, RequestDecodeError, RequestHeader, SplicedFrame,
