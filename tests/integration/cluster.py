@@ -128,6 +128,7 @@ class Node(Broker):
         started = threading.Event()
         found = {}
         command = self.command(self.port)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._note(f"--- start #{run}: {' '.join(command)}")
         self.proc = subprocess.Popen(
             command,
