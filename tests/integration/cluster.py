@@ -29,7 +29,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import wire
-from conftest import ANSI_ESCAPE, HTTP_ADDR, KAFKA_ADDR, START_LINE, Broker
+from conftest import ANSI_ESCAPE, HTTP_ADDR, KAFKA_ADDR, START_LINE, STOP_TIMEOUT_S, Broker
 from helpers import SKEIN_BIN, broker_env, future_error
 
 # Every voter waits for the others; on a busy 2-core machine this is far above what it needs.
@@ -91,6 +91,7 @@ class Node(Broker):
         self.roles = roles
         self.rack = rack
         self.paused = False
+        self._terminated = False  # SIGTERM sent, exit not yet awaited
         self._started = None
         self._found = None
 
@@ -138,6 +139,7 @@ class Node(Broker):
             env=broker_env(self.extra_env),
         )
         self.paused = False
+        self._terminated = False
 
         def read(stream, tag, watch):
             for raw in iter(stream.readline, b""):
@@ -208,13 +210,43 @@ class Node(Broker):
             self.proc.send_signal(signal.SIGCONT)
         self.paused = False
 
-    def stop(self):
+    def terminate(self):
+        """Sends SIGTERM without waiting; `stop()` then awaits the exit (so that several nodes
+        shut down at the same time)."""
         self.sigcont()  # a frozen process cannot handle SIGTERM
-        super().stop()
+        self._expect_running = False
+        if self.proc is not None and self.proc.poll() is None and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
+    def stop(self):
+        """Graceful shutdown (SIGTERM, unless `terminate()` sent it): exit 0 within
+        STOP_TIMEOUT_S, as `Broker.stop`."""
+        self.sigcont()
+        if self.proc is None:
+            return
+        if not self._terminated:
+            if self.proc.poll() is not None:
+                self._expect_running = False
+                return
+            self.terminate()
+        self._terminated = False
+        try:
+            rc = self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            self._join_readers()
+            pytest.fail(
+                f"node {self.node_id} did not exit within {STOP_TIMEOUT_S:.0f}s of SIGTERM\n{self.log()}"
+            )
+        self._join_readers()
+        assert rc == 0, f"node {self.node_id} exited with {rc} after SIGTERM\n{self.log()}"
 
     def kill9(self):
         super().kill9()  # SIGKILL works on a frozen process too
         self.paused = False
+        self._terminated = False
 
 
 class Cluster:
@@ -312,9 +344,19 @@ class Cluster:
         """Teardown: every node must still be running (unless the test stopped it) and must
         exit 0 on SIGTERM; the first failure is raised after all are closed."""
         errors = []
-        for n in self.nodes.values():
-            n.sigcont()
-        for n in self.nodes.values():
+        nodes = list(self.nodes.values())
+        # Deaths the test did not ask for are noted before anything is stopped...
+        died = {
+            n.node_id
+            for n in nodes
+            if n._expect_running and n.proc is not None and n.proc.poll() is not None
+        }
+        # ...then every node gets SIGTERM at once: stopped one by one, the last voters would
+        # each wait for a quorum that is already gone.
+        for n in nodes:
+            if n.node_id not in died:
+                n.terminate()
+        for n in nodes:
             try:
                 n.close()
             except BaseException as exc:  # keep closing the others, then report

@@ -108,13 +108,35 @@ def cluster(start_cluster):
 # -- observing the cluster ------------------------------------------------------------------------
 
 
-def settled_info(cluster, via, expected_brokers=None):
+class Seen:
+    """What a waited-for condition last observed, for the message when the wait times out."""
+
+    def __init__(self):
+        self.last = None
+
+    def __call__(self, value):
+        self.last = value
+        return value
+
+
+def wait_observing(cond, timeout, what, interval=0.2):
+    """wait_until(lambda: cond(seen)), adding the last thing `cond` passed to `seen` to the
+    timeout's message."""
+    seen = Seen()
+    try:
+        return wait_until(lambda: cond(seen), timeout, what, interval=interval)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {seen.last!r}") from None
+
+
+def settled_info(cluster, via, expected_brokers=None, seen=lambda v: v):
     """`skein cluster info` through node `via` once DescribeQuorum names a leader among the
     voters and every expected broker (default: every running node) is listed unfenced;
     None before."""
-    info = cluster_info(cluster[via].bootstrap)
+    info = seen(cluster_info(cluster[via].bootstrap))
     if info is None:
         return None
+    seen({"quorum": info["quorum"], "brokers": info["brokers"]})
     q = info["quorum"]
     if not q.get("available") or q.get("leader_id") not in cluster.voter_ids:
         return None
@@ -127,8 +149,8 @@ def settled_info(cluster, via, expected_brokers=None):
 
 
 def wait_settled(cluster, via=1, expected_brokers=None):
-    return wait_until(
-        lambda: settled_info(cluster, via, expected_brokers),
+    return wait_observing(
+        lambda seen: settled_info(cluster, via, expected_brokers, seen),
         WAIT_S,
         f"a quorum leader and every broker unfenced, as node {via} reports them",
         interval=0.2,
@@ -140,26 +162,44 @@ def wait_agreed_leaders(cluster, topics, nodes=None, allow_offline=False):
     the same leader of every partition of `topics` ({name: partition count}), all of them
     led unless `allow_offline`; returns {topic: {partition: leader}}."""
 
-    def agreed():
-        views = []
+    def agreed(seen):
+        views = {}
         for n in nodes or cluster.running():
             md = try_metadata_of(n.bootstrap)
-            if md is None:
+            views[n.node_id] = None if md is None else {t: leaders_of(md, t) for t in topics}
+        seen(views)
+        for view in views.values():
+            if view is None:
                 return None
-            view = {}
             for topic, count in topics.items():
-                leaders = leaders_of(md, topic)
+                leaders = view[topic]
                 if leaders is None or sorted(leaders) != list(range(count)):
                     return None
                 if not allow_offline and min(leaders.values()) < 0:
                     return None
-                view[topic] = leaders
-            views.append(view)
-        return views[0] if all(v == views[0] for v in views) else None
+        first = next(iter(views.values()))
+        return first if all(v == first for v in views.values()) else None
 
-    return wait_until(
-        agreed, WAIT_S, f"every node to agree on the leaders of {sorted(topics)}", interval=0.2
+    return wait_observing(
+        agreed, WAIT_S, f"every node to agree on the leaders of {sorted(topics)}"
     )
+
+
+def wait_dropped(cluster, victim, survivors, topic, leaders, timeout, what):
+    """Waits until every survivor answers Metadata without `victim` among the brokers and with
+    no leader for the partitions of `topic` it led (RF 1: no other replica to move to), the
+    others keeping their leaders (`leaders`: {partition: leader} before)."""
+    want = {p: (-1 if l == victim else l) for p, l in leaders.items()}
+
+    def dropped(seen):
+        views = {}
+        for i in survivors:
+            md = try_metadata_of(cluster[i].bootstrap)
+            views[i] = None if md is None else (sorted(md.brokers), leaders_of(md, topic))
+        seen(views)
+        return all(v == (sorted(survivors), want) for v in views.values())
+
+    wait_observing(dropped, timeout, what, interval=0.1)
 
 
 def kafka_python_view(bootstrap, topic):
@@ -404,16 +444,17 @@ def test_kill9_of_the_active_controller(cluster):
     killed_at = time.monotonic()
     cluster.kill9(old)
 
-    def new_controller():
+    def new_controller(seen):
         for i in survivors:
             info = cluster_info(cluster[i].bootstrap)
+            seen({i: info and info["quorum"]})
             if info and info["quorum"].get("available"):
                 leader = info["quorum"]["leader_id"]
                 if leader is not None and leader != old:
                     return info
         return None
 
-    info = wait_until(new_controller, WAIT_S, f"a new controller after killing {old}", interval=0.2)
+    info = wait_observing(new_controller, WAIT_S, f"a new controller after killing {old}")
     new = info["quorum"]["leader_id"]
     assert new in survivors
     assert info["quorum"]["leader_epoch"] > old_epoch
@@ -495,13 +536,14 @@ def test_a_broker_that_stops_heartbeating_is_fenced_and_reported(cluster):
     cluster.sigstop(victim)
     via = cluster[survivors[0]].bootstrap
 
-    def fenced():
+    def fenced(seen):
         info = cluster_info(via)
+        seen(info and info["brokers"])
         if info and brokers_by_id(info).get(victim, {}).get("fenced") is True:
             return info
         return None
 
-    info = wait_until(fenced, WAIT_S, f"node {victim} to be reported fenced", interval=0.1)
+    info = wait_observing(fenced, WAIT_S, f"node {victim} to be reported fenced", interval=0.1)
     fenced_after = time.monotonic() - frozen_at
     # Fenced by the session timeout, not earlier: its last heartbeat was at most one interval
     # before the freeze (0.5 s slack for the clocks).
@@ -513,21 +555,7 @@ def test_a_broker_that_stops_heartbeating_is_fenced_and_reported(cluster):
 
     # The survivors' Metadata no longer lists it, and its partitions have no leader (RF 1: no
     # other replica to move to); the others keep theirs.
-    def survivors_see_it_gone():
-        for i in survivors:
-            md = try_metadata_of(cluster[i].bootstrap)
-            if md is None or sorted(md.brokers) != survivors:
-                return None
-            parts = md.topics.get(topic, {})
-            for p in range(6):
-                if p not in parts:
-                    return None
-                want = -1 if p in victim_parts else leaders[p]
-                if parts[p].leader != want:
-                    return None
-        return True
-
-    wait_until(survivors_see_it_gone, WAIT_S, f"the survivors to drop node {victim}", interval=0.1)
+    wait_dropped(cluster, victim, survivors, topic, leaders, WAIT_S, f"the survivors to drop node {victim}")
     for i in survivors:
         md = try_metadata_of(cluster[i].bootstrap)
         for p in victim_parts:
@@ -604,21 +632,9 @@ def test_sigterm_is_a_controlled_shutdown(start_cluster):
     # as part of the controlled shutdown. With RF 1 its partitions have no other replica,
     # so they become leaderless; moving leaderships away before the exit needs the
     # replicas of issue 12 ("Replication"), and this asserts what RF 1 allows.
-    def gone():
-        for i in survivors:
-            md = try_metadata_of(cluster[i].bootstrap)
-            if md is None or sorted(md.brokers) != survivors:
-                return None
-            parts = md.topics.get(topic, {})
-            if any(p not in parts for p in range(6)):
-                return None
-            if any(parts[p].leader != (-1 if p in victim_parts else leaders[p]) for p in range(6)):
-                return None
-        return True
-
-    wait_until(
-        gone, 15, f"the survivors to drop node {victim} after its controlled shutdown ({took:.1f}s)",
-        interval=0.1,
+    wait_dropped(
+        cluster, victim, survivors, topic, leaders, 15,
+        f"the survivors to drop node {victim} after its controlled shutdown (exited in {took:.1f}s)",
     )
     info = cluster_info(cluster[survivors[0]].bootstrap)
     assert brokers_by_id(info)[victim]["fenced"] is True, info["brokers"]
@@ -653,14 +669,12 @@ def test_a_broker_only_node_joins_and_gets_partitions_of_new_topics(start_cluste
     assert 4 in [o["id"] for o in q["observers"]], q
 
     # Every node lists it, with its rack.
-    def listed_everywhere():
-        for n in cluster.running():
-            md = try_metadata_of(n.bootstrap)
-            if md is None or sorted(md.brokers) != [1, 2, 3, 4]:
-                return None
-        return True
+    def listed_everywhere(seen):
+        views = {n.node_id: try_metadata_of(n.bootstrap) for n in cluster.running()}
+        seen({i: md and sorted(md.brokers) for i, md in views.items()})
+        return all(md is not None and sorted(md.brokers) == [1, 2, 3, 4] for md in views.values())
 
-    wait_until(listed_everywhere, WAIT_S, "every node to list node 4", interval=0.2)
+    wait_observing(listed_everywhere, WAIT_S, "every node to list node 4")
     for n in cluster.running():
         md = try_metadata_of(n.bootstrap)
         assert {i: (p, r) for i, (_, p, r) in md.brokers.items()} == {
