@@ -1220,7 +1220,68 @@ fn read_specs(dir: &Path) -> Result<Vec<Spec>, String> {
         specs.push(spec);
     }
     specs.sort_by(|a, b| a.name.cmp(&b.name));
+    extend_specs(&mut specs);
     Ok(specs)
+}
+
+/// Versions newer than the specs in `../shared/kafka-message-specs`, described here from
+/// their KIPs (the specs are a snapshot from before them):
+/// - DescribeCluster v2 (KIP-1073): the request's `IncludeFencedBrokers` and each broker's
+///   `IsFenced`, so that operators see fenced brokers.
+fn extend_specs(specs: &mut [Spec]) {
+    let v2 = Versions {
+        lo: 2,
+        hi: i16::MAX,
+    };
+    let flag = |name: &str, about: &str| Field {
+        name: name.into(),
+        ty: Ty::Bool,
+        versions: v2,
+        nullable: Versions::NONE,
+        tagged: Versions::NONE,
+        tag: None,
+        flexible: None,
+        default: None,
+        about: about.into(),
+        fields: Vec::new(),
+    };
+    for spec in specs.iter_mut() {
+        let target = match spec.name.as_str() {
+            "DescribeClusterRequest" if spec.valid.hi == 1 => (
+                spec.name.clone(),
+                flag(
+                    "IncludeFencedBrokers",
+                    "Whether to include fenced brokers (KIP-1073).",
+                ),
+            ),
+            "DescribeClusterResponse" if spec.valid.hi == 1 => (
+                "DescribeClusterBroker".to_string(),
+                flag("IsFenced", "Whether the broker is fenced (KIP-1073)."),
+            ),
+            _ => continue,
+        };
+        spec.valid.hi = 2;
+        let (struct_name, field) = target;
+        if let Some(st) = spec.structs.iter_mut().find(|st| st.name == struct_name) {
+            st.fields.push(field);
+        } else if let Some(f) = find_nested(&mut spec.structs[0].fields, &struct_name) {
+            f.fields.push(field);
+        }
+    }
+}
+
+/// The array-of-struct field whose element type is `name`, searched depth first.
+fn find_nested<'a>(fields: &'a mut [Field], name: &str) -> Option<&'a mut Field> {
+    for f in fields.iter_mut() {
+        let is_it = matches!(&f.ty, Ty::Array(inner) if matches!(inner.as_ref(), Ty::Struct(n) if n == name));
+        if is_it {
+            return Some(f);
+        }
+        if let Some(found) = find_nested(&mut f.fields, name) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 /// Generates every file from the specs in `specs_dir`, formatted with rustfmt.

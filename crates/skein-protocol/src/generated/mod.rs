@@ -733,7 +733,7 @@ impl ApiKey {
             ApiKey::UpdateFeatures => (0, 2),
             ApiKey::Envelope => (0, 0),
             ApiKey::FetchSnapshot => (0, 1),
-            ApiKey::DescribeCluster => (0, 1),
+            ApiKey::DescribeCluster => (0, 2),
             ApiKey::DescribeProducers => (0, 0),
             ApiKey::BrokerRegistration => (0, 4),
             ApiKey::BrokerHeartbeat => (0, 1),
