@@ -498,6 +498,21 @@ impl QuorumController {
                         .get_mut(&id)
                         .map_or(seen, |s| *s.shutdown_offset.get_or_insert(seen));
                     reply.should_shut_down = self.others_caught_up(image, id, offset);
+                    if reply.should_shut_down {
+                        // Done: the broker is fenced now (as Kafka does), so what it still
+                        // led (partitions with no other ISR member) is reported offline at
+                        // once rather than after its session expires.
+                        let planned = BTreeMap::from([(
+                            id,
+                            Planned {
+                                fenced: true,
+                                shutting_down: true,
+                            },
+                        )]);
+                        records.push(broker_change_record(id, broker.epoch, 1, 0).into());
+                        records.extend(reconcile(image, &planned, &BTreeSet::from([id])));
+                        reply.is_fenced = true;
+                    }
                 }
             }
         } else if hb.want_fence {
