@@ -89,29 +89,33 @@ def port_of(bootstrap):
 # -- against Skein --------------------------------------------------------------------------------
 
 
-def test_info_on_skein_lists_the_broker_and_says_what_is_not_served(module_broker):
+def test_info_on_skein_shows_the_broker_and_its_quorum_of_one(module_broker):
     b = module_broker.bootstrap
     cluster_id, controller, nodes = described_cluster(b)
     info = skein_json("cluster", "info", bootstrap=b)
     assert info["cluster_id"] == cluster_id
     assert info["controller"] == controller == 1
     assert info["bootstrap"] == b
+    # DescribeCluster v2: the broker is listed with its fenced flag.
     assert info["brokers"] == [
-        {"id": 1, "host": "127.0.0.1", "port": module_broker.port, "rack": None, "fenced": None}
+        {"id": 1, "host": "127.0.0.1", "port": module_broker.port, "rack": None, "fenced": False}
     ]
     assert nodes == {1: ("127.0.0.1", module_broker.port)}
-    # No DescribeQuorum on Skein yet: the quorum is reported as not shown, not as an error.
-    assert info["quorum"]["available"] is False
-    assert info["quorum"]["served"] is False
-    assert "does not support DescribeQuorum" in info["quorum"]["reason"]
+    # DescribeQuorum: a cluster of one is its own leader, the only voter, no lag.
+    q = info["quorum"]
+    assert q["available"] is True, q
+    assert q["leader_id"] == 1 and q["leader_epoch"] >= 1, q
+    assert q["high_watermark"] > 0, q
+    assert [(v["id"], v["lag"]) for v in q["voters"]] == [(1, 0)], q
+    assert q["observers"] == [], q
     assert info["offline_partitions"] == []
     keys = {a["key"] for a in info["apis"]}
-    assert {0, 1, 3, 18, 60} <= keys and 55 not in keys
+    assert {0, 1, 3, 18, 55, 60, 80, 81} <= keys
 
     text = skein("cluster", "info", bootstrap=b, check=0).stdout
     notes = [l for l in text.splitlines() if l.startswith("note: ")]
-    assert any("does not support DescribeQuorum" in n for n in notes), text
-    assert any("DescribeCluster v2" in n for n in notes), text
+    assert notes == [], text
+    assert "quorum leader 1" in text
     assert "partitions without a leader: none" in text
     assert f"1       127.0.0.1  {module_broker.port}" in text
 
@@ -124,14 +128,14 @@ def test_health_on_skein_is_healthy_and_counts_partitions(module_broker):
     assert health["status"] == "healthy", health
     assert health["exit_code"] == 0
     assert health["brokers"]["live"] == 1
-    assert health["brokers"]["fenced"] is None  # not known without DescribeCluster v2
+    assert health["brokers"]["fenced"] == 0  # known from DescribeCluster v2
     assert [x["id"] for x in health["brokers"]["list"]] == [1]
     assert health["partitions"] >= 3
     assert health["offline_partitions"] == []
     assert health["under_replicated_partitions"] == []
     assert health["under_min_isr_partitions"] == []
     assert health["problems"] == []
-    assert health["quorum"]["available"] is False
+    assert health["quorum"]["available"] is True
 
     text = skein("cluster", "health", bootstrap=b, check=0).stdout
     assert text.startswith("status      healthy\n"), text
@@ -151,22 +155,29 @@ def test_health_exit_code_2_when_the_cluster_is_unreachable(tmp_path):
     assert out["status"] == "unreachable" and out["exit_code"] == 2
 
 
-def test_voter_changes_on_skein_name_the_missing_api(module_broker):
+def test_voter_changes_on_skein_are_checked(module_broker):
     b = module_broker.bootstrap
+    # The only voter cannot be removed, and a node that is not a voter is named as such;
+    # both leave the quorum as it was.
     proc = skein(
         "cluster", "remove-voter", "--id", "1", "--directory-id", NO_SUCH_DIRECTORY,
         bootstrap=b, check=1,
     )
     assert proc.stderr == (
-        f"skein: cluster remove-voter: the broker at {b} does not support RemoveRaftVoter\n"
-    )
+        f"skein: cluster remove-voter: voter 1 ({NO_SUCH_DIRECTORY}): INVALID_REQUEST: "
+        "cannot remove the last voter\n"
+    ), proc.stderr
     proc = skein(
-        "cluster", "add-voter", "--id", "2", "--directory-id", NO_SUCH_DIRECTORY,
-        "--endpoint", "127.0.0.1:19093", bootstrap=b, check=1,
+        "cluster", "remove-voter", "--id", "7", "--directory-id", NO_SUCH_DIRECTORY,
+        bootstrap=b, check=1,
     )
     assert proc.stderr == (
-        f"skein: cluster add-voter: the broker at {b} does not support AddRaftVoter\n"
-    )
+        f"skein: cluster remove-voter: voter 7 ({NO_SUCH_DIRECTORY}): INVALID_REQUEST: "
+        "node 7 is not a voter\n"
+    ), proc.stderr
+    q = skein_json("cluster", "info", bootstrap=b)["quorum"]
+    assert [v["id"] for v in q["voters"]] == [1], q
+    # (Replacing a voter for real, add-voter included, is in test_cluster.py.)
     # Bad arguments are refused before anything is sent (clap's usage error: exit 2).
     proc = skein(
         "cluster", "remove-voter", "--id", "1", "--directory-id", "not-a-uuid",

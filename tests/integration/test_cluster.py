@@ -20,14 +20,17 @@ after 3 s of silence (`broker.session.timeout.ms`), and every wait has a deadlin
 """
 
 import itertools
+import shutil
 import time
+import urllib.request
 from collections import Counter
 
 import confluent_kafka
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, KafkaError, Producer
+import wire
+from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, KafkaError, KafkaException, Producer
 from confluent_kafka import ConsumerGroupTopicPartitions
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 
@@ -57,6 +60,7 @@ from helpers import (
 WAIT_S = 60.0
 TIMEOUT_MS = 30000
 LEADER_NOT_AVAILABLE = 5
+NOT_LEADER_OR_FOLLOWER = 6
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -401,6 +405,14 @@ def test_three_voters_spread_leaders_and_both_clients_work_across_nodes(cluster)
         brokers, parts = confluent_view(cluster[i].bootstrap, topic)
         assert brokers == {j: ("127.0.0.1", cluster[j].port) for j in (1, 2, 3)}
         assert parts == {p: (leaders[p], [leaders[p]], [leaders[p]]) for p in range(6)}
+    # A produce to a node that does not lead the partition: NOT_LEADER_OR_FOLLOWER with the
+    # current leader and its endpoint (KIP-951), so clients re-route at once.
+    p = 0
+    elsewhere = next(i for i in (1, 2, 3) if i != leaders[p])
+    error, hint, endpoints = produce_v10_to(cluster[elsewhere].bootstrap, topic, p, [b"misrouted"])
+    assert error == NOT_LEADER_OR_FOLLOWER, error
+    assert hint is not None and hint[0] == leaders[p], hint
+    assert endpoints == {leaders[p]: ("127.0.0.1", cluster[leaders[p]].port)}, endpoints
     # kafka-python's view.
     brokers, kp_leaders = kafka_python_view(cluster[3].bootstrap, topic)
     assert brokers == {j: ("127.0.0.1", cluster[j].port, None) for j in (1, 2, 3)}
@@ -428,7 +440,10 @@ def test_three_voters_spread_leaders_and_both_clients_work_across_nodes(cluster)
 # -- 2. kill -9 of the active controller ------------------------------------------------------
 
 
-def test_kill9_of_the_active_controller(cluster):
+def test_kill9_of_the_active_controller(start_cluster):
+    # A snapshot every 8 metadata entries (and the log dropped below it): the restarted node
+    # is so far behind that it can only catch up from the leader's snapshot.
+    cluster = start_cluster(sets=["skein.metadata.snapshot.entries=8"])
     info = wait_settled(cluster, via=1)
     old = info["quorum"]["leader_id"]
     old_epoch = info["quorum"]["leader_epoch"]
@@ -465,8 +480,8 @@ def test_kill9_of_the_active_controller(cluster):
     took = create_topics(cluster[survivors[1]].bootstrap, {after: 6}, timeout=WAIT_S)
     print(f"controller {old} killed: {new} elected after {elected_after:.1f}s, topic created in {took:.1f}s")
 
-    # Enough metadata changes while the node is down that it has to catch up with many
-    # entries (from a snapshot once the metadata log is snapshotted that often).
+    # Enough metadata changes while the node is down that it has to catch up from a snapshot
+    # (the survivors snapshot every 8 entries and drop the log below).
     many = {unique_topic(f"down{i}"): 2 for i in range(30)}
     for k, topic in enumerate(many):
         create_topics(cluster[survivors[k % 2]].bootstrap, {topic: 2}, timeout=WAIT_S)
@@ -474,7 +489,11 @@ def test_kill9_of_the_active_controller(cluster):
     wait_agreed_leaders(cluster, everything, nodes=[cluster[i] for i in survivors], allow_offline=True)
 
     # Restarted, it registers, catches up and is unfenced (its start line says so).
+    log_before_restart = len(cluster[old].log())
     cluster.restart(old)
+    assert "installed a snapshot from the leader" in cluster[old].log()[log_before_restart:], (
+        f"node {old} caught up without the leader's snapshot\n{cluster[old].log()[-3000:]}"
+    )
     view = wait_agreed_leaders(cluster, everything)  # in its own Metadata too, every partition led
     md = try_metadata_of(cluster[old].bootstrap)
     assert sorted(md.brokers) == [1, 2, 3]
@@ -501,6 +520,67 @@ def test_kill9_of_the_active_controller(cluster):
     if mine[after]:
         fresh = produce_confluent(cluster[old].bootstrap, after, mine[after], 5, "fresh")
         assert_read_back(read_confluent(cluster[old], after, mine[after]), fresh, f"node {old}")
+
+
+def compact_array(items):
+    return wire.uvarint(len(items) + 1) + b"".join(items)
+
+
+def produce_v10_to(bootstrap, topic, partition, values):
+    """A raw Produce v10 (flexible) of one partition, answered by the node at `bootstrap`:
+    (error_code, current_leader (id, epoch) or None, {node_id: (host, port)}) with KIP-951's
+    tagged fields decoded."""
+    batch = wire.record_batch(values)
+    body = wire.uvarint(0)  # transactional_id: null (compact)
+    body += wire.i16(-1) + wire.i32(10000)
+    part = wire.i32(partition) + wire.uvarint(len(batch) + 1) + batch + wire.EMPTY_TAGGED_FIELDS
+    body += compact_array([wire.compact_string(topic) + compact_array([part]) + wire.EMPTY_TAGGED_FIELDS])
+    body += wire.EMPTY_TAGGED_FIELDS
+    frame = wire.request(0, 10, 41, body, flexible=True)
+    correlation, r = wire.roundtrip(bootstrap, frame, 10.0)
+    assert correlation == 41
+    r.tagged_fields()  # response header v1
+    result = None
+    for _ in range(r.uvarint() - 1):
+        r.compact_string()
+        for _ in range(r.uvarint() - 1):
+            r.i32()
+            error = r.i16()
+            r.i64(), r.i64(), r.i64()
+            for _ in range(r.uvarint() - 1):
+                r.i32(), r.compact_string(), r.tagged_fields()
+            r.compact_string()
+            tags = r.tagged_fields()
+            leader = None
+            if 0 in tags:
+                t = wire.Reader(tags[0])
+                leader = (t.i32(), t.i32())
+            result = (error, leader)
+        r.tagged_fields()
+    r.i32()
+    endpoints = {}
+    tags = r.tagged_fields()
+    if 0 in tags:
+        t = wire.Reader(tags[0])
+        for _ in range(t.uvarint() - 1):
+            node_id, host, port = t.i32(), t.compact_string(), t.i32()
+            t.compact_string()
+            t.tagged_fields()
+            endpoints[node_id] = (host, port)
+    return result[0], result[1], endpoints
+
+
+def scrape_metrics(http):
+    """The unlabelled samples of a node's /metrics, by name."""
+    with urllib.request.urlopen(f"http://{http}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "{" in line or " " not in line:
+            continue
+        name, value = line.split(" ", 1)
+        samples[name] = float(value)
+    return samples
 
 
 # -- 3. a frozen broker is fenced; its partitions are reported offline -------------------------
@@ -587,6 +667,15 @@ def test_a_broker_that_stops_heartbeating_is_fenced_and_reported(cluster):
         f"{topic}-{p}" in offline_line for p in victim_parts
     ), text.stdout
     assert f"problem: fenced broker(s): {victim}" in text.stdout, text.stdout
+
+    # /metrics of a survivor says the same: one fenced broker, the victim's partitions
+    # offline, the active controller known.
+    metrics = scrape_metrics(cluster[survivors[0]].http)
+    assert metrics["skein_cluster_fenced_brokers"] == 1, metrics
+    assert metrics["skein_cluster_live_brokers"] == 2, metrics
+    assert metrics["skein_cluster_offline_partitions"] >= len(victim_parts), metrics
+    assert metrics["skein_cluster_active_controller"] == info["quorum"]["leader_id"], metrics
+    assert metrics["skein_cluster_metadata_offset"] > 0, metrics
 
     # Thawed, it heartbeats again, is unfenced, and leads its partitions again.
     cluster.sigcont(victim)
@@ -853,3 +942,114 @@ def test_consumer_groups_with_coordinators_on_different_nodes(start_cluster):
             assert {tp.partition: om.offset for tp, om in fetched.items() if tp.topic == topic} == ends, g
     finally:
         kadmin.close()
+
+
+# -- 7. no controller: admin requests get a retriable error within their timeout -----------------
+
+
+def test_without_a_quorum_admin_requests_fail_within_their_timeout(cluster):
+    """Two of three voters gone: no metadata change can commit. CreateTopics through the
+    survivor is answered with Kafka's retriable NOT_CONTROLLER or REQUEST_TIMED_OUT within
+    the request's own timeout (never a hang), and succeeds once a quorum is back."""
+    info = wait_settled(cluster, via=1)
+    survivor = info["quorum"]["leader_id"]  # the hardest case: a leader that lost its quorum
+    others = [i for i in (1, 2, 3) if i != survivor]
+    for i in others:
+        cluster.kill9(i)
+    admin = AdminClient({"bootstrap.servers": cluster[survivor].bootstrap})
+    topic = unique_topic("noquorum")
+    started = time.monotonic()
+    future = admin.create_topics(
+        [NewTopic(topic, 3, 1)], operation_timeout=3, request_timeout=30
+    )[topic]
+    with pytest.raises(KafkaException) as refused:
+        future.result()
+    took = time.monotonic() - started
+    code = refused.value.args[0].code()
+    assert code in (KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT), refused.value
+    # (Both are retriable in Kafka's error table; librdkafka does not flag admin results as
+    # retriable, so the code is what is checked.)
+    # The request asked for 3 s; allow for a busy machine, but far below the 30 s the
+    # client would have waited.
+    assert took < 15, f"answered after {took:.1f}s"
+    cluster[survivor].assert_alive()
+
+    # A quorum again (one voter back). The timed-out creation "may or may not have been
+    # made" (REQUEST_TIMED_OUT's meaning): the leader had it in its log, so it can commit now.
+    # Either way the topic is there once retried.
+    cluster.restart(others[0])
+    try:
+        create_topics(cluster[survivor].bootstrap, {topic: 3}, timeout=WAIT_S)
+    except AssertionError as e:
+        if "TOPIC_ALREADY_EXISTS" not in str(e):
+            raise
+    wait_agreed_leaders(cluster, {topic: 3}, nodes=[cluster[survivor], cluster[others[0]]], allow_offline=True)
+
+
+# -- 8. a wiped voter is refused until an operator replaces it (KIP-853) -------------------------
+
+
+def directory_id_of(node):
+    """The directory id in a node's meta.properties."""
+    for line in (node.data_dir / "meta.properties").read_text().splitlines():
+        if line.startswith("directory.id="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError(f"no directory.id in {node.data_dir}/meta.properties")
+
+
+def test_a_wiped_voter_is_refused_until_replaced(cluster):
+    info = wait_settled(cluster, via=1)
+    victim = non_controller(info)
+    others = [i for i in (1, 2, 3) if i != victim]
+    old_dir = directory_id_of(cluster[victim])
+    voters = {v["id"]: v for v in info["quorum"]["voters"]}
+    assert voters[victim]["directory_id"] == old_dir, voters
+
+    # The disk is lost: same node id, empty data directory (a new directory id).
+    cluster.kill9(victim)
+    shutil.rmtree(cluster[victim].data_dir)
+    node = cluster[victim]
+    since = len(node.log())
+    node.launch()
+    new_dir = wait_until(
+        lambda: (node.data_dir / "meta.properties").exists() and directory_id_of(node),
+        WAIT_S,
+        "the wiped node to write its new meta.properties",
+    )
+    assert new_dir != old_dir
+    wait_until(
+        lambda: "a wiped or replaced disk?" in node.log()[since:],
+        WAIT_S,
+        "the quorum to refuse the wiped voter with its reason",
+        interval=0.1,
+    )
+    assert "skein started" not in node.log()[since:], "a wiped voter joined without an operator"
+    via = cluster[others[0]].bootstrap
+    assert {v["id"]: v["directory_id"] for v in cluster_info(via)["quorum"]["voters"]}[victim] == old_dir
+
+    # The operator replaces the voter: remove the old directory, add the new one.
+    removed = skein_cli(
+        "cluster", "remove-voter", "--id", str(victim), "--directory-id", old_dir, bootstrap=via
+    )
+    assert removed.returncode == 0, removed
+    added = skein_cli(
+        "cluster", "add-voter", "--id", str(victim), "--directory-id", new_dir,
+        "--endpoint", f"127.0.0.1:{node.controller_port}", bootstrap=via,
+    )
+    assert added.returncode == 0, added
+    why = node.wait_started(time.monotonic() + WAIT_S)
+    assert why is None, f"{why}\n{node.log()}"
+    wait_until(
+        lambda: (i := cluster_info(via))
+        and i["quorum"].get("available")
+        and {v["id"]: (v["directory_id"], v["lag"]) for v in i["quorum"]["voters"]}.get(victim)
+        == (new_dir, 0),
+        WAIT_S,
+        f"voter {victim} recorded with its new directory and caught up",
+        interval=0.2,
+    )
+    # It serves as a broker again: a new topic's partitions spread over all three.
+    topic = unique_topic("replaced")
+    create_topics(via, {topic: 6})
+    leaders = wait_agreed_leaders(cluster, {topic: 6})[topic]
+    assert set(leaders.values()) == {1, 2, 3}, leaders

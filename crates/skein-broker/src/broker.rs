@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{validate_topic_setting, BrokerConfig, EffectiveTopicConfig, TopicConfig};
+use crate::controller_link::{Answer, ControllerCall};
 use crate::error::{ApiError, ErrorCode};
 use crate::groups::Groups;
 use crate::metrics::Metrics;
@@ -383,14 +384,71 @@ impl Broker {
 
     /// The live brokers clients are told about (Metadata, DescribeCluster): on a single node,
     /// this one.
+    /// The live brokers (registered and not fenced), as Metadata lists them.
     pub fn brokers(&self) -> Vec<BrokerEndpoint> {
-        let addr = self.advertised();
-        vec![BrokerEndpoint {
-            id: self.node_id(),
-            host: addr.ip().to_string(),
-            port: addr.port() as i32,
-            rack: self.config.cluster.rack.clone(),
-        }]
+        let mut live: Vec<BrokerEndpoint> = self.quorum.read(|image| {
+            image
+                .brokers()
+                .values()
+                .filter(|b| !b.fenced)
+                .filter_map(Self::endpoint_of)
+                .collect()
+        });
+        if !live.iter().any(|b| b.id == self.node_id()) {
+            // Before this broker's registration is applied (at start) it still answers for
+            // itself.
+            let addr = self.advertised();
+            live.push(BrokerEndpoint {
+                id: self.node_id(),
+                host: addr.ip().to_string(),
+                port: addr.port() as i32,
+                rack: self.config.cluster.rack.clone(),
+            });
+            live.sort_by_key(|b| b.id);
+        }
+        live
+    }
+
+    /// The registered brokers that are fenced (DescribeCluster v2).
+    pub fn fenced_brokers(&self) -> Vec<BrokerEndpoint> {
+        self.quorum.read(|image| {
+            image
+                .brokers()
+                .values()
+                .filter(|b| b.fenced)
+                .filter_map(Self::endpoint_of)
+                .collect()
+        })
+    }
+
+    /// A registered broker's client endpoint (fenced or not), for FindCoordinator and the
+    /// leader hints of KIP-951.
+    pub fn broker_endpoint(&self, id: i32) -> Option<BrokerEndpoint> {
+        if id == self.node_id() {
+            let addr = self.advertised();
+            return Some(BrokerEndpoint {
+                id,
+                host: addr.ip().to_string(),
+                port: addr.port() as i32,
+                rack: self.config.cluster.rack.clone(),
+            });
+        }
+        self.quorum
+            .read(|image| image.broker(id).and_then(Self::endpoint_of))
+    }
+
+    fn endpoint_of(b: &skein_metadata::image::BrokerRegistration) -> Option<BrokerEndpoint> {
+        let e = b
+            .endpoints
+            .iter()
+            .find(|e| e.name == "PLAINTEXT")
+            .or_else(|| b.endpoints.first())?;
+        Some(BrokerEndpoint {
+            id: b.id,
+            host: e.host.clone(),
+            port: i32::from(e.port),
+            rack: b.rack.clone(),
+        })
     }
 
     /// The controller id clients are told about. KRaft brokers name any live broker (KIP-590:
@@ -483,11 +541,19 @@ impl Broker {
             // may both fetch a block, and the second one's is simply not used.
             let node = self.node_id();
             let epoch = self.quorum.broker_epoch();
-            let block =
-                self.controller_op(move |c, image, _| c.allocate_producer_ids(image, node, epoch))?;
+            let answer = self.controller_call_blocking(ControllerCall::AllocateProducerIds {
+                broker_id: node,
+                broker_epoch: epoch,
+            })?;
+            let Answer::ProducerIds { first, len } = answer else {
+                return Err(ApiError::new(
+                    ErrorCode::UNKNOWN_SERVER_ERROR,
+                    format!("the controller answered a producer-id request with {answer:?}"),
+                ));
+            };
             let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
             if ids.0 >= ids.1 {
-                *ids = (block.first, block.first + i64::from(block.len));
+                *ids = (first, first + i64::from(len));
             }
         }
     }
@@ -567,28 +633,33 @@ impl Broker {
         partitions: i32,
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, ApiError> {
-        use skein_metadata::controller::NewTopic;
-        let new = NewTopic {
-            name: name.to_string(),
-            num_partitions: partitions,
-            replication_factor: 1,
-            assignments: Vec::new(),
-            configs: overrides.into_iter().collect(),
-        };
+        self.create_topic_within(
+            name,
+            partitions,
+            overrides,
+            crate::controller_link::CALL_TIMEOUT,
+        )
+    }
+
+    /// [`Broker::create_topic`], answered within `timeout` (CreateTopics' `timeout_ms`).
+    pub fn create_topic_within(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        timeout: std::time::Duration,
+    ) -> Result<Arc<Topic>, ApiError> {
         let seed = u64::from_le_bytes(random_uuid().0[..8].try_into().expect("8 bytes"));
-        let results = self.controller_op(move |c, image, _| {
-            Ok(c.create_topics(image, std::slice::from_ref(&new), false, seed))
-        })?;
-        match results.into_iter().next().map(|r| r.result) {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e),
-            None => {
-                return Err(ApiError::new(
-                    ErrorCode::UNKNOWN_SERVER_ERROR,
-                    "the controller gave no answer for the topic",
-                ))
-            }
-        }
+        self.controller_call_blocking_within(
+            ControllerCall::CreateTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor: 1,
+                configs: overrides.into_iter().collect(),
+                seed,
+            },
+            timeout,
+        )?;
         tracing::info!(topic = name, partitions, "created topic");
         self.topic(name).ok_or_else(|| {
             ApiError::new(
@@ -606,21 +677,13 @@ impl Broker {
 
     /// Deletes a topic and its data (through the controller).
     pub fn delete_topic(&self, topic: &Arc<Topic>) -> Result<(), ApiError> {
-        use skein_metadata::controller::TopicRef;
-        let r = TopicRef::Id(topic.id);
-        let results = self.controller_op(move |c, image, _| {
-            Ok(c.delete_topics(image, std::slice::from_ref(&r)))
-        })?;
-        if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
-            return Err(e);
-        }
+        self.controller_call_blocking(ControllerCall::DeleteTopic { id: topic.id.0 })?;
         tracing::info!(topic = %topic.name, "deleted topic");
         Ok(())
     }
 
     /// Grows a topic to `count` partitions (through the controller).
     pub fn add_partitions(&self, topic: &Arc<Topic>, count: i32) -> Result<(), ApiError> {
-        use skein_metadata::controller::NewPartitions;
         let current = topic.partition_count();
         if count <= current {
             return Err(ApiError::new(
@@ -637,18 +700,12 @@ impl Broker {
                 ),
             ));
         }
-        let growth = NewPartitions {
+        let seed = u64::from_le_bytes(random_uuid().0[..8].try_into().expect("8 bytes"));
+        self.controller_call_blocking(ControllerCall::CreatePartitions {
             name: topic.name.clone(),
             count,
-            assignments: None,
-        };
-        let seed = u64::from_le_bytes(random_uuid().0[..8].try_into().expect("8 bytes"));
-        let results = self.controller_op(move |c, image, _| {
-            Ok(c.create_partitions(image, std::slice::from_ref(&growth), false, seed))
+            seed,
         })?;
-        if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
-            return Err(e);
-        }
         tracing::info!(topic = %topic.name, from = current, to = count, "added partitions");
         Ok(())
     }
@@ -659,33 +716,25 @@ impl Broker {
         topic: &Arc<Topic>,
         overrides: BTreeMap<String, String>,
     ) -> Result<(), ApiError> {
-        use skein_metadata::controller::{AlterConfigs, ConfigOp};
-        use skein_metadata::image::ConfigResource;
         let current = topic.config().overrides;
-        let mut ops: Vec<(String, ConfigOp)> = current
+        let mut ops: Vec<(String, Option<String>)> = current
             .keys()
             .filter(|k| !overrides.contains_key(*k))
-            .map(|k| (k.clone(), ConfigOp::Delete))
+            .map(|k| (k.clone(), None))
             .collect();
         ops.extend(
             overrides
                 .iter()
                 .filter(|(k, v)| current.get(*k) != Some(*v))
-                .map(|(k, v)| (k.clone(), ConfigOp::Set(v.clone()))),
+                .map(|(k, v)| (k.clone(), Some(v.clone()))),
         );
         if ops.is_empty() {
             return Ok(());
         }
-        let change = AlterConfigs {
-            resource: ConfigResource::topic(topic.name.clone()),
+        self.controller_call_blocking(ControllerCall::AlterTopicConfig {
+            name: topic.name.clone(),
             ops,
-        };
-        let results = self.controller_op(move |c, image, _| {
-            Ok(c.incremental_alter_configs(image, std::slice::from_ref(&change), false))
         })?;
-        if let Some(Err(e)) = results.into_iter().next().map(|r| r.result) {
-            return Err(e);
-        }
         Ok(())
     }
 
@@ -754,27 +803,54 @@ impl Broker {
                 topic
             }
         };
+        // Every node knows every partition; it opens a log only for the replicas it hosts.
+        // The others are kept as remote partitions (assignment only), so that requests for
+        // them get NOT_LEADER_OR_FOLLOWER and the partition list has no gaps.
         let current = topic.partition_count();
-        let new: Vec<i32> = parts
+        let to_open: Vec<i32> = parts
             .iter()
+            .filter(|(p, state)| {
+                state.hosts(node)
+                    && (*p >= current || topic.partition(*p).is_some_and(|x| !x.is_local()))
+            })
             .map(|(p, _)| *p)
-            .filter(|p| *p >= current)
             .collect();
-        if !new.is_empty() {
-            let name_arc: Arc<str> = Arc::from(name);
+        let name_arc: Arc<str> = Arc::from(name);
+        let mut opened: BTreeMap<i32, Partition> = BTreeMap::new();
+        if !to_open.is_empty() {
             let log_config = topic.effective().log.clone();
-            let opened = parallel_map(&new, |&index| {
+            let results = parallel_map(&to_open, |&index| {
                 opener.open_partition(&name_arc, index, log_config.clone())
             });
+            for (index, p) in to_open.iter().zip(results) {
+                opened.insert(*index, p.map_err(storage)?);
+            }
+        }
+        {
             let mut list = topic.partitions.write().unwrap_or_else(|e| e.into_inner());
-            for (index, p) in new.iter().zip(opened) {
-                if *index as usize != list.len() {
+            for (index, state) in parts {
+                let i = *index as usize;
+                if i > list.len() {
                     return Err(ApiError::new(
                         ErrorCode::UNKNOWN_SERVER_ERROR,
                         format!("partition {index} of {name} would leave a gap on this broker"),
                     ));
                 }
-                list.push(Arc::new(p.map_err(storage)?));
+                let partition = match opened.remove(index) {
+                    Some(p) => Arc::new(p),
+                    None if i == list.len() => Arc::new(Partition::remote(
+                        name_arc.clone(),
+                        *index,
+                        ProducerStates::new(self.producer_limits.clone()),
+                        Self::assignment_of(state),
+                    )),
+                    None => continue,
+                };
+                if i == list.len() {
+                    list.push(partition);
+                } else {
+                    list[i] = partition;
+                }
             }
         }
         self.opened_from_snapshot.fetch_add(

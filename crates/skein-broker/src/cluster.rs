@@ -18,9 +18,8 @@ use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use skein_metadata::controller::{Heartbeat, RegisterBroker};
 use skein_metadata::image::{
-    partition_record, ConfigResource, Endpoint, MetadataDelta, PartitionState, TOPIC_RESOURCE,
+    partition_record, ConfigResource, MetadataDelta, PartitionState, TOPIC_RESOURCE,
 };
 use skein_metadata::{encode_batch, ControllerConfig, MetadataImage, Outcome, QuorumController};
 use skein_protocol::metadata_records::{ConfigRecord, ProducerIdsRecord, TopicRecord};
@@ -28,6 +27,7 @@ use skein_protocol::{MetadataRecord, Uuid};
 use skein_raft::{Applier, LogError, MetadataLog, RaftConfig, RaftNode};
 
 use crate::broker::{Assignment, Broker};
+use crate::controller_link::{Answer, ControllerCall, WireEndpoint};
 use crate::error::{ApiError, ErrorCode};
 
 /// How long a broker-side wait on the controller may take before the client gets
@@ -101,6 +101,27 @@ impl Quorum {
         now_ms: i64,
         op: impl FnOnce(&mut QuorumController, &MetadataImage, u64) -> Result<Outcome<R>, ApiError>,
     ) -> Result<R, ApiError> {
+        self.run_inner(now_ms, op).await.map(|(r, _)| r)
+    }
+
+    /// Runs a broker's [`ControllerCall`] here, the active controller; answers with the
+    /// metadata offset the caller must have applied to see its effect.
+    pub async fn run_at(
+        &self,
+        now_ms: i64,
+        call: &ControllerCall,
+    ) -> Result<(Answer, u64), ApiError> {
+        self.run_inner(now_ms, |c, image, now| {
+            crate::controller_link::decide(call, c, image, now)
+        })
+        .await
+    }
+
+    async fn run_inner<R>(
+        &self,
+        now_ms: i64,
+        op: impl FnOnce(&mut QuorumController, &MetadataImage, u64) -> Result<Outcome<R>, ApiError>,
+    ) -> Result<(R, u64), ApiError> {
         let Some(node) = self.node.get() else {
             return Err(api(
                 ErrorCode::NOT_CONTROLLER,
@@ -121,26 +142,29 @@ impl Quorum {
             c.logic.activate(&image, now);
             c.active_term = Some(term);
         }
-        let outcome = {
+        let (outcome, seen) = {
             let image = self.image.read().unwrap_or_else(|e| e.into_inner());
-            op(&mut c.logic, &image, now)?
+            (
+                op(&mut c.logic, &image, now)?,
+                image.last_offset().unwrap_or(0),
+            )
         };
-        if !outcome.records.is_empty() {
-            let entry = encode_batch(&outcome.records);
-            match tokio::time::timeout(CONTROLLER_WAIT, node.propose(entry)).await {
-                Ok(Ok(_offset)) => {}
-                Ok(Err(e)) => {
-                    // The volatile state may be ahead of what was committed: rebuild it.
-                    c.active_term = None;
-                    return Err(from_log_error(e));
-                }
-                Err(_) => {
-                    c.active_term = None;
-                    return Err(from_log_error(LogError::Timeout(CONTROLLER_WAIT)));
-                }
+        if outcome.records.is_empty() {
+            return Ok((outcome.reply, seen));
+        }
+        let entry = encode_batch(&outcome.records);
+        match tokio::time::timeout(CONTROLLER_WAIT, node.propose(entry)).await {
+            Ok(Ok(offset)) => Ok((outcome.reply, offset)),
+            Ok(Err(e)) => {
+                // The volatile state may be ahead of what was committed: rebuild it.
+                c.active_term = None;
+                Err(from_log_error(e))
+            }
+            Err(_) => {
+                c.active_term = None;
+                Err(from_log_error(LogError::Timeout(CONTROLLER_WAIT)))
             }
         }
-        Ok(outcome.reply)
     }
 
     /// The last metadata offset applied here (0 before any).
@@ -153,6 +177,46 @@ impl Quorum {
 
     pub fn broker_epoch(&self) -> i64 {
         self.broker_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The cluster as this node sees it, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterView {
+    /// -1 when no leader is known.
+    pub active_controller: i64,
+    pub metadata_offset: i64,
+    pub fenced_brokers: i64,
+    pub live_brokers: i64,
+    pub offline_partitions: i64,
+}
+
+impl Broker {
+    /// The cluster's state from this node's metadata image and quorum view.
+    pub fn cluster_view(&self) -> ClusterView {
+        let active_controller = self
+            .quorum
+            .raft()
+            .and_then(|n| n.leader())
+            .map_or(-1, |(id, _)| id as i64);
+        let (fenced, live, offline) = self.quorum.read(|image| {
+            let fenced = image.brokers().values().filter(|b| b.fenced).count();
+            let live = image.brokers().len() - fenced;
+            let offline = image
+                .topics()
+                .values()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|p| p.leader < 0)
+                .count();
+            (fenced, live, offline)
+        });
+        ClusterView {
+            active_controller,
+            metadata_offset: self.quorum.applied_offset() as i64,
+            fenced_brokers: fenced as i64,
+            live_brokers: live as i64,
+            offline_partitions: offline as i64,
+        }
     }
 }
 
@@ -250,13 +314,17 @@ impl Broker {
                 voters.insert(v.id as u64, v.address.clone());
             }
         }
-        let config = RaftConfig::new(
+        let mut config = RaftConfig::new(
             self.node_id() as u64,
             self.cluster_id.clone(),
             directory_uuid(&self.identity.directory_id).map_err(anyhow::Error::msg)?,
             self.config.data_dir.join("__cluster_metadata-0"),
             voters,
         );
+        if !settings.roles.controller {
+            config.role = skein_raft::Role::Observer;
+        }
+        config.snapshot_every = settings.metadata_snapshot_entries;
         let applier = ImageApplier {
             image: self.quorum.image.clone(),
             broker: Arc::downgrade(self),
@@ -266,6 +334,7 @@ impl Broker {
             .context("could not start the metadata log")?;
         let node = Arc::new(node);
         let _ = self.quorum.node.set(node.clone());
+        self.install_controller_handler();
         // Catch up with everything the log held at start.
         let target = node.status().log_end_offset;
         let mut applied = node.applied();
@@ -283,15 +352,35 @@ impl Broker {
         tokio::time::timeout(Duration::from_secs(60), caught_up)
             .await
             .context("the metadata log did not catch up within 60 s")?;
-        // A single node waits to be leader (a few ms).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !node.is_leader() {
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("no controller was elected within 30 s");
+        if settings.voters.is_empty() {
+            // A cluster of one elects itself at once (a few ms).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !node.is_leader() {
+                if tokio::time::Instant::now() > deadline {
+                    anyhow::bail!("no controller was elected within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.migrate_legacy_metadata().await?;
+        } else {
+            if self.legacy_image().is_some() {
+                anyhow::bail!(
+                    "this data directory holds a single node's topics (skein-meta.json); start it once without controller.quorum.voters to move them into its metadata log, then join it to a cluster"
+                );
+            }
+            // Wait for a controller, however long the other voters take to come up.
+            let mut waited = 0u64;
+            while node.leader().is_none() {
+                if waited.is_multiple_of(100) {
+                    tracing::info!(
+                        voters = settings.voters.len(),
+                        "waiting for the controller quorum to elect a leader"
+                    );
+                }
+                waited += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        self.migrate_legacy_metadata().await?;
         self.register_self().await?;
         Ok(())
     }
@@ -368,11 +457,12 @@ impl Broker {
         Ok(())
     }
 
-    /// Registers this node (controller and broker) and heartbeats until it is unfenced.
+    /// Registers this node (as a controller when it is one, and as a broker) and heartbeats
+    /// until it is unfenced.
     async fn register_self(self: &Arc<Self>) -> anyhow::Result<()> {
         let node = self.node_id();
         let addr = self.advertised();
-        let endpoints = vec![Endpoint {
+        let endpoints = vec![WireEndpoint {
             name: "PLAINTEXT".into(),
             host: addr.ip().to_string(),
             port: addr.port(),
@@ -383,29 +473,31 @@ impl Broker {
             .directory_id
             .parse()
             .map_err(|_| anyhow::anyhow!("bad directory.id"))?;
-        let controller_endpoint = self
-            .quorum
-            .node
-            .get()
-            .map(|n| n.local_addr())
-            .expect("started");
-        let now = self.now_ms();
-        self.quorum
-            .run(now, |c, image, _| {
-                c.register_controller(
-                    image,
-                    node,
-                    directory,
-                    &[Endpoint {
-                        name: "CONTROLLER".into(),
-                        host: controller_endpoint.ip().to_string(),
-                        port: controller_endpoint.port(),
-                        security_protocol: 0,
-                    }],
-                )
+        let raft = self.quorum.node.get().expect("started").clone();
+        if self.config.cluster.roles.controller {
+            let controller_endpoint = raft.local_addr();
+            let (host, port) = match raft.advertised_addr().rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => {
+                    (h.to_string(), p.parse().expect("checked"))
+                }
+                _ => (
+                    controller_endpoint.ip().to_string(),
+                    controller_endpoint.port(),
+                ),
+            };
+            self.controller_call(ControllerCall::RegisterController {
+                node,
+                directory_id: directory.0,
+                endpoints: vec![WireEndpoint {
+                    name: "CONTROLLER".into(),
+                    host,
+                    port,
+                    security_protocol: 0,
+                }],
             })
             .await
             .map_err(|e| anyhow::anyhow!("could not register as a controller: {}", e.message))?;
+        }
         // A registration of this node id by an earlier process of this node (killed, or
         // stopped without a controlled shutdown) is stale for sure: this process holds the
         // data directory's lock. Fence it, rather than wait out its session.
@@ -415,90 +507,132 @@ impl Broker {
                 .map(|b| b.epoch)
         });
         if let Some(epoch) = previous {
-            let applied = self.quorum.applied_offset();
-            let hb = Heartbeat {
-                broker_id: node,
-                broker_epoch: epoch,
-                metadata_offset: applied,
-                want_fence: true,
-                want_shutdown: false,
-            };
-            self.quorum
-                .run(self.now_ms(), |c, image, now| c.heartbeat(image, &hb, now))
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "could not fence this node's previous registration: {}",
-                        e.message
-                    )
-                })?;
-            tracing::info!(
-                broker_epoch = epoch,
-                "fenced the registration of this node's previous process"
-            );
+            let fenced = self
+                .controller_call(ControllerCall::Heartbeat {
+                    broker_id: node,
+                    broker_epoch: epoch,
+                    metadata_offset: self.quorum.applied_offset(),
+                    want_fence: true,
+                    want_shutdown: false,
+                })
+                .await;
+            match fenced {
+                Ok(_) => tracing::info!(
+                    broker_epoch = epoch,
+                    "fenced the registration of this node's previous process"
+                ),
+                // Another controller may have fenced it or a registration replaced it since.
+                Err(e) if e.code == ErrorCode::STALE_BROKER_EPOCH => {}
+                Err(e) => anyhow::bail!(
+                    "could not fence this node's previous registration: {}",
+                    e.message
+                ),
+            }
         }
-        let registration = RegisterBroker {
-            broker_id: node,
-            incarnation_id: self.quorum.incarnation,
-            endpoints,
-            rack: self.config.cluster.rack.clone(),
-        };
         let registered = self
-            .quorum
-            .run(self.now_ms(), |c, image, now| {
-                c.register_broker(image, &registration, now)
+            .controller_call(ControllerCall::RegisterBroker {
+                broker_id: node,
+                incarnation_id: self.quorum.incarnation.0,
+                endpoints,
+                rack: self.config.cluster.rack.clone(),
             })
             .await
             .map_err(|e| anyhow::anyhow!("could not register as a broker: {}", e.message))?;
+        let Answer::Registered { broker_epoch } = registered else {
+            anyhow::bail!("the controller answered the registration with {registered:?}");
+        };
         self.quorum
             .broker_epoch
-            .store(registered.broker_epoch, std::sync::atomic::Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            .store(broker_epoch, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let reply = self.heartbeat(false).await?;
             if !reply.is_fenced {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("this broker was not unfenced within 30 s");
+                anyhow::bail!("this broker was not unfenced within 60 s");
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
-    /// One heartbeat of this broker to the controller (itself, on a single node).
+    /// One heartbeat of this broker to the active controller.
     pub async fn heartbeat(
         self: &Arc<Self>,
         want_shutdown: bool,
     ) -> anyhow::Result<skein_metadata::controller::HeartbeatReply> {
-        let applied = self.quorum.applied_offset();
-        let hb = Heartbeat {
-            broker_id: self.node_id(),
-            broker_epoch: self.quorum.broker_epoch(),
-            metadata_offset: applied,
-            want_fence: false,
-            want_shutdown,
-        };
-        self.quorum
-            .run(self.now_ms(), |c, image, now| c.heartbeat(image, &hb, now))
+        let answer = self
+            .controller_call(ControllerCall::Heartbeat {
+                broker_id: self.node_id(),
+                broker_epoch: self.quorum.broker_epoch(),
+                metadata_offset: self.quorum.applied_offset(),
+                want_fence: false,
+                want_shutdown,
+            })
             .await
-            .map_err(|e| anyhow::anyhow!("heartbeat: {}", e.message))
+            .map_err(|e| anyhow::anyhow!("heartbeat: {}", e.message))?;
+        match answer {
+            Answer::Heartbeat {
+                is_caught_up,
+                is_fenced,
+                should_shut_down,
+            } => Ok(skein_metadata::controller::HeartbeatReply {
+                is_caught_up,
+                is_fenced,
+                should_shut_down,
+            }),
+            other => anyhow::bail!("the controller answered a heartbeat with {other:?}"),
+        }
     }
 
-    /// The controller's periodic work (fencing silent brokers), then this broker's heartbeat.
+    /// The controller's periodic work (fencing silent brokers) when this node is the active
+    /// controller, then this broker's heartbeat.
     pub async fn quorum_tick(self: &Arc<Self>) {
-        let now = self.now_ms();
-        let ticked = self
-            .quorum
-            .run(now, |c, image, now| Ok(c.tick(image, now)))
-            .await;
-        if let Ok(t) = ticked {
-            for b in t.fenced {
-                tracing::warn!(broker = b, "fenced a broker that stopped heartbeating");
+        if self.quorum.raft().is_some_and(|n| n.is_leader()) {
+            let now = self.now_ms();
+            let ticked = self
+                .quorum
+                .run(now, |c, image, now| Ok(c.tick(image, now)))
+                .await;
+            if let Ok(t) = ticked {
+                for b in t.fenced {
+                    tracing::warn!(broker = b, "fenced a broker that stopped heartbeating");
+                }
             }
         }
         if let Err(e) = self.heartbeat(false).await {
-            tracing::debug!("{e:#}");
+            tracing::warn!("{e:#}");
+        }
+    }
+
+    /// Controlled shutdown (Kafka's): heartbeats `want_shutdown` until the controller has
+    /// moved this broker's leaderships away and says it may go, at most `limit`.
+    pub async fn controlled_shutdown(self: &Arc<Self>, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let beat = tokio::time::timeout_at(deadline, self.heartbeat(true)).await;
+            let Ok(beat) = beat else {
+                tracing::warn!(
+                    "controlled shutdown: no controller answered within {limit:?}; stopping anyway"
+                );
+                return;
+            };
+            match beat {
+                Ok(r) if r.should_shut_down => {
+                    tracing::info!("controlled shutdown: the controller released this broker");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("controlled shutdown: {e:#}"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "controlled shutdown did not complete within {limit:?}; stopping anyway"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -507,46 +641,6 @@ impl Broker {
         if let Some(node) = self.quorum.node.get() {
             node.shutdown().await;
         }
-    }
-
-    /// Runs a controller operation from synchronous code (handlers that still answer at
-    /// once): the operation runs as a task of the runtime and this worker waits for its
-    /// answer with the runtime's other workers free to commit it. If the runtime shuts down
-    /// meanwhile, the task is dropped and the caller gets an error rather than a panic.
-    /// Never call this while holding a lock other workers may wait for.
-    pub(crate) fn controller_op<R: Send + 'static>(
-        &self,
-        op: impl FnOnce(&mut QuorumController, &MetadataImage, u64) -> Result<Outcome<R>, ApiError>
-            + Send
-            + 'static,
-    ) -> Result<R, ApiError> {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        let Some(broker) = self.me.get().and_then(Weak::upgrade) else {
-            return Err(api(
-                ErrorCode::UNKNOWN_SERVER_ERROR,
-                "the broker is shutting down",
-            ));
-        };
-        let handle = match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => h,
-            _ => {
-                return Err(api(
-                    ErrorCode::UNKNOWN_SERVER_ERROR,
-                    "metadata changes need the broker's multi-threaded runtime",
-                ))
-            }
-        };
-        let now = self.now_ms();
-        let (tx, rx) = std::sync::mpsc::channel();
-        handle.spawn(async move {
-            let _ = tx.send(broker.quorum.run(now, op).await);
-        });
-        tokio::task::block_in_place(|| rx.recv()).unwrap_or_else(|_| {
-            Err(api(
-                ErrorCode::REQUEST_TIMED_OUT,
-                "the broker is shutting down; the metadata change may not have been made",
-            ))
-        })
     }
 
     /// Makes the local replicas match a committed delta.
@@ -559,12 +653,10 @@ impl Broker {
         }
         let mut by_topic: BTreeMap<Uuid, Vec<(i32, PartitionState)>> = BTreeMap::new();
         for ((topic, p), d) in &delta.partitions {
-            if d.after.hosts(node) {
-                by_topic
-                    .entry(*topic)
-                    .or_default()
-                    .push((*p, d.after.clone()));
-            }
+            by_topic
+                .entry(*topic)
+                .or_default()
+                .push((*p, d.after.clone()));
         }
         for (topic_id, mut parts) in by_topic {
             parts.sort_by_key(|(p, _)| *p);

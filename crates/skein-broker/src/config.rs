@@ -428,6 +428,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "skein.cluster.id", ty: ConfigType::String, default: "", validate: cluster_id, doc: "The id a new cluster takes, and that an existing data directory must carry. Empty: random for a cluster of one, derived from controller.quorum.voters for a quorum." },
     BrokerConfigDef { name: "broker.session.timeout.ms", ty: ConfigType::Int, default: "9000", validate: int_ge1, doc: "A broker that has not heartbeated to the controller for this long is fenced." },
     BrokerConfigDef { name: "broker.heartbeat.interval.ms", ty: ConfigType::Int, default: "2000", validate: int_ge1, doc: "How often a broker heartbeats to the controller." },
+    BrokerConfigDef { name: "skein.metadata.snapshot.entries", ty: ConfigType::Int, default: "10000", validate: int_ge1, doc: "Snapshot the metadata image every this many entries of the metadata log, and drop the log below it; a node that falls further behind catches up from the snapshot." },
     BrokerConfigDef { name: "advertised.listeners", ty: ConfigType::String, default: "", validate: any, doc: "Address given to clients in Metadata; defaults to the bound listener." },
     BrokerConfigDef { name: "log.dirs", ty: ConfigType::String, default: "./skein-data", validate: any, doc: "Directory holding the partitions and the broker's metadata." },
     BrokerConfigDef { name: "skein.http.listener", ty: ConfigType::String, default: "127.0.0.1:9644", validate: socket_addr, doc: "Address of the admin HTTP endpoint (/health, /ready)." },
@@ -578,6 +579,7 @@ impl BrokerConfig {
             cluster_id: Some(get("skein.cluster.id").trim().to_string()),
             broker_session_timeout_ms: int("broker.session.timeout.ms") as u64,
             broker_heartbeat_interval_ms: int("broker.heartbeat.interval.ms") as u64,
+            metadata_snapshot_entries: int("skein.metadata.snapshot.entries") as u64,
         }
         .resolve(node_id, &listeners, &controller_name)?;
         let config = BrokerConfig {

@@ -20,6 +20,7 @@ use skein_protocol::records::{self, BatchIter, RecordBatchBuilder};
 use tokio::sync::oneshot;
 
 use crate::broker::{Broker, Partition};
+use crate::error::ErrorCode;
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -107,14 +108,9 @@ impl Broker {
         &self,
         f: impl FnOnce(&mut Coordinator, i64, &dyn TopicView) -> (T, Vec<Effect>),
     ) -> (T, impl Future<Output = ()> + Send + 'static) {
-        // The offsets topic is created (a metadata commit, waited for) before the coordinator
-        // is locked: a worker thread must never wait for the metadata log while holding a
-        // lock other workers block on, or the runtime can run out of threads to commit with.
-        if self.topic(OFFSETS_TOPIC).is_none() {
-            if let Err(e) = self.offsets_topic() {
-                tracing::warn!("cannot create {OFFSETS_TOPIC} yet: {e}");
-            }
-        }
+        // The offsets topic is not created here: group_op also runs where no metadata commit
+        // may be waited for (applying a topic deletion, under the coordinator's lock). Every
+        // group request first finds its coordinator (`coordinator_error`), which creates it.
         let groups = self.groups();
         let mut coordinator = groups.lock();
         let (value, effects) = f(&mut coordinator, self.now_ms(), &BrokerTopics(self));
@@ -161,12 +157,9 @@ impl Broker {
     /// Appends one group record to its partition of the offsets topic, creating the topic on
     /// first use. Returns what to fsync when acks=all writes are fsynced.
     fn persist_group_record(&self, record: &GroupRecord) -> Option<(Arc<Partition>, SyncHandle)> {
-        let topic = match self.offsets_topic() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!("cannot create {OFFSETS_TOPIC}: {e}");
-                return None;
-            }
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else {
+            tracing::error!("{OFFSETS_TOPIC} does not exist; a group record was not stored");
+            return None;
         };
         let index = offsets_partition_for(record.partition_key(), topic.partition_count());
         let partition = topic.partition(index)?;
@@ -187,6 +180,37 @@ impl Broker {
         let handle = log.sync_handle();
         drop(state);
         self.config.acks_all_fsync.then_some((partition, handle))
+    }
+
+    /// The broker that coordinates `group`: the leader of the group's partition of the
+    /// offsets topic (created here on first use, as Kafka's FindCoordinator does).
+    pub fn group_coordinator(
+        &self,
+        group: &str,
+    ) -> Result<crate::broker::BrokerEndpoint, ErrorCode> {
+        let topic = self
+            .offsets_topic()
+            .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+        let index = offsets_partition_for(group, topic.partition_count());
+        let partition = topic
+            .partition(index)
+            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+        let leader = partition.assignment().leader;
+        if leader < 0 {
+            return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        self.broker_endpoint(leader)
+            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    }
+
+    /// `None` when this broker coordinates `group`; else the error a group request gets
+    /// (NOT_COORDINATOR sends the client back to FindCoordinator).
+    pub fn coordinator_error(&self, group: &str) -> Option<ErrorCode> {
+        match self.group_coordinator(group) {
+            Ok(b) if b.id == self.node_id() => None,
+            Ok(_) => Some(ErrorCode::NOT_COORDINATOR),
+            Err(e) => Some(e),
+        }
     }
 
     fn offsets_topic(&self) -> Result<Arc<crate::broker::Topic>, String> {
@@ -272,6 +296,11 @@ impl Broker {
 
     /// Time-driven work: session and rebalance timeouts, delayed joins, offset expiry.
     pub fn group_tick(&self) {
+        // No offsets topic, no groups: creating it here would place its partitions on
+        // whichever brokers happen to be up at start (FindCoordinator creates it).
+        if self.topic(OFFSETS_TOPIC).is_none() {
+            return;
+        }
         let ((), _done) = self.group_op(|c, now, _| ((), c.tick(now)));
     }
 

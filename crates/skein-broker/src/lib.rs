@@ -7,6 +7,7 @@ pub mod broker;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod controller_link;
 pub mod error;
 pub mod groups;
 pub mod metrics;

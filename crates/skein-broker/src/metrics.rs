@@ -79,6 +79,12 @@ pub struct Metrics {
     pub fsync_latency: Histogram,
     fetch_open_files: Gauge,
     producer_ids: Gauge,
+    active_controller: Gauge,
+    is_active_controller: Gauge,
+    metadata_offset: Gauge,
+    fenced_brokers: Gauge,
+    live_brokers: Gauge,
+    offline_partitions: Gauge,
     /// Bytes of request frames held in memory (the server keeps it up to date).
     pub request_bytes_queued: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
@@ -115,6 +121,12 @@ impl Metrics {
             fsync_latency: latency_histogram(),
             fetch_open_files: Gauge::default(),
             producer_ids: Gauge::default(),
+            active_controller: Gauge::default(),
+            is_active_controller: Gauge::default(),
+            metadata_offset: Gauge::default(),
+            fenced_brokers: Gauge::default(),
+            live_brokers: Gauge::default(),
+            offline_partitions: Gauge::default(),
             request_bytes_queued: Gauge::default(),
             log_size: Family::default(),
             log_start: Family::default(),
@@ -128,6 +140,36 @@ impl Metrics {
             registry: Registry::default(),
         };
         r.register("requests", "Requests handled, by API", m.requests.clone());
+        r.register(
+            "cluster_active_controller",
+            "Node id of the active controller (the metadata quorum's leader), -1 when none is known",
+            m.active_controller.clone(),
+        );
+        r.register(
+            "cluster_is_active_controller",
+            "1 on the node that is the active controller, else 0",
+            m.is_active_controller.clone(),
+        );
+        r.register(
+            "cluster_metadata_offset",
+            "Offset of the last metadata log entry this node applied",
+            m.metadata_offset.clone(),
+        );
+        r.register(
+            "cluster_fenced_brokers",
+            "Registered brokers that are fenced (silent past broker.session.timeout.ms, or shut down)",
+            m.fenced_brokers.clone(),
+        );
+        r.register(
+            "cluster_live_brokers",
+            "Registered brokers that are not fenced",
+            m.live_brokers.clone(),
+        );
+        r.register(
+            "cluster_offline_partitions",
+            "Partitions without a leader",
+            m.offline_partitions.clone(),
+        );
         r.register(
             "request_errors",
             "Error codes answered, by API and Kafka error code",
@@ -312,6 +354,15 @@ impl Metrics {
                 .load(std::sync::atomic::Ordering::SeqCst) as i64,
         );
         self.producer_ids.set(broker.producer_limits.held() as i64);
+        let c = broker.cluster_view();
+        self.active_controller.set(c.active_controller);
+        self.is_active_controller.set(i64::from(
+            c.active_controller == i64::from(broker.node_id()),
+        ));
+        self.metadata_offset.set(c.metadata_offset);
+        self.fenced_brokers.set(c.fenced_brokers);
+        self.live_brokers.set(c.live_brokers);
+        self.offline_partitions.set(c.offline_partitions);
         for family in [
             &self.log_size,
             &self.log_start,

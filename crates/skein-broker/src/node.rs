@@ -145,6 +145,8 @@ pub struct ClusterSettings {
     pub cluster_id: Option<String>,
     pub broker_session_timeout_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
+    /// `skein.metadata.snapshot.entries`.
+    pub metadata_snapshot_entries: u64,
 }
 
 impl ClusterSettings {
@@ -188,7 +190,9 @@ impl ClusterSettings {
                     "node.id={node_id} is in controller.quorum.voters but process.roles has no controller role"
                 ));
             }
-            None
+            // A broker-only node follows the log as an observer: the leader replicates to
+            // its controller listener (the named one, else any free port on loopback).
+            named_controller
         };
         if self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms {
             return Err(format!(
@@ -419,6 +423,7 @@ mod tests {
             rack: None,
             cluster_id: None,
             broker_session_timeout_ms: 9000,
+            metadata_snapshot_entries: 10_000,
             broker_heartbeat_interval_ms: 2000,
         }
         .resolve(node, &listeners(l), "CONTROLLER")

@@ -81,6 +81,30 @@ impl Partition {
         }
     }
 
+    /// A partition this node does not host (no log here): it knows the assignment, so
+    /// requests for it are answered NOT_LEADER_OR_FOLLOWER and Metadata lists it.
+    pub fn remote(
+        topic: Arc<str>,
+        index: i32,
+        producers: ProducerStates,
+        assignment: Assignment,
+    ) -> Partition {
+        Partition {
+            topic,
+            index,
+            state: Mutex::new(PartitionState {
+                log: None,
+                producers,
+            }),
+            assignment: RwLock::new(assignment),
+        }
+    }
+
+    /// Whether this node holds a replica (a log) of the partition.
+    pub fn is_local(&self) -> bool {
+        self.lock().log.is_some()
+    }
+
     pub fn assignment(&self) -> Assignment {
         self.assignment
             .read()
@@ -160,12 +184,6 @@ impl Partition {
     ) -> Result<Appended, ApiError> {
         let mut state = self.lock();
         let state = &mut *state;
-        let Some(log) = state.log.as_mut() else {
-            return Err(ApiError::new(
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                "This partition was deleted.",
-            ));
-        };
         // Read under the partition's lock, which assignment changes also take: the batch is
         // appended by the leader of the epoch it is stamped with.
         let check = self.check_leader(node, -1);
@@ -175,6 +193,12 @@ impl Partition {
                 "This node is not the leader of this partition.",
             ));
         }
+        let Some(log) = state.log.as_mut() else {
+            return Err(ApiError::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                "This partition was deleted.",
+            ));
+        };
         let leader_epoch = self.leader_epoch();
         if header.producer_id >= 0 {
             match state.producers.check(

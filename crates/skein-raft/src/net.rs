@@ -297,8 +297,10 @@ impl Shared {
         {
             if *recorded != dir {
                 return Err(format!(
-                    "node {node} has directory id {dir} but the quorum records {recorded} for it \
-                     (a wiped or replaced disk?): remove-voter {node} and add-voter {node} with the new directory id"
+                    "node {node} has directory id {} but the quorum records {} for it \
+                     (a wiped or replaced disk?): remove-voter {node} and add-voter {node} with the new directory id",
+                    kafka_uuid(&dir),
+                    kafka_uuid(recorded)
                 ));
             }
         }
@@ -895,5 +897,39 @@ fn app_result(node_id: NodeId, reply: AppReply) -> Result<Bytes, AppError> {
         AppReply::NotLeader(leader) => Err(AppError::NotLeader { leader }),
         AppReply::NoHandler => Err(AppError::NoHandler(node_id)),
         AppReply::Error(e) => Err(AppError::Remote(e)),
+    }
+}
+
+/// A UUID as Kafka prints it (and `skein cluster` takes it): URL-safe base64, no padding.
+pub fn kafka_uuid(u: &Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = u.as_bytes();
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod kafka_uuid_tests {
+    #[test]
+    fn prints_like_kafka() {
+        // Kafka's Uuid.toString() of 16 zero bytes and of 0x00..0x0f.
+        assert_eq!(
+            super::kafka_uuid(&uuid::Uuid::nil()),
+            "AAAAAAAAAAAAAAAAAAAAAA"
+        );
+        let u = uuid::Uuid::from_bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(super::kafka_uuid(&u), "AAECAwQFBgcICQoLDA0ODw");
     }
 }

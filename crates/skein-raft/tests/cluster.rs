@@ -383,7 +383,9 @@ async fn wiped_voter_is_refused_until_replaced() {
         let mine = c.node(victim).status().refusals;
         let theirs = c.node(leader).status().refusals;
         let ok = mine.iter().any(|r| r.contains("quorum records"))
-            && theirs.iter().any(|r| r.contains(&new_dir.to_string()));
+            && theirs
+                .iter()
+                .any(|r| r.contains(&skein_raft::net::kafka_uuid(&new_dir)));
         async move { ok }
     })
     .await;

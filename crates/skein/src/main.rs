@@ -23,6 +23,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 /// How often group session and rebalance timeouts are checked.
 const GROUP_TICK: Duration = Duration::from_millis(100);
+/// The longest a SIGTERM waits for the controller to release this broker.
+const CONTROLLED_SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+/// The longest the runtime waits for background work once the broker has stopped.
+const RUNTIME_STOP_LIMIT: Duration = Duration::from_secs(3);
 
 #[derive(Parser)]
 #[command(
@@ -54,7 +58,9 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SKEIN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        // openraft warns several times a second while a peer is unreachable; the quorum's
+        // state is in `skein cluster info` and /metrics instead.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -75,15 +81,6 @@ fn serve(args: settings::ServeArgs, started: Instant) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !config.cluster.is_single_node() {
-        // The settings are parsed and checked, but the quorum itself is still being built
-        // (docs/cluster.md): refusing beats silently running as a lone node.
-        eprintln!(
-            "skein: controller.quorum.voters names a quorum of {} voters, but this build runs only as a cluster of one (cluster mode is in progress: docs/cluster.md); leave controller.quorum.voters empty",
-            config.cluster.voters.len()
-        );
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("skein")
@@ -95,7 +92,18 @@ fn serve(args: settings::ServeArgs, started: Instant) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, started)) {
+    let outcome = runtime.block_on(run(config, started));
+    // Everything that must reach the disk was flushed by `run`. A blocking task still in
+    // flight (a peer's connection, a sync bridge waiting for a controller that is gone) must
+    // not hold the exit.
+    let stopping = Instant::now();
+    runtime.shutdown_timeout(RUNTIME_STOP_LIMIT);
+    if stopping.elapsed() >= RUNTIME_STOP_LIMIT {
+        tracing::warn!(
+            "some background work did not stop within {RUNTIME_STOP_LIMIT:?}; exiting anyway"
+        );
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -112,11 +120,22 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     let producer_expiry_every =
         Duration::from_millis(config.producer_id_expiration_check_interval_ms);
     let broker = tokio::task::spawn_blocking(move || skein_broker::Broker::open(config)).await??;
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     let server = skein_server::Server::bind(broker.clone())
         .await
         .context("could not bind the listeners")?;
-    broker.start().await?;
+    // A node of a cluster may wait for the quorum a long time: a SIGTERM meanwhile stops it.
+    let stopped_early = tokio::select! {
+        started = broker.start() => { started?; false }
+        _ = shutdown_signal(term.as_mut().ok()) => true,
+    };
+    if stopped_early {
+        tracing::info!("stopped before the node had joined its cluster");
+        let b = broker.clone();
+        tokio::task::spawn_blocking(move || b.shutdown()).await?;
+        broker.stop_quorum().await;
+        return Ok(());
+    }
     tracing::info!(
         "skein started kafka={} http={} data_dir={} startup_ms={}",
         server.kafka_addr(),
@@ -150,7 +169,17 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
             group_broker.group_tick();
         }
     });
-    server.run(shutdown_signal(term)).await;
+    let quorum_broker = broker.clone();
+    server
+        .run(async move {
+            shutdown_signal(term.as_mut().ok()).await;
+            // Kafka's controlled shutdown, while the listener still serves: the controller
+            // moves this broker's leaderships away before it goes.
+            quorum_broker
+                .controlled_shutdown(CONTROLLED_SHUTDOWN_LIMIT)
+                .await;
+        })
+        .await;
     // Stop the periodic work and wait until none of it runs any more: a task still running
     // when the runtime is dropped would find its timers gone.
     for task in [
@@ -191,14 +220,11 @@ fn every(
 
 /// Waits for SIGTERM or SIGINT. `term` is registered before the broker says it has started,
 /// so a SIGTERM that arrives at once is a graceful stop rather than the default exit.
-async fn shutdown_signal(term: std::io::Result<tokio::signal::unix::Signal>) {
-    let mut term = match term {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("no SIGTERM handler: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+async fn shutdown_signal(term: Option<&mut tokio::signal::unix::Signal>) {
+    let Some(term) = term else {
+        tracing::warn!("no SIGTERM handler");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),

@@ -317,12 +317,16 @@ fn topic_admin_round_trip() {
     assert!(produce["client_version"].as_i64().is_some());
     let text = b.ok(&["cluster", "info"]);
     assert!(text.contains("cluster id"), "{text}");
-    // The quorum is not served yet: said in one line, not a failure.
-    assert_eq!(info["quorum"]["available"], false);
-    assert!(
-        text.contains("note: controller quorum: not shown"),
-        "{text}"
-    );
+    // A cluster of one: this node is the quorum's only voter and its leader.
+    assert_eq!(info["quorum"]["available"], true, "{info}");
+    assert_eq!(info["quorum"]["leader_id"], 1, "{info}");
+    let voters = info["quorum"]["voters"].as_array().unwrap();
+    assert_eq!(voters.len(), 1, "{info}");
+    assert_eq!(voters[0]["id"], 1, "{info}");
+    assert_eq!(voters[0]["lag"], 0, "{info}");
+    assert!(text.contains("quorum leader 1"), "{text}");
+    // DescribeCluster v2 is served: the fenced state is known (none fenced).
+    assert_eq!(info["brokers"][0]["fenced"], false, "{info}");
     let health = b.json(&["cluster", "health"]);
     assert_eq!(health["status"], "healthy", "{health}");
     assert_eq!(health["offline_partitions"], serde_json::json!([]));

@@ -23,6 +23,15 @@ pub fn heartbeat(
     ctx: &RequestContext,
     req: ConsumerGroupHeartbeatRequest,
 ) -> Reply {
+    if let Some(code) = broker.coordinator_error(&req.group_id) {
+        return Reply::Now(ResponseBody::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatResponse {
+                error_code: code.0,
+                error_message: Some("This broker does not coordinate the group.".into()),
+                ..Default::default()
+            },
+        ));
+    }
     let hb = ConsumerHeartbeat {
         group_id: req.group_id,
         member_id: req.member_id,
@@ -93,6 +102,14 @@ pub fn describe(
         .group_ids
         .into_iter()
         .map(|id| {
+            if let Some(code) = broker.coordinator_error(&id) {
+                return DescribedGroup {
+                    error_code: code.0,
+                    group_id: id,
+                    authorized_operations: i32::MIN,
+                    ..Default::default()
+                };
+            }
             let ((d, _), _done) = broker.group_op(|c, _, topics| {
                 ((c.describe_consumer_group(&id, topics), ()), Vec::new())
             });

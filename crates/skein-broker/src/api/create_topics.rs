@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use skein_protocol::messages::create_topics_request::CreateTopicsRequest;
 use skein_protocol::messages::create_topics_response::{
@@ -26,6 +27,8 @@ pub fn handle(
         .map(|t| t.name.clone())
         .collect();
     let mut answered = HashSet::new();
+    // Answered within the request's timeout (at least a second), never later.
+    let timeout = Duration::from_millis(req.timeout_ms.max(1000) as u64);
     for t in req.topics {
         // A name given more than once gets one (error) result, as in Kafka.
         if duplicates.contains(&t.name) && !answered.insert(t.name.clone()) {
@@ -78,7 +81,7 @@ pub fn handle(
                 partitions = t.assignments.len() as i32;
             }
             if !req.validate_only {
-                broker.create_topic(&t.name, partitions, overrides.clone())?;
+                broker.create_topic_within(&t.name, partitions, overrides.clone(), timeout)?;
             }
             result.num_partitions = partitions;
             result.replication_factor = 1;

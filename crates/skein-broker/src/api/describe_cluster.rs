@@ -1,4 +1,5 @@
-//! DescribeCluster: the live brokers, the controller id clients are given, and the cluster id.
+//! DescribeCluster: the live brokers (and from v2, on request, the fenced ones), the
+//! controller id clients are given, and the cluster id.
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ pub fn handle(
         resp.error_message = Some("Only the brokers endpoint type is served by this node.".into());
         return resp;
     }
-    resp.brokers = broker
+    let mut brokers: Vec<DescribeClusterBroker> = broker
         .brokers()
         .into_iter()
         .map(|b| DescribeClusterBroker {
@@ -40,5 +41,22 @@ pub fn handle(
             ..Default::default()
         })
         .collect();
+    // Version 2 (KIP-1073) can ask for the fenced brokers too, flagged.
+    if version >= 2 && req.include_fenced_brokers {
+        for b in broker.fenced_brokers() {
+            if brokers.iter().all(|x| x.broker_id != b.id) {
+                brokers.push(DescribeClusterBroker {
+                    broker_id: b.id,
+                    host: b.host,
+                    port: b.port,
+                    rack: b.rack,
+                    is_fenced: true,
+                    ..Default::default()
+                });
+            }
+        }
+        brokers.sort_by_key(|b| b.broker_id);
+    }
+    resp.brokers = brokers;
     resp
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use skein_log::{FileRange, LogError};
 use skein_protocol::messages::fetch_request::{FetchPartition, FetchRequest};
 use skein_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
+    FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use skein_protocol::ResponseBody;
 use tokio::time::Instant;
@@ -287,6 +287,7 @@ fn finish(broker: &Broker, req: &FetchRequest, mut pass: Pass) -> FetchReply {
     for pd in partitions {
         pd.aborted_transactions = read_committed.then(Vec::new);
     }
+    add_leader_hints(broker, &mut pass.resp);
     let reply = FetchReply {
         body: ResponseBody::Fetch(pass.resp),
         ranges: pass.ranges,
@@ -305,6 +306,45 @@ fn finish(broker: &Broker, req: &FetchRequest, mut pass: Pass) -> FetchReply {
             }))
         }
     }
+}
+
+/// KIP-951 (Fetch v12+ for the leader, v16+ for the endpoints; older versions do not encode
+/// them): partitions answered NOT_LEADER_OR_FOLLOWER carry the current leader.
+fn add_leader_hints(broker: &Broker, resp: &mut FetchResponse) {
+    let mut leaders = std::collections::BTreeSet::new();
+    for t in &mut resp.responses {
+        let topic = if t.topic_id != skein_protocol::Uuid::ZERO {
+            broker.topic_by_id(&t.topic_id)
+        } else {
+            broker.topic(&t.topic)
+        };
+        for p in &mut t.partitions {
+            if p.error_code != ErrorCode::NOT_LEADER_OR_FOLLOWER.code() {
+                continue;
+            }
+            if let Some((leader_id, leader_epoch)) =
+                super::known_leader(topic.as_ref(), p.partition_index)
+            {
+                p.current_leader = LeaderIdAndEpoch {
+                    leader_id,
+                    leader_epoch,
+                    ..Default::default()
+                };
+                leaders.insert(leader_id);
+            }
+        }
+    }
+    resp.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| broker.broker_endpoint(id))
+        .map(|b| NodeEndpoint {
+            node_id: b.id,
+            host: b.host,
+            port: b.port,
+            rack: b.rack,
+            ..Default::default()
+        })
+        .collect();
 }
 
 pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> FetchReply {

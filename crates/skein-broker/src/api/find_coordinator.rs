@@ -1,11 +1,12 @@
-//! FindCoordinator: on a single node, this broker coordinates every group.
+//! FindCoordinator: a group's coordinator is the leader of its partition of
+//! `__consumer_offsets` (created on the first lookup, as Kafka does).
 
 use std::sync::Arc;
 
 use skein_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use skein_protocol::messages::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerEndpoint};
 use crate::error::ErrorCode;
 
 /// Batched keys arrived in version 4.
@@ -13,22 +14,27 @@ const FIRST_BATCHED_VERSION: i16 = 4;
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-fn lookup(broker: &Broker, key_type: i8, key: &str) -> (ErrorCode, Option<String>) {
+/// The coordinator of `key`, or the error and message to answer.
+fn lookup(
+    broker: &Broker,
+    key_type: i8,
+    key: &str,
+) -> Result<BrokerEndpoint, (ErrorCode, Option<String>)> {
     match key_type {
-        KEY_TYPE_GROUP if key.is_empty() => (
+        KEY_TYPE_GROUP if key.is_empty() => Err((
             ErrorCode::INVALID_REQUEST,
             Some("The group id must not be empty.".into()),
-        ),
-        KEY_TYPE_GROUP if !broker.is_ready() => (ErrorCode::COORDINATOR_NOT_AVAILABLE, None),
-        KEY_TYPE_GROUP => (ErrorCode::NONE, None),
-        KEY_TYPE_TRANSACTION => (
+        )),
+        KEY_TYPE_GROUP if !broker.is_ready() => Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, None)),
+        KEY_TYPE_GROUP => broker.group_coordinator(key).map_err(|code| (code, None)),
+        KEY_TYPE_TRANSACTION => Err((
             ErrorCode::COORDINATOR_NOT_AVAILABLE,
             Some("Transactions are not supported by this broker yet.".into()),
-        ),
-        other => (
+        )),
+        other => Err((
             ErrorCode::INVALID_REQUEST,
             Some(format!("Unknown coordinator key type {other}.")),
-        ),
+        )),
     }
 }
 
@@ -37,24 +43,27 @@ pub fn handle(
     version: i16,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let addr = broker.advertised();
-    let (host, port) = (addr.ip().to_string(), addr.port() as i32);
     if version >= FIRST_BATCHED_VERSION {
         let coordinators = req
             .coordinator_keys
             .into_iter()
-            .map(|key| {
-                let (code, message) = lookup(broker, req.key_type, &key);
-                let ok = code.is_ok();
-                Coordinator {
+            .map(|key| match lookup(broker, req.key_type, &key) {
+                Ok(b) => Coordinator {
                     key,
-                    node_id: if ok { broker.node_id() } else { -1 },
-                    host: if ok { host.clone() } else { String::new() },
-                    port: if ok { port } else { -1 },
+                    node_id: b.id,
+                    host: b.host,
+                    port: b.port,
+                    ..Default::default()
+                },
+                Err((code, message)) => Coordinator {
+                    key,
+                    node_id: -1,
+                    host: String::new(),
+                    port: -1,
                     error_code: code.code(),
                     error_message: message,
                     ..Default::default()
-                }
+                },
             })
             .collect();
         return FindCoordinatorResponse {
@@ -62,14 +71,20 @@ pub fn handle(
             ..Default::default()
         };
     }
-    let (code, message) = lookup(broker, req.key_type, &req.key);
-    let ok = code.is_ok();
-    FindCoordinatorResponse {
-        error_code: code.code(),
-        error_message: message,
-        node_id: if ok { broker.node_id() } else { -1 },
-        host: if ok { host } else { String::new() },
-        port: if ok { port } else { -1 },
-        ..Default::default()
+    match lookup(broker, req.key_type, &req.key) {
+        Ok(b) => FindCoordinatorResponse {
+            node_id: b.id,
+            host: b.host,
+            port: b.port,
+            ..Default::default()
+        },
+        Err((code, message)) => FindCoordinatorResponse {
+            error_code: code.code(),
+            error_message: message,
+            node_id: -1,
+            host: String::new(),
+            port: -1,
+            ..Default::default()
+        },
     }
 }

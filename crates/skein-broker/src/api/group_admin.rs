@@ -22,6 +22,14 @@ pub fn describe(broker: &Arc<Broker>, req: DescribeGroupsRequest) -> DescribeGro
         .groups
         .into_iter()
         .map(|id| {
+            if let Some(code) = broker.coordinator_error(&id) {
+                return DescribedGroup {
+                    error_code: code.0,
+                    group_id: id,
+                    authorized_operations: i32::MIN,
+                    ..Default::default()
+                };
+            }
             let d = broker.groups().read(|c| c.describe_group(&id));
             DescribedGroup {
                 error_code: d.error.0,
@@ -73,13 +81,33 @@ pub fn list(broker: &Arc<Broker>, req: ListGroupsRequest) -> ListGroupsResponse 
 }
 
 pub fn delete(broker: &Arc<Broker>, req: DeleteGroupsRequest) -> Reply {
-    let ids = req.groups_names;
-    let (results, persisted) = broker.group_op(|c, now, _| c.delete_groups(now, &ids));
+    // Groups another broker coordinates are answered NOT_COORDINATOR (the client asks that
+    // broker); the rest are deleted here.
+    let (ids, elsewhere): (Vec<String>, Vec<String>) = req
+        .groups_names
+        .into_iter()
+        .partition(|g| broker.coordinator_error(g).is_none());
+    let elsewhere: Vec<(String, skein_group::ErrorCode)> = elsewhere
+        .into_iter()
+        .map(|g| {
+            let code = broker
+                .coordinator_error(&g)
+                .unwrap_or(crate::error::ErrorCode::NOT_COORDINATOR);
+            (g, skein_group::ErrorCode(code.0))
+        })
+        .collect();
+    let (results, persisted) = broker.group_op(|c, now, _| {
+        if ids.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        c.delete_groups(now, &ids)
+    });
     Reply::Later(Box::pin(async move {
         persisted.await;
         ResponseBody::DeleteGroups(DeleteGroupsResponse {
             results: results
                 .into_iter()
+                .chain(elsewhere)
                 .map(|(group_id, e)| DeletableGroupResult {
                     group_id,
                     error_code: e.0,

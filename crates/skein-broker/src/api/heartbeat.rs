@@ -8,6 +8,12 @@ use skein_protocol::messages::heartbeat_response::HeartbeatResponse;
 use crate::broker::Broker;
 
 pub fn handle(broker: &Arc<Broker>, req: HeartbeatRequest) -> HeartbeatResponse {
+    if let Some(code) = broker.coordinator_error(&req.group_id) {
+        return HeartbeatResponse {
+            error_code: code.0,
+            ..Default::default()
+        };
+    }
     let (error, _persisted) = broker.group_op(|c, now, _| {
         let e = c.heartbeat(
             now,

@@ -44,6 +44,14 @@ fn response(r: JoinResult, version: i16) -> JoinGroupResponse {
 pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: JoinGroupRequest) -> Reply {
     let version = ctx.api_version;
     let member_id = req.member_id.clone();
+    if let Some(code) = broker.coordinator_error(&req.group_id) {
+        return Reply::Now(ResponseBody::JoinGroup(JoinGroupResponse {
+            error_code: code.0,
+            generation_id: -1,
+            member_id,
+            ..Default::default()
+        }));
+    }
     let join = JoinRequest {
         group_id: req.group_id,
         member_id: req.member_id,

@@ -23,6 +23,12 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: LeaveGroupRequest
         vec![(req.member_id, None)]
     };
     let group_id = req.group_id;
+    if let Some(code) = broker.coordinator_error(&group_id) {
+        return Reply::Now(ResponseBody::LeaveGroup(LeaveGroupResponse {
+            error_code: code.0,
+            ..Default::default()
+        }));
+    }
     let ((error, results), persisted) = broker.group_op(|c, now, _| {
         let (e, r, fx) = c.leave_group(now, &group_id, members);
         ((e, r), fx)

@@ -32,11 +32,22 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+pub(crate) mod quorum;
 mod sync_group;
 
 pub use api_versions::unsupported_version_response;
 pub use fetch::{FetchReply, HeldFiles};
 pub use metadata::LEADER_EPOCH;
+
+/// KIP-951: for a partition answered NOT_LEADER_OR_FOLLOWER, the leader this broker knows
+/// (id and epoch), so that the client re-routes without first refreshing its Metadata.
+pub(crate) fn known_leader(
+    topic: Option<&Arc<crate::broker::Topic>>,
+    index: i32,
+) -> Option<(i32, i32)> {
+    let a = topic?.partition(index)?.assignment();
+    (a.leader >= 0).then_some((a.leader, a.leader_epoch))
+}
 
 /// Who asked, and in which version.
 #[derive(Debug, Clone)]
@@ -77,7 +88,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
@@ -94,6 +105,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 0),
+    (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::AddRaftVoter, 0, 0),
+    (ApiKey::RemoveRaftVoter, 0, 0),
 ];
 
 /// The version range served for an API, if it is served at all.
@@ -195,6 +209,9 @@ impl Broker {
             }
             RequestBody::DeleteGroups(r) => group_admin::delete(self, r),
             RequestBody::ConsumerGroupHeartbeat(r) => consumer_group::heartbeat(self, ctx, r),
+            RequestBody::DescribeQuorum(r) => quorum::describe(self, r),
+            RequestBody::AddRaftVoter(r) => quorum::add_voter(self, r),
+            RequestBody::RemoveRaftVoter(r) => quorum::remove_voter(self, r),
             RequestBody::ConsumerGroupDescribe(r) => Reply::Now(
                 ResponseBody::ConsumerGroupDescribe(consumer_group::describe(self, r)),
             ),

@@ -16,6 +16,29 @@ use crate::error::ErrorCode;
 
 pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: OffsetCommitRequest) -> Reply {
     let version = ctx.api_version;
+    if let Some(code) = broker.coordinator_error(&req.group_id) {
+        let topics = req
+            .topics
+            .iter()
+            .map(|t| OffsetCommitResponseTopic {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| OffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code: code.0,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        return Reply::Now(ResponseBody::OffsetCommit(OffsetCommitResponse {
+            topics,
+            ..Default::default()
+        }));
+    }
     let mut unknown: HashMap<(String, i32), ErrorCode> = HashMap::new();
     let mut offsets = Vec::new();
     let mut order: Vec<(String, Vec<i32>)> = Vec::new();

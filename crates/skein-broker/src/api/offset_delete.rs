@@ -22,6 +22,12 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Reply {
         })
         .collect();
     let group_id = req.group_id;
+    if let Some(code) = broker.coordinator_error(&group_id) {
+        return Reply::Now(ResponseBody::OffsetDelete(OffsetDeleteResponse {
+            error_code: code.0,
+            ..Default::default()
+        }));
+    }
     let ((error, results), persisted) = broker.group_op(|c, now, _| {
         let (e, r, fx) = c.delete_offsets(now, &group_id, &wanted);
         ((e, r), fx)

@@ -47,9 +47,12 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: OffsetFetchRequest) -> Of
                 })
                 .collect()
         });
-        let fetched = broker
-            .groups()
-            .read(|c| fetch(c, &req.group_id, wanted, require_stable));
+        let fetched = match broker.coordinator_error(&req.group_id) {
+            Some(code) => Err(code.0),
+            None => broker
+                .groups()
+                .read(|c| fetch(c, &req.group_id, wanted, require_stable)),
+        };
         return match fetched {
             Err(code) => OffsetFetchResponse {
                 error_code: code,
@@ -92,7 +95,11 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: OffsetFetchRequest) -> Of
                     .collect()
             });
             let member_id = g.member_id.unwrap_or_default();
+            let coordinator = broker.coordinator_error(&g.group_id);
             let fetched = broker.groups().read(|c| {
+                if let Some(code) = coordinator {
+                    return Err(code.0);
+                }
                 let check = c.validate_offset_fetch(&g.group_id, &member_id, g.member_epoch);
                 if check.0 != 0 {
                     return Err(check.0);

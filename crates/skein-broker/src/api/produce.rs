@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 use skein_log::SyncHandle;
 use skein_protocol::messages::produce_request::ProduceRequest;
 use skein_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    ProduceResponse, TopicProduceResponse,
 };
 use skein_protocol::records::{self, BatchHeader, BatchIter, Compression};
 use skein_protocol::ResponseBody;
@@ -308,6 +309,39 @@ fn log_start_for_error(partition: &Partition, code: ErrorCode) -> i64 {
         .map_or(-1, |l| l.log_start_offset())
 }
 
+/// KIP-951 (Produce v10+; older versions do not encode the fields): partitions answered
+/// NOT_LEADER_OR_FOLLOWER carry the current leader, and the response those leaders' endpoints.
+fn add_leader_hints(broker: &Broker, resp: &mut ProduceResponse) {
+    let mut leaders = std::collections::BTreeSet::new();
+    for t in &mut resp.responses {
+        let topic = broker.topic(&t.name);
+        for p in &mut t.partition_responses {
+            if p.error_code != ErrorCode::NOT_LEADER_OR_FOLLOWER.code() {
+                continue;
+            }
+            if let Some((leader_id, leader_epoch)) = super::known_leader(topic.as_ref(), p.index) {
+                p.current_leader = LeaderIdAndEpoch {
+                    leader_id,
+                    leader_epoch,
+                    ..Default::default()
+                };
+                leaders.insert(leader_id);
+            }
+        }
+    }
+    resp.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| broker.broker_endpoint(id))
+        .map(|b| NodeEndpoint {
+            node_id: b.id,
+            host: b.host,
+            port: b.port,
+            rack: b.rack,
+            ..Default::default()
+        })
+        .collect();
+}
+
 pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -> Reply {
     let version = ctx.api_version;
     let acks = req.acks;
@@ -398,6 +432,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
         }
         resp.responses.push(tr);
     }
+    add_leader_hints(broker, &mut resp);
     if appended {
         broker.data_arrived.notify_waiters();
     }

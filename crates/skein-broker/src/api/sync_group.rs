@@ -14,6 +14,12 @@ use crate::error::ErrorCode;
 use crate::groups::Waited;
 
 pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: SyncGroupRequest) -> Reply {
+    if let Some(code) = broker.coordinator_error(&req.group_id) {
+        return Reply::Now(ResponseBody::SyncGroup(SyncGroupResponse {
+            error_code: code.0,
+            ..Default::default()
+        }));
+    }
     let sync = SyncRequest {
         group_id: req.group_id,
         generation_id: req.generation_id,

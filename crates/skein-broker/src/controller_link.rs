@@ -1,0 +1,594 @@
+//! A broker's requests to the active controller, wherever it runs.
+//!
+//! Every metadata change a broker needs (its registration and heartbeats, topic creation,
+//! deletion and growth, config changes, producer-id blocks) is a [`ControllerCall`]. On the
+//! node that is the active controller the call runs at once ([`Quorum::run_at`]); elsewhere it
+//! travels over the controller listener's application channel (`skein-raft`'s [`AppClient`],
+//! which finds the leader and follows its hints) to the active controller, which runs it and
+//! answers with the result and the metadata offset that made it visible. The caller then
+//! waits until its own node has applied that offset, so a broker that answered "created" has
+//! the topic in its own image (KIP-590's forwarding, with read-your-writes on the forwarder).
+//!
+//! The calls are JSON between Skein nodes of one cluster, not Kafka's BrokerRegistration /
+//! BrokerHeartbeat wire: only Skein nodes speak on the controller listener, and JSON lets a
+//! newer node add fields that an older one ignores during a rolling upgrade.
+//!
+//! Failures are Kafka's retriable errors: NOT_CONTROLLER when no controller answers (none is
+//! elected, or it moved), REQUEST_TIMED_OUT when the change may or may not have been
+//! committed; never a wait past [`CALL_TIMEOUT`].
+//!
+//! [`AppClient`]: skein_raft::AppClient
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use skein_metadata::controller::{
+    AlterConfigs, ConfigOp, Heartbeat, NewPartitions, NewTopic, RegisterBroker, TopicRef,
+};
+use skein_metadata::image::{ConfigResource, Endpoint};
+use skein_metadata::{MetadataImage, Outcome, QuorumController};
+use skein_protocol::Uuid;
+use skein_raft::MetadataLog;
+
+use crate::broker::Broker;
+use crate::error::{ApiError, ErrorCode};
+
+/// The longest a broker waits for the controller (and then for its own node to apply the
+/// answer) before answering REQUEST_TIMED_OUT.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A listener of a registration: (name, host, port, security protocol).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub security_protocol: i16,
+}
+
+impl From<&Endpoint> for WireEndpoint {
+    fn from(e: &Endpoint) -> Self {
+        WireEndpoint {
+            name: e.name.clone(),
+            host: e.host.clone(),
+            port: e.port,
+            security_protocol: e.security_protocol,
+        }
+    }
+}
+
+impl From<&WireEndpoint> for Endpoint {
+    fn from(e: &WireEndpoint) -> Self {
+        Endpoint {
+            name: e.name.clone(),
+            host: e.host.clone(),
+            port: e.port,
+            security_protocol: e.security_protocol,
+        }
+    }
+}
+
+/// One request of a broker to the active controller.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum ControllerCall {
+    RegisterController {
+        node: i32,
+        directory_id: [u8; 16],
+        endpoints: Vec<WireEndpoint>,
+    },
+    RegisterBroker {
+        broker_id: i32,
+        incarnation_id: [u8; 16],
+        endpoints: Vec<WireEndpoint>,
+        rack: Option<String>,
+    },
+    Heartbeat {
+        broker_id: i32,
+        broker_epoch: i64,
+        metadata_offset: u64,
+        want_fence: bool,
+        want_shutdown: bool,
+    },
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication_factor: i16,
+        configs: Vec<(String, String)>,
+        seed: u64,
+    },
+    DeleteTopic {
+        id: [u8; 16],
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        seed: u64,
+    },
+    /// Incremental changes of a topic's overrides: `Some` sets, `None` deletes.
+    AlterTopicConfig {
+        name: String,
+        ops: Vec<(String, Option<String>)>,
+    },
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
+    /// The quorum as the leader sees it (DescribeQuorum), encoded as Kafka's response.
+    DescribeQuorum,
+    /// KIP-853 AddRaftVoter: `addr` is the new voter's controller listener.
+    AddVoter {
+        node: i32,
+        directory_id: [u8; 16],
+        addr: String,
+    },
+    /// KIP-853 RemoveRaftVoter.
+    RemoveVoter {
+        node: i32,
+        directory_id: Option<[u8; 16]>,
+    },
+}
+
+impl ControllerCall {
+    fn kind(&self) -> &'static str {
+        match self {
+            ControllerCall::RegisterController { .. } => "register_controller",
+            ControllerCall::RegisterBroker { .. } => "register_broker",
+            ControllerCall::Heartbeat { .. } => "heartbeat",
+            ControllerCall::CreateTopic { .. } => "create_topic",
+            ControllerCall::DeleteTopic { .. } => "delete_topic",
+            ControllerCall::CreatePartitions { .. } => "create_partitions",
+            ControllerCall::AlterTopicConfig { .. } => "alter_topic_config",
+            ControllerCall::AllocateProducerIds { .. } => "allocate_producer_ids",
+            ControllerCall::DescribeQuorum => "describe_quorum",
+            ControllerCall::AddVoter { .. } => "add_voter",
+            ControllerCall::RemoveVoter { .. } => "remove_voter",
+        }
+    }
+}
+
+/// What a call gave back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum Answer {
+    Done,
+    Registered {
+        broker_epoch: i64,
+    },
+    Heartbeat {
+        is_caught_up: bool,
+        is_fenced: bool,
+        should_shut_down: bool,
+    },
+    ProducerIds {
+        first: i64,
+        len: i32,
+    },
+    /// A Kafka response, encoded by the leader.
+    Encoded {
+        bytes: Vec<u8>,
+    },
+}
+
+/// The controller's reply on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Reply {
+    /// The answer and the metadata offset the caller must apply before using it.
+    Ok {
+        answer: Answer,
+        offset: u64,
+    },
+    Err {
+        code: i16,
+        message: String,
+    },
+}
+
+fn api(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
+}
+
+/// The first per-item error of a batch operation, if any.
+fn first_error<T>(results: impl IntoIterator<Item = Result<T, ApiError>>) -> Result<(), ApiError> {
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+/// The active controller's decision for one call.
+pub(crate) fn decide(
+    call: &ControllerCall,
+    c: &mut QuorumController,
+    image: &MetadataImage,
+    now: u64,
+) -> Result<Outcome<Answer>, ApiError> {
+    fn done<T>(o: Outcome<T>, answer: Answer) -> Outcome<Answer> {
+        Outcome {
+            records: o.records,
+            reply: answer,
+        }
+    }
+    match call {
+        ControllerCall::RegisterController {
+            node,
+            directory_id,
+            endpoints,
+        } => {
+            let endpoints: Vec<Endpoint> = endpoints.iter().map(Endpoint::from).collect();
+            let o = c.register_controller(image, *node, Uuid(*directory_id), &endpoints)?;
+            Ok(done(o, Answer::Done))
+        }
+        ControllerCall::RegisterBroker {
+            broker_id,
+            incarnation_id,
+            endpoints,
+            rack,
+        } => {
+            let r = RegisterBroker {
+                broker_id: *broker_id,
+                incarnation_id: Uuid(*incarnation_id),
+                endpoints: endpoints.iter().map(Endpoint::from).collect(),
+                rack: rack.clone(),
+            };
+            let o = c.register_broker(image, &r, now)?;
+            let epoch = o.reply.broker_epoch;
+            Ok(done(
+                o,
+                Answer::Registered {
+                    broker_epoch: epoch,
+                },
+            ))
+        }
+        ControllerCall::Heartbeat {
+            broker_id,
+            broker_epoch,
+            metadata_offset,
+            want_fence,
+            want_shutdown,
+        } => {
+            let hb = Heartbeat {
+                broker_id: *broker_id,
+                broker_epoch: *broker_epoch,
+                metadata_offset: *metadata_offset,
+                want_fence: *want_fence,
+                want_shutdown: *want_shutdown,
+            };
+            let o = c.heartbeat(image, &hb, now)?;
+            let r = o.reply;
+            Ok(done(
+                o,
+                Answer::Heartbeat {
+                    is_caught_up: r.is_caught_up,
+                    is_fenced: r.is_fenced,
+                    should_shut_down: r.should_shut_down,
+                },
+            ))
+        }
+        ControllerCall::CreateTopic {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            seed,
+        } => {
+            let new = NewTopic {
+                name: name.clone(),
+                num_partitions: *partitions,
+                replication_factor: *replication_factor,
+                assignments: Vec::new(),
+                configs: configs.clone(),
+            };
+            let o = c.create_topics(image, std::slice::from_ref(&new), false, *seed);
+            first_error(o.reply.iter().map(|r| r.result.clone().map(|_| ())))?;
+            Ok(done(o, Answer::Done))
+        }
+        ControllerCall::DeleteTopic { id } => {
+            let o = c.delete_topics(image, &[TopicRef::Id(Uuid(*id))]);
+            first_error(o.reply.iter().map(|r| r.result.clone().map(|_| ())))?;
+            Ok(done(o, Answer::Done))
+        }
+        ControllerCall::CreatePartitions { name, count, seed } => {
+            let growth = NewPartitions {
+                name: name.clone(),
+                count: *count,
+                assignments: None,
+            };
+            let o = c.create_partitions(image, std::slice::from_ref(&growth), false, *seed);
+            first_error(o.reply.iter().map(|r| r.result.clone()))?;
+            Ok(done(o, Answer::Done))
+        }
+        ControllerCall::AlterTopicConfig { name, ops } => {
+            let change = AlterConfigs {
+                resource: ConfigResource::topic(name.clone()),
+                ops: ops
+                    .iter()
+                    .map(|(k, v)| {
+                        let op = match v {
+                            Some(v) => ConfigOp::Set(v.clone()),
+                            None => ConfigOp::Delete,
+                        };
+                        (k.clone(), op)
+                    })
+                    .collect(),
+            };
+            let o = c.incremental_alter_configs(image, std::slice::from_ref(&change), false);
+            first_error(o.reply.iter().map(|r| r.result.clone()))?;
+            Ok(done(o, Answer::Done))
+        }
+        ControllerCall::AllocateProducerIds {
+            broker_id,
+            broker_epoch,
+        } => {
+            let o = c.allocate_producer_ids(image, *broker_id, *broker_epoch)?;
+            let b = o.reply;
+            Ok(done(
+                o,
+                Answer::ProducerIds {
+                    first: b.first,
+                    len: b.len,
+                },
+            ))
+        }
+        ControllerCall::DescribeQuorum
+        | ControllerCall::AddVoter { .. }
+        | ControllerCall::RemoveVoter { .. } => Err(api(
+            ErrorCode::INVALID_REQUEST,
+            "not a metadata change of the controller",
+        )),
+    }
+}
+
+/// Decodes a forwarded call.
+fn decode_call(bytes: &[u8]) -> Result<ControllerCall, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        api(
+            ErrorCode::INVALID_REQUEST,
+            format!("undecodable controller call: {e}"),
+        )
+    })
+}
+
+fn encode_reply(r: &Result<(Answer, u64), ApiError>) -> Bytes {
+    let reply = match r {
+        Ok((answer, offset)) => Reply::Ok {
+            answer: answer.clone(),
+            offset: *offset,
+        },
+        Err(e) => Reply::Err {
+            code: e.code.0,
+            message: e.message.clone(),
+        },
+    };
+    Bytes::from(serde_json::to_vec(&reply).unwrap_or_default())
+}
+
+impl Broker {
+    /// Serves calls forwarded by other nodes (the controller listener's application
+    /// channel). The handler holds the broker weakly: a stopping broker answers an error.
+    pub(crate) fn install_controller_handler(self: &Arc<Self>) {
+        let Some(node) = self.quorum.raft() else {
+            return;
+        };
+        let me: Weak<Broker> = Arc::downgrade(self);
+        node.set_app_handler(Arc::new(move |bytes: Bytes| {
+            let me = me.clone();
+            Box::pin(async move {
+                let result = match (me.upgrade(), decode_call(&bytes)) {
+                    (Some(broker), Ok(call)) => broker.run_here(&call).await,
+                    (None, _) => Err(api(
+                        ErrorCode::NOT_CONTROLLER,
+                        "this controller is shutting down",
+                    )),
+                    (_, Err(e)) => Err(e),
+                };
+                encode_reply(&result)
+            })
+        }));
+    }
+
+    /// Runs `call` on the active controller (here or forwarded), retrying while no
+    /// controller answers, and returns once this node has applied the change.
+    pub async fn controller_call(
+        self: &Arc<Self>,
+        call: ControllerCall,
+    ) -> Result<Answer, ApiError> {
+        self.controller_call_within(call, CALL_TIMEOUT).await
+    }
+
+    /// [`Broker::controller_call`] answered within `timeout` (a request's own timeout).
+    pub async fn controller_call_within(
+        self: &Arc<Self>,
+        call: ControllerCall,
+        timeout: Duration,
+    ) -> Result<Answer, ApiError> {
+        let deadline = tokio::time::Instant::now() + timeout.min(CALL_TIMEOUT);
+        let Some(node) = self.quorum.raft().cloned() else {
+            return Err(api(
+                ErrorCode::NOT_CONTROLLER,
+                "The metadata log is not running yet.",
+            ));
+        };
+        let mut last = api(ErrorCode::NOT_CONTROLLER, "No controller is elected.");
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(last);
+            }
+            let result = if node.is_leader() {
+                // A leader that lost its quorum cannot commit: answer by the deadline.
+                match tokio::time::timeout_at(deadline, self.run_here(&call)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(api(
+                        ErrorCode::REQUEST_TIMED_OUT,
+                        "The metadata change was not committed in time; it may or may not have been made.",
+                    )),
+                }
+            } else {
+                let body = Bytes::from(serde_json::to_vec(&call).unwrap_or_default());
+                match node.app_client().send_to_leader(body, deadline - now).await {
+                    Ok(bytes) => match serde_json::from_slice::<Reply>(&bytes) {
+                        Ok(Reply::Ok { answer, offset }) => Ok((answer, offset)),
+                        Ok(Reply::Err { code, message }) => Err(api(ErrorCode(code), message)),
+                        Err(e) => Err(api(
+                            ErrorCode::UNKNOWN_SERVER_ERROR,
+                            format!("undecodable answer of the controller: {e}"),
+                        )),
+                    },
+                    Err(skein_raft::net::AppError::Timeout) => Err(api(
+                        ErrorCode::REQUEST_TIMED_OUT,
+                        "The controller did not answer in time; the change may or may not have been made.",
+                    )),
+                    Err(e) => Err(api(
+                        ErrorCode::NOT_CONTROLLER,
+                        format!("No controller answered: {e}"),
+                    )),
+                }
+            };
+            match result {
+                Ok((answer, offset)) => {
+                    self.wait_applied(offset, deadline).await?;
+                    return Ok(answer);
+                }
+                Err(e) if e.code == ErrorCode::NOT_CONTROLLER => {
+                    tracing::debug!(call = call.kind(), "{}", e.message);
+                    last = e;
+                    let pause = tokio::time::Instant::now() + Duration::from_millis(50);
+                    tokio::time::sleep_until(pause.min(deadline)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `call` on this node, which must be the active controller.
+    async fn run_here(&self, call: &ControllerCall) -> Result<(Answer, u64), ApiError> {
+        match call {
+            ControllerCall::DescribeQuorum => {
+                let Some(node) = self.quorum.raft().filter(|n| n.is_leader()) else {
+                    return Err(api(
+                        ErrorCode::NOT_CONTROLLER,
+                        "This node is not the active controller.",
+                    ));
+                };
+                let resp = crate::api::quorum::describe_here(self, &node.status());
+                Ok((crate::api::quorum::encode_for_forwarding(resp)?, 0))
+            }
+            ControllerCall::AddVoter { .. } | ControllerCall::RemoveVoter { .. } => {
+                let answer = crate::api::quorum::change_membership(self, call).await?;
+                Ok((answer, 0))
+            }
+            _ => self.quorum.run_at(self.now_ms(), call).await,
+        }
+    }
+
+    /// Waits until this node has applied metadata offset `offset`.
+    async fn wait_applied(
+        &self,
+        offset: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ApiError> {
+        let Some(node) = self.quorum.raft() else {
+            return Ok(());
+        };
+        let mut applied = node.applied();
+        loop {
+            if applied.borrow_and_update().is_some_and(|a| a >= offset) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(api(
+                        ErrorCode::REQUEST_TIMED_OUT,
+                        "the metadata log stopped",
+                    ))
+                }
+                Err(_) => {
+                    return Err(api(
+                        ErrorCode::REQUEST_TIMED_OUT,
+                        format!(
+                            "The change was committed at metadata offset {offset}, but this broker had not applied it within {CALL_TIMEOUT:?}."
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// [`Broker::controller_call`] from synchronous code (handlers that still answer at
+    /// once): the call runs as a task of the runtime while this worker waits with the
+    /// runtime's other workers free. If the runtime shuts down meanwhile, the caller gets an
+    /// error rather than a panic. Never call this while holding a lock other workers may
+    /// wait for.
+    pub(crate) fn controller_call_blocking(
+        &self,
+        call: ControllerCall,
+    ) -> Result<Answer, ApiError> {
+        self.controller_call_blocking_within(call, CALL_TIMEOUT)
+    }
+
+    /// [`Broker::controller_call_blocking`] answered within `timeout`.
+    pub(crate) fn controller_call_blocking_within(
+        &self,
+        call: ControllerCall,
+        timeout: Duration,
+    ) -> Result<Answer, ApiError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let Some(broker) = self.me.get().and_then(Weak::upgrade) else {
+            return Err(api(
+                ErrorCode::UNKNOWN_SERVER_ERROR,
+                "the broker is shutting down",
+            ));
+        };
+        let handle = match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => h,
+            _ => {
+                return Err(api(
+                    ErrorCode::UNKNOWN_SERVER_ERROR,
+                    "metadata changes need the broker's multi-threaded runtime",
+                ))
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.spawn(async move {
+            let _ = tx.send(broker.controller_call_within(call, timeout).await);
+        });
+        tokio::task::block_in_place(|| rx.recv()).unwrap_or_else(|_| {
+            Err(api(
+                ErrorCode::REQUEST_TIMED_OUT,
+                "the broker is shutting down; the metadata change may not have been made",
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_and_replies_round_trip_as_json() {
+        let call = ControllerCall::AlterTopicConfig {
+            name: "t".into(),
+            ops: vec![
+                ("retention.ms".into(), Some("1000".into())),
+                ("x".into(), None),
+            ],
+        };
+        let bytes = serde_json::to_vec(&call).unwrap();
+        assert_eq!(decode_call(&bytes).unwrap(), call);
+        let r = encode_reply(&Ok((Answer::ProducerIds { first: 7, len: 3 }, 42)));
+        match serde_json::from_slice::<Reply>(&r).unwrap() {
+            Reply::Ok { answer, offset } => {
+                assert_eq!(answer, Answer::ProducerIds { first: 7, len: 3 });
+                assert_eq!(offset, 42);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let e = decode_call(b"{\"call\":\"nope\"}").unwrap_err();
+        assert_eq!(e.code, ErrorCode::INVALID_REQUEST);
+    }
+}
