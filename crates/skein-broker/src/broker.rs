@@ -676,14 +676,26 @@ impl Broker {
     }
 
     /// Deletes a topic and its data (through the controller).
-    pub fn delete_topic(&self, topic: &Arc<Topic>) -> Result<(), ApiError> {
-        self.controller_call_blocking(ControllerCall::DeleteTopic { id: topic.id.0 })?;
+    pub fn delete_topic(
+        &self,
+        topic: &Arc<Topic>,
+        timeout: std::time::Duration,
+    ) -> Result<(), ApiError> {
+        self.controller_call_blocking_within(
+            ControllerCall::DeleteTopic { id: topic.id.0 },
+            timeout,
+        )?;
         tracing::info!(topic = %topic.name, "deleted topic");
         Ok(())
     }
 
     /// Grows a topic to `count` partitions (through the controller).
-    pub fn add_partitions(&self, topic: &Arc<Topic>, count: i32) -> Result<(), ApiError> {
+    pub fn add_partitions(
+        &self,
+        topic: &Arc<Topic>,
+        count: i32,
+        timeout: std::time::Duration,
+    ) -> Result<(), ApiError> {
         let current = topic.partition_count();
         if count <= current {
             return Err(ApiError::new(
@@ -701,11 +713,14 @@ impl Broker {
             ));
         }
         let seed = u64::from_le_bytes(random_uuid().0[..8].try_into().expect("8 bytes"));
-        self.controller_call_blocking(ControllerCall::CreatePartitions {
-            name: topic.name.clone(),
-            count,
-            seed,
-        })?;
+        self.controller_call_blocking_within(
+            ControllerCall::CreatePartitions {
+                name: topic.name.clone(),
+                count,
+                seed,
+            },
+            timeout,
+        )?;
         tracing::info!(topic = %topic.name, from = current, to = count, "added partitions");
         Ok(())
     }

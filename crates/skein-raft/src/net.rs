@@ -901,6 +901,8 @@ fn app_result(node_id: NodeId, reply: AppReply) -> Result<Bytes, AppError> {
 }
 
 /// A UUID as Kafka prints it (and `skein cluster` takes it): URL-safe base64, no padding.
+/// The same encoding as `skein_protocol::Uuid`'s `Display`, repeated here because this crate
+/// stays independent of the Kafka codec.
 pub fn kafka_uuid(u: &Uuid) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = u.as_bytes();

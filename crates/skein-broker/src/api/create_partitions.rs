@@ -11,6 +11,8 @@ use crate::broker::{shrink_message, Broker};
 use crate::error::{ApiError, ErrorCode};
 
 pub fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    // Answered within the request's timeout (at least a second), never later.
+    let timeout = std::time::Duration::from_millis(req.timeout_ms.max(1000) as u64);
     let mut resp = CreatePartitionsResponse::default();
     for t in req.topics {
         let outcome = (|| -> Result<(), ApiError> {
@@ -41,7 +43,7 @@ pub fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest) -> CreateParti
                 }
             }
             if !req.validate_only {
-                broker.add_partitions(&topic, t.count)?;
+                broker.add_partitions(&topic, t.count, timeout)?;
             }
             Ok(())
         })();

@@ -16,6 +16,7 @@ pub fn handle(
     version: i16,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
+    let req_timeout_ms = req.timeout_ms;
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .into_iter()
@@ -27,6 +28,8 @@ pub fn handle(
             .map(|n| (Some(n), Uuid::default()))
             .collect()
     };
+    // Answered within the request's timeout (at least a second), never later.
+    let timeout = std::time::Duration::from_millis(req_timeout_ms.max(1000) as u64);
     let mut resp = DeleteTopicsResponse::default();
     for (name, id) in targets {
         let mut result = DeletableTopicResult {
@@ -56,7 +59,7 @@ pub fn handle(
             Some(topic) => {
                 result.name = Some(topic.name.clone());
                 result.topic_id = topic.id;
-                if let Err(e) = broker.delete_topic(&topic) {
+                if let Err(e) = broker.delete_topic(&topic, timeout) {
                     result.error_code = e.code.code();
                     result.error_message = Some(e.message);
                 }
