@@ -188,26 +188,33 @@ impl Broker {
         &self,
         group: &str,
     ) -> Result<crate::broker::BrokerEndpoint, ErrorCode> {
-        let topic = self
-            .offsets_topic()
-            .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
-        let index = offsets_partition_for(group, topic.partition_count());
-        let partition = topic
-            .partition(index)
-            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
-        let leader = partition.assignment().leader;
-        if leader < 0 {
-            return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
-        }
+        let leader = self.group_leader(group)?;
         self.broker_endpoint(leader)
             .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)
     }
 
+    /// The node id leading `group`'s partition of the offsets topic.
+    fn group_leader(&self, group: &str) -> Result<i32, ErrorCode> {
+        let topic = self
+            .offsets_topic()
+            .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+        let index = offsets_partition_for(group, topic.partition_count());
+        let leader = topic
+            .partition(index)
+            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?
+            .leader();
+        if leader < 0 {
+            return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        Ok(leader)
+    }
+
     /// `None` when this broker coordinates `group`; else the error a group request gets
-    /// (NOT_COORDINATOR sends the client back to FindCoordinator).
+    /// (NOT_COORDINATOR sends the client back to FindCoordinator). Runs before every group
+    /// request, so it compares node ids only (no endpoint lookup, no assignment copy).
     pub fn coordinator_error(&self, group: &str) -> Option<ErrorCode> {
-        match self.group_coordinator(group) {
-            Ok(b) if b.id == self.node_id() => None,
+        match self.group_leader(group) {
+            Ok(leader) if leader == self.node_id() => None,
             Ok(_) => Some(ErrorCode::NOT_COORDINATOR),
             Err(e) => Some(e),
         }

@@ -70,15 +70,7 @@ impl Partition {
         producers: ProducerStates,
         assignment: Assignment,
     ) -> Partition {
-        Partition {
-            topic,
-            index,
-            state: Mutex::new(PartitionState {
-                log: Some(log),
-                producers,
-            }),
-            assignment: RwLock::new(assignment),
-        }
+        Self::with_log(topic, index, Some(log), producers, assignment)
     }
 
     /// A partition this node does not host (no log here): it knows the assignment, so
@@ -89,15 +81,30 @@ impl Partition {
         producers: ProducerStates,
         assignment: Assignment,
     ) -> Partition {
+        Self::with_log(topic, index, None, producers, assignment)
+    }
+
+    fn with_log(
+        topic: Arc<str>,
+        index: i32,
+        log: Option<Log>,
+        producers: ProducerStates,
+        assignment: Assignment,
+    ) -> Partition {
         Partition {
             topic,
             index,
-            state: Mutex::new(PartitionState {
-                log: None,
-                producers,
-            }),
+            state: Mutex::new(PartitionState { log, producers }),
             assignment: RwLock::new(assignment),
         }
+    }
+
+    /// The leader's node id (-1 while offline), without copying the assignment.
+    pub fn leader(&self) -> i32 {
+        self.assignment
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .leader
     }
 
     /// Whether this node holds a replica (a log) of the partition.
