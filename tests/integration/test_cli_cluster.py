@@ -175,6 +175,16 @@ def test_voter_changes_on_skein_are_checked(module_broker):
         f"skein: cluster remove-voter: voter 7 ({NO_SUCH_DIRECTORY}): INVALID_REQUEST: "
         "node 7 is not a voter\n"
     ), proc.stderr
+    # An id whose base64 form starts with '-' is a value, not an option (ids made elsewhere
+    # may look like that, though Skein and Kafka never make one).
+    hyphen = "-" + NO_SUCH_DIRECTORY[1:]
+    proc = skein(
+        "cluster", "remove-voter", "--id", "7", "--directory-id", hyphen, bootstrap=b, check=1,
+    )
+    assert proc.stderr == (
+        f"skein: cluster remove-voter: voter 7 ({hyphen}): INVALID_REQUEST: "
+        "node 7 is not a voter\n"
+    ), proc.stderr
     q = skein_json("cluster", "info", bootstrap=b)["quorum"]
     assert [v["id"] for v in q["voters"]] == [1], q
     # (Replacing a voter for real, add-voter included, is in test_cluster.py.)

@@ -14,9 +14,15 @@ impl Uuid {
     /// The all-zero UUID, which Kafka uses for "no id".
     pub const ZERO: Uuid = Uuid([0; 16]);
 
-    /// A random (version 4) UUID.
+    /// A random (version 4) UUID. Like Kafka's `Uuid.randomUuid`, never the all-zero id and
+    /// never one whose base64 form starts with '-', which command lines would read as an option.
     pub fn random() -> Uuid {
-        Uuid(*uuid::Uuid::new_v4().as_bytes())
+        loop {
+            let u = Uuid(*uuid::Uuid::new_v4().as_bytes());
+            if !u.is_zero() && !u.to_string().starts_with('-') {
+                return u;
+            }
+        }
     }
 
     /// True for the all-zero UUID.
@@ -117,5 +123,13 @@ mod tests {
         let r = Uuid::random();
         assert_eq!(r.to_string().parse::<Uuid>().unwrap(), r);
         assert!("short".parse::<Uuid>().is_err());
+    }
+
+    #[test]
+    fn random_ids_never_look_like_options() {
+        for _ in 0..10_000 {
+            let r = Uuid::random();
+            assert!(!r.is_zero() && !r.to_string().starts_with('-'), "{r}");
+        }
     }
 }

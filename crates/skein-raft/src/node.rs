@@ -220,7 +220,7 @@ impl RaftNode {
                         metadata_dir.display()
                     ))
                 }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Uuid::new_v4()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(new_directory_id()),
             Err(e) => Err(e.into()),
         }
     }
@@ -965,6 +965,17 @@ impl Drop for RaftNode {
             .drain(..)
         {
             t.abort();
+        }
+    }
+}
+
+/// A fresh directory id. Like Kafka's `Uuid.randomUuid`, never the all-zero id and never one
+/// whose base64 form starts with '-', which command lines would read as an option.
+fn new_directory_id() -> Uuid {
+    loop {
+        let id = Uuid::new_v4();
+        if !id.is_nil() && !crate::net::kafka_uuid(&id).starts_with('-') {
+            return id;
         }
     }
 }

@@ -86,7 +86,7 @@ pub struct AddVoterArgs {
     pub id: i32,
     /// The new voter's directory id (its `meta.properties` `directory.id`, 22 characters of
     /// URL-safe base64).
-    #[arg(long, value_name = "UUID", value_parser = parse_uuid)]
+    #[arg(long, value_name = "UUID", value_parser = parse_uuid, allow_hyphen_values = true)]
     pub directory_id: Uuid,
     /// The new voter's controller listener, `HOST:PORT` or `NAME://HOST:PORT`; repeatable.
     #[arg(long, value_name = "HOST:PORT", required = true)]
@@ -107,7 +107,7 @@ pub struct RemoveVoterArgs {
     #[arg(long, value_name = "N")]
     pub id: i32,
     /// The voter's directory id.
-    #[arg(long, value_name = "UUID", value_parser = parse_uuid)]
+    #[arg(long, value_name = "UUID", value_parser = parse_uuid, allow_hyphen_values = true)]
     pub directory_id: Uuid,
 }
 
