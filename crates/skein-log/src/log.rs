@@ -196,7 +196,44 @@ impl Log {
     /// starts that epoch in the leader-epoch cache (Kafka's rule). CRCs are not re-verified:
     /// the broker validated the batches.
     pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_inner(batches, now_ms, true)
+    }
+
+    /// Appends batches a partition's leader wrote, keeping their offsets (a follower's
+    /// append): the first batch must start at or after the log end offset and each next one
+    /// after the previous one's last offset. Leader epochs enter the cache as in `append`.
+    pub fn append_replicated(
+        &mut self,
+        batches: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_inner(batches, now_ms, false)
+    }
+
+    fn append_inner(
+        &mut self,
+        batches: &mut [u8],
+        now_ms: i64,
+        assign_offsets: bool,
+    ) -> Result<AppendInfo, LogError> {
         let mut headers = split_batches(batches)?;
+        if !assign_offsets {
+            let mut next = self.log_end_offset();
+            for (pos, h) in &headers {
+                if h.base_offset < next || h.last_offset_delta < 0 {
+                    return Err(LogError::InvalidBatch {
+                        position: *pos,
+                        reason: format!(
+                            "replicated batch at offset {} (last offset delta {}) is not after offset {}",
+                            h.base_offset,
+                            h.last_offset_delta,
+                            next - 1
+                        ),
+                    });
+                }
+                next = h.last_offset() + 1;
+            }
+        }
         self.ensure_dir_durable()?;
         if u32::try_from(batches.len()).is_err() {
             return Err(LogError::InvalidBatch {
@@ -204,10 +241,15 @@ impl Log {
                 reason: format!("append of {} bytes is too large", batches.len()),
             });
         }
-        let offset_count: i64 = headers
-            .iter()
-            .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
-            .sum();
+        let offset_count: i64 = if assign_offsets {
+            headers
+                .iter()
+                .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
+                .sum()
+        } else {
+            // Offsets the append spans, gaps left by compaction included.
+            headers.last().map_or(0, |(_, h)| h.last_offset() + 1) - self.log_end_offset()
+        };
         if offset_count > i64::from(u32::MAX) {
             return Err(LogError::InvalidBatch {
                 position: 0,
@@ -216,13 +258,19 @@ impl Log {
         }
         self.maybe_roll(batches.len(), offset_count, now_ms)?;
 
-        let base_offset = self.log_end_offset();
+        let base_offset = if assign_offsets {
+            self.log_end_offset()
+        } else {
+            headers[0].1.base_offset
+        };
         let mut next = base_offset;
         let mut max_timestamp = i64::MIN;
         let mut epochs_changed = false;
         for (pos, header) in headers.iter_mut() {
-            set_base_offset(&mut batches[*pos..], next);
-            header.base_offset = next;
+            if assign_offsets {
+                set_base_offset(&mut batches[*pos..], next);
+                header.base_offset = next;
+            }
             next = header.last_offset() + 1;
             max_timestamp = max_timestamp.max(header.max_timestamp);
             let epoch = header.partition_leader_epoch;

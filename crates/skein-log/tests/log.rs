@@ -1071,3 +1071,44 @@ fn snapshots_beyond_the_log_end_are_deleted_by_truncation_and_recovery() {
     assert_eq!(log.snapshot_offset(), Some(first));
     assert_eq!(files_with_suffix(dir.path(), ".snapshot").len(), 1);
 }
+
+#[test]
+fn replicated_appends_keep_the_leaders_offsets_and_epochs() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let mut leader = open(leader_dir.path(), small_config());
+    let mut follower = open(follower_dir.path(), small_config());
+    // The leader writes three epochs' worth of batches.
+    for (epoch, n) in [(1, 3), (4, 2), (7, 4)] {
+        for _ in 0..n {
+            let mut b = with_leader_epoch(batch(3, 1_000, 20), epoch);
+            leader.append(&mut b, 1_000).unwrap();
+        }
+    }
+    // The follower copies them in two reads, offsets as the leader assigned them.
+    let mut next = 0;
+    while next < leader.log_end_offset() {
+        let read = leader.read(next, 200, None).unwrap();
+        let mut bytes = read.records.to_vec();
+        let info = follower.append_replicated(&mut bytes, 1_000).unwrap();
+        assert_eq!(info.base_offset, next);
+        next = info.last_offset + 1;
+    }
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(read_all(&follower), read_all(&leader));
+    assert_eq!(follower.leader_epochs(), leader.leader_epochs());
+    // Overlapping or backwards batches are refused and change nothing.
+    let mut again = leader.read(3, 1, None).unwrap().records.to_vec();
+    let before = follower.log_end_offset();
+    assert!(matches!(
+        follower.append_replicated(&mut again, 1_000),
+        Err(LogError::InvalidBatch { .. })
+    ));
+    assert_eq!(follower.log_end_offset(), before);
+    // A gap (as compaction leaves) is accepted: the next batch starts later.
+    let mut later = batch(2, 1_000, 5);
+    skein_protocol::records::set_base_offset(&mut later, before + 10);
+    let info = follower.append_replicated(&mut later, 1_000).unwrap();
+    assert_eq!(info.base_offset, before + 10);
+    assert_eq!(follower.log_end_offset(), before + 12);
+}
