@@ -502,7 +502,7 @@ def leaders_of(md, topic):
     return {p: info.leader for p, info in parts.items()}
 
 
-def create_topics(bootstrap, partitions_by_topic, timeout=60.0):
+def create_topics(bootstrap, partitions_by_topic, timeout=60.0, replication_factor=1, config=None):
     """CreateTopics through a confluent-kafka AdminClient bootstrapped on `bootstrap` only,
     retried on Kafka's retriable errors (NOT_CONTROLLER, REQUEST_TIMED_OUT, ...) until
     `timeout`. TOPIC_ALREADY_EXISTS after a retried attempt counts as created (the earlier
@@ -515,7 +515,10 @@ def create_topics(bootstrap, partitions_by_topic, timeout=60.0):
     last = {}
     while pending:
         futures = admin.create_topics(
-            [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in pending.items()],
+            [
+                NewTopic(t, num_partitions=n, replication_factor=replication_factor, config=dict(config or {}))
+                for t, n in pending.items()
+            ],
             operation_timeout=10,
             request_timeout=15,
         )

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use skein_log::{Log, LogConfig};
-use skein_protocol::records::BatchHeader;
 use skein_protocol::Uuid;
 use tokio::sync::Notify;
 
@@ -148,6 +147,8 @@ pub struct Broker {
     metrics: Metrics,
     /// Woken whenever records are appended, so long-polling fetches can answer at once.
     pub data_arrived: Notify,
+    /// Woken after every metadata change that may change what this node follows.
+    pub(crate) replicas_changed: Notify,
     /// Segment files held by fetch responses not yet sent (`skein.fetch.max.open.files`).
     pub(crate) fetch_files_held: Arc<std::sync::atomic::AtomicUsize>,
     ready: AtomicBool,
@@ -282,7 +283,7 @@ impl Broker {
             session_timeout_ms: config.cluster.broker_session_timeout_ms,
             producer_id_block_size: PRODUCER_ID_BLOCK,
             default_num_partitions: config.num_partitions,
-            default_replication_factor: 1,
+            default_replication_factor: config.default_replication_factor,
         });
         let broker = Broker {
             groups,
@@ -300,6 +301,7 @@ impl Broker {
             topics: RwLock::new(TopicMap::default()),
             syncer,
             data_arrived: Notify::new(),
+            replicas_changed: Notify::new(),
             fetch_files_held: Arc::default(),
             ready: AtomicBool::new(false),
             me: OnceLock::new(),
@@ -560,7 +562,7 @@ impl Broker {
         num_partitions: i32,
         replication_factor: i16,
         configs: &[(String, Option<String>)],
-    ) -> Result<(i32, BTreeMap<String, String>), ApiError> {
+    ) -> Result<(i32, i16, BTreeMap<String, String>), ApiError> {
         validate_topic_name(name)?;
         if self.topic(name).is_some() {
             return Err(ApiError::new(
@@ -578,23 +580,17 @@ impl Broker {
                 ))
             }
         };
-        match replication_factor {
-            -1 | 1 => {}
-            n if n <= 0 => {
+        // The controller checks it against the registered brokers.
+        let replication_factor = match replication_factor {
+            -1 => self.config.default_replication_factor,
+            n if n >= 1 => n,
+            n => {
                 return Err(ApiError::new(
                     ErrorCode::INVALID_REPLICATION_FACTOR,
                     format!("Replication factor must be larger than 0, or -1 to use the default value: {n}."),
                 ))
             }
-            n => {
-                return Err(ApiError::new(
-                    ErrorCode::INVALID_REPLICATION_FACTOR,
-                    format!(
-                        "Unable to replicate the partition {n} time(s): The target replication factor of {n} cannot be reached because only 1 broker(s) are registered."
-                    ),
-                ))
-            }
-        }
+        };
         if self.partition_total() + partitions as usize > self.config.max_partitions {
             return Err(ApiError::new(
                 ErrorCode::INVALID_PARTITIONS,
@@ -616,7 +612,7 @@ impl Broker {
                 .map_err(|m| ApiError::new(ErrorCode::INVALID_CONFIG, m))?;
             overrides.insert(k.clone(), v.clone());
         }
-        Ok((partitions, overrides))
+        Ok((partitions, replication_factor, overrides))
     }
 
     /// Creates a topic (after [`Broker::check_new_topic`] passed): the controller places
@@ -625,11 +621,13 @@ impl Broker {
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, ApiError> {
         self.create_topic_within(
             name,
             partitions,
+            replication_factor,
             overrides,
             crate::controller_link::CALL_TIMEOUT,
         )
@@ -640,6 +638,7 @@ impl Broker {
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         overrides: BTreeMap<String, String>,
         timeout: std::time::Duration,
     ) -> Result<Arc<Topic>, ApiError> {
@@ -648,7 +647,7 @@ impl Broker {
             ControllerCall::CreateTopic {
                 name: name.to_string(),
                 partitions,
-                replication_factor: 1,
+                replication_factor,
                 configs: overrides.into_iter().collect(),
                 seed,
             },
@@ -665,8 +664,8 @@ impl Broker {
 
     /// Creates a topic on first use (Metadata with auto-creation).
     pub fn auto_create_topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
-        let (partitions, overrides) = self.check_new_topic(name, -1, -1, &[])?;
-        self.create_topic(name, partitions, overrides)
+        let (partitions, rf, overrides) = self.check_new_topic(name, -1, -1, &[])?;
+        self.create_topic(name, partitions, rf, overrides)
     }
 
     /// Deletes a topic and its data (through the controller).
@@ -870,6 +869,7 @@ impl Broker {
             opener.batches_scanned.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
+        let min_insync = topic.effective().min_insync_replicas;
         for (index, state) in parts {
             let Some(partition) = topic.partition(*index) else {
                 continue;
@@ -895,6 +895,9 @@ impl Broker {
                 }
             }
             partition.set_assignment(assignment);
+            partition.sync_role(&mut replica, node, self.now_ms());
+            // An ISR that changed may let the high watermark move.
+            partition.advance_high_watermark(&mut replica, min_insync);
             drop(replica);
         }
         Ok(())
@@ -1061,10 +1064,8 @@ impl<'a> PartitionOpener<'a> {
         } else if !report.clean_shutdown && report.log_end_offset > 0 {
             tracing::info!(topic = %topic, partition = index, "checked after an unclean shutdown: {report}");
         }
-        // A single node is the whole ISR: everything recovered into the log is committed, so
-        // the high watermark is the log end (its checkpoint can lag after a crash).
-        let leo = log.log_end_offset();
-        log.set_high_watermark(leo);
+        // The high watermark stays at its checkpoint until the replica's role is known: a
+        // partition with no other replica then takes its log end (`Partition::sync_role`).
         if log.latest_epoch().is_none() {
             // A new partition starts the leader's epoch at its first offset.
             log.assign_epoch(crate::api::LEADER_EPOCH, log.log_end_offset())
@@ -1080,64 +1081,27 @@ impl<'a> PartitionOpener<'a> {
         ))
     }
 
-    /// The partition's producer state: its newest snapshot, then every batch after it (or
-    /// the whole log without one), less the producers idle past their expiry.
+    /// The partition's producer state (see [`crate::partition::load_producers`]).
     fn load_producers(
         &self,
         log: &Log,
         topic: &str,
         index: i32,
     ) -> Result<ProducerStates, skein_log::LogError> {
-        let limits = self.producer_limits.clone();
-        let (mut producers, scan_from) = match log.read_snapshot() {
-            Some((offset, bytes)) => match ProducerStates::decode(&bytes, limits.clone()) {
-                Ok(states) => {
-                    self.from_snapshot.fetch_add(1, Ordering::Relaxed);
-                    (states, offset)
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        topic,
-                        partition = index,
-                        "ignoring producer snapshot at offset {offset}: {e}"
-                    );
-                    (ProducerStates::new(limits), log.log_start_offset())
-                }
-            },
-            None => (ProducerStates::new(limits), log.log_start_offset()),
-        };
-        let mut scanned = 0u64;
-        log.scan_batches(scan_from.max(log.log_start_offset()), |h: &BatchHeader| {
-            scanned += 1;
-            if h.producer_id >= 0 && h.base_sequence >= 0 {
-                // A batch's own newest timestamp stands for when it was written; one from a
-                // client clock ahead of ours counts as now.
-                let written_ms = if h.max_timestamp >= 0 {
-                    h.max_timestamp.min(self.now)
-                } else {
-                    self.now
-                };
-                producers.record(
-                    h.producer_id,
-                    h.producer_epoch,
-                    h.base_sequence,
-                    h.last_sequence(),
-                    h.base_offset,
-                    written_ms,
-                );
-            }
-        })?;
-        self.batches_scanned.fetch_add(scanned, Ordering::Relaxed);
-        producers.expire(self.now, self.config.producer_id_expiration_ms);
-        tracing::debug!(
+        let loaded = crate::partition::load_producers(
+            log,
+            self.producer_limits.clone(),
+            self.now,
+            self.config.producer_id_expiration_ms,
             topic,
-            partition = index,
-            scan_from,
-            scanned,
-            producers = producers.len(),
-            "loaded producer state"
-        );
-        Ok(producers)
+            index,
+        )?;
+        if loaded.from_snapshot {
+            self.from_snapshot.fetch_add(1, Ordering::Relaxed);
+        }
+        self.batches_scanned
+            .fetch_add(loaded.scanned, Ordering::Relaxed);
+        Ok(loaded.producers)
     }
 }
 

@@ -689,6 +689,7 @@ impl Broker {
             }
         }
         self.data_arrived.notify_waiters();
+        self.replicas_changed.notify_one();
     }
 
     pub(crate) fn assignment_of(state: &PartitionState) -> Assignment {

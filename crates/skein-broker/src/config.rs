@@ -143,8 +143,8 @@ fn timestamp_type(v: &str) -> Result<(), String> {
 }
 fn replication_factor(v: &str) -> Result<(), String> {
     match parse_i64(v)? {
-        1 => Ok(()),
-        n => Err(format!("{n} is not possible on a single broker; use 1")),
+        n if (1..=i64::from(i16::MAX)).contains(&n) => Ok(()),
+        n => Err(format!("{n} is not a replication factor (1 to 32767)")),
     }
 }
 fn socket_addr(v: &str) -> Result<(), String> {
@@ -349,7 +349,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         ty: ConfigType::Int,
         default: "1",
         validate: int_ge1,
-        doc: "Replicas that must acknowledge an acks=all write.",
+        doc: "The fewest in-sync replicas an acks=all write needs (NOT_ENOUGH_REPLICAS below it); the high watermark does not advance while the ISR is smaller.",
     },
     TopicConfigDef {
         name: "preallocate",
@@ -434,6 +434,12 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "skein.http.listener", ty: ConfigType::String, default: "127.0.0.1:9644", validate: socket_addr, doc: "Address of the admin HTTP endpoint (/health, /ready)." },
     BrokerConfigDef { name: "num.partitions", ty: ConfigType::Int, default: "3", validate: int_ge1, doc: "Partitions of an auto-created topic or of CreateTopics with -1." },
     BrokerConfigDef { name: "default.replication.factor", ty: ConfigType::Int, default: "1", validate: replication_factor, doc: "Replication factor of auto-created topics." },
+    BrokerConfigDef { name: "offsets.topic.replication.factor", ty: ConfigType::Int, default: "3", validate: replication_factor, doc: "Replication factor of __consumer_offsets; until that many brokers are registered, FindCoordinator answers COORDINATOR_NOT_AVAILABLE. A node running alone (no controller.quorum.voters) uses 1 unless this is set." },
+    BrokerConfigDef { name: "replica.lag.time.max.ms", ty: ConfigType::Long, default: "30000", validate: long_ge1, doc: "A follower that has not caught up with the leader's log end for this long leaves the ISR." },
+    BrokerConfigDef { name: "replica.fetch.wait.max.ms", ty: ConfigType::Int, default: "500", validate: int_ge1, doc: "How long a follower's fetch waits at the leader for new data." },
+    BrokerConfigDef { name: "replica.fetch.max.bytes", ty: ConfigType::Int, default: "1048576", validate: int_ge1, doc: "Bytes a follower asks for per partition and fetch (a larger first batch still comes whole)." },
+    BrokerConfigDef { name: "replica.fetch.response.max.bytes", ty: ConfigType::Int, default: "10485760", validate: int_ge1, doc: "Bytes a follower asks for per fetch, all partitions together." },
+    BrokerConfigDef { name: "replica.fetch.backoff.ms", ty: ConfigType::Int, default: "1000", validate: int_ge1, doc: "How long a follower waits after a failed fetch before the next." },
     BrokerConfigDef { name: "auto.create.topics.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Create a topic when Metadata or Produce names an unknown one." },
     BrokerConfigDef { name: "delete.topic.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Allow DeleteTopics." },
     BrokerConfigDef { name: "socket.request.max.bytes", ty: ConfigType::Int, default: "104857600", validate: int_ge1, doc: "Largest request frame accepted." },
@@ -524,6 +530,14 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     pub producer_id_expiration_check_interval_ms: u64,
     pub producer_ids_max: usize,
+    pub default_replication_factor: i16,
+    /// Resolved: 1 for a node running alone unless set explicitly.
+    pub offsets_topic_replication_factor: i16,
+    pub replica_lag_time_max_ms: i64,
+    pub replica_fetch_wait_max_ms: i32,
+    pub replica_fetch_max_bytes: i32,
+    pub replica_fetch_response_max_bytes: i32,
+    pub replica_fetch_backoff_ms: u64,
 }
 
 impl BrokerConfig {
@@ -582,6 +596,14 @@ impl BrokerConfig {
             metadata_snapshot_entries: int("skein.metadata.snapshot.entries") as u64,
         }
         .resolve(node_id, &listeners, &controller_name)?;
+        let offsets_topic_replication_factor = if settings
+            .contains_key("offsets.topic.replication.factor")
+            || !cluster.voters.is_empty()
+        {
+            int("offsets.topic.replication.factor") as i16
+        } else {
+            1
+        };
         let config = BrokerConfig {
             node_id,
             listener,
@@ -611,6 +633,13 @@ impl BrokerConfig {
                 "producer.id.expiration.check.interval.ms",
             ) as u64,
             producer_ids_max: int("skein.producer.ids.max") as usize,
+            default_replication_factor: int("default.replication.factor") as i16,
+            offsets_topic_replication_factor,
+            replica_lag_time_max_ms: int("replica.lag.time.max.ms"),
+            replica_fetch_wait_max_ms: int("replica.fetch.wait.max.ms") as i32,
+            replica_fetch_max_bytes: int("replica.fetch.max.bytes") as i32,
+            replica_fetch_response_max_bytes: int("replica.fetch.response.max.bytes") as i32,
+            replica_fetch_backoff_ms: int("replica.fetch.backoff.ms") as u64,
             explicit: settings,
         };
         if config.data_dir.as_os_str().is_empty() {
@@ -697,6 +726,8 @@ pub struct EffectiveTopicConfig {
     pub compacted: bool,
     pub timestamp_after_max_ms: i64,
     pub timestamp_before_max_ms: i64,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: usize,
 }
 
 impl TopicConfig {
@@ -741,6 +772,7 @@ impl TopicConfig {
             compacted: has_policy("compact"),
             timestamp_after_max_ms: self.long(broker, "message.timestamp.after.max.ms"),
             timestamp_before_max_ms: self.long(broker, "message.timestamp.before.max.ms"),
+            min_insync_replicas: self.long(broker, "min.insync.replicas").max(1) as usize,
         }
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use skein_metadata::controller::{
-    AlterConfigs, ConfigOp, Heartbeat, NewPartitions, NewTopic, RegisterBroker, TopicRef,
+    AlterConfigs, AlterPartition, ConfigOp, Heartbeat, NewPartitions, NewTopic, RegisterBroker, TopicRef,
 };
 use skein_metadata::image::{ConfigResource, Endpoint};
 use skein_metadata::{MetadataImage, Outcome, QuorumController};
@@ -116,6 +116,17 @@ pub enum ControllerCall {
         broker_id: i32,
         broker_epoch: i64,
     },
+    /// A partition leader's ISR change (Kafka's AlterPartition): the new ISR of one
+    /// partition, based on `partition_epoch`; members with broker epoch -1 skip that check.
+    AlterPartition {
+        broker_id: i32,
+        broker_epoch: i64,
+        topic_id: [u8; 16],
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<(i32, i64)>,
+    },
     /// The quorum as the leader sees it (DescribeQuorum), encoded as Kafka's response.
     DescribeQuorum,
     /// KIP-853 AddRaftVoter: `addr` is the new voter's controller listener.
@@ -142,6 +153,7 @@ impl ControllerCall {
             ControllerCall::CreatePartitions { .. } => "create_partitions",
             ControllerCall::AlterTopicConfig { .. } => "alter_topic_config",
             ControllerCall::AllocateProducerIds { .. } => "allocate_producer_ids",
+            ControllerCall::AlterPartition { .. } => "alter_partition",
             ControllerCall::DescribeQuorum => "describe_quorum",
             ControllerCall::AddVoter { .. } => "add_voter",
             ControllerCall::RemoveVoter { .. } => "remove_voter",
@@ -331,6 +343,26 @@ pub(crate) fn decide(
                     len: b.len,
                 },
             ))
+        }
+        ControllerCall::AlterPartition {
+            broker_id,
+            broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        } => {
+            let change = AlterPartition {
+                topic_id: Uuid(*topic_id),
+                partition: *partition,
+                leader_epoch: *leader_epoch,
+                partition_epoch: *partition_epoch,
+                new_isr: new_isr.clone(),
+            };
+            let o = c.alter_partition(image, *broker_id, *broker_epoch, &[change])?;
+            first_error(o.reply.iter().map(|r| r.result.clone().map(|_| ())))?;
+            Ok(done(o, Answer::Done))
         }
         ControllerCall::DescribeQuorum
         | ControllerCall::AddVoter { .. }

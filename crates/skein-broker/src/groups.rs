@@ -169,15 +169,17 @@ impl Broker {
         let mut batch = RecordBatchBuilder::new(now)
             .push(Some(&key), value.as_deref(), now)
             .build();
+        // Stamped with the leader epoch like any leader's write, so followers of the
+        // offsets partition keep the same epoch history.
+        skein_protocol::records::set_partition_leader_epoch(&mut batch, partition.leader_epoch());
         let mut state = partition.lock();
         let log = state.log.as_mut()?;
         if let Err(e) = log.append(&mut batch, now) {
             tracing::error!(partition = index, "could not write to {OFFSETS_TOPIC}: {e}");
             return None;
         }
-        let leo = log.log_end_offset();
-        log.set_high_watermark(leo);
         let handle = log.sync_handle();
+        partition.advance_high_watermark(&mut state, 1);
         drop(state);
         self.config.acks_all_fsync.then_some((partition, handle))
     }
@@ -230,7 +232,8 @@ impl Broker {
             "segment.bytes".to_string(),
             OFFSETS_SEGMENT_BYTES.to_string(),
         );
-        match self.create_topic(OFFSETS_TOPIC, self.groups().partitions, overrides) {
+        let rf = self.config.offsets_topic_replication_factor;
+        match self.create_topic(OFFSETS_TOPIC, self.groups().partitions, rf, overrides) {
             Ok(t) => Ok(t),
             Err(_) if self.topic(OFFSETS_TOPIC).is_some() => {
                 Ok(self.topic(OFFSETS_TOPIC).expect("exists"))
@@ -359,8 +362,10 @@ impl Broker {
                 }
             }
             if ok {
-                let leo = log.log_end_offset();
-                log.set_high_watermark(leo);
+                partition.advance_high_watermark(&mut state, 1);
+                let Some(log) = state.log.as_mut() else {
+                    continue;
+                };
                 let flushed = log
                     .flush()
                     .and_then(|_| log.delete_records_before(snapshot_start));

@@ -9,11 +9,13 @@ pub mod cluster;
 pub mod config;
 pub mod controller_link;
 pub mod error;
+pub mod fetcher;
 pub mod groups;
 pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod producer_state;
+pub mod replication;
 pub mod store;
 pub mod sync;
 

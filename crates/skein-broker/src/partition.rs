@@ -5,8 +5,9 @@
 //! one place rather than in the API handlers: appends as the leader (leadership and epoch
 //! checked under the replica's lock, the leader epoch stamped into each batch, idempotent
 //! sequences checked and recorded, the high watermark advanced), and the producer-state
-//! snapshots taken at segment roll. Replication (followers appending what they fetch, the
-//! high watermark following the ISR) and transactions belong here too.
+//! snapshots taken at segment roll; and replication: the leader's view of its followers
+//! ([`LeaderState`]), the high watermark it derives, a follower's append of what it fetched
+//! and its truncation where its log diverged from the leader's. Transactions belong here too.
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -15,13 +16,16 @@ use skein_log::{Log, SyncHandle};
 use skein_protocol::records::{self, BatchHeader};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::producer_state::{ProducerStates, SequenceCheck};
+use crate::producer_state::{ProducerLimits, ProducerStates, SequenceCheck};
+use crate::replication::LeaderState;
 
 /// The mutable part of a partition, behind its lock.
 pub struct PartitionState {
     /// `None` once the partition was deleted.
     pub log: Option<Log>,
     pub producers: ProducerStates,
+    /// Set while this node leads the partition (in the current leader epoch).
+    pub leader: Option<LeaderState>,
 }
 
 /// Where a partition's replicas are and which one leads, as the controller decided it and
@@ -94,7 +98,11 @@ impl Partition {
         Partition {
             topic,
             index,
-            state: Mutex::new(PartitionState { log, producers }),
+            state: Mutex::new(PartitionState {
+                log,
+                producers,
+                leader: None,
+            }),
             assignment: RwLock::new(assignment),
         }
     }
@@ -105,6 +113,11 @@ impl Partition {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .leader
+    }
+
+    /// The high watermark (-1 without a local log).
+    pub fn high_watermark(&self) -> i64 {
+        self.lock().log.as_ref().map_or(-1, |l| l.high_watermark())
     }
 
     /// Whether this node holds a replica (a log) of the partition.
@@ -167,6 +180,10 @@ pub struct Appended {
     pub records: i32,
     /// The batch's first offset (a duplicate's: the original's).
     pub base_offset: i64,
+    /// The offset an acks=all answer waits for the high watermark to pass: the batch's last.
+    pub last_offset: i64,
+    /// The leader epoch the batch was written in.
+    pub leader_epoch: i32,
     /// The LogAppendTime written into the batch, or -1.
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
@@ -180,6 +197,7 @@ impl Partition {
     /// sequence out of order, stamps the leader epoch (and LogAppendTime when
     /// `log_append_time`), appends, records the producer's sequence, snapshots producer state
     /// after a roll, and advances the high watermark (a single node is the whole ISR).
+    #[allow(clippy::too_many_arguments)]
     pub fn append_as_leader(
         &self,
         node: i32,
@@ -188,6 +206,7 @@ impl Partition {
         log_append_time: bool,
         now: i64,
         wants_sync: bool,
+        acks_all_min_insync: Option<usize>,
     ) -> Result<Appended, ApiError> {
         let mut state = self.lock();
         let state = &mut *state;
@@ -207,6 +226,22 @@ impl Partition {
             ));
         };
         let leader_epoch = self.leader_epoch();
+        if let Some(min) = acks_all_min_insync {
+            let isr = self
+                .assignment
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .isr
+                .len();
+            if isr < min {
+                return Err(ApiError::new(
+                    ErrorCode::NOT_ENOUGH_REPLICAS,
+                    format!(
+                        "The ISR has {isr} replica(s), fewer than min.insync.replicas={min}."
+                    ),
+                ));
+            }
+        }
         if header.producer_id >= 0 {
             match state.producers.check(
                 header.producer_id,
@@ -223,6 +258,8 @@ impl Partition {
                         bytes: 0,
                         records: 0,
                         base_offset,
+                        last_offset: base_offset + i64::from(header.last_offset_delta),
+                        leader_epoch,
                         log_append_time_ms: -1,
                         log_start_offset: log.log_start_offset(),
                         sync,
@@ -269,15 +306,17 @@ impl Partition {
             );
         }
         snapshot_producers_after_roll(log, &state.producers, &self.topic, self.index);
-        let leo = log.log_end_offset();
-        log.set_high_watermark(leo);
         let sync = wants_sync.then(|| log.sync_handle());
+        let log_start_offset = log.log_start_offset();
+        self.advance_high_watermark(state, acks_all_min_insync.unwrap_or(1));
         Ok(Appended {
             bytes: info.bytes,
             records: header.records_count,
             base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            leader_epoch,
             log_append_time_ms,
-            log_start_offset: log.log_start_offset(),
+            log_start_offset,
             sync,
         })
     }
@@ -305,5 +344,310 @@ pub(crate) fn snapshot_producers_after_roll(
                 "could not write the producer snapshot: {e}"
             );
         }
+    }
+}
+
+/// A partition's producer state rebuilt from its log (see [`load_producers`]).
+pub(crate) struct LoadedProducers {
+    pub producers: ProducerStates,
+    pub from_snapshot: bool,
+    pub scanned: u64,
+}
+
+/// The partition's producer state: its newest snapshot, then every batch after it (or the
+/// whole log without one), less the producers idle past their expiry. Used at start and
+/// after a follower truncates its log (snapshots past the new end are gone by then).
+pub(crate) fn load_producers(
+    log: &Log,
+    limits: Arc<ProducerLimits>,
+    now: i64,
+    expiration_ms: i64,
+    topic: &str,
+    index: i32,
+) -> Result<LoadedProducers, skein_log::LogError> {
+    let mut from_snapshot = false;
+    let (mut producers, scan_from) = match log.read_snapshot() {
+        Some((offset, bytes)) => match ProducerStates::decode(&bytes, limits.clone()) {
+            Ok(states) => {
+                from_snapshot = true;
+                (states, offset)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    topic,
+                    partition = index,
+                    "ignoring producer snapshot at offset {offset}: {e}"
+                );
+                (ProducerStates::new(limits), log.log_start_offset())
+            }
+        },
+        None => (ProducerStates::new(limits), log.log_start_offset()),
+    };
+    let mut scanned = 0u64;
+    log.scan_batches(scan_from.max(log.log_start_offset()), |h: &BatchHeader| {
+        scanned += 1;
+        record_producer(&mut producers, h, now);
+    })?;
+    producers.expire(now, expiration_ms);
+    tracing::debug!(
+        topic,
+        partition = index,
+        scan_from,
+        scanned,
+        producers = producers.len(),
+        "loaded producer state"
+    );
+    Ok(LoadedProducers {
+        producers,
+        from_snapshot,
+        scanned,
+    })
+}
+
+/// Records an idempotent batch read back from a log (at start, or replicated from the
+/// leader). A batch's own newest timestamp stands for when it was written; one from a
+/// client clock ahead of ours counts as now.
+fn record_producer(producers: &mut ProducerStates, h: &BatchHeader, now: i64) {
+    if h.producer_id >= 0 && h.base_sequence >= 0 {
+        let written_ms = if h.max_timestamp >= 0 {
+            h.max_timestamp.min(now)
+        } else {
+            now
+        };
+        producers.record(
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.last_sequence(),
+            h.base_offset,
+            written_ms,
+        );
+    }
+}
+
+/// What a follower's fetch told the leader.
+pub(crate) enum FollowerFetch {
+    /// Serve records from the fetch offset up to the log end.
+    Serve,
+    /// The follower's log diverged: it must truncate to `end_offset` of `epoch` first.
+    Diverging { epoch: i32, end_offset: i64 },
+}
+
+impl Partition {
+    /// Brings this replica's role in line with its assignment; callers hold the state lock
+    /// and have just set the assignment. A leader in a new epoch starts a fresh
+    /// [`LeaderState`]; a partition with no other replica has everything it holds committed,
+    /// so its high watermark is its log end.
+    pub(crate) fn sync_role(&self, state: &mut PartitionState, node: i32, now: i64) {
+        let a = self.assignment();
+        let Some(log) = state.log.as_mut() else {
+            state.leader = None;
+            return;
+        };
+        if a.replicas == [node] {
+            let leo = log.log_end_offset();
+            log.set_high_watermark(leo);
+        }
+        if a.leader != node {
+            state.leader = None;
+            return;
+        }
+        match &mut state.leader {
+            Some(l) if l.leader_epoch == a.leader_epoch => l.reassigned(&a, now),
+            _ => state.leader = Some(LeaderState::new(&a, log.log_end_offset(), now)),
+        }
+    }
+
+    /// As the leader, moves the high watermark to what the ISR has confirmed; returns
+    /// whether it advanced.
+    pub(crate) fn advance_high_watermark(&self, state: &mut PartitionState, min_insync: usize) -> bool {
+        let (Some(leader), Some(log)) = (state.leader.as_ref(), state.log.as_mut()) else {
+            return false;
+        };
+        let a = self.assignment.read().unwrap_or_else(|e| e.into_inner());
+        let current = log.high_watermark();
+        let hw = leader.high_watermark(&a, log.log_end_offset(), current, min_insync);
+        if hw > current {
+            log.set_high_watermark(hw);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// As the leader, records a fetch by `follower` from `fetch_offset`, whose last fetched
+    /// batch was of `last_fetched_epoch` (-1: unknown). Answers whether to serve it or make
+    /// it truncate first, and whether the high watermark advanced.
+    pub(crate) fn follower_fetched(
+        &self,
+        state: &mut PartitionState,
+        follower: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+        now: i64,
+        min_insync: usize,
+    ) -> Result<(FollowerFetch, bool), ErrorCode> {
+        let Some(log) = state.log.as_ref() else {
+            return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        };
+        if last_fetched_epoch >= 0 {
+            if let Some((epoch, end_offset)) = log.end_offset_for_epoch(last_fetched_epoch) {
+                if epoch != last_fetched_epoch || end_offset < fetch_offset {
+                    return Ok((FollowerFetch::Diverging { epoch, end_offset }, false));
+                }
+            }
+        }
+        let leo = log.log_end_offset();
+        if fetch_offset > leo || fetch_offset < log.log_start_offset() {
+            return Err(ErrorCode::OFFSET_OUT_OF_RANGE);
+        }
+        let Some(leader) = state.leader.as_mut() else {
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        };
+        if !leader.on_fetch(follower, fetch_offset, leo, now) {
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        }
+        let advanced = self.advance_high_watermark(state, min_insync);
+        Ok((FollowerFetch::Serve, advanced))
+    }
+
+    /// As a follower of the leader of `leader_epoch`, appends batches fetched from it (their
+    /// offsets kept), records their producers, and takes the leader's high watermark as far
+    /// as this log reaches. Returns the bytes appended and a handle to fsync them.
+    pub(crate) fn append_as_follower(
+        &self,
+        node: i32,
+        leader_epoch: i32,
+        batches: &mut [u8],
+        leader_high_watermark: i64,
+        now: i64,
+    ) -> Result<(usize, Option<SyncHandle>), ApiError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        {
+            let a = self.assignment.read().unwrap_or_else(|e| e.into_inner());
+            if a.leader == node || a.leader_epoch != leader_epoch {
+                return Err(ApiError::new(
+                    ErrorCode::FENCED_LEADER_EPOCH,
+                    "The fetched data is from another leader epoch.",
+                ));
+            }
+        }
+        let Some(log) = state.log.as_mut() else {
+            return Err(ApiError::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                "This partition was deleted.",
+            ));
+        };
+        let mut bytes = 0;
+        let mut sync = None;
+        if !batches.is_empty() {
+            let info = log.append_replicated(batches, now).map_err(|e| {
+                ApiError::new(ErrorCode::CORRUPT_MESSAGE, format!("replicated append: {e}"))
+            })?;
+            bytes = info.bytes;
+            let mut pos = 0;
+            while pos < batches.len() {
+                let Ok(h) = BatchHeader::parse(&batches[pos..]) else {
+                    break;
+                };
+                record_producer(&mut state.producers, &h, now);
+                pos += h.total_len();
+            }
+            snapshot_producers_after_roll(log, &state.producers, &self.topic, self.index);
+            sync = Some(log.sync_handle());
+        }
+        let hw = leader_high_watermark.min(log.log_end_offset());
+        if hw > log.high_watermark() {
+            log.set_high_watermark(hw);
+        }
+        Ok((bytes, sync))
+    }
+
+    /// As a follower, cuts the log where it diverged from the leader's: at the end of
+    /// `epoch` in the leader's log, or earlier where this log's own `epoch` ended. Rebuilds
+    /// the producer state from what remains.
+    pub(crate) fn truncate_diverged(
+        &self,
+        epoch: i32,
+        leader_end_offset: i64,
+        limits: Arc<ProducerLimits>,
+        now: i64,
+        expiration_ms: i64,
+    ) -> Result<i64, ApiError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(log) = state.log.as_mut() else {
+            return Err(ApiError::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                "This partition was deleted.",
+            ));
+        };
+        let own_end = log
+            .end_offset_for_epoch(epoch)
+            .map_or(log.log_end_offset(), |(_, end)| end);
+        let target = leader_end_offset.min(own_end).max(0);
+        self.cut_to(state, target, limits, now, expiration_ms)
+    }
+
+    /// As a follower whose fetch offset the leader does not have: restart this log at the
+    /// leader's log start when it is behind it, else cut it to the leader's log end.
+    pub(crate) fn reset_out_of_range(
+        &self,
+        leader_log_start: i64,
+        leader_log_end: i64,
+        limits: Arc<ProducerLimits>,
+        now: i64,
+        expiration_ms: i64,
+    ) -> Result<i64, ApiError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(log) = state.log.as_mut() else {
+            return Err(ApiError::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                "This partition was deleted.",
+            ));
+        };
+        let storage = |e: skein_log::LogError| {
+            ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string())
+        };
+        if log.log_end_offset() < leader_log_start {
+            log.restart_at(leader_log_start).map_err(storage)?;
+            state.producers = ProducerStates::new(limits);
+            return Ok(log.log_end_offset());
+        }
+        let target = leader_log_end.max(0);
+        self.cut_to(state, target, limits, now, expiration_ms)
+    }
+
+    fn cut_to(
+        &self,
+        state: &mut PartitionState,
+        target: i64,
+        limits: Arc<ProducerLimits>,
+        now: i64,
+        expiration_ms: i64,
+    ) -> Result<i64, ApiError> {
+        let storage = |e: skein_log::LogError| {
+            ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string())
+        };
+        let Some(log) = state.log.as_mut() else {
+            return Ok(0);
+        };
+        if target >= log.log_end_offset() {
+            return Ok(log.log_end_offset());
+        }
+        tracing::info!(
+            topic = %self.topic,
+            partition = self.index,
+            from = log.log_end_offset(),
+            to = target,
+            "truncating the follower's log where it diverged from the leader's"
+        );
+        log.truncate_to(target).map_err(storage)?;
+        let loaded = load_producers(log, limits, now, expiration_ms, &self.topic, self.index)
+            .map_err(storage)?;
+        state.producers = loaded.producers;
+        Ok(log.log_end_offset())
     }
 }

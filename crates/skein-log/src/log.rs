@@ -843,6 +843,29 @@ impl Log {
         Ok(())
     }
 
+    /// Empties the log and starts it again at `offset` (a follower whose log ends before the
+    /// leader's log start): every segment, snapshot and leader epoch goes.
+    pub fn restart_at(&mut self, offset: i64) -> Result<(), LogError> {
+        let offset = offset.max(0);
+        self.ensure_dir_durable()?;
+        for segment in std::mem::take(&mut self.segments) {
+            segment.delete_files()?;
+        }
+        self.segments.push(Segment::create(&self.dir, offset)?);
+        checkpoint::sync_dir(&self.dir)?;
+        crate::snapshot::delete_above(&self.dir, &mut self.snapshots, -1)?;
+        self.log_start_offset = offset;
+        self.write_log_start_checkpoint()?;
+        self.high_watermark = offset;
+        self.recovery_point = offset;
+        checkpoint::write_value(&self.dir, RECOVERY_POINT_FILE, offset)?;
+        self.written.recovery_point = Some(offset);
+        if self.epochs.truncate_from_end(i64::MIN) {
+            checkpoint::write_epochs(&self.dir, self.epochs.entries())?;
+        }
+        Ok(())
+    }
+
     /// Records that leader `epoch` starts at `start_offset` (no-op when it is already the
     /// latest epoch) and persists the leader-epoch checkpoint.
     pub fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), LogError> {

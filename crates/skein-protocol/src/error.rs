@@ -22,6 +22,8 @@ impl ErrorCode {
     pub const NOT_COORDINATOR: ErrorCode = ErrorCode(16);
     pub const INVALID_TOPIC_EXCEPTION: ErrorCode = ErrorCode(17);
     pub const RECORD_LIST_TOO_LARGE: ErrorCode = ErrorCode(18);
+    pub const NOT_ENOUGH_REPLICAS: ErrorCode = ErrorCode(19);
+    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode = ErrorCode(20);
     pub const INVALID_REQUIRED_ACKS: ErrorCode = ErrorCode(21);
     pub const INVALID_TIMESTAMP: ErrorCode = ErrorCode(32);
     pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(35);
@@ -78,6 +80,8 @@ impl fmt::Display for ErrorCode {
             ErrorCode::NOT_COORDINATOR => "NOT_COORDINATOR",
             ErrorCode::INVALID_TOPIC_EXCEPTION => "INVALID_TOPIC_EXCEPTION",
             ErrorCode::RECORD_LIST_TOO_LARGE => "RECORD_LIST_TOO_LARGE",
+            ErrorCode::NOT_ENOUGH_REPLICAS => "NOT_ENOUGH_REPLICAS",
+            ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             ErrorCode::INVALID_REQUIRED_ACKS => "INVALID_REQUIRED_ACKS",
             ErrorCode::INVALID_TIMESTAMP => "INVALID_TIMESTAMP",
             ErrorCode::UNSUPPORTED_VERSION => "UNSUPPORTED_VERSION",

@@ -160,6 +160,7 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
             quorum_broker.quorum_tick().await;
         }
     });
+    let replication = tokio::spawn(broker.clone().run_replication());
     let group_broker = broker.clone();
     let group_ticks = tokio::spawn(async move {
         let mut tick = tokio::time::interval(GROUP_TICK);
@@ -183,6 +184,7 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     // Stop the periodic work and wait until none of it runs any more: a task still running
     // when the runtime is dropped would find its timers gone.
     for task in [
+        replication,
         group_ticks,
         quorum_ticks,
         retention,

@@ -53,7 +53,7 @@ pub fn handle(
                 .iter()
                 .map(|c| (c.name.clone(), c.value.clone()))
                 .collect();
-            let (mut partitions, overrides) = broker.check_new_topic(
+            let (mut partitions, replication_factor, overrides) = broker.check_new_topic(
                 &t.name,
                 t.num_partitions,
                 t.replication_factor,
@@ -81,10 +81,16 @@ pub fn handle(
                 partitions = t.assignments.len() as i32;
             }
             if !req.validate_only {
-                broker.create_topic_within(&t.name, partitions, overrides.clone(), timeout)?;
+                broker.create_topic_within(
+                    &t.name,
+                    partitions,
+                    replication_factor,
+                    overrides.clone(),
+                    timeout,
+                )?;
             }
             result.num_partitions = partitions;
-            result.replication_factor = 1;
+            result.replication_factor = replication_factor;
             if let Some(topic) = broker.topic(&t.name) {
                 result.topic_id = topic.id;
             }

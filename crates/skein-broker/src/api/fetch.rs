@@ -15,16 +15,20 @@ use bytes::Bytes;
 use skein_log::{FileRange, LogError};
 use skein_protocol::messages::fetch_request::{FetchPartition, FetchRequest};
 use skein_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    EpochEndOffset, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData,
 };
 use skein_protocol::ResponseBody;
 use tokio::time::Instant;
 
 use crate::broker::{Broker, Topic};
 use crate::error::ErrorCode;
+use crate::partition::FollowerFetch;
 
 /// Fetch v13 replaced topic names with topic ids.
 const FIRST_TOPIC_ID_VERSION: i16 = 13;
+/// Fetch v15 moved the follower's id into `replica_state` (KIP-903).
+const FIRST_REPLICA_STATE_VERSION: i16 = 15;
 const READ_COMMITTED: i8 = 1;
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
@@ -148,6 +152,8 @@ struct Pass {
     fetched: Vec<(Arc<Topic>, usize, i64)>,
     bytes: usize,
     any_error: bool,
+    /// A follower's fetch moved a high watermark (waiters are woken).
+    hw_advanced: bool,
     held: HeldFiles,
 }
 
@@ -159,7 +165,13 @@ fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize
         fetched: Vec::new(),
         bytes: 0,
         any_error: false,
+        hw_advanced: false,
         held: HeldFiles::default(),
+    };
+    let replica = if version >= FIRST_REPLICA_STATE_VERSION {
+        req.replica_state.replica_id
+    } else {
+        req.replica_id
     };
     for t in &req.topics {
         let topic: Option<Arc<Topic>> = if version >= FIRST_TOPIC_ID_VERSION {
@@ -178,8 +190,15 @@ fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize
             ..Default::default()
         };
         for p in &t.partitions {
-            let (pd, ranges) =
-                read_partition(broker, topic.as_ref(), p, unknown, max_bytes, &mut pass);
+            let (pd, ranges) = read_partition(
+                broker,
+                topic.as_ref(),
+                p,
+                unknown,
+                max_bytes,
+                replica,
+                &mut pass,
+            );
             tr.partitions.push(pd);
             pass.ranges.push(ranges);
         }
@@ -194,6 +213,7 @@ fn read_partition(
     p: &FetchPartition,
     unknown: ErrorCode,
     max_bytes: usize,
+    replica: i32,
     pass: &mut Pass,
 ) -> (PartitionData, Vec<FileRange>) {
     let Some((topic, partition)) =
@@ -213,11 +233,59 @@ fn read_partition(
         pass.any_error = true;
         return (empty_partition(p.partition, epoch_check), Vec::new());
     }
-    let state = partition.lock();
-    let Some(log) = state.log.as_ref() else {
+    let mut state = partition.lock();
+    if state.log.is_none() {
         pass.any_error = true;
         return (empty_partition(p.partition, unknown), Vec::new());
-    };
+    }
+    // A follower's fetch: it tells the leader how far the follower got, which may move the
+    // high watermark, and it reads up to the log end rather than the high watermark.
+    let mut max_offset = None;
+    if replica >= 0 {
+        let min_insync = topic.effective().min_insync_replicas;
+        match partition.follower_fetched(
+            &mut state,
+            replica,
+            p.fetch_offset,
+            p.last_fetched_epoch,
+            broker.now_ms(),
+            min_insync,
+        ) {
+            Ok((FollowerFetch::Serve, advanced)) => pass.hw_advanced |= advanced,
+            Ok((FollowerFetch::Diverging { epoch, end_offset }, _)) => {
+                let log = state.log.as_ref().expect("checked above");
+                let pd = PartitionData {
+                    partition_index: p.partition,
+                    high_watermark: log.high_watermark(),
+                    last_stable_offset: log.high_watermark(),
+                    log_start_offset: log.log_start_offset(),
+                    diverging_epoch: EpochEndOffset {
+                        epoch,
+                        end_offset,
+                        ..Default::default()
+                    },
+                    preferred_read_replica: -1,
+                    records: Some(Bytes::new()),
+                    ..Default::default()
+                };
+                pass.any_error = true; // answer at once: the follower has work to do
+                return (pd, Vec::new());
+            }
+            Err(code) => {
+                pass.any_error = true;
+                let log = state.log.as_ref().expect("checked above");
+                let mut pd = empty_partition(p.partition, code);
+                // The follower needs the leader's log start to recover from an offset out
+                // of range, and its high watermark as a safe place to cut to.
+                pd.log_start_offset = log.log_start_offset();
+                pd.high_watermark = log.high_watermark();
+                return (pd, Vec::new());
+            }
+        }
+    } else {
+        max_offset = Some(state.log.as_ref().expect("checked above").high_watermark());
+    }
+    let log = state.log.as_ref().expect("checked above");
     let hw = log.high_watermark();
     let mut pd = PartitionData {
         partition_index: p.partition,
@@ -233,7 +301,7 @@ fn read_partition(
     if limit == 0 && pass.bytes > 0 {
         return (pd, Vec::new());
     }
-    match log.read_ranges(p.fetch_offset, limit.max(1), Some(hw)) {
+    match log.read_ranges(p.fetch_offset, limit.max(1), max_offset) {
         // Only the first partition with data may go over the limits (KIP-74), so that a
         // batch larger than the limit still makes progress.
         Ok(read) if read.bytes > 0 && (pass.bytes == 0 || read.bytes <= remaining) => {
@@ -370,6 +438,10 @@ pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> Fet
         tokio::pin!(notified);
         notified.as_mut().enable();
         let pass = read_once(&broker, version, &req, max_bytes);
+        if pass.hw_advanced {
+            // Consumers long-polling for data below it, and acks=all produces, can go on.
+            broker.data_arrived.notify_waiters();
+        }
         if pass.bytes >= min_bytes.max(1)
             || pass.any_error
             || Instant::now() >= deadline

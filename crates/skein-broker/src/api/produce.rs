@@ -5,6 +5,7 @@
 //! group-commit fsync (unless `skein.acks.all.fsync=false`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use skein_log::SyncHandle;
@@ -15,6 +16,7 @@ use skein_protocol::messages::produce_response::{
 };
 use skein_protocol::records::{self, BatchHeader, BatchIter, Compression};
 use skein_protocol::ResponseBody;
+use tokio::time::Instant;
 
 use super::{Reply, RequestContext};
 use crate::broker::{Broker, Partition};
@@ -226,6 +228,7 @@ fn write(
     records: Bytes,
     config: &EffectiveTopicConfig,
     wants_sync: bool,
+    acks_all: bool,
 ) -> Result<Appended, Failure> {
     let header = validate(version, &records, config)?;
     check_timestamps(&records, &header, config, now)?;
@@ -242,6 +245,7 @@ fn write(
         config.log_append_time,
         now,
         wants_sync,
+        acks_all.then_some(config.min_insync_replicas),
     )?)
 }
 
@@ -366,6 +370,8 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
     };
     let mut resp = ProduceResponse::default();
     let mut syncs: Vec<(usize, usize, Arc<Partition>, SyncHandle)> = Vec::new();
+    // acks=all answers wait for the high watermark to pass each batch's last offset.
+    let mut commits: Vec<Commit> = Vec::new();
     let mut appended = false;
     for (ti, t) in req.topic_data.into_iter().enumerate() {
         let topic = broker.topic(&t.name);
@@ -397,6 +403,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
                             records,
                             &config,
                             wants_sync,
+                            acks == -1,
                         )
                     }
                 },
@@ -408,6 +415,17 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
                         broker
                             .metrics()
                             .observe_produced(&tr.name, w.bytes, w.records);
+                    }
+                    if let Some(partition) = &partition {
+                        if acks == -1 && partition.high_watermark() <= w.last_offset {
+                            commits.push(Commit {
+                                ti,
+                                pi,
+                                partition: partition.clone(),
+                                last_offset: w.last_offset,
+                                leader_epoch: w.leader_epoch,
+                            });
+                        }
                     }
                     if let (Some(handle), Some(partition)) = (w.sync, partition) {
                         syncs.push((ti, pi, partition, handle));
@@ -439,10 +457,11 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
     if acks == 0 {
         return Reply::Nothing;
     }
-    if syncs.is_empty() {
+    if syncs.is_empty() && commits.is_empty() {
         return Reply::Now(ResponseBody::Produce(resp));
     }
     let broker = broker.clone();
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     Reply::Later(Box::pin(async move {
         for (ti, pi, partition, handle) in syncs {
             let durable = handle.end_offset();
@@ -465,6 +484,76 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
                 );
             }
         }
+        wait_for_commits(&broker, version, &mut resp, commits, timeout).await;
         ResponseBody::Produce(resp)
     }))
+}
+
+/// An acks=all batch waiting for the high watermark.
+struct Commit {
+    ti: usize,
+    pi: usize,
+    partition: Arc<Partition>,
+    last_offset: i64,
+    leader_epoch: i32,
+}
+
+/// Waits until the high watermark passes every batch (the ISR has it), answering
+/// NOT_LEADER_OR_FOLLOWER for a partition whose leadership moved meanwhile and
+/// REQUEST_TIMED_OUT for one still waiting after `timeout` (as Kafka's purgatory does; the
+/// batch stays in the log and may still be committed).
+async fn wait_for_commits(
+    broker: &Broker,
+    version: i16,
+    resp: &mut ProduceResponse,
+    mut commits: Vec<Commit>,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    let node = broker.node_id();
+    loop {
+        let notified = broker.data_arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        commits.retain(|c| {
+            let pr = &mut resp.responses[c.ti].partition_responses[c.pi];
+            if pr.error_code != 0 {
+                return false; // its fsync failed
+            }
+            let a = c.partition.assignment();
+            if a.leader != node || a.leader_epoch != c.leader_epoch {
+                *pr = error_response(
+                    pr.index,
+                    version,
+                    ApiError::new(
+                        ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                        "Leadership moved before the write was replicated; it may or may not be committed.",
+                    ),
+                );
+                return false;
+            }
+            c.partition.high_watermark() <= c.last_offset
+        });
+        if commits.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            for c in commits {
+                let pr = &mut resp.responses[c.ti].partition_responses[c.pi];
+                *pr = error_response(
+                    pr.index,
+                    version,
+                    ApiError::new(
+                        ErrorCode::REQUEST_TIMED_OUT,
+                        "The in-sync replicas did not all confirm the write within the request timeout.",
+                    ),
+                );
+            }
+            return;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
 }

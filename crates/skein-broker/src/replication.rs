@@ -1,0 +1,330 @@
+//! The leader's side of replication, as pure decisions (no I/O, no clock, no locks): what
+//! each follower has, where the high watermark is, and when the ISR should change. A
+//! [`Partition`](crate::partition::Partition) that leads keeps one [`LeaderState`] under its
+//! lock and feeds it follower fetches, its own durable log end and the time.
+//!
+//! Kafka's rules, reproduced:
+//! - A follower's log end is the offset it fetches from (it has everything below it, and,
+//!   with `skein.acks.all.fsync`, has fsynced it: followers fsync before fetching further).
+//! - A follower is caught up at a fetch that reaches the leader's log end, or the log end the
+//!   leader had at the follower's previous fetch (so a steady stream of appends does not
+//!   keep a keeping-up follower "behind" forever). One that has not been caught up for
+//!   `replica.lag.time.max.ms` leaves the ISR.
+//! - A follower outside the ISR joins it once its log end reaches the high watermark and the
+//!   start of the leader's epoch.
+//! - The high watermark is the lowest log end across the ISR (the leader's own counted only
+//!   as far as it is durable) and never moves back. It does not move while the ISR is
+//!   smaller than `min.insync.replicas`, nor before every ISR member has fetched in this
+//!   leader epoch (a new leader does not expose an unconfirmed high watermark).
+//! - An ISR change is asked of the controller with the partition epoch it is based on, one
+//!   at a time; while an addition is pending, the high watermark already counts the new
+//!   member (KIP-497's "maximal ISR"), while a removal is pending it still counts the
+//!   leaving one (so it never advances on a smaller ISR than the committed one).
+
+use std::collections::BTreeMap;
+
+use crate::partition::Assignment;
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The follower's log end (its last fetch offset); -1 before its first fetch this epoch.
+    pub log_end_offset: i64,
+    /// When it was last caught up (ms).
+    pub last_caught_up_ms: i64,
+    /// When it last fetched (ms), and the leader's log end then.
+    pub last_fetch_ms: i64,
+    pub last_fetch_leader_leo: i64,
+}
+
+/// The leader's replication state of one partition in one leader epoch.
+#[derive(Debug, Clone)]
+pub struct LeaderState {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// The leader's log end when it took this epoch: a joining follower must reach it.
+    pub epoch_start_offset: i64,
+    pub followers: BTreeMap<i32, FollowerProgress>,
+    /// An ISR change sent to the controller and not yet seen committed: the new ISR, the
+    /// partition epoch it was based on, and when it was sent.
+    pub pending: Option<PendingIsr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingIsr {
+    pub isr: Vec<i32>,
+    pub based_on_partition_epoch: i32,
+    pub sent_ms: i64,
+}
+
+/// How long an unanswered ISR change stays pending before it may be asked again.
+pub const PENDING_ISR_RETRY_MS: i64 = 5_000;
+
+impl LeaderState {
+    /// The state of a leader that takes `assignment` with its log ending at `log_end_offset`.
+    /// ISR members start as caught up now (they get a full lag window to fetch, as in Kafka).
+    pub fn new(assignment: &Assignment, log_end_offset: i64, now_ms: i64) -> LeaderState {
+        let followers = assignment
+            .replicas
+            .iter()
+            .filter(|r| **r != assignment.leader)
+            .map(|r| {
+                let caught_up = if assignment.isr.contains(r) {
+                    now_ms
+                } else {
+                    -1
+                };
+                (
+                    *r,
+                    FollowerProgress {
+                        log_end_offset: -1,
+                        last_caught_up_ms: caught_up,
+                        last_fetch_ms: -1,
+                        last_fetch_leader_leo: -1,
+                    },
+                )
+            })
+            .collect();
+        LeaderState {
+            leader: assignment.leader,
+            leader_epoch: assignment.leader_epoch,
+            epoch_start_offset: log_end_offset,
+            followers,
+            pending: None,
+        }
+    }
+
+    /// Keeps the progress of replicas still assigned after a change that kept the leader
+    /// and epoch (an ISR change, a reassignment); drops a pending change that was decided.
+    pub fn reassigned(&mut self, assignment: &Assignment, now_ms: i64) {
+        self.followers
+            .retain(|id, _| assignment.replicas.contains(id) && *id != self.leader);
+        for r in &assignment.replicas {
+            if *r != self.leader {
+                self.followers.entry(*r).or_insert(FollowerProgress {
+                    log_end_offset: -1,
+                    last_caught_up_ms: if assignment.isr.contains(r) { now_ms } else { -1 },
+                    last_fetch_ms: -1,
+                    last_fetch_leader_leo: -1,
+                });
+            }
+        }
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.based_on_partition_epoch != assignment.partition_epoch)
+        {
+            self.pending = None;
+        }
+    }
+
+    /// Records a follower's fetch from `fetch_offset` while the leader's log ends at
+    /// `leader_leo`. Returns false for a replica that is not a follower of this partition.
+    pub fn on_fetch(
+        &mut self,
+        follower: i32,
+        fetch_offset: i64,
+        leader_leo: i64,
+        now_ms: i64,
+    ) -> bool {
+        let Some(f) = self.followers.get_mut(&follower) else {
+            return false;
+        };
+        if fetch_offset >= leader_leo {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
+        } else if f.last_fetch_ms >= 0 && fetch_offset >= f.last_fetch_leader_leo {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.log_end_offset = fetch_offset;
+        f.last_fetch_ms = now_ms;
+        f.last_fetch_leader_leo = leader_leo;
+        true
+    }
+
+    /// The ISR the high watermark is computed over: the committed one plus a pending
+    /// addition (never minus a pending removal).
+    fn maximal_isr(&self, assignment: &Assignment) -> Vec<i32> {
+        let mut isr = assignment.isr.clone();
+        if let Some(p) = &self.pending {
+            for r in &p.isr {
+                if !isr.contains(r) {
+                    isr.push(*r);
+                }
+            }
+        }
+        isr
+    }
+
+    /// The high watermark given the leader's durable log end and the current one; never
+    /// lower than `current`.
+    pub fn high_watermark(
+        &self,
+        assignment: &Assignment,
+        leader_durable_end: i64,
+        current: i64,
+        min_insync: usize,
+    ) -> i64 {
+        let isr = self.maximal_isr(assignment);
+        if assignment.isr.len() < min_insync {
+            return current;
+        }
+        let mut hw = leader_durable_end;
+        for r in &isr {
+            if *r == self.leader {
+                continue;
+            }
+            match self.followers.get(r) {
+                // Not yet heard from in this epoch: nothing is confirmed.
+                Some(f) if f.log_end_offset >= 0 => hw = hw.min(f.log_end_offset),
+                _ => return current,
+            }
+        }
+        hw.max(current)
+    }
+
+    /// The ISR change this leader should ask for now, if any (and none is pending): members
+    /// that have not caught up for `lag_max_ms` leave; replicas that reached the high
+    /// watermark and the epoch's start join. The leader always stays.
+    pub fn wanted_isr(
+        &self,
+        assignment: &Assignment,
+        high_watermark: i64,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Option<Vec<i32>> {
+        if let Some(p) = &self.pending {
+            if now_ms - p.sent_ms < PENDING_ISR_RETRY_MS {
+                return None;
+            }
+        }
+        let mut isr: Vec<i32> = assignment
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| {
+                *r == self.leader
+                    || self
+                        .followers
+                        .get(r)
+                        .is_some_and(|f| now_ms - f.last_caught_up_ms <= lag_max_ms)
+            })
+            .collect();
+        if !isr.contains(&self.leader) {
+            isr.insert(0, self.leader);
+        }
+        for (id, f) in &self.followers {
+            if !isr.contains(id)
+                && f.log_end_offset >= 0
+                && f.log_end_offset >= high_watermark
+                && f.log_end_offset >= self.epoch_start_offset
+                && now_ms - f.last_caught_up_ms <= lag_max_ms
+            {
+                isr.push(*id);
+            }
+        }
+        let mut a = isr.clone();
+        let mut b = assignment.isr.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        (a != b).then_some(isr)
+    }
+
+    /// Notes that `isr` was asked of the controller.
+    pub fn mark_pending(&mut self, isr: Vec<i32>, partition_epoch: i32, now_ms: i64) {
+        self.pending = Some(PendingIsr {
+            isr,
+            based_on_partition_epoch: partition_epoch,
+            sent_ms: now_ms,
+        });
+    }
+
+    /// Forgets a pending change the controller refused or that failed to reach it, so the
+    /// next check may ask again.
+    pub fn clear_pending(&mut self) {
+        self.pending = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(isr: &[i32]) -> Assignment {
+        Assignment {
+            leader: 1,
+            leader_epoch: 3,
+            partition_epoch: 7,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        }
+    }
+
+    #[test]
+    fn high_watermark_waits_for_every_isr_member_and_never_goes_back() {
+        let a = assignment(&[1, 2, 3]);
+        let mut s = LeaderState::new(&a, 10, 0);
+        // Nothing confirmed before each follower fetched in this epoch.
+        assert_eq!(s.high_watermark(&a, 10, 4, 1), 4);
+        s.on_fetch(2, 10, 10, 1);
+        assert_eq!(s.high_watermark(&a, 10, 4, 1), 4);
+        s.on_fetch(3, 8, 10, 1);
+        assert_eq!(s.high_watermark(&a, 10, 4, 1), 8);
+        // The leader's own durable end bounds it too.
+        s.on_fetch(3, 10, 12, 2);
+        assert_eq!(s.high_watermark(&a, 9, 8, 1), 9);
+        // Never backwards.
+        assert_eq!(s.high_watermark(&a, 9, 9, 1), 9);
+        s.on_fetch(3, 5, 12, 3);
+        assert_eq!(s.high_watermark(&a, 12, 9, 1), 9);
+    }
+
+    #[test]
+    fn high_watermark_is_frozen_below_min_insync() {
+        let a = assignment(&[1]);
+        let s = LeaderState::new(&a, 10, 0);
+        assert_eq!(s.high_watermark(&a, 10, 3, 2), 3);
+        assert_eq!(s.high_watermark(&a, 10, 3, 1), 10);
+    }
+
+    #[test]
+    fn lagging_followers_leave_and_caught_up_ones_join() {
+        let a = assignment(&[1, 2, 3]);
+        let mut s = LeaderState::new(&a, 100, 0);
+        // Follower 2 keeps up with a moving log end; 3 never fetches.
+        s.on_fetch(2, 100, 100, 1_000);
+        s.on_fetch(2, 100, 150, 20_000);
+        s.on_fetch(2, 150, 200, 40_000);
+        assert_eq!(s.followers[&2].last_caught_up_ms, 20_000);
+        assert_eq!(s.wanted_isr(&a, 100, 40_000, 30_000), Some(vec![1, 2]));
+        s.mark_pending(vec![1, 2], 7, 40_000);
+        assert_eq!(s.wanted_isr(&a, 100, 41_000, 30_000), None);
+        // Committed: the pending change is dropped once the partition epoch moves.
+        let a = Assignment {
+            partition_epoch: 8,
+            isr: vec![1, 2],
+            ..a
+        };
+        s.reassigned(&a, 41_000);
+        assert!(s.pending.is_none());
+        // 3 fetches, but below the high watermark: not yet.
+        s.on_fetch(3, 90, 200, 42_000);
+        assert_eq!(s.wanted_isr(&a, 150, 42_000, 30_000), None);
+        s.on_fetch(3, 200, 200, 43_000);
+        assert_eq!(s.wanted_isr(&a, 150, 43_000, 30_000), Some(vec![1, 2, 3]));
+        s.mark_pending(vec![1, 2, 3], 8, 43_000);
+        // The pending addition already counts for the high watermark.
+        s.on_fetch(2, 200, 200, 43_000);
+        assert_eq!(s.high_watermark(&a, 200, 150, 1), 200);
+    }
+
+    #[test]
+    fn an_unanswered_change_is_asked_again_later() {
+        let a = assignment(&[1, 2, 3]);
+        let mut s = LeaderState::new(&a, 0, 0);
+        s.mark_pending(vec![1, 2], 7, 50_000);
+        assert_eq!(s.wanted_isr(&a, 0, 50_001, 30_000), None);
+        assert!(s
+            .wanted_isr(&a, 0, 50_000 + PENDING_ISR_RETRY_MS, 30_000)
+            .is_some());
+    }
+}

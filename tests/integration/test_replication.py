@@ -1,0 +1,215 @@
+"""Replication (issue 12) against real processes: three nodes on loopback, topics with three
+replicas, real clients (confluent-kafka / librdkafka) producing with acks=all.
+
+Each test starts its own cluster (`cluster.py`); every record a client saw acknowledged must
+be read back, once, at the offset it was acknowledged with, and the replicas' logs must end
+up byte for byte the same."""
+
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+from cluster import BASE_SETS, Cluster, create_topics, metadata_of, try_metadata_of
+from helpers import wait_until
+
+WAIT_S = 60.0
+# A follower that stops fetching leaves the ISR after this long (Kafka's default is 30 s).
+LAG_MS = 4000
+SETS = BASE_SETS + [f"replica.lag.time.max.ms={LAG_MS}", "group.initial.rebalance.delay.ms=0"]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    nodes = []
+    c = Cluster(tmp_path / "cluster", voters=3, sets=SETS, registry=nodes)
+    c.start()
+    yield c
+    c.close()
+
+
+def partition_info(bootstrap, topic, partition):
+    md = try_metadata_of(bootstrap)
+    if md is None:
+        return None
+    parts = md.topics.get(topic)
+    if not parts or "error" in parts:
+        return None
+    return parts.get(partition)
+
+
+def produce(bootstrap, topic, values, partition=0, acks="all"):
+    """Produces `values` (idempotent, acks=all) and returns {value: offset} of the ones
+    acknowledged, and {value: error} of the others."""
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": acks,
+            "linger.ms": 5,
+            "message.timeout.ms": 60000,
+        }
+    )
+    acked, failed = {}, {}
+
+    def report(err, msg):
+        v = msg.value().decode()
+        if err is None:
+            acked[v] = msg.offset()
+        else:
+            failed[v] = err
+
+    for v in values:
+        p.produce(topic, v.encode(), partition=partition, on_delivery=report)
+        p.poll(0)
+    remaining = p.flush(90)
+    assert remaining == 0, f"{remaining} records still unanswered after 90 s"
+    return acked, failed
+
+
+def read_all(bootstrap, topic, partition=0, timeout=WAIT_S):
+    """Every record of the partition up to its high watermark: [(offset, value)]."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        tp = TopicPartition(topic, partition)
+        _, high = c.get_watermark_offsets(tp, timeout=30)
+        c.assign([TopicPartition(topic, partition, 0)])
+        out = []
+        deadline = time.monotonic() + timeout
+        while (out[-1][0] + 1 if out else 0) < high:
+            assert time.monotonic() < deadline, f"read {len(out)} of {high} records of {topic}-{partition}"
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise AssertionError(f"consumer error: {m.error()}")
+            out.append((m.offset(), m.value().decode()))
+        return out
+    finally:
+        c.close()
+
+
+def log_bytes(node, topic, partition):
+    """The partition's records as one byte string: its segment files, in offset order."""
+    d = Path(node.data_dir) / f"{topic}-{partition}"
+    return b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
+
+
+def check_read_back(records, acked):
+    offsets = {}
+    for offset, value in records:
+        assert value not in offsets, f"{value} read twice, at {offsets[value]} and {offset}"
+        offsets[value] = offset
+    lost = {v: o for v, o in acked.items() if offsets.get(v) != o}
+    assert not lost, f"{len(lost)} acknowledged records missing or moved, e.g. {sorted(lost.items())[:5]} (read at {[offsets.get(v) for v in sorted(lost)[:5]]})"
+
+
+def test_three_replicas_follow_the_leader_and_survive_its_kill9(cluster):
+    b = cluster.bootstrap_all()
+    topic = "replicated"
+    create_topics(b, {topic: 1}, replication_factor=3, config={"min.insync.replicas": "2"})
+    info = wait_until(
+        lambda: (i := partition_info(b.split(",")[0], topic, 0)) and len(i.isr) == 3 and i,
+        WAIT_S,
+        "the topic's three replicas in the ISR",
+    )
+    assert sorted(info.replicas) == [1, 2, 3], info
+
+    acked, failed = produce(b, topic, [f"a{i}" for i in range(2000)])
+    assert not failed and len(acked) == 2000, failed
+    assert sorted(acked.values()) == list(range(2000))
+
+    # Every replica gets the same bytes (the leader's batches, at the leader's offsets).
+    leader = info.leader
+    def replicas_equal():
+        logs = [log_bytes(cluster[n], topic, 0) for n in (1, 2, 3)]
+        return len(logs[0]) > 0 and logs[0] == logs[1] == logs[2]
+    wait_until(replicas_equal, WAIT_S, "three identical copies of the log")
+
+    # kill -9 of the leader: a new one is elected from the ISR, and nothing acknowledged is lost.
+    cluster.kill9(leader)
+    survivor = cluster.bootstrap_all(exclude=(leader,))
+    one = survivor.split(",")[0]
+    new = wait_until(
+        lambda: (i := partition_info(one, topic, 0)) and i.leader not in (-1, leader) and i,
+        WAIT_S,
+        "a new leader after the kill",
+    )
+    assert new.leader in info.isr, new
+    acked2, failed2 = produce(survivor, topic, [f"b{i}" for i in range(1000)])
+    assert not failed2 and len(acked2) == 1000, failed2
+    records = read_all(survivor, topic)
+    check_read_back(records, {**acked, **acked2})
+    assert len(records) == 3000
+
+    # The killed node comes back as a follower, catches up and rejoins the ISR.
+    cluster.restart(leader)
+    wait_until(
+        lambda: (i := partition_info(one, topic, 0)) and len(i.isr) == 3,
+        WAIT_S,
+        "the restarted node back in the ISR",
+    )
+    wait_until(replicas_equal, WAIT_S, "three identical copies after the restart")
+
+
+def test_acks_all_needs_min_insync_replicas(cluster):
+    b = cluster.bootstrap_all()
+    topic = "min-isr"
+    create_topics(b, {topic: 1}, replication_factor=3, config={"min.insync.replicas": "2"})
+    info = wait_until(
+        lambda: (i := partition_info(b.split(",")[0], topic, 0)) and len(i.isr) == 3 and i,
+        WAIT_S,
+        "three replicas in the ISR",
+    )
+    followers = [n for n in info.replicas if n != info.leader]
+    # One follower down: the ISR shrinks to two and acks=all goes on.
+    cluster.kill9(followers[0])
+    lb = cluster[info.leader].address
+    wait_until(
+        lambda: (i := partition_info(lb, topic, 0)) and len(i.isr) == 2,
+        WAIT_S,
+        "the ISR shrunk to two",
+    )
+    acked, failed = produce(lb, topic, [f"c{i}" for i in range(200)])
+    assert not failed and len(acked) == 200, failed
+    # Fewer in-sync replicas than min.insync.replicas: NOT_ENOUGH_REPLICAS, nothing written.
+    # (Two of these three nodes down would also take the controller quorum down, and with it
+    # the ISR change, so the shrunk ISR is compared with a raised min.insync.replicas.)
+    admin = AdminClient({"bootstrap.servers": lb})
+    res = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("min.insync.replicas", "3", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    admin.incremental_alter_configs([res])[res].result(30)
+    p = Producer({"bootstrap.servers": lb, "acks": "all", "enable.idempotence": False,
+                  "retries": 0, "message.timeout.ms": 10000})
+    errors = []
+    p.produce(topic, b"refused", partition=0, on_delivery=lambda err, msg: errors.append(err))
+    assert p.flush(30) == 0
+    assert errors and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+    # The follower returns: the ISR grows back, writes go on, and nothing was lost.
+    cluster.restart(followers[0])
+    wait_until(
+        lambda: (i := partition_info(lb, topic, 0)) and len(i.isr) == 3,
+        WAIT_S,
+        "the ISR back to three",
+    )
+    acked2, failed2 = produce(lb, topic, [f"d{i}" for i in range(100)])
+    assert not failed2 and len(acked2) == 100, failed2
+    records = read_all(lb, topic)
+    check_read_back(records, {**acked, **acked2})
+    assert [v for _, v in records] == [f"c{i}" for i in range(200)] + [f"d{i}" for i in range(100)]
