@@ -1,0 +1,286 @@
+"""The history checker (`history.py`) and the recording workload (`workload.py`) that the
+replication fault tests are built on.
+
+The checker is first shown hand-built histories, one per violation, and must name the exact
+counterexample (partition, offset, values); then the workload runs against a real single-node
+Skein and the reference Kafka, and the checker must pass with records acknowledged and none
+lost; finally a real loss (a torn segment tail that recovery cuts off after kill -9, then new
+records written over the lost offsets) must be reported as exactly the offsets that went.
+"""
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from helpers import admin_client, create_topic, unique_topic, wait_until
+from history import History, assert_history_ok, check
+from workload import GroupConsumer, ProducerWorkload, observe_committed, read_back
+
+T = "topic"
+
+
+def acked(h, client, partition, offset, value, epoch=None):
+    s = h.send(client, T, value, partition)
+    h.ack(s, partition, offset, epoch)
+    return s
+
+
+def read_back_of(h, contents, ends=None, reader="rb"):
+    """Records a read-back of T that found `contents` ({partition: [value, ...]} from offset
+    0, None for a gap)."""
+    ends = ends or {p: (0, len(vs)) for p, vs in contents.items()}
+    rb = h.begin_read_back(reader, T, ends)
+    for p, values in contents.items():
+        for o, value in enumerate(values):
+            if value is not None:
+                h.read(rb.reader, T, p, o, value)
+    h.end_read_back(rb)
+    return rb
+
+
+def clean_history():
+    h = History()
+    for i in range(3):
+        acked(h, "p0", 0, i, f"p0-{i}", epoch=1)
+    acked(h, "p1", 1, 0, "p1-0")
+    failed = h.send("p1", T, "p1-1", 1)
+    h.fail(failed, "NOT_ENOUGH_REPLICAS")
+    unknown = h.send("p1", T, "p1-2", 1)
+    h.indeterminate(unknown, "_MSG_TIMED_OUT")
+    lost_in_flight = h.send("p1", T, "p1-3", 1)
+    h.indeterminate(lost_in_flight, "_MSG_TIMED_OUT")
+    c = h.reader_session("c0")
+    for o in range(3):
+        h.read(c, T, 0, o, f"p0-{o}", 1)
+    h.commit("g", T, 0, 2, "c0")
+    h.commit("g", T, 0, 3, "c0")
+    h.observe_committed("g", T, 0, 3)
+    read_back_of(h, {0: ["p0-0", "p0-1", "p0-2"], 1: ["p1-0", "p1-2"]})
+    return h
+
+
+def only(result, kind):
+    """The single counterexample of `kind`, after checking no other kind was flagged."""
+    flagged = {k: len(v) for k, v in result.violations.items() if v}
+    assert set(flagged) == {kind}, f"expected only {kind}, got {flagged}\n{result.report()}"
+    (v,) = result.of(kind)
+    return v
+
+
+def test_clean_history_passes():
+    result = assert_history_ok(clean_history())
+    assert result.ok
+    assert result.acknowledged == 4
+    assert result.failed == 1
+    assert result.indeterminate == 2
+    assert result.indeterminate_seen == 1
+    assert result.indeterminate_unseen == 1
+    assert result.lost == 0 and result.duplicated == 0
+    assert result.read_backs == 1 and result.commits == 3
+    assert result.report().startswith("history OK: ")
+
+
+def test_lost_record_is_named():
+    h = History()
+    for i in range(4):
+        acked(h, "p0", 0, i, f"p0-{i}")
+    read_back_of(h, {0: ["p0-0", "p0-1", None, "p0-3"]}, ends={0: (0, 4)})
+    result = check(h)
+    v = only(result, "lost")
+    assert (v.partition, v.offset) == (0, 2)
+    assert "'p0-2'" in v.detail and "found nothing there (log [0, 4))" in v.detail
+    assert result.lost == 1 and result.acknowledged == 4
+    with pytest.raises(AssertionError, match=r"lost: 1\n  topic\[0\] offset 2: value 'p0-2'"):
+        assert_history_ok(h)
+
+
+def test_lost_suffix_below_the_log_end_is_named():
+    # The log was cut back to 2 records (an unclean truncation): the read-back's high
+    # watermark is 2, but offsets 2 and 3 were acknowledged before it began.
+    h = History()
+    for i in range(4):
+        acked(h, "p0", 0, i, f"p0-{i}")
+    read_back_of(h, {0: ["p0-0", "p0-1"]})
+    result = check(h)
+    assert {(v.partition, v.offset) for v in result.of("lost")} == {(0, 2), (0, 3)}
+    assert result.lost == 2
+
+
+def test_ack_after_read_back_began_is_not_required():
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    rb = h.begin_read_back("rb", T, {0: (0, 1)})
+    h.read(rb.reader, T, 0, 0, "p0-0")
+    acked(h, "p0", 0, 1, "p0-1")  # after the read-back began, beyond its high watermark
+    h.end_read_back(rb)
+    assert assert_history_ok(h).lost == 0
+
+
+def test_duplicated_record_is_named():
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    acked(h, "p0", 0, 1, "p0-1")
+    maybe = h.send("p0", T, "p0-2", 0)
+    h.indeterminate(maybe, "_MSG_TIMED_OUT")
+    read_back_of(h, {0: ["p0-0", "p0-1", "p0-2", "p0-2"]})
+    result = check(h)
+    v = only(result, "duplicated")
+    assert (v.partition, v.offset) == (0, 2)
+    assert "'p0-2' (info send by p0) read at [0]@2, [0]@3" in v.detail
+    assert result.duplicated == 1 and result.indeterminate_seen == 1
+
+
+def test_two_values_at_one_offset_are_named():
+    # Two consumers disagree about offset 1; the acknowledgement sides with one of them.
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    acked(h, "p0", 0, 1, "p0-1")
+    other = h.send("p1", T, "p1-0", 0)
+    h.indeterminate(other, "_TRANSPORT")
+    c = h.reader_session("c0")
+    h.read(c, T, 0, 0, "p0-0")
+    h.read(c, T, 0, 1, "p1-0")
+    read_back_of(h, {0: ["p0-0", "p0-1"]})
+    result = check(h)
+    v = only(result, "conflicts")
+    assert (v.partition, v.offset) == (0, 1)
+    assert "'p0-1' seen by ack to p0 (seq 1), rb#1" in v.detail
+    assert "'p1-0' seen by c0#1" in v.detail
+
+
+def test_two_acknowledgements_of_one_offset_are_a_conflict():
+    # Two leaders acknowledging the same offset (a split brain); the read-back has one.
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    acked(h, "p1", 0, 0, "p1-0")
+    read_back_of(h, {0: ["p1-0"]})
+    result = check(h)
+    assert [(v.partition, v.offset) for v in result.of("conflicts")] == [(0, 0)]
+    assert [(v.offset, "'p0-0'" in v.detail) for v in result.of("lost")] == [(0, True)]
+
+
+def test_read_of_a_failed_send_is_named():
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    bad = h.send("p0", T, "p0-1", 0)
+    h.fail(bad, "NOT_ENOUGH_REPLICAS (19)")
+    read_back_of(h, {0: ["p0-0", "p0-1"]})
+    result = check(h)
+    v = only(result, "failed_read")
+    assert (v.partition, v.offset) == (0, 1)
+    assert "'p0-1'" in v.detail and "NOT_ENOUGH_REPLICAS" in v.detail and "rb#1" in v.detail
+
+
+def test_unexpected_value_is_named():
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    read_back_of(h, {0: ["p0-0", "garbage"]})
+    v = only(check(h), "unexpected")
+    assert (v.partition, v.offset) == (0, 1) and "'garbage'" in v.detail
+
+
+def test_misplaced_record_is_named():
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    acked(h, "p0", 0, 1, "p0-1")
+    read_back_of(h, {0: ["p0-1", "p0-0"]})
+    result = check(h)
+    assert {(v.offset, v.kind) for v in result.of("misplaced")} == {(0, "misplaced"),
+                                                                    (1, "misplaced")}
+    assert {v.offset for v in result.of("conflicts")} == {0, 1}
+    assert result.lost == 0
+
+
+def test_reader_going_backwards_is_named():
+    h = History()
+    for i in range(3):
+        acked(h, "p0", 0, i, f"p0-{i}")
+    c = h.reader_session("c0")
+    for o in (0, 1, 2, 1):
+        h.read(c, T, 0, o, f"p0-{o}")
+    # A new session (a new assignment) may go back to the committed offset.
+    c2 = h.reader_session("c0")
+    h.read(c2, T, 0, 1, "p0-1")
+    read_back_of(h, {0: ["p0-0", "p0-1", "p0-2"]})
+    v = only(check(h), "reader_order")
+    assert (v.partition, v.offset) == (0, 1)
+    assert "reader c0#1 read offset 1 ('p0-1') after offset 2 ('p0-2')" in v.detail
+
+
+def test_producer_reordering_is_named():
+    h = History()
+    a = h.send("p0", T, "p0-0", 0)
+    b = h.send("p0", T, "p0-1", 0)
+    h.ack(b, 0, 0)
+    h.ack(a, 0, 1)  # sent first, stored after: idempotence forbids it
+    read_back_of(h, {0: ["p0-1", "p0-0"]})
+    v = only(check(h), "producer_order")
+    assert (v.partition, v.offset) == (0, 0)
+    assert "'p0-1' (seq 1) after 'p0-0' (seq 0, offset 1)" in v.detail
+
+
+def test_non_idempotent_producer_may_reorder():
+    h = History()
+    a = h.send("p0", T, "p0-0", 0, idempotent=False)
+    b = h.send("p0", T, "p0-1", 0, idempotent=False)
+    h.ack(b, 0, 0)
+    h.ack(a, 0, 1)
+    read_back_of(h, {0: ["p0-1", "p0-0"]})
+    assert_history_ok(h)
+
+
+def test_leader_epoch_going_backwards_is_named():
+    h = History()
+    for i in range(3):
+        acked(h, "p0", 0, i, f"p0-{i}")
+    rb = h.begin_read_back("rb", T, {0: (0, 3)})
+    for o, epoch in enumerate((1, 2, 1)):
+        h.read(rb.reader, T, 0, o, f"p0-{o}", epoch)
+    h.end_read_back(rb)
+    v = only(check(h), "epoch_order")
+    assert (v.partition, v.offset) == (0, 2)
+    assert "leader epoch 1" in v.detail and "after epoch 2 at offset 1" in v.detail
+
+
+def test_committed_offset_going_backwards_is_named():
+    h = clean_history()
+    h.commit("g", T, 0, 5, "c0")
+    h.commit("g", T, 1, 1, "c0")  # another partition: independent
+    h.observe_committed("g", T, 0, 4, "after-failover")
+    h.commit("other", T, 0, 0, "c9")  # another group: independent
+    result = check(h)
+    v = only(result, "commit_regressions")
+    assert (v.partition, v.offset) == (0, 4)
+    assert "group g: observed offset 4 (by after-failover" in v.detail
+    assert "after commit offset 5 (by c0" in v.detail
+
+
+def test_topic_never_read_back_is_flagged():
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    v = only(check(h), "no_read_back")
+    assert v.topic == T and "1 acknowledged records" in v.detail
+
+
+def test_history_round_trips_through_json(tmp_path):
+    h = clean_history()
+    h.save(tmp_path / "history.json")
+    again = History.load(tmp_path / "history.json")
+    assert check(again).counts == check(h).counts
+    s = again.send("p0", T, "p0-3", 0)  # positions and sequences carry on
+    assert s.seq == 3 and s.sent_at > max(r.at for r in again.reads)
+
+
+def test_report_lists_counterexamples_and_counts_them_all():
+    h = History()
+    for i in range(30):
+        acked(h, "p0", 0, i, f"p0-{i}")
+    read_back_of(h, {0: []}, ends={0: (30, 30)})
+    result = check(h)
+    assert result.lost == 30
+    report = result.report()
+    assert "lost: 30" in report and "... and 10 more" in report
+    assert "found nothing there (log [30, 30))" in report
