@@ -284,3 +284,126 @@ def test_report_lists_counterexamples_and_counts_them_all():
     report = result.report()
     assert "lost: 30" in report and "... and 10 more" in report
     assert "found nothing there (log [30, 30))" in report
+
+
+# -- against real brokers ---------------------------------------------------------------------
+
+# Each producer runs until this many of its sends are acknowledged (a few seconds at its rate).
+ACKS_PER_PRODUCER = 600
+RATE_PER_S = 300
+
+
+class Remote:
+    """A broker this suite did not start: only its bootstrap address."""
+
+    def __init__(self, bootstrap):
+        self.bootstrap = bootstrap
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The reference Kafka of the test run (KAFKA_REFERENCE_BOOTSTRAP, as scripts/test exports
+    it); skipped, saying why, when there is none, unless SKEIN_REQUIRE_REFERENCE=1."""
+    bootstrap = os.environ.get("KAFKA_REFERENCE_BOOTSTRAP")
+    if not bootstrap:
+        reason = ("KAFKA_REFERENCE_BOOTSTRAP is unset (scripts/test starts the reference Kafka "
+                  "and sets it; see tests/README.md)")
+        if os.environ.get("SKEIN_REQUIRE_REFERENCE") == "1":
+            pytest.fail(f"SKEIN_REQUIRE_REFERENCE=1 but there is no reference broker: {reason}")
+        print(f"\n*** SKIPPED: history checks against the reference Kafka ({reason}) ***")
+        pytest.skip(f"no reference Kafka broker: {reason}")
+    return Remote(bootstrap)
+
+
+def run_and_check(target, partitions=3):
+    """Two idempotent acks=all producers and a live group consumer for a few seconds, then a
+    full read-back and the committed offsets; the checker must pass."""
+    topic = unique_topic("history")
+    create_topic(target, topic, partitions=partitions)
+    group = unique_topic("history-group")
+    h = History()
+    consumer = GroupConsumer(target.bootstrap, topic, group, h, member="c0")
+    producers = [
+        ProducerWorkload(target.bootstrap, topic, h, client=f"p{i}", rate_per_s=RATE_PER_S,
+                         partitions=partitions if i == 0 else None)
+        for i in range(2)
+    ]
+    try:
+        consumer.start()
+        for p in producers:
+            p.start()
+        for p in producers:
+            p.wait_acknowledged(ACKS_PER_PRODUCER, timeout=90)
+    finally:
+        for p in producers:
+            p.stop()
+    try:
+        total = len(h.acknowledged())
+        consumer.wait_reads(total, timeout=90)
+    finally:
+        consumer.stop()
+    rb = read_back(target.bootstrap, topic, h)
+    committed = observe_committed(target.bootstrap, group, topic, h)
+
+    result = assert_history_ok(h, min_acknowledged=2 * ACKS_PER_PRODUCER)
+    counts = h.counts()
+    # Nothing went wrong on a healthy broker: every send was acknowledged, none pending.
+    assert counts["fail"] == 0 and counts["info"] == 0 and counts["pending"] == 0, (
+        f"{counts}; producer errors: {[p.errors[-3:] for p in producers]}")
+    assert result.lost == 0 and result.duplicated == 0 and result.conflicts == 0
+    assert result.acknowledged == result.sends == total
+    # The read-back read exactly the acknowledged records, each partition from 0 to its end.
+    assert sum(high - low for low, high in rb.ends.values()) == total
+    assert all(low == 0 for low, high in rb.ends.values())
+    # The live consumer read them all too, and its last commits are the log ends.
+    assert committed == {p: high for p, (low, high) in rb.ends.items() if high > 0}, (
+        f"committed {committed}, log ends {rb.ends}")
+    assert result.commits >= partitions
+    return h, result
+
+
+def test_workload_on_skein_passes_the_checker(module_broker):
+    h, result = run_and_check(module_broker)
+    # Single node: every acknowledgement and read is in one leader epoch.
+    for p in range(3):
+        assert len(h.leader_epochs(h.sends[0].topic, p)) <= 1
+
+
+def test_workload_on_reference_kafka_passes_the_checker(reference):
+    run_and_check(reference)
+
+
+def produce_acknowledged(target, topic, h, client, count, partitions=1):
+    """Runs a producer until `count` of its sends are acknowledged, then stops it."""
+    with ProducerWorkload(target.bootstrap, topic, h, client=client, rate_per_s=1000,
+                          partitions=partitions) as p:
+        p.wait_acknowledged(count, timeout=90)
+    return p
+
+
+def lost_offsets(result):
+    return sorted((v.partition, v.offset) for v in result.of("lost"))
+
+
+@pytest.mark.parametrize("where", ["skein", "reference"])
+def test_checker_names_records_removed_by_delete_records(where, module_broker, request):
+    target = module_broker if where == "skein" else request.getfixturevalue("reference")
+    topic = unique_topic("history-deleted")
+    admin = create_topic(target, topic, partitions=2)
+    h = History()
+    produce_acknowledged(target, topic, h, "p0", 200, partitions=2)
+    read_back(target.bootstrap, topic, h)
+    assert_history_ok(h, min_acknowledged=200)
+
+    # The checker must now see exactly partition 0's first 17 records go.
+    (future,) = admin.delete_records([TopicPartition(topic, 0, 17)]).values()
+    assert future.result(timeout=30).low_watermark == 17
+    read_back(target.bootstrap, topic, h)
+    result = check(h)
+    flagged = {k for k, v in result.violations.items() if v}
+    assert flagged == {"lost"}, result.report()
+    assert lost_offsets(result) == [(0, o) for o in range(17)], result.report()
+    assert result.lost == 17
+    assert all("found nothing there (log [17," in v.detail for v in result.of("lost"))
+    with pytest.raises(AssertionError, match="lost: 17"):
+        assert_history_ok(h)
