@@ -407,3 +407,82 @@ def test_checker_names_records_removed_by_delete_records(where, module_broker, r
     assert all("found nothing there (log [17," in v.detail for v in result.of("lost"))
     with pytest.raises(AssertionError, match="lost: 17"):
         assert_history_ok(h)
+
+
+# A record batch (Kafka's on-disk format, which Skein's segments use): base offset (int64),
+# then the length of the rest (int32); the last offset delta is an int32 at byte 23.
+BATCH_PREFIX = struct.Struct(">qi")
+LAST_OFFSET_DELTA = struct.Struct(">i")
+LAST_OFFSET_DELTA_AT = 23
+
+
+def segment_batches(path):
+    """(file position, size, base offset, last offset) of every whole batch in a segment."""
+    data = path.read_bytes()
+    out = []
+    pos = 0
+    while pos + BATCH_PREFIX.size <= len(data):
+        base, length = BATCH_PREFIX.unpack_from(data, pos)
+        size = BATCH_PREFIX.size + length
+        if length <= 0 or pos + size > len(data):
+            break
+        (delta,) = LAST_OFFSET_DELTA.unpack_from(data, pos + LAST_OFFSET_DELTA_AT)
+        out.append((pos, size, base, base + delta))
+        pos += size
+    return out
+
+
+def test_checker_names_records_cut_off_by_a_torn_tail(broker):
+    """A real suffix loss, as an unclean failover would cause: after kill -9, a batch in the
+    middle of the active segment is corrupted, so recovery cuts the log there. The checker
+    must report exactly the acknowledged offsets from that batch on as lost, and once a new
+    producer writes over them, each of those offsets as holding two values."""
+    topic = unique_topic("history-torn")
+    create_topic(broker, topic, partitions=1)
+    h = History()
+    produce_acknowledged(broker, topic, h, "p0", 400)
+    end = read_back(broker.bootstrap, topic, h).ends[0][1]
+    assert_history_ok(h, min_acknowledged=400)
+    assert end == len(h.acknowledged())
+
+    broker.kill9()
+    (segment,) = sorted(Path(broker.data_dir, f"{topic}-0").glob("*.log"))
+    batches = segment_batches(segment)
+    assert batches and batches[-1][3] == end - 1, f"segment ends at {batches[-1:]}, log at {end}"
+    # The batch starting nearest the middle of the log, but not the first: a suffix goes.
+    later = [b for b in batches if b[2] > 0]
+    assert later, f"one batch holds the whole log: {batches}"
+    pos, size, cut, _ = min(later, key=lambda b: abs(b[2] - end // 2))
+    with open(segment, "r+b") as f:
+        f.seek(pos + size - 1)  # the batch's last byte: a record, under the CRC
+        byte = f.read(1)
+        f.seek(pos + size - 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    broker.start(port=broker.port)
+    assert "log truncated there" in broker.log()
+
+    rb = read_back(broker.bootstrap, topic, h)
+    assert rb.ends[0] == (0, cut), f"log after recovery {rb.ends[0]}, expected cut at {cut}"
+    result = check(h)
+    assert {k for k, v in result.violations.items() if v} == {"lost"}, result.report()
+    assert lost_offsets(result) == [(0, o) for o in range(cut, end)], result.report()
+    assert result.lost == end - cut > 0
+
+    # New records take the lost offsets: each now has two values (the acknowledged one that
+    # went, and the new one), and stays lost.
+    produce_acknowledged(broker, topic, h, "p1", end - cut + 10)
+    read_back(broker.bootstrap, topic, h)
+    result = check(h)
+    assert {k for k, v in result.violations.items() if v} == {"lost", "conflicts"}, (
+        result.report())
+    assert result.lost == end - cut, result.report()
+    conflicts = result.of("conflicts")
+    assert [(v.partition, v.offset) for v in conflicts] == [(0, o) for o in range(cut, end)]
+    first = conflicts[0]
+    lost_value = next(s.value for s in h.acknowledged() if s.client == "p0" and s.offset == cut)
+    assert f"{lost_value!r} seen by ack to p0" in first.detail
+    assert "'p1-0' seen by ack to p1 (seq 0), read-back#3" in first.detail, first.detail
+    with pytest.raises(AssertionError) as failure:
+        assert_history_ok(h)
+    assert f"lost: {end - cut}" in str(failure.value)
+    assert f"conflicts: {end - cut}" in str(failure.value)
