@@ -10,6 +10,7 @@ records written over the lost offsets) must be reported as exactly the offsets t
 
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -486,3 +487,49 @@ def test_checker_names_records_cut_off_by_a_torn_tail(broker):
         assert_history_ok(h)
     assert f"lost: {end - cut}" in str(failure.value)
     assert f"conflicts: {end - cut}" in str(failure.value)
+
+
+def test_workload_rides_out_kill9_and_restart(broker):
+    """The shape of a fault test, on one node: load, kill -9, restart, more load, read back."""
+    topic = unique_topic("history-kill9")
+    create_topic(broker, topic, partitions=2)
+    h = History()
+    with ProducerWorkload(broker.bootstrap, topic, h, client="p0", rate_per_s=RATE_PER_S) as p:
+        p.wait_acknowledged(300, timeout=90)
+        broker.kill9()
+        broker.start(port=broker.port)
+        p.wait_more_acknowledged(300, timeout=120)
+    read_back(broker.bootstrap, topic, h)
+    result = assert_history_ok(h, min_acknowledged=600)
+    assert result.lost == 0 and result.duplicated == 0
+    # Idempotence and retries: nothing failed, nothing left unknown.
+    assert result.failed == 0 and result.indeterminate == 0, result.report()
+
+
+def test_stop_is_bounded_when_the_broker_is_gone(broker):
+    """With the broker dead, stop() returns within its timeout: what was not acknowledged is
+    purged and recorded as indeterminate, and nothing keeps running."""
+    topic = unique_topic("history-gone")
+    create_topic(broker, topic, partitions=1)
+    h = History()
+    p = ProducerWorkload(broker.bootstrap, topic, h, client="p0", rate_per_s=RATE_PER_S).start()
+    try:
+        p.wait_acknowledged(100, timeout=90)
+        broker.kill9()
+        wait_until(lambda: h.counts()["pending"] > 0, 30, "sends the dead broker cannot answer")
+    finally:
+        started = time.monotonic()
+        p.stop(timeout=3)
+        took = time.monotonic() - started
+    assert took < 20, f"stop(timeout=3) took {took:.1f}s"
+    assert not p._thread.is_alive()
+    counts = h.counts()
+    assert counts["pending"] == 0, counts
+    assert counts["info"] > 0 and counts["fail"] == 0, counts
+    assert all("_PURGE" in s.error for s in h.sends if s.outcome == "info")
+
+    broker.start(port=broker.port)
+    read_back(broker.bootstrap, topic, h)
+    result = assert_history_ok(h, min_acknowledged=100)
+    assert result.indeterminate == counts["info"]
+    assert result.indeterminate_seen + result.indeterminate_unseen == result.indeterminate
