@@ -21,13 +21,14 @@ A history holds, per topic-partition:
 `check` verifies, and reports with concrete counterexamples (partition, offset, values):
 
 - lost: every acknowledged record is in every read-back that began after its
-  acknowledgement;
+  acknowledgement (for acks=1 or acks=0 sends this is only counted, as `lost_unreplicated`:
+  Kafka lets an acks=1 record acknowledged by a leader that then lost its leadership go);
 - misplaced: an acknowledged value read, but never at the offset it was acknowledged with;
 - duplicated: no value is read at two offsets (whatever its send's outcome, so an
   indeterminate send appears at most once);
-- conflicts: no offset holds two values across all readers and acknowledgements (every
-  consumer sees the same record at each offset; two acknowledgements of one offset are a
-  split brain);
+- conflicts: no offset holds two values across all readers and acks=all acknowledgements
+  (every consumer sees the same record at each offset; two acknowledgements of one offset
+  are a split brain);
 - failed_read: no value of a definitely failed send is ever read;
 - unexpected: no value is read that no client sent;
 - reader_order: per partition, the offsets one reader session read strictly increase;
@@ -84,6 +85,7 @@ class Send:
     seq: int  # the client's send order, from 0
     idempotent: bool
     sent_at: int  # position in the history
+    acks: str = "all"  # the producer's acks setting: "all" (or "-1"), "1" or "0"
     outcome: str = PENDING
     offset: Optional[int] = None
     leader_epoch: Optional[int] = None
@@ -155,8 +157,10 @@ class History:
 
     # -- produce -------------------------------------------------------------------------------
 
-    def send(self, client, topic, value, partition=None, idempotent=True):
-        """Records a produce attempt about to be made; returns its `Send` for the outcome."""
+    def send(self, client, topic, value, partition=None, idempotent=True, acks="all"):
+        """Records a produce attempt about to be made; returns its `Send` for the outcome.
+
+        `acks` is the producer's setting; only acks=all acknowledgements must survive."""
         with self._lock:
             seq = self._seq[client]
             self._seq[client] += 1
@@ -167,6 +171,7 @@ class History:
                 partition=partition,
                 seq=seq,
                 idempotent=idempotent,
+                acks=str(acks),
                 sent_at=self._next(),
                 sent_time=time.monotonic(),
             )
@@ -230,7 +235,8 @@ class History:
         """
         reader_id = self.reader_session(reader)
         with self._lock:
-            rb = ReadBack(reader_id, topic, self._next(), {int(p): tuple(e) for p, e in ends.items()})
+            bounds = {int(p): tuple(e) for p, e in ends.items()}
+            rb = ReadBack(reader_id, topic, self._next(), bounds)
             self.read_backs.append(rb)
             return rb
 
@@ -270,10 +276,10 @@ class History:
         """Distinct leader epochs seen for a partition, in acknowledgements and reads."""
         with self._lock:
             epochs = {s.leader_epoch for s in self.sends
-                      if s.topic == topic and s.partition == partition and s.leader_epoch is not None}
+                      if (s.topic, s.partition) == (topic, partition)}
             epochs |= {r.leader_epoch for r in self.reads
-                       if r.topic == topic and r.partition == partition and r.leader_epoch is not None}
-            return sorted(epochs)
+                       if (r.topic, r.partition) == (topic, partition)}
+            return sorted(epochs - {None})
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -307,7 +313,8 @@ class History:
         ]
         h.commits = [Commit(**c) for c in data["commits"]]
         positions = [0] + [s.done_at or s.sent_at for s in h.sends] + [r.at for r in h.reads]
-        positions += [c.at for c in h.commits] + [rb.finished_at or rb.started_at for rb in h.read_backs]
+        positions += [c.at for c in h.commits]
+        positions += [rb.finished_at or rb.started_at for rb in h.read_backs]
         h._position = max(positions)
         for s in h.sends:
             h._seq[s.client] = max(h._seq[s.client], s.seq + 1)
@@ -338,8 +345,8 @@ class CheckResult:
 
     Counts (also attributes, e.g. `result.lost`): sends, acknowledged, failed, indeterminate
     (pending sends included), indeterminate_seen, indeterminate_unseen, reads, read_backs,
-    commits, and one per violation kind: the number of distinct records (or offsets, reader
-    steps, commits) that violate it.
+    commits, lost_unreplicated (acks=1/0 records gone: allowed), and one per violation kind:
+    the number of distinct records (or offsets, reader steps, commits) that violate it.
     """
 
     def __init__(self, counts, violations):
@@ -366,7 +373,7 @@ class CheckResult:
             f"sends={c['sends']} acknowledged={c['acknowledged']} failed={c['failed']} "
             f"indeterminate={c['indeterminate']} (seen {c['indeterminate_seen']}, not seen "
             f"{c['indeterminate_unseen']}) reads={c['reads']} read_backs={c['read_backs']} "
-            f"commits={c['commits']} | "
+            f"commits={c['commits']} lost_unreplicated={c['lost_unreplicated']} | "
             + " ".join(f"{k}={c[k]}" for k in VIOLATION_KINDS)
         )
 
@@ -391,6 +398,11 @@ def _observer(s):
     return f"ack to {s.client} (seq {s.seq})"
 
 
+def durable(send):
+    """Whether Kafka promises the acknowledged record survives a leader change (acks=all)."""
+    return send.acks in ("all", "-1")
+
+
 def check(history):
     """Checks every guarantee listed in the module doc; returns a `CheckResult`."""
     with history._lock:
@@ -413,7 +425,8 @@ def check(history):
     # Who saw which value at each offset: acknowledgements and reads alike.
     at_offset = defaultdict(lambda: defaultdict(list))  # (t, p, o) -> value -> [observer]
     for s in acked:
-        at_offset[(s.topic, s.partition, s.offset)][s.value].append(_observer(s))
+        if durable(s):
+            at_offset[(s.topic, s.partition, s.offset)][s.value].append(_observer(s))
     offsets_of = defaultdict(set)  # (t, value) -> {(p, o)} where it was read
     readers_of = defaultdict(set)  # (t, value) -> readers
     for r in reads:
@@ -476,6 +489,7 @@ def check(history):
     for r in reads:
         reads_by_reader[r.reader].append(r)
     lost_values = set()
+    lost_unreplicated = set()
     topics_read_back = {rb.topic for rb in read_backs}
     for rb in read_backs:
         found = defaultdict(set)  # value -> {(p, o)}
@@ -490,6 +504,9 @@ def check(history):
             # that came later may be missing; an offset they share with what the read-back
             # found is a conflict.)
             if s.done_at > rb.started_at or s.value in found:
+                continue
+            if not durable(s):
+                lost_unreplicated.add((s.topic, s.value))
                 continue
             low, high = rb.ends.get(s.partition, (None, None))
             lost_values.add((s.topic, s.value))
@@ -587,6 +604,7 @@ def check(history):
         "reads": len(reads),
         "read_backs": len(read_backs),
         "commits": len(commits),
+        "lost_unreplicated": len(lost_unreplicated),
         **count,
     }
     return CheckResult(counts, v)

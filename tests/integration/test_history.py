@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TopicPartition
 
-from helpers import admin_client, create_topic, unique_topic, wait_until
+from helpers import create_topic, unique_topic, wait_until
 from history import History, assert_history_ok, check
 from workload import GroupConsumer, ProducerWorkload, observe_committed, read_back
 
@@ -231,6 +231,20 @@ def test_non_idempotent_producer_may_reorder():
     h.ack(a, 0, 1)
     read_back_of(h, {0: ["p0-1", "p0-0"]})
     assert_history_ok(h)
+
+
+def test_lost_acks1_record_is_counted_not_flagged():
+    # As in Kafka: an acks=1 record acknowledged by a leader that was then cut off may be
+    # gone, and the new leader may hold another record at its offset.
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    weak = h.send("w0", T, "w0-0", 0, acks="1")
+    h.ack(weak, 0, 1)
+    acked(h, "p0", 0, 1, "p0-1")
+    read_back_of(h, {0: ["p0-0", "p0-1"]})
+    result = assert_history_ok(h)
+    assert result.lost == 0 and result.lost_unreplicated == 1 and result.conflicts == 0
+    assert "lost_unreplicated=1" in result.report()
 
 
 def test_leader_epoch_going_backwards_is_named():

@@ -148,7 +148,9 @@ class ProducerWorkload:
             **(conf or {}),
         }
         self.idempotent = str(self.conf["enable.idempotence"]).lower() == "true"
-        self.retries = int(self.conf.get("retries", self.conf.get("message.send.max.retries", 1))) > 0
+        self.acks = str(self.conf.get("acks", self.conf.get("request.required.acks", "all")))
+        retries = self.conf.get("retries", self.conf.get("message.send.max.retries", 1))
+        self.retries = int(retries) > 0
         self.errors = []  # client-wide errors from error_cb, as text
         self.fatal = None  # the fatal KafkaError, if the producer raised one
         self.sent = 0
@@ -226,7 +228,7 @@ class ProducerWorkload:
             value = f"{self.client}-{n}"
             partition = None if self.partitions is None else n % self.partitions
             send = self.history.send(self.client, self.topic, value, partition,
-                                     idempotent=self.idempotent)
+                                     idempotent=self.idempotent, acks=self.acks)
             kwargs = {"value": value.encode()}
             if partition is None:
                 kwargs["key"] = value.encode()
@@ -270,7 +272,8 @@ class ProducerWorkload:
         if self._thread.is_alive():
             raise AssertionError(f"producer {self.client} did not stop within {timeout + 30:.0f}s")
         if self._crash is not None:
-            raise AssertionError(f"producer {self.client} crashed: {self._crash!r}") from self._crash
+            raise AssertionError(
+                f"producer {self.client} crashed: {self._crash!r}") from self._crash
         return self
 
     def wait_acknowledged(self, n, timeout=60.0):
@@ -279,7 +282,7 @@ class ProducerWorkload:
         with self._changed:
             while self.acknowledged < n:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._crash is not None or (
+                if left <= 0 or self._crash is not None or self.fatal is not None or (
                         self._thread is not None and not self._thread.is_alive()):
                     raise AssertionError(
                         f"producer {self.client}: {self.acknowledged} acknowledged, wanted {n} "
@@ -354,7 +357,8 @@ def read_back(bootstrap, topic, history, reader="read-back", timeout=READ_BACK_T
     consumer = _consumer(bootstrap, **(conf or {}))
     try:
         if partitions is None:
-            partitions = partitions_of(bootstrap, topic, timeout=max(1.0, deadline - time.monotonic()))
+            left = max(1.0, deadline - time.monotonic())
+            partitions = partitions_of(bootstrap, topic, timeout=left)
         ends = {}
         for p in partitions:
             ends[p] = _retry_until(
@@ -522,7 +526,8 @@ class GroupConsumer:
         if self._thread.is_alive():
             raise AssertionError(f"consumer {self.member} did not stop within {timeout:.0f}s")
         if self._crash is not None:
-            raise AssertionError(f"consumer {self.member} crashed: {self._crash!r}") from self._crash
+            raise AssertionError(
+                f"consumer {self.member} crashed: {self._crash!r}") from self._crash
         return self
 
 
