@@ -379,9 +379,10 @@ def run_and_check(target, partitions=3):
 
 def test_workload_on_skein_passes_the_checker(module_broker):
     h, result = run_and_check(module_broker)
-    # Single node: every acknowledgement and read is in one leader epoch.
-    for p in range(3):
-        assert len(h.leader_epochs(h.sends[0].topic, p)) <= 1
+    # Single node: every acknowledgement and read is in one leader epoch, and reads carry it.
+    topic = h.sends[0].topic
+    assert [len(h.leader_epochs(topic, p)) for p in range(3)] == [1, 1, 1]
+    assert all(r.leader_epoch is not None for r in h.reads)
 
 
 def test_workload_on_reference_kafka_passes_the_checker(reference):

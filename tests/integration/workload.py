@@ -458,8 +458,9 @@ class GroupConsumer:
         try:
             done = consumer.commit(asynchronous=False)
         except KafkaException as exc:
-            # Nothing to commit, or the coordinator moved: the next round tries again.
-            self.errors.append(f"commit: {exc}")
+            # Nothing new to commit, or the coordinator moved: the next round tries again.
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                self.errors.append(f"commit: {exc}")
             return
         for tp in done or []:
             if tp.error is None and tp.offset >= 0:
@@ -518,7 +519,9 @@ class GroupConsumer:
             return self.reads
 
     def stop(self, timeout=STOP_TIMEOUT_S):
-        """Commits, leaves the group, joins the thread; raises if it crashed or hung."""
+        """Commits, leaves the group, joins the thread; raises if it crashed or hung. With
+        the coordinator gone, the last commit and the leave take about `session.timeout.ms`
+        (10 s here) before librdkafka gives up."""
         if self._thread is None:
             return self
         self._stop.set()
