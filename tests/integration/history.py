@@ -318,6 +318,10 @@ class History:
         h._position = max(positions)
         for s in h.sends:
             h._seq[s.client] = max(h._seq[s.client], s.seq + 1)
+        for reader in {r.reader for r in h.reads} | {rb.reader for rb in h.read_backs}:
+            name, _, run = reader.rpartition("#")
+            if name and run.isdigit():
+                h._reader_runs[name] = max(h._reader_runs[name], int(run))
         return h
 
 
@@ -398,6 +402,12 @@ def _observer(s):
     return f"ack to {s.client} (seq {s.seq})"
 
 
+def _log_order(item):
+    """Sort key for ((topic, value), {(partition, offset)}): where the value first appears."""
+    (topic, _), places = item
+    return (topic, min(places))
+
+
 def durable(send):
     """Whether Kafka promises the acknowledged record survives a leader change (acks=all)."""
     return send.acks in ("all", "-1")
@@ -445,7 +455,7 @@ def check(history):
             v["conflicts"].append(Violation("conflicts", t, p, o, f"{len(values)} values: {seen}"))
 
     # duplicated: a value at two offsets.
-    for (t, value), places in sorted(offsets_of.items(), key=lambda kv: str(kv[0])):
+    for (t, value), places in sorted(offsets_of.items(), key=_log_order):
         if len(places) > 1:
             count["duplicated"] += 1
             s = send_of.get((t, value))
@@ -456,7 +466,7 @@ def check(history):
                 "duplicated", t, first[0], first[1], f"value {value!r}{outcome} read at {where}"))
 
     # unexpected and failed_read.
-    for (t, value), places in sorted(offsets_of.items(), key=lambda kv: str(kv[0])):
+    for (t, value), places in sorted(offsets_of.items(), key=_log_order):
         s = send_of.get((t, value))
         first = min(places)
         where = ", ".join(f"[{p}]@{o}" for p, o in sorted(places))
@@ -610,16 +620,21 @@ def check(history):
     return CheckResult(counts, v)
 
 
-def assert_history_ok(history, min_acknowledged=1):
+def assert_history_ok(history, min_acknowledged=1, save_to=None):
     """Checks the history; raises AssertionError with the report if anything is violated or
     fewer than `min_acknowledged` sends were acknowledged (a test that wrote nothing proves
-    nothing). Returns the `CheckResult`."""
+    nothing). With `save_to` (a path), a failing history is saved there as JSON and the
+    error names it. Returns the `CheckResult`."""
     result = check(history)
+    problem = None
     if not result.ok:
-        raise AssertionError(result.report())
-    if result.acknowledged < min_acknowledged:
-        raise AssertionError(
-            f"only {result.acknowledged} acknowledged sends (wanted at least "
-            f"{min_acknowledged})\n{result.report()}"
-        )
-    return result
+        problem = result.report()
+    elif result.acknowledged < min_acknowledged:
+        problem = (f"only {result.acknowledged} acknowledged sends (wanted at least "
+                   f"{min_acknowledged})\n{result.report()}")
+    if problem is None:
+        return result
+    if save_to is not None:
+        history.save(save_to)
+        problem += f"\n(history saved to {save_to}; History.load() reads it)"
+    raise AssertionError(problem)

@@ -284,6 +284,14 @@ def test_history_round_trips_through_json(tmp_path):
     h = clean_history()
     h.save(tmp_path / "history.json")
     again = History.load(tmp_path / "history.json")
+    assert check(again).ok
+    acked(again, "p0", 0, 3, "p0-x")
+    rb = read_back_of(again, {0: ["p0-0", "p0-1", "p0-2"], 1: ["p1-0", "p1-2"]})
+    assert rb.reader == "rb#2"
+    with pytest.raises(AssertionError, match=r"history saved to .*broken\.json"):
+        assert_history_ok(again, save_to=tmp_path / "broken.json")
+    assert check(History.load(tmp_path / "broken.json")).lost == 1
+    again = History.load(tmp_path / "history.json")
     assert check(again).counts == check(h).counts
     s = again.send("p0", T, "p0-3", 0)  # positions and sequences carry on
     assert s.seq == 3 and s.sent_at > max(r.at for r in again.reads)
