@@ -556,3 +556,31 @@ def test_stop_is_bounded_when_the_broker_is_gone(broker):
     result = assert_history_ok(h, min_acknowledged=100)
     assert result.indeterminate == counts["info"]
     assert result.indeterminate_seen + result.indeterminate_unseen == result.indeterminate
+
+
+@pytest.mark.parametrize("where", ["skein", "reference"])
+def test_oversized_records_are_definite_failures(where, module_broker, request):
+    """Records over the topic's max.message.bytes get MSG_SIZE_TOO_LARGE, which guarantees
+    nothing was written: the workload records them as definitely failed, and the read-back
+    (which would flag any of them as a failed send read) finds only the other producer's."""
+    target = module_broker if where == "skein" else request.getfixturevalue("reference")
+    topic = unique_topic("history-oversized")
+    create_topic(target, topic, partitions=1, config={"max.message.bytes": "2000"})
+    h = History()
+    big = ProducerWorkload(target.bootstrap, topic, h, client="big", rate_per_s=100,
+                           padding_bytes=4000)
+    small = ProducerWorkload(target.bootstrap, topic, h, client="small", rate_per_s=100)
+    try:
+        big.start()
+        small.start()
+        big.wait_completed(20, timeout=90)
+        small.wait_acknowledged(20, timeout=90)
+    finally:
+        big.stop()
+        small.stop()
+    read_back(target.bootstrap, topic, h)
+    result = assert_history_ok(h, min_acknowledged=20)
+    outcomes = {(s.client, s.outcome) for s in h.sends}
+    assert outcomes == {("big", "fail"), ("small", "ok")}, outcomes
+    assert all("MSG_SIZE_TOO_LARGE" in s.error for s in h.sends if s.client == "big")
+    assert result.failed == big.failed > 0 and big.fatal is None

@@ -120,14 +120,15 @@ class ProducerWorkload:
     """An idempotent acks=all producer sending "<client>-<n>" at `rate_per_s` in a thread.
 
     `partitions`: an int spreads value n to partition n % partitions; None leaves the choice
-    to librdkafka's partitioner (the value is the key). `conf` overrides producer settings
+    to librdkafka's partitioner (the value is the key). `padding_bytes` adds a header of that
+    size to every record (bigger batches, or records over a topic's max.message.bytes). `conf` overrides producer settings
     (e.g. {"acks": "1"} or {"enable.idempotence": False}); whether sends are idempotent is
     taken from it. Every attempt goes into `history`: acknowledged with its offset and leader
     epoch, definitely failed, or indeterminate (see the module doc).
     """
 
     def __init__(self, bootstrap, topic, history, client="p0", rate_per_s=DEFAULT_RATE_PER_S,
-                 partitions=None, conf=None, outstanding_max=OUTSTANDING_MAX):
+                 partitions=None, conf=None, outstanding_max=OUTSTANDING_MAX, padding_bytes=0):
         self.bootstrap = bootstrap
         self.topic = topic
         self.history = history
@@ -135,6 +136,8 @@ class ProducerWorkload:
         self.rate_per_s = float(rate_per_s)
         self.partitions = partitions
         self.outstanding_max = outstanding_max
+        # Extra bytes per record, in a header (the value stays the unique id).
+        self.headers = [("pad", b"x" * padding_bytes)] if padding_bytes else None
         self.conf = {
             "bootstrap.servers": bootstrap,
             "client.id": client,
@@ -230,6 +233,8 @@ class ProducerWorkload:
             send = self.history.send(self.client, self.topic, value, partition,
                                      idempotent=self.idempotent, acks=self.acks)
             kwargs = {"value": value.encode()}
+            if self.headers:
+                kwargs["headers"] = self.headers
             if partition is None:
                 kwargs["key"] = value.encode()
             else:
@@ -291,6 +296,21 @@ class ProducerWorkload:
                         f"crash {self._crash!r}, last errors {self.errors[-3:]})")
                 self._changed.wait(min(left, 0.5))
             return self.acknowledged
+
+    def wait_completed(self, n, timeout=60.0):
+        """Waits until `n` sends have an outcome, whichever; returns the count."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.acknowledged + self.failed + self.indeterminate < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._crash is not None:
+                    raise AssertionError(
+                        f"producer {self.client}: {self.acknowledged} acknowledged, "
+                        f"{self.failed} failed, {self.indeterminate} indeterminate; wanted {n} "
+                        f"done within {timeout:.0f}s (crash {self._crash!r}, last errors "
+                        f"{self.errors[-3:]})")
+                self._changed.wait(min(left, 0.5))
+            return self.acknowledged + self.failed + self.indeterminate
 
     def wait_more_acknowledged(self, more, timeout=60.0):
         """Waits for `more` acknowledgements beyond the current count (e.g. after a fault)."""
