@@ -565,11 +565,13 @@ def test_oversized_records_are_definite_failures(where, module_broker, request):
     (which would flag any of them as a failed send read) finds only the other producer's."""
     target = module_broker if where == "skein" else request.getfixturevalue("reference")
     topic = unique_topic("history-oversized")
-    create_topic(target, topic, partitions=1, config={"max.message.bytes": "2000"})
+    create_topic(target, topic, partitions=1, config={"max.message.bytes": "10000"})
     h = History()
     big = ProducerWorkload(target.bootstrap, topic, h, client="big", rate_per_s=100,
-                           padding_bytes=4000)
-    small = ProducerWorkload(target.bootstrap, topic, h, client="small", rate_per_s=100)
+                           padding_bytes=20000)
+    # The limit is on a whole batch: keep the small records' batches well under it.
+    small = ProducerWorkload(target.bootstrap, topic, h, client="small", rate_per_s=100,
+                             conf={"batch.size": 4000})
     try:
         big.start()
         small.start()
@@ -581,6 +583,8 @@ def test_oversized_records_are_definite_failures(where, module_broker, request):
     read_back(target.bootstrap, topic, h)
     result = assert_history_ok(h, min_acknowledged=20)
     outcomes = {(s.client, s.outcome) for s in h.sends}
-    assert outcomes == {("big", "fail"), ("small", "ok")}, outcomes
+    assert outcomes == {("big", "fail"), ("small", "ok")}, (
+        outcomes, [(s.client, s.value, s.outcome, s.error) for s in h.sends
+                   if (s.client, s.outcome) not in {("big", "fail"), ("small", "ok")}][:5])
     assert all("MSG_SIZE_TOO_LARGE" in s.error for s in h.sends if s.client == "big")
     assert result.failed == big.failed > 0 and big.fatal is None
