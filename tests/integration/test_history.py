@@ -588,3 +588,20 @@ def test_oversized_records_are_definite_failures(where, module_broker, request):
                    if (s.client, s.outcome) not in {("big", "fail"), ("small", "ok")}][:5])
     assert all("MSG_SIZE_TOO_LARGE" in s.error for s in h.sends if s.client == "big")
     assert result.failed == big.failed > 0 and big.fatal is None
+
+
+def test_acks0_sends_are_indeterminate_and_seen_once(module_broker):
+    """acks=0 reports no offset: every send is indeterminate; on a healthy broker the
+    read-back finds each exactly once, and the checker counts them as seen."""
+    topic = unique_topic("history-acks0")
+    create_topic(module_broker, topic, partitions=1)
+    h = History()
+    with ProducerWorkload(module_broker.bootstrap, topic, h, client="a0", rate_per_s=500,
+                          conf={"acks": "0", "enable.idempotence": False}) as p:
+        p.wait_completed(100, timeout=90)
+    read_back(module_broker.bootstrap, topic, h)
+    result = assert_history_ok(h, min_acknowledged=0)
+    assert result.acknowledged == 0 and result.failed == 0
+    assert result.indeterminate == result.sends == result.indeterminate_seen >= 100
+    assert result.indeterminate_unseen == 0 and result.duplicated == 0
+    assert {s.acks for s in h.sends} == {"0"} and not any(s.idempotent for s in h.sends)

@@ -112,6 +112,18 @@ def classify_delivery_error(err, retries=True):
     return INFO
 
 
+def _stop_quietly_if(failing, stop):
+    """Stops a worker leaving a `with` block; when the block is failing, a failure to stop
+    must not hide the block's own error."""
+    if not failing:
+        stop()
+        return
+    try:
+        stop()
+    except AssertionError:
+        pass
+
+
 def _describe(err):
     return f"{err.name()} ({err.code()}): {err.str()}"
 
@@ -121,10 +133,11 @@ class ProducerWorkload:
 
     `partitions`: an int spreads value n to partition n % partitions; None leaves the choice
     to librdkafka's partitioner (the value is the key). `padding_bytes` adds a header of that
-    size to every record (bigger batches, or records over a topic's max.message.bytes). `conf` overrides producer settings
-    (e.g. {"acks": "1"} or {"enable.idempotence": False}); whether sends are idempotent is
-    taken from it. Every attempt goes into `history`: acknowledged with its offset and leader
-    epoch, definitely failed, or indeterminate (see the module doc).
+    size to every record (bigger batches, or records over a topic's max.message.bytes).
+    `conf` overrides producer settings (e.g. {"acks": "1"} or {"enable.idempotence": False});
+    the sends' acks and idempotence are taken from it. Every attempt goes into `history`:
+    acknowledged with its offset and leader epoch, definitely failed, or indeterminate (see
+    the module doc; acks=0 deliveries carry no offset, so they are indeterminate).
     """
 
     def __init__(self, bootstrap, topic, history, client="p0", rate_per_s=DEFAULT_RATE_PER_S,
@@ -171,8 +184,8 @@ class ProducerWorkload:
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
-        self.stop()
+    def __exit__(self, exc_type, exc, tb):
+        _stop_quietly_if(exc_type is not None, self.stop)
 
     def _on_error(self, err):
         self.errors.append(_describe(err))
@@ -187,8 +200,22 @@ class ProducerWorkload:
         return self
 
     def _on_delivery(self, send, err, msg):
-        if err is None:
-            self.history.ack(send, msg.partition(), msg.offset(), msg.leader_epoch())
+        # An exception escaping a callback reaches poll() mangled (a SystemError), so keep
+        # the original and end the run.
+        try:
+            self._record_delivery(send, err, msg)
+        except BaseException as exc:
+            self._crash = self._crash or exc
+            self._stop.set()
+
+    def _record_delivery(self, send, err, msg):
+        offset = msg.offset()
+        if err is None and (offset is None or offset < 0):
+            # acks=0: "delivered" without an offset (None here), so nothing is known.
+            self.history.indeterminate(send, "no offset (acks=0)", msg.partition())
+            field = "indeterminate"
+        elif err is None:
+            self.history.ack(send, msg.partition(), offset, msg.leader_epoch())
             field = "acknowledged"
         else:
             error = _describe(err)
@@ -464,8 +491,8 @@ class GroupConsumer:
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
-        self.stop()
+    def __exit__(self, exc_type, exc, tb):
+        _stop_quietly_if(exc_type is not None, self.stop)
 
     def start(self):
         assert self._thread is None, "already started"
