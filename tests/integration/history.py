@@ -228,15 +228,25 @@ class History:
             self._reader_runs[name] += 1
             return f"{name}#{self._reader_runs[name]}"
 
-    def begin_read_back(self, reader, topic, ends):
+    def mark(self):
+        """A position in the history now, for an operation recorded when it ends but judged
+        from when it began (`begin_read_back`, `observe_committed`)."""
+        with self._lock:
+            return self._next()
+
+    def begin_read_back(self, reader, topic, ends, started_at=None):
         """A full read-back of `topic` begins; `ends` is {partition: (low, high)}.
 
-        Returns the `ReadBack`; record its records with `read(rb.reader, ...)`.
+        `started_at` (a `mark()` taken before the watermarks were asked for) is when it
+        began: every acknowledgement before it must be found, so it must not come after the
+        watermarks were read. Returns the `ReadBack`; record its records with
+        `read(rb.reader, ...)`.
         """
         reader_id = self.reader_session(reader)
         with self._lock:
             bounds = {int(p): tuple(e) for p, e in ends.items()}
-            rb = ReadBack(reader_id, topic, self._next(), bounds)
+            started = self._next() if started_at is None else started_at
+            rb = ReadBack(reader_id, topic, started, bounds)
             self.read_backs.append(rb)
             return rb
 
@@ -251,11 +261,17 @@ class History:
         with self._lock:
             self.commits.append(Commit(group, topic, partition, offset, self._next(), member))
 
-    def observe_committed(self, group, topic, partition, offset, observer=None):
-        """OffsetFetch answered `offset` as `group`'s committed offset for the partition."""
+    def observe_committed(self, group, topic, partition, offset, observer=None, at=None):
+        """OffsetFetch answered `offset` as `group`'s committed offset for the partition.
+
+        `at`: a `mark()` taken before the request was sent. Every commit acknowledged before
+        then must be reflected in the answer; one acknowledged while it was under way may not
+        be, so the observation is placed where it began.
+        """
         with self._lock:
+            position = self._next() if at is None else at
             self.commits.append(
-                Commit(group, topic, partition, offset, self._next(), observer, "observed")
+                Commit(group, topic, partition, offset, position, observer, "observed")
             )
 
     # -- views ---------------------------------------------------------------------------------

@@ -120,6 +120,33 @@ def test_ack_after_read_back_began_is_not_required():
     assert assert_history_ok(h).lost == 0
 
 
+def test_read_back_is_judged_from_before_its_watermarks():
+    # An acknowledgement that arrives while the read-back asks for the watermarks (after its
+    # mark) may be above them: not required.
+    h = History()
+    acked(h, "p0", 0, 0, "p0-0")
+    started = h.mark()
+    acked(h, "p0", 0, 1, "p0-1")
+    rb = h.begin_read_back("rb", T, {0: (0, 1)}, started_at=started)
+    h.read(rb.reader, T, 0, 0, "p0-0")
+    h.end_read_back(rb)
+    assert assert_history_ok(h).lost == 0
+
+
+def test_offset_fetch_under_way_during_a_commit_is_no_regression():
+    # OffsetFetch began (mark), a commit of 150 was acknowledged meanwhile, then the fetch
+    # answered 100: consistent. A fetch begun after that acknowledgement answering 100 is not.
+    h = clean_history()
+    h.commit("g2", T, 0, 100, "c1")
+    started = h.mark()
+    h.commit("g2", T, 0, 150, "c1")
+    h.observe_committed("g2", T, 0, 100, "fetch-1", at=started)
+    assert check(h).ok
+    h.observe_committed("g2", T, 0, 100, "fetch-2")
+    v = only(check(h), "commit_regressions")
+    assert "observed offset 100 (by fetch-2" in v.detail and "commit offset 150" in v.detail
+
+
 def test_duplicated_record_is_named():
     h = History()
     acked(h, "p0", 0, 0, "p0-0")

@@ -401,6 +401,8 @@ def read_back(bootstrap, topic, history, reader="read-back", timeout=READ_BACK_T
     naming the progress per partition if the read does not finish within `timeout`.
     """
     deadline = time.monotonic() + timeout
+    # Every acknowledgement before this point is below the high watermarks read next.
+    started = history.mark()
     consumer = _consumer(bootstrap, **(conf or {}))
     try:
         if partitions is None:
@@ -412,7 +414,7 @@ def read_back(bootstrap, topic, history, reader="read-back", timeout=READ_BACK_T
                 deadline, f"watermarks of {topic}[{p}]",
                 lambda p=p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5),
             )
-        rb = history.begin_read_back(reader, topic, ends)
+        rb = history.begin_read_back(reader, topic, ends, started_at=started)
         next_offset = {p: low for p, (low, high) in ends.items()}
         pending = {p for p, (low, high) in ends.items() if high > low}
         errors = []
@@ -590,6 +592,7 @@ def observe_committed(bootstrap, group, topic, history, partitions=None, timeout
         partitions = partitions_of(bootstrap, topic, timeout=timeout)
     consumer = _consumer(bootstrap, **{"group.id": group})
     try:
+        started = history.mark()
         tps = _retry_until(
             deadline, f"committed offsets of group {group}",
             lambda: consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=5),
@@ -597,7 +600,8 @@ def observe_committed(bootstrap, group, topic, history, partitions=None, timeout
         found = {}
         for tp in tps:
             if tp.error is None and tp.offset >= 0:
-                history.observe_committed(group, topic, tp.partition, tp.offset, observer)
+                history.observe_committed(group, topic, tp.partition, tp.offset, observer,
+                                          at=started)
                 found[tp.partition] = tp.offset
         return found
     finally:
