@@ -366,8 +366,9 @@ def reference():
 
 
 def run_and_check(target, partitions=3):
-    """Two idempotent acks=all producers and a live group consumer for a few seconds, then a
-    full read-back and the committed offsets; the checker must pass."""
+    """Two idempotent acks=all producers and a live group consumer for a few seconds, with a
+    read-back while they run and one after, then the committed offsets; the checker must
+    pass."""
     topic = unique_topic("history")
     create_topic(target, topic, partitions=partitions)
     group = unique_topic("history-group")
@@ -382,6 +383,10 @@ def run_and_check(target, partitions=3):
         consumer.start()
         for p in producers:
             p.start()
+        for p in producers:
+            p.wait_acknowledged(ACKS_PER_PRODUCER // 2, timeout=90)
+        # A read-back while the producers run: what was acknowledged before it must be in it.
+        during = read_back(target.bootstrap, topic, h)
         for p in producers:
             p.wait_acknowledged(ACKS_PER_PRODUCER, timeout=90)
     finally:
@@ -402,13 +407,15 @@ def run_and_check(target, partitions=3):
         f"{counts}; producer errors: {[p.errors[-3:] for p in producers]}")
     assert result.lost == 0 and result.duplicated == 0 and result.conflicts == 0
     assert result.acknowledged == result.sends == total
-    # The read-back read exactly the acknowledged records, each partition from 0 to its end.
+    # The last read-back read exactly the acknowledged records, each partition from 0 to its
+    # end.
     assert sum(high - low for low, high in rb.ends.values()) == total
     assert all(low == 0 for low, high in rb.ends.values())
     # The live consumer read them all too, and its last commits are the log ends.
     assert committed == {p: high for p, (low, high) in rb.ends.items() if high > 0}, (
         f"committed {committed}, log ends {rb.ends}")
     assert result.commits >= partitions
+    assert result.read_backs == 2 and during.finished_at < rb.started_at
     return h, result
 
 
