@@ -25,7 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use skein_metadata::controller::{
-    AlterConfigs, AlterPartition, ConfigOp, Heartbeat, NewPartitions, NewTopic, RegisterBroker, TopicRef,
+    AlterConfigs, AlterPartition, ConfigOp, Heartbeat, NewPartitions, NewTopic, RegisterBroker,
+    TopicRef,
 };
 use skein_metadata::image::{ConfigResource, Endpoint};
 use skein_metadata::{MetadataImage, Outcome, QuorumController};

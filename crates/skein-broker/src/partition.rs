@@ -17,7 +17,7 @@ use skein_protocol::records::{self, BatchHeader};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::producer_state::{ProducerLimits, ProducerStates, SequenceCheck};
-use crate::replication::LeaderState;
+use crate::replication::{self, LeaderState};
 
 /// The mutable part of a partition, behind its lock.
 pub struct PartitionState {
@@ -236,9 +236,7 @@ impl Partition {
             if isr < min {
                 return Err(ApiError::new(
                     ErrorCode::NOT_ENOUGH_REPLICAS,
-                    format!(
-                        "The ISR has {isr} replica(s), fewer than min.insync.replicas={min}."
-                    ),
+                    format!("The ISR has {isr} replica(s), fewer than min.insync.replicas={min}."),
                 ));
             }
         }
@@ -460,7 +458,11 @@ impl Partition {
 
     /// As the leader, moves the high watermark to what the ISR has confirmed; returns
     /// whether it advanced.
-    pub(crate) fn advance_high_watermark(&self, state: &mut PartitionState, min_insync: usize) -> bool {
+    pub(crate) fn advance_high_watermark(
+        &self,
+        state: &mut PartitionState,
+        min_insync: usize,
+    ) -> bool {
         let (Some(leader), Some(log)) = (state.leader.as_ref(), state.log.as_mut()) else {
             return false;
         };
@@ -490,12 +492,13 @@ impl Partition {
         let Some(log) = state.log.as_ref() else {
             return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
         };
-        if last_fetched_epoch >= 0 {
-            if let Some((epoch, end_offset)) = log.end_offset_for_epoch(last_fetched_epoch) {
-                if epoch != last_fetched_epoch || end_offset < fetch_offset {
-                    return Ok((FollowerFetch::Diverging { epoch, end_offset }, false));
-                }
-            }
+        let leader_end = (last_fetched_epoch >= 0)
+            .then(|| log.end_offset_for_epoch(last_fetched_epoch))
+            .flatten();
+        if let Some((epoch, end_offset)) =
+            replication::diverging_epoch(last_fetched_epoch, fetch_offset, leader_end)
+        {
+            return Ok((FollowerFetch::Diverging { epoch, end_offset }, false));
         }
         let leo = log.log_end_offset();
         if fetch_offset > leo || fetch_offset < log.log_start_offset() {
@@ -543,7 +546,10 @@ impl Partition {
         let mut sync = None;
         if !batches.is_empty() {
             let info = log.append_replicated(batches, now).map_err(|e| {
-                ApiError::new(ErrorCode::CORRUPT_MESSAGE, format!("replicated append: {e}"))
+                ApiError::new(
+                    ErrorCode::CORRUPT_MESSAGE,
+                    format!("replicated append: {e}"),
+                )
             })?;
             bytes = info.bytes;
             let mut pos = 0;
@@ -586,7 +592,7 @@ impl Partition {
         let own_end = log
             .end_offset_for_epoch(epoch)
             .map_or(log.log_end_offset(), |(_, end)| end);
-        let target = leader_end_offset.min(own_end).max(0);
+        let target = replication::truncation_offset(leader_end_offset, own_end);
         self.cut_to(state, target, limits, now, expiration_ms)
     }
 
@@ -608,9 +614,8 @@ impl Partition {
                 "This partition was deleted.",
             ));
         };
-        let storage = |e: skein_log::LogError| {
-            ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string())
-        };
+        let storage =
+            |e: skein_log::LogError| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string());
         if log.log_end_offset() < leader_log_start {
             log.restart_at(leader_log_start).map_err(storage)?;
             state.producers = ProducerStates::new(limits);
@@ -628,9 +633,8 @@ impl Partition {
         now: i64,
         expiration_ms: i64,
     ) -> Result<i64, ApiError> {
-        let storage = |e: skein_log::LogError| {
-            ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string())
-        };
+        let storage =
+            |e: skein_log::LogError| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string());
         let Some(log) = state.log.as_mut() else {
             return Ok(0);
         };

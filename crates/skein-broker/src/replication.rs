@@ -103,7 +103,11 @@ impl LeaderState {
             if *r != self.leader {
                 self.followers.entry(*r).or_insert(FollowerProgress {
                     log_end_offset: -1,
-                    last_caught_up_ms: if assignment.isr.contains(r) { now_ms } else { -1 },
+                    last_caught_up_ms: if assignment.isr.contains(r) {
+                        now_ms
+                    } else {
+                        -1
+                    },
                     last_fetch_ms: -1,
                     last_fetch_leader_leo: -1,
                 });
@@ -245,6 +249,29 @@ impl LeaderState {
     }
 }
 
+/// The leader's answer to a follower fetching from `fetch_offset` whose last fetched batch
+/// was of `last_fetched_epoch`, given the leader's `(epoch, end offset)` for that epoch
+/// (its `OffsetForLeaderEpoch` answer): `Some((epoch, end_offset))` when the follower's log
+/// diverged and must be cut there first (Fetch v12+'s diverging epoch, KIP-595/KIP-320).
+pub fn diverging_epoch(
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+    leader_end_for_epoch: Option<(i32, i64)>,
+) -> Option<(i32, i64)> {
+    if last_fetched_epoch < 0 {
+        return None;
+    }
+    let (epoch, end_offset) = leader_end_for_epoch?;
+    (epoch != last_fetched_epoch || end_offset < fetch_offset).then_some((epoch, end_offset))
+}
+
+/// Where a follower cuts its log when the leader says it diverged at `leader_end_offset` of
+/// `epoch`: there, or earlier where the follower's own `epoch` ended (`own_end_for_epoch`,
+/// its log end when it has no such epoch).
+pub fn truncation_offset(leader_end_offset: i64, own_end_for_epoch: i64) -> i64 {
+    leader_end_offset.min(own_end_for_epoch).max(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +342,21 @@ mod tests {
         // The pending addition already counts for the high watermark.
         s.on_fetch(2, 200, 200, 43_000);
         assert_eq!(s.high_watermark(&a, 200, 150, 1), 200);
+    }
+
+    #[test]
+    fn divergence_is_found_from_the_last_fetched_epoch() {
+        // Same epoch, the leader has at least as much: no divergence.
+        assert_eq!(diverging_epoch(3, 50, Some((3, 80))), None);
+        // The follower has more of epoch 3 than the leader ever wrote.
+        assert_eq!(diverging_epoch(3, 90, Some((3, 80))), Some((3, 80)));
+        // The leader never had epoch 4: it ended epoch 2 at 60.
+        assert_eq!(diverging_epoch(4, 70, Some((2, 60))), Some((2, 60)));
+        // Unknown epochs are not checked.
+        assert_eq!(diverging_epoch(-1, 70, Some((2, 60))), None);
+        assert_eq!(diverging_epoch(5, 70, None), None);
+        assert_eq!(truncation_offset(60, 65), 60);
+        assert_eq!(truncation_offset(60, 40), 40);
     }
 
     #[test]

@@ -220,16 +220,17 @@ fn check_keys(version: i16, batch: &[u8], count: i32) -> Result<(), Failure> {
     }
 }
 
+/// Validates and appends one partition's records as its leader. `acks` is the request's.
 fn write(
-    node: i32,
-    now: i64,
+    broker: &Broker,
     partition: &Partition,
     version: i16,
     records: Bytes,
     config: &EffectiveTopicConfig,
-    wants_sync: bool,
-    acks_all: bool,
+    acks: i16,
 ) -> Result<Appended, Failure> {
+    let now = broker.now_ms();
+    let acks_all = acks == -1;
     let header = validate(version, &records, config)?;
     check_timestamps(&records, &header, config, now)?;
     if config.compacted {
@@ -239,12 +240,12 @@ fn write(
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
     Ok(partition.append_as_leader(
-        node,
+        broker.node_id(),
         batch,
         &header,
         config.log_append_time,
         now,
-        wants_sync,
+        acks_all && broker.config.acks_all_fsync,
         acks_all.then_some(config.min_insync_replicas),
     )?)
 }
@@ -349,7 +350,6 @@ fn add_leader_hints(broker: &Broker, resp: &mut ProduceResponse) {
 pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -> Reply {
     let version = ctx.api_version;
     let acks = req.acks;
-    let wants_sync = acks == -1 && broker.config.acks_all_fsync;
     let request_error = if version < FIRST_BATCH_V2_VERSION {
         Some(ApiError::new(
             ErrorCode::UNSUPPORTED_VERSION,
@@ -395,16 +395,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
                     Some(partition) => {
                         let config = topic.effective();
                         let records = p.records.unwrap_or_default();
-                        write(
-                            broker.node_id(),
-                            broker.now_ms(),
-                            partition,
-                            version,
-                            records,
-                            &config,
-                            wants_sync,
-                            acks == -1,
-                        )
+                        write(broker, partition, version, records, &config, acks)
                     }
                 },
             };
