@@ -712,15 +712,38 @@ def test_sigterm_is_a_controlled_shutdown(start_cluster):
     kept = sorted(p for p in range(6) if p not in victim_parts)
     assert victim_parts and kept, leaders
     written = produce_confluent(cluster.bootstrap_all(), topic, list(range(6)), 10, "pre")
+    # A replicated topic: its partitions led by the victim move to another replica.
+    replicated = unique_topic("shutdown-rf3")
+    create_topics(cluster[survivors[0]].bootstrap, {replicated: 6}, replication_factor=3)
+    def in_sync(seen):
+        md = seen(try_metadata_of(cluster[survivors[0]].bootstrap))
+        parts = md.topics.get(replicated) if md else None
+        return (
+            parts and "error" not in parts and len(parts) == 6
+            and all(len(i.isr) == 3 for i in parts.values())
+        )
+
+    wait_observing(in_sync, WAIT_S, "every replica of the replicated topic in its ISR")
+    written_rf3 = produce_confluent(cluster.bootstrap_all(), replicated, list(range(6)), 10, "pre")
 
     stopping = time.monotonic()
     cluster.stop(victim)  # SIGTERM: exit 0 within the stop timeout, or the test fails
     took = time.monotonic() - stopping
 
+    # Well inside its 60 s session, every partition of the replicated topic has a leader
+    # among the survivors and the victim left its ISRs: the controlled shutdown moved them.
+    def moved(seen):
+        md = seen(try_metadata_of(cluster[survivors[0]].bootstrap))
+        parts = md.topics.get(replicated) if md else None
+        return parts and "error" not in parts and all(
+            i.leader in survivors and victim not in i.isr for i in parts.values()
+        )
+
+    wait_observing(moved, 15, f"the replicated topic's leaderships moved off node {victim} (exited in {took:.1f}s)")
+
     # The survivors stop listing it well inside its 60 s session: the controller fenced it
-    # as part of the controlled shutdown. With RF 1 its partitions have no other replica,
-    # so they become leaderless; moving leaderships away before the exit needs the
-    # replicas of issue 12 ("Replication"), and this asserts what RF 1 allows.
+    # as part of the controlled shutdown. The RF 1 topic's partitions it led have no other
+    # replica, so they are reported offline.
     wait_dropped(
         cluster, victim, survivors, topic, leaders, 15,
         f"the survivors to drop node {victim} after its controlled shutdown (exited in {took:.1f}s)",
@@ -736,6 +759,10 @@ def test_sigterm_is_a_controlled_shutdown(start_cluster):
     more = produce_confluent(cluster.bootstrap_all(), topic, kept, 5, "post")
     expected = {p: written[p] + more[p] for p in kept}
     assert_read_back(read_confluent(cluster[survivors[1]], topic, kept), expected, "survivors")
+    # Every partition of the replicated topic serves, nothing lost.
+    more_rf3 = produce_confluent(cluster.bootstrap_all(), replicated, list(range(6)), 5, "post")
+    expected = {p: written_rf3[p] + more_rf3[p] for p in range(6)}
+    assert_read_back(read_confluent(cluster[survivors[1]], replicated, list(range(6))), expected, "survivors (RF 3)")
 
 
 # -- 5. a broker-only node joins ------------------------------------------------------------------

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from cluster import BASE_SETS, Cluster, create_topics, metadata_of, try_metadata_of
+from cluster import BASE_SETS, Cluster, create_topics, try_metadata_of
 from helpers import wait_until
+from history import History, assert_history_ok
+from workload import ProducerWorkload, read_back
 
 WAIT_S = 60.0
 # A follower that stops fetching leaves the ISR after this long (Kafka's default is 30 s).
@@ -213,3 +215,152 @@ def test_acks_all_needs_min_insync_replicas(cluster):
     records = read_all(lb, topic)
     check_read_back(records, {**acked, **acked2})
     assert [v for _, v in records] == [f"c{i}" for i in range(200)] + [f"d{i}" for i in range(100)]
+
+
+# -- faults under load, judged by the history checker -------------------------------------------
+
+FAULT_PARTITIONS = 3
+
+
+def replicated_topic(cluster, topic):
+    """An RF=3, min.insync.replicas=2 topic with every ISR full; returns {partition: info}."""
+    b = cluster.bootstrap_all()
+    create_topics(b, {topic: FAULT_PARTITIONS}, replication_factor=3, config={"min.insync.replicas": "2"})
+    one = b.split(",")[0]
+
+    def full():
+        infos = {p: partition_info(one, topic, p) for p in range(FAULT_PARTITIONS)}
+        return all(i and len(i.isr) == 3 for i in infos.values()) and infos
+
+    return wait_until(full, WAIT_S, f"{topic}: three replicas in every ISR")
+
+
+def wait_full_isr(cluster, topic, exclude=()):
+    b = cluster.bootstrap_all(exclude=exclude).split(",")[0]
+    wait_until(
+        lambda: all(
+            (i := partition_info(b, topic, p)) and len(i.isr) == 3 for p in range(FAULT_PARTITIONS)
+        ),
+        WAIT_S,
+        f"{topic}: every ISR back to three",
+    )
+
+
+def judge(cluster, topic, h, tmp_path, min_acknowledged):
+    read_back(cluster.bootstrap_all(), topic, h)
+    result = assert_history_ok(h, min_acknowledged=min_acknowledged, save_to=tmp_path / "history.json")
+    assert result.lost == 0 and result.duplicated == 0, result.summary()
+    return result
+
+
+def test_kill9_of_a_leader_under_load_loses_nothing(cluster, tmp_path):
+    topic = "fault-kill9"
+    infos = replicated_topic(cluster, topic)
+    victim = infos[0].leader
+    h = History()
+    with ProducerWorkload(cluster.bootstrap_all(), topic, h, client="p0", rate_per_s=400) as p:
+        p.wait_acknowledged(800, timeout=WAIT_S)
+        cluster.kill9(victim)
+        p.wait_more_acknowledged(800, timeout=120)
+        cluster.restart(victim)
+        wait_full_isr(cluster, topic)
+        p.wait_more_acknowledged(400, timeout=WAIT_S)
+    judge(cluster, topic, h, tmp_path, 2000)
+    assert len(h.leader_epochs(topic, 0)) >= 2, "no leader change was seen on partition 0"
+
+
+def test_sigstop_of_a_leader_past_its_session_loses_nothing(cluster, tmp_path):
+    topic = "fault-sigstop"
+    infos = replicated_topic(cluster, topic)
+    victim = infos[0].leader
+    h = History()
+    with ProducerWorkload(cluster.bootstrap_all(), topic, h, client="p0", rate_per_s=400) as p:
+        p.wait_acknowledged(800, timeout=WAIT_S)
+        cluster.sigstop(victim)
+        # Paused past broker.session.timeout.ms: fenced, its leaderships move.
+        others = cluster.bootstrap_all(exclude=(victim,)).split(",")[0]
+        wait_until(
+            lambda: (i := partition_info(others, topic, 0)) and i.leader not in (-1, victim),
+            WAIT_S,
+            "a new leader for partition 0 while the old one is paused",
+        )
+        p.wait_more_acknowledged(800, timeout=120)
+        cluster.sigcont(victim)
+        # The old leader comes back as a follower (it truncates what it wrote alone, if
+        # anything) and rejoins every ISR.
+        wait_full_isr(cluster, topic)
+        p.wait_more_acknowledged(400, timeout=WAIT_S)
+    judge(cluster, topic, h, tmp_path, 2000)
+    assert len(h.leader_epochs(topic, 0)) >= 2, "no leader change was seen on partition 0"
+
+
+def test_rolling_restart_of_every_node_loses_nothing(cluster, tmp_path):
+    topic = "fault-rolling"
+    replicated_topic(cluster, topic)
+    h = History()
+    with ProducerWorkload(cluster.bootstrap_all(), topic, h, client="p0", rate_per_s=400) as p:
+        p.wait_acknowledged(500, timeout=WAIT_S)
+        for node in (1, 2, 3):
+            cluster.restart(node)  # SIGTERM: a controlled shutdown, then start again
+            wait_full_isr(cluster, topic)
+            p.wait_more_acknowledged(300, timeout=120)
+    judge(cluster, topic, h, tmp_path, 1400)
+    assert any(len(h.leader_epochs(topic, p)) >= 2 for p in range(FAULT_PARTITIONS)), "no leader change"
+
+
+def test_a_group_keeps_its_committed_offsets_when_its_coordinator_is_killed(cluster):
+    b = cluster.bootstrap_all()
+    topic = "grouped"
+    replicated_topic(cluster, topic)
+    acked, failed = produce(b, topic, [f"g{i}" for i in range(300)], partition=0)
+    assert not failed and len(acked) == 300
+    group = "survivors"
+    c = Consumer({"bootstrap.servers": b, "group.id": group, "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        seen = []
+        deadline = time.monotonic() + WAIT_S
+        while len(seen) < 120:
+            assert time.monotonic() < deadline, f"read {len(seen)} of 120"
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                seen.append(m.offset())
+        c.commit(offsets=[TopicPartition(topic, 0, 120)], asynchronous=False)
+    finally:
+        c.close()
+    admin = AdminClient({"bootstrap.servers": b})
+    desc = admin.describe_consumer_groups([group])[group].result(30)
+    coordinator = desc.coordinator.id
+    cluster.kill9(coordinator)
+    survivors = cluster.bootstrap_all(exclude=(coordinator,))
+    admin = AdminClient({"bootstrap.servers": survivors})
+
+    def committed():
+        try:
+            req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])
+            res = admin.list_consumer_group_offsets([req])[group].result(10)
+            return {tp.partition: tp.offset for tp in res.topic_partitions}
+        except Exception:  # the coordinator moves: retried until the deadline
+            return None
+
+    got = wait_until(lambda: (r := committed()) and r.get(0, -1) >= 0 and r, WAIT_S,
+                     "the committed offset from the new coordinator")
+    assert got == {0: 120}, got
+    new_coordinator = admin.describe_consumer_groups([group])[group].result(30).coordinator.id
+    assert new_coordinator != coordinator
+    # A member that joins now starts where the group left off.
+    c = Consumer({"bootstrap.servers": survivors, "group.id": group, "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + WAIT_S
+        first = None
+        while first is None:
+            assert time.monotonic() < deadline, "no record after rejoining"
+            m = c.poll(0.5)
+            if m is not None and not m.error() and m.partition() == 0:
+                first = m.offset()
+        assert first == 120, first
+    finally:
+        c.close()

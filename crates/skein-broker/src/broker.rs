@@ -793,7 +793,7 @@ impl Broker {
         configs: &BTreeMap<String, String>,
         parts: &[(i32, skein_metadata::image::PartitionState)],
         node: i32,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<i32>, ApiError> {
         let storage = |e: BrokerError| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string());
         let opener = PartitionOpener::new(&self.config, &self.producer_limits, self.now_ms());
         let topic = match self.topic_by_id(&topic_id) {
@@ -870,11 +870,20 @@ impl Broker {
             Ordering::Relaxed,
         );
         let min_insync = topic.effective().min_insync_replicas;
+        // Partitions whose leadership by this node started or ended (or moved to a new epoch).
+        let mut role_changed = Vec::new();
         for (index, state) in parts {
             let Some(partition) = topic.partition(*index) else {
                 continue;
             };
             let assignment = Self::assignment_of(state);
+            let before = partition.assignment();
+            let led = |a: &Assignment| a.leader == node;
+            if led(&before) != led(&assignment)
+                || (led(&assignment) && before.leader_epoch != assignment.leader_epoch)
+            {
+                role_changed.push(*index);
+            }
             let mut replica = partition.lock();
             if assignment.leader == node {
                 if let Some(log) = replica.log.as_mut() {
@@ -900,7 +909,7 @@ impl Broker {
             partition.advance_high_watermark(&mut replica, min_insync);
             drop(replica);
         }
-        Ok(())
+        Ok(role_changed)
     }
 
     /// Applies retention to every partition; called periodically.

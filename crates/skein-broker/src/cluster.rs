@@ -667,9 +667,14 @@ impl Broker {
                 .configs(&ConfigResource::topic(t.name.clone()))
                 .cloned()
                 .unwrap_or_default();
-            if let Err(e) = self.open_or_update_replicas(topic_id, &t.name, &configs, &parts, node)
-            {
-                tracing::error!(topic = %t.name, "could not open partitions: {}", e.message);
+            match self.open_or_update_replicas(topic_id, &t.name, &configs, &parts, node) {
+                Ok(changed) if t.name == crate::groups::OFFSETS_TOPIC => {
+                    self.reload_group_partitions(&changed)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(topic = %t.name, "could not open partitions: {}", e.message)
+                }
             }
         }
         let mut touched: Vec<String> = delta

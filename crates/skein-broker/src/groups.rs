@@ -24,6 +24,9 @@ use crate::error::ErrorCode;
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The longest a group answer waits for its records to reach the ISR (Kafka's
+/// `offsets.commit.timeout.ms` default).
+const OFFSET_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Segment size of the offsets topic (Kafka's `offsets.topic.segment.bytes` default).
 const OFFSETS_SEGMENT_BYTES: &str = "104857600";
 /// A partition of the offsets topic is rewritten from the coordinator's state once it holds
@@ -45,6 +48,9 @@ pub struct Groups {
     waiters: Arc<Mutex<HashMap<Token, oneshot::Sender<Waited>>>>,
     next_token: AtomicU64,
     partitions: i32,
+    /// Set once the start-up load began: from then on, leadership changes of offsets
+    /// partitions load and unload their groups.
+    follow_leadership: std::sync::atomic::AtomicBool,
 }
 
 /// Kafka maps a group to `abs(groupId.hashCode()) % partitions`, with Java's string hash.
@@ -63,6 +69,7 @@ impl Groups {
             waiters: Arc::new(Mutex::new(HashMap::new())),
             next_token: AtomicU64::new(1),
             partitions,
+            follow_leadership: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -114,7 +121,7 @@ impl Broker {
         let groups = self.groups();
         let mut coordinator = groups.lock();
         let (value, effects) = f(&mut coordinator, self.now_ms(), &BrokerTopics(self));
-        let mut syncs: Vec<(Arc<Partition>, SyncHandle)> = Vec::new();
+        let mut syncs: Vec<(Arc<Partition>, i64, Option<SyncHandle>)> = Vec::new();
         let mut answers: Vec<(Token, Waited)> = Vec::new();
         for effect in effects {
             match effect {
@@ -131,12 +138,36 @@ impl Broker {
         let waiters = groups.waiters.clone();
         let syncer = self.syncer().clone();
         let (done_tx, done_rx) = oneshot::channel::<()>();
+        let broker = self.me.get().and_then(|w| w.upgrade());
         let deliver = async move {
-            for (partition, handle) in syncs {
+            for (partition, _, handle) in &syncs {
+                let Some(handle) = handle.clone() else {
+                    continue;
+                };
                 let end = handle.end_offset();
                 if syncer.sync(partition.key(), handle).await.is_ok() {
                     if let Some(log) = partition.lock().log.as_mut() {
                         log.mark_durable(end);
+                    }
+                }
+            }
+            // Like Kafka's offset commits (acks=all), answers wait until the ISR has the
+            // records, so a new coordinator replays them; at most OFFSET_COMMIT_TIMEOUT.
+            if let Some(broker) = broker {
+                let deadline = tokio::time::Instant::now() + OFFSET_COMMIT_TIMEOUT;
+                loop {
+                    let notified = broker.data_arrived.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if syncs.iter().all(|(p, last, _)| p.high_watermark() > *last) {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep_until(deadline) => {
+                            tracing::warn!("group records not replicated within {OFFSET_COMMIT_TIMEOUT:?}; answering anyway");
+                            break;
+                        }
                     }
                 }
             }
@@ -156,7 +187,10 @@ impl Broker {
 
     /// Appends one group record to its partition of the offsets topic, creating the topic on
     /// first use. Returns what to fsync when acks=all writes are fsynced.
-    fn persist_group_record(&self, record: &GroupRecord) -> Option<(Arc<Partition>, SyncHandle)> {
+    fn persist_group_record(
+        &self,
+        record: &GroupRecord,
+    ) -> Option<(Arc<Partition>, i64, Option<SyncHandle>)> {
         let Some(topic) = self.topic(OFFSETS_TOPIC) else {
             tracing::error!("{OFFSETS_TOPIC} does not exist; a group record was not stored");
             return None;
@@ -179,9 +213,14 @@ impl Broker {
             return None;
         }
         let handle = log.sync_handle();
+        let last = log.log_end_offset() - 1;
         partition.advance_high_watermark(&mut state, 1);
         drop(state);
-        self.config.acks_all_fsync.then_some((partition, handle))
+        Some((
+            partition,
+            last,
+            self.config.acks_all_fsync.then_some(handle),
+        ))
     }
 
     /// The broker that coordinates `group`: the leader of the group's partition of the
@@ -242,16 +281,53 @@ impl Broker {
         }
     }
 
-    /// Rebuilds the coordinator from the offsets topic (at start).
+    /// Loads the groups of every offsets partition this node leads (at start).
     pub(crate) fn replay_groups(&self) {
+        self.groups()
+            .follow_leadership
+            .store(true, Ordering::SeqCst);
         let Some(topic) = self.topic(OFFSETS_TOPIC) else {
             return;
         };
+        let node = self.node_id();
+        let led: Vec<i32> = topic
+            .partitions()
+            .iter()
+            .filter(|p| p.leader() == node && p.is_local())
+            .map(|p| p.index)
+            .collect();
+        self.reload_group_partitions(&led);
+    }
+
+    /// Makes the coordinator match this node's leaderships of the given offsets partitions
+    /// (KIP-848 and Kafka's coordinator both move with that leadership): each partition's
+    /// groups are forgotten, then, where this node leads it, replayed from its log, which
+    /// holds everything the previous coordinator wrote. Never call it holding a partition
+    /// lock (it takes the coordinator's, then each partition's).
+    pub(crate) fn reload_group_partitions(&self, indexes: &[i32]) {
+        if indexes.is_empty() || !self.groups().follow_leadership.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        let node = self.node_id();
+        let count = topic.partition_count();
         let groups = self.groups();
         let mut coordinator = groups.lock();
         let mut replayed = 0u64;
         let mut skipped = 0u64;
-        for partition in topic.partitions() {
+        let unloaded =
+            coordinator.unload_groups(|g| indexes.contains(&offsets_partition_for(g, count)));
+        let mut loaded = Vec::new();
+        for &index in indexes {
+            let Some(partition) = topic.partition(index) else {
+                continue;
+            };
+            if partition.leader() != node {
+                continue;
+            }
+            loaded.push(index);
             let state = partition.lock();
             let Some(log) = state.log.as_ref() else {
                 continue;
@@ -295,11 +371,13 @@ impl Broker {
             }
         }
         drop(coordinator);
-        if replayed > 0 || skipped > 0 {
+        if replayed > 0 || skipped > 0 || unloaded > 0 {
             tracing::info!(
                 replayed,
                 skipped,
-                "rebuilt consumer groups from {OFFSETS_TOPIC}"
+                unloaded,
+                partitions = ?loaded,
+                "loaded consumer groups from {OFFSETS_TOPIC}"
             );
         }
     }

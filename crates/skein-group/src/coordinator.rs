@@ -132,6 +132,14 @@ impl Coordinator {
         &self.config
     }
 
+    /// Forgets every group whose id `belongs` says (its partition of the offsets topic is now
+    /// led elsewhere, or is about to be replayed); returns how many went.
+    pub fn unload_groups(&mut self, mut belongs: impl FnMut(&str) -> bool) -> usize {
+        let before = self.groups.len();
+        self.groups.retain(|id, _| !belongs(id));
+        before - self.groups.len()
+    }
+
     /// The ids of all groups (any type, any state).
     pub fn group_ids(&self) -> Vec<String> {
         self.groups.keys().cloned().collect()
