@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from cluster import BASE_SETS, Cluster, create_topics, try_metadata_of
 from helpers import wait_until
 from history import History, assert_history_ok
+from netns import Lab, NetnsCluster, netns_available
 from workload import ProducerWorkload, read_back
 
 WAIT_S = 60.0
@@ -364,3 +365,61 @@ def test_a_group_keeps_its_committed_offsets_when_its_coordinator_is_killed(clus
         assert first == 120, first
     finally:
         c.close()
+
+
+# -- a leader cut off from the other nodes while its clients still reach it -------------------
+
+
+@pytest.fixture
+def netns_cluster(tmp_path):
+    why = netns_available()
+    if why is not None:
+        pytest.skip(f"needs network namespaces: {why}")
+    lab = Lab([1, 2, 3])
+    nodes = []
+    c = NetnsCluster(tmp_path / "cluster", lab, voters=3, sets=SETS, registry=nodes)
+    try:
+        c.start()
+        yield c
+        lab.heal()
+        c.close()
+    finally:
+        for n in nodes:
+            n.kill9()
+        lab.close()
+
+
+def test_a_leader_cut_off_from_its_followers_acknowledges_nothing_more(netns_cluster, tmp_path):
+    cluster = netns_cluster
+    topic = "fault-cut"
+    infos = replicated_topic(cluster, topic)
+    victim = infos[0].leader
+    h = History()
+    with ProducerWorkload(cluster.bootstrap_all(), topic, h, client="p0", rate_per_s=300) as p:
+        p.wait_acknowledged(600, timeout=WAIT_S)
+        cut_at = h.mark()
+        cluster.lab.cut(victim)
+        # The majority fences the cut-off node and elects a new leader of partition 0; the
+        # producer's writes to it go on there.
+        others = cluster.bootstrap_all(exclude=(victim,)).split(",")[0]
+        wait_until(
+            lambda: (i := partition_info(others, topic, 0)) and i.leader not in (-1, victim),
+            WAIT_S,
+            "a new leader for partition 0 on the majority side",
+        )
+        p.wait_more_acknowledged(600, timeout=120)
+        cluster.lab.heal()
+        wait_full_isr(cluster, topic)
+        p.wait_more_acknowledged(300, timeout=WAIT_S)
+    result = judge(cluster, topic, h, tmp_path, 1500)
+    # Nothing sent after the cut was acknowledged by the cut-off leader: every such record
+    # is in the final log (checked above) and, on partition 0, in a newer leader epoch than
+    # the one the cut-off node led in, when the client reported epochs.
+    epochs = h.leader_epochs(topic, 0)
+    assert len(epochs) >= 2, f"no leader change seen on partition 0: {epochs}"
+    late = [s for s in h.acknowledged(topic) if s.partition == 0 and s.sent_at > cut_at]
+    assert late, "nothing was acknowledged on partition 0 after the cut"
+    first_epoch = min(epochs)
+    stale = [s for s in late if s.leader_epoch is not None and s.leader_epoch == first_epoch]
+    assert not stale, f"{len(stale)} writes sent after the cut were acknowledged in the old epoch, e.g. {stale[:3]}"
+    assert result.lost == 0
