@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from cluster import BASE_SETS, Cluster, create_topics, try_metadata_of
 from helpers import wait_until
@@ -423,3 +423,58 @@ def test_a_leader_cut_off_from_its_followers_acknowledges_nothing_more(netns_clu
     stale = [s for s in late if s.leader_epoch is not None and s.leader_epoch == first_epoch]
     assert not stale, f"{len(stale)} writes sent after the cut were acknowledged in the old epoch, e.g. {stale[:3]}"
     assert result.lost == 0
+
+
+def test_two_of_three_replicas_down_refuses_acks_all_and_loses_nothing(tmp_path):
+    """Three voters plus three broker-only nodes holding the topic's replicas, so that two
+    replicas can go down while the controller quorum stays up (with three combined nodes,
+    two down would take the quorum, and with it any ISR change, down too)."""
+    nodes = []
+    cluster = Cluster(tmp_path / "cluster", voters=3, sets=SETS, registry=nodes)
+    cluster.start()
+    try:
+        for i in (4, 5, 6):
+            cluster.add_broker(i)
+        b = cluster.bootstrap_all()
+        topic = "two-down"
+        admin = AdminClient({"bootstrap.servers": b})
+        futures = admin.create_topics(
+            [NewTopic(topic, num_partitions=1, replica_assignment=[[4, 5, 6]], config={"min.insync.replicas": "2"})],
+            operation_timeout=30,
+        )
+        futures[topic].result(60)
+        lb = cluster[4].address
+        info = wait_until(
+            lambda: (i := partition_info(lb, topic, 0)) and len(i.isr) == 3 and i,
+            WAIT_S,
+            "the replicas on 4, 5, 6 in the ISR",
+        )
+        assert info.replicas == [4, 5, 6] and info.leader == 4, info
+        acked, failed = produce(lb, topic, [f"e{i}" for i in range(200)])
+        assert not failed and len(acked) == 200, failed
+        # One down: the ISR shrinks to two and acks=all goes on.
+        cluster.kill9(5)
+        wait_until(lambda: (i := partition_info(lb, topic, 0)) and sorted(i.isr) == [4, 6],
+                   WAIT_S, "the ISR shrunk to 4 and 6")
+        acked2, failed2 = produce(lb, topic, [f"f{i}" for i in range(100)])
+        assert not failed2 and len(acked2) == 100, failed2
+        # Two down: NOT_ENOUGH_REPLICAS, nothing written.
+        cluster.kill9(6)
+        wait_until(lambda: (i := partition_info(lb, topic, 0)) and i.isr == [4],
+                   WAIT_S, "the ISR shrunk to the leader")
+        p = Producer({"bootstrap.servers": lb, "acks": "all", "enable.idempotence": False,
+                      "retries": 0, "message.timeout.ms": 10000})
+        errors = []
+        p.produce(topic, b"refused", partition=0, on_delivery=lambda err, msg: errors.append(err))
+        assert p.flush(30) == 0
+        assert errors and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+        # They return: the ISR grows back, and every acknowledged record is there, once.
+        cluster.restart(5)
+        cluster.restart(6)
+        wait_until(lambda: (i := partition_info(lb, topic, 0)) and len(i.isr) == 3,
+                   WAIT_S, "the ISR back to three")
+        records = read_all(lb, topic)
+        check_read_back(records, {**acked, **acked2})
+        assert [v for _, v in records] == [f"e{i}" for i in range(200)] + [f"f{i}" for i in range(100)]
+    finally:
+        cluster.close()

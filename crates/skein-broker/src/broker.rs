@@ -626,22 +626,29 @@ impl Broker {
     ) -> Result<Arc<Topic>, ApiError> {
         self.create_topic_within(
             name,
-            partitions,
-            replication_factor,
+            (partitions, replication_factor),
+            Vec::new(),
             overrides,
             crate::controller_link::CALL_TIMEOUT,
         )
     }
 
-    /// [`Broker::create_topic`], answered within `timeout` (CreateTopics' `timeout_ms`).
+    /// [`Broker::create_topic`], answered within `timeout` (CreateTopics' `timeout_ms`):
+    /// `(partitions, replication factor)`, or, with `assignments` (the replicas of each
+    /// partition in order), the controller takes those and ignores the counts.
     pub fn create_topic_within(
         &self,
         name: &str,
-        partitions: i32,
-        replication_factor: i16,
+        (partitions, replication_factor): (i32, i16),
+        assignments: Vec<Vec<i32>>,
         overrides: BTreeMap<String, String>,
         timeout: std::time::Duration,
     ) -> Result<Arc<Topic>, ApiError> {
+        let (partitions, replication_factor) = if assignments.is_empty() {
+            (partitions, replication_factor)
+        } else {
+            (-1, -1)
+        };
         let seed = u64::from_le_bytes(random_uuid().0[..8].try_into().expect("8 bytes"));
         self.controller_call_blocking_within(
             ControllerCall::CreateTopic {
@@ -650,6 +657,7 @@ impl Broker {
                 replication_factor,
                 configs: overrides.into_iter().collect(),
                 seed,
+                assignments,
             },
             timeout,
         )?;

@@ -99,6 +99,9 @@ pub enum ControllerCall {
         replication_factor: i16,
         configs: Vec<(String, String)>,
         seed: u64,
+        /// A manual assignment: the replicas of partitions 0, 1, ... (then both counts are -1).
+        #[serde(default)]
+        assignments: Vec<Vec<i32>>,
     },
     DeleteTopic {
         id: [u8; 16],
@@ -286,12 +289,13 @@ pub(crate) fn decide(
             replication_factor,
             configs,
             seed,
+            assignments,
         } => {
             let new = NewTopic {
                 name: name.clone(),
                 num_partitions: *partitions,
                 replication_factor: *replication_factor,
-                assignments: Vec::new(),
+                assignments: assignments.clone(),
                 configs: configs.clone(),
             };
             let o = c.create_topics(image, std::slice::from_ref(&new), false, *seed);

@@ -53,7 +53,7 @@ pub fn handle(
                 .iter()
                 .map(|c| (c.name.clone(), c.value.clone()))
                 .collect();
-            let (mut partitions, replication_factor, overrides) = broker.check_new_topic(
+            let (mut partitions, mut replication_factor, overrides) = broker.check_new_topic(
                 &t.name,
                 t.num_partitions,
                 t.replication_factor,
@@ -66,25 +66,27 @@ pub fn handle(
                         "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
                     ));
                 }
-                for (i, a) in t.assignments.iter().enumerate() {
-                    if a.partition_index != i as i32 || a.broker_ids != [broker.node_id()] {
-                        return Err(ApiError::new(
-                            ErrorCode::INVALID_REPLICA_ASSIGNMENT,
-                            format!(
-                                "Partition {} must be assigned to broker {} only, in partition order.",
-                                a.partition_index,
-                                broker.node_id()
-                            ),
-                        ));
-                    }
+                let mut indexes: Vec<i32> =
+                    t.assignments.iter().map(|a| a.partition_index).collect();
+                indexes.sort_unstable();
+                if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
+                    return Err(ApiError::new(
+                        ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                        format!("Partitions must be numbered from 0 without gaps: {indexes:?}."),
+                    ));
                 }
+                replication_factor = t.assignments[0].broker_ids.len() as i16;
                 partitions = t.assignments.len() as i32;
             }
             if !req.validate_only {
+                let mut sorted: Vec<_> = t.assignments.iter().collect();
+                sorted.sort_by_key(|a| a.partition_index);
+                let assignments: Vec<Vec<i32>> =
+                    sorted.iter().map(|a| a.broker_ids.clone()).collect();
                 broker.create_topic_within(
                     &t.name,
-                    partitions,
-                    replication_factor,
+                    (partitions, replication_factor),
+                    assignments,
                     overrides.clone(),
                     timeout,
                 )?;
