@@ -478,3 +478,45 @@ def test_two_of_three_replicas_down_refuses_acks_all_and_loses_nothing(tmp_path)
         assert [v for _, v in records] == [f"e{i}" for i in range(200)] + [f"f{i}" for i in range(100)]
     finally:
         cluster.close()
+
+
+def test_followers_follow_the_leaders_log_start(cluster):
+    b = cluster.bootstrap_all()
+    topic = "deleted-records"
+    create_topics(b, {topic: 1}, replication_factor=3, config={"min.insync.replicas": "2"})
+    info = wait_until(
+        lambda: (i := partition_info(b.split(",")[0], topic, 0)) and len(i.isr) == 3 and i,
+        WAIT_S,
+        "three replicas in the ISR",
+    )
+    acked, failed = produce(b, topic, [f"h{i}" for i in range(500)])
+    assert not failed and len(acked) == 500
+    admin = AdminClient({"bootstrap.servers": b})
+    tp = TopicPartition(topic, 0, 200)
+    admin.delete_records([tp])[tp].result(30)
+    # The followers raise their log start too: after the leader's kill -9, the new leader
+    # starts at 200, and what remains is intact.
+    acked2, failed2 = produce(b, topic, [f"i{i}" for i in range(10)])
+    assert not failed2
+    cluster.kill9(info.leader)
+    survivors = cluster.bootstrap_all(exclude=(info.leader,))
+    one = survivors.split(",")[0]
+    wait_until(
+        lambda: (i := partition_info(one, topic, 0)) and i.leader not in (-1, info.leader),
+        WAIT_S,
+        "a new leader",
+    )
+    c = Consumer({"bootstrap.servers": survivors, "group.id": "low-watermark"})
+    try:
+        # The new leader exposes the high watermark once its follower confirmed it.
+        marks = wait_until(
+            lambda: (m := c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30))[1] == 510 and m,
+            WAIT_S,
+            "the new leader's high watermark at 510",
+        )
+    finally:
+        c.close()
+    assert marks == (200, 510), marks
+    records = read_all(survivors, topic)
+    assert [o for o, _ in records] == list(range(200, 510))
+    assert [v for _, v in records] == [f"h{i}" for i in range(200, 500)] + [f"i{i}" for i in range(10)]

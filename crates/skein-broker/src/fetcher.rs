@@ -370,7 +370,14 @@ impl Broker {
                     let records = pd.records.unwrap_or_default();
                     let mut batches = whole_batches(records);
                     partition
-                        .append_as_follower(node, epochs[i], &mut batches, pd.high_watermark, now)
+                        .append_as_follower(
+                            node,
+                            epochs[i],
+                            &mut batches,
+                            pd.high_watermark,
+                            pd.log_start_offset,
+                            now,
+                        )
                         .map(|(_, sync)| {
                             if let Some(sync) = sync {
                                 syncs.push((partition.clone(), sync));

@@ -515,14 +515,15 @@ impl Partition {
     }
 
     /// As a follower of the leader of `leader_epoch`, appends batches fetched from it (their
-    /// offsets kept), records their producers, and takes the leader's high watermark as far
-    /// as this log reaches. Returns the bytes appended and a handle to fsync them.
+    /// offsets kept), records their producers, and takes the leader's high watermark and log
+    /// start as far as this log reaches. Returns the bytes appended and a handle to fsync them.
     pub(crate) fn append_as_follower(
         &self,
         node: i32,
         leader_epoch: i32,
         batches: &mut [u8],
         leader_high_watermark: i64,
+        leader_log_start: i64,
         now: i64,
     ) -> Result<(usize, Option<SyncHandle>), ApiError> {
         let mut state = self.lock();
@@ -566,6 +567,14 @@ impl Partition {
         let hw = leader_high_watermark.min(log.log_end_offset());
         if hw > log.high_watermark() {
             log.set_high_watermark(hw);
+        }
+        // Records the leader deleted (DeleteRecords, retention) go here too, as far as this
+        // log reaches (Kafka's follower raises its log start from the fetch response).
+        let start = leader_log_start.min(log.log_end_offset());
+        if start > log.log_start_offset() {
+            if let Err(e) = log.delete_records_before(start) {
+                tracing::warn!(topic = %self.topic, partition = self.index, "raising the log start to the leader's: {e}");
+            }
         }
         Ok((bytes, sync))
     }
