@@ -6,6 +6,7 @@ be read back, once, at the offset it was acknowledged with, and the replicas' lo
 up byte for byte the same."""
 
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,22 @@ def log_bytes(node, topic, partition):
     return b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
 
 
+def metrics_text(http):
+    with urllib.request.urlopen(f"http://{http}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def sample(text, name, **labels):
+    """The value of the sample `name` whose labels include `labels`; fails if absent."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            head, value = line.rsplit(" ", 1)
+            if all(w in head for w in want):
+                return float(value)
+    raise AssertionError(f"no sample {name} {labels} in /metrics")
+
+
 def check_read_back(records, acked):
     offsets = {}
     for offset, value in records:
@@ -186,6 +203,12 @@ def test_acks_all_needs_min_insync_replicas(cluster):
     )
     acked, failed = produce(lb, topic, [f"c{i}" for i in range(200)])
     assert not failed and len(acked) == 200, failed
+    # The leader reports it: an under-replicated partition, and the dead follower's lag.
+    text = metrics_text(cluster[info.leader].http)
+    assert sample(text, "skein_under_replicated_partitions") >= 1, text
+    lag = sample(text, "skein_replica_lag_records", topic=topic, partition="0", replica=str(followers[0]))
+    assert lag >= 200, lag
+    assert sample(text, "skein_replica_lag_records", topic=topic, partition="0", replica=str(followers[1])) == 0
     # Fewer in-sync replicas than min.insync.replicas: NOT_ENOUGH_REPLICAS, nothing written.
     # (Two of these three nodes down would also take the controller quorum down, and with it
     # the ISR change, so the shrunk ISR is compared with a raised min.insync.replicas.)
@@ -198,6 +221,7 @@ def test_acks_all_needs_min_insync_replicas(cluster):
         ],
     )
     admin.incremental_alter_configs([res])[res].result(30)
+    assert sample(metrics_text(cluster[info.leader].http), "skein_under_min_isr_partitions") >= 1
     p = Producer({"bootstrap.servers": lb, "acks": "all", "enable.idempotence": False,
                   "retries": 0, "message.timeout.ms": 10000})
     errors = []

@@ -44,6 +44,13 @@ pub struct PartitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub topic: String,
+    pub partition: i32,
+    pub replica: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabels {
     pub group: String,
 }
@@ -91,6 +98,9 @@ pub struct Metrics {
     log_start: Family<PartitionLabels, Gauge>,
     log_end: Family<PartitionLabels, Gauge>,
     high_watermark: Family<PartitionLabels, Gauge>,
+    under_replicated: Gauge,
+    under_min_isr: Gauge,
+    follower_lag: Family<ReplicaLabels, Gauge>,
     lag_records: Family<GroupPartitionLabels, Gauge>,
     lag_seconds: Family<GroupPartitionLabels, FloatGauge>,
     committed: Family<GroupPartitionLabels, Gauge>,
@@ -132,6 +142,9 @@ impl Metrics {
             log_start: Family::default(),
             log_end: Family::default(),
             high_watermark: Family::default(),
+            under_replicated: Gauge::default(),
+            under_min_isr: Gauge::default(),
+            follower_lag: Family::default(),
             lag_records: Family::default(),
             lag_seconds: Family::default(),
             committed: Family::default(),
@@ -249,6 +262,21 @@ impl Metrics {
             "partition_high_watermark",
             "Offset up to which consumers may read",
             m.high_watermark.clone(),
+        );
+        r.register(
+            "under_replicated_partitions",
+            "Partitions this node leads whose ISR is smaller than their replica set",
+            m.under_replicated.clone(),
+        );
+        r.register(
+            "under_min_isr_partitions",
+            "Partitions this node leads whose ISR is smaller than min.insync.replicas (acks=all is refused)",
+            m.under_min_isr.clone(),
+        );
+        r.register(
+            "replica_lag_records",
+            "Records a follower is behind this leader's log end, as of its last fetch; -1 before its first fetch in this leader epoch",
+            m.follower_lag.clone(),
         );
         r.register(
             "group_lag_records",
@@ -371,18 +399,43 @@ impl Metrics {
         ] {
             family.clear();
         }
+        self.follower_lag.clear();
         self.lag_records.clear();
         self.lag_seconds.clear();
         self.committed.clear();
         self.group_members.clear();
         self.group_generation.clear();
         let mut ends = std::collections::HashMap::new();
+        let (mut under_replicated, mut under_min_isr) = (0, 0);
+        let node = broker.node_id();
         for topic in broker.topics() {
+            let min_isr = topic.effective().min_insync_replicas;
             for p in topic.partitions() {
+                let a = p.assignment();
                 let state = p.lock();
                 let Some(log) = state.log.as_ref() else {
                     continue;
                 };
+                if a.leader == node {
+                    under_replicated += i64::from(a.isr.len() < a.replicas.len());
+                    under_min_isr += i64::from(a.isr.len() < min_isr);
+                    if let Some(leader) = &state.leader {
+                        for (replica, f) in &leader.followers {
+                            let lag = if f.log_end_offset < 0 {
+                                -1
+                            } else {
+                                (log.log_end_offset() - f.log_end_offset).max(0)
+                            };
+                            self.follower_lag
+                                .get_or_create(&ReplicaLabels {
+                                    topic: topic.name.clone(),
+                                    partition: p.index,
+                                    replica: *replica,
+                                })
+                                .set(lag);
+                        }
+                    }
+                }
                 let l = PartitionLabels {
                     topic: topic.name.clone(),
                     partition: p.index,
@@ -396,6 +449,8 @@ impl Metrics {
                 ends.insert((topic.name.clone(), p.index), log.high_watermark());
             }
         }
+        self.under_replicated.set(under_replicated);
+        self.under_min_isr.set(under_min_isr);
         let (lags, groups) = broker.groups().read(|c| {
             let groups: Vec<(String, usize, i32)> = c
                 .list_groups(&[], &[])
