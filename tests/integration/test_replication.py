@@ -193,9 +193,12 @@ def test_acks_all_needs_min_insync_replicas(cluster):
         "three replicas in the ISR",
     )
     followers = [n for n in info.replicas if n != info.leader]
+    lb = cluster[info.leader].address
+    # A first record, acknowledged once both followers have it (so both have fetched).
+    first, failed = produce(lb, topic, ["c-first"])
+    assert first == {"c-first": 0}, (first, failed)
     # One follower down: the ISR shrinks to two and acks=all goes on.
     cluster.kill9(followers[0])
-    lb = cluster[info.leader].address
     wait_until(
         lambda: (i := partition_info(lb, topic, 0)) and len(i.isr) == 2,
         WAIT_S,
@@ -238,8 +241,8 @@ def test_acks_all_needs_min_insync_replicas(cluster):
     acked2, failed2 = produce(lb, topic, [f"d{i}" for i in range(100)])
     assert not failed2 and len(acked2) == 100, failed2
     records = read_all(lb, topic)
-    check_read_back(records, {**acked, **acked2})
-    assert [v for _, v in records] == [f"c{i}" for i in range(200)] + [f"d{i}" for i in range(100)]
+    check_read_back(records, {**first, **acked, **acked2})
+    assert [v for _, v in records] == ["c-first"] + [f"c{i}" for i in range(200)] + [f"d{i}" for i in range(100)]
 
 
 # -- faults under load, judged by the history checker -------------------------------------------

@@ -912,7 +912,12 @@ impl Broker {
                 }
             }
             partition.set_assignment(assignment);
-            partition.sync_role(&mut replica, node, self.now_ms());
+            partition.sync_role(
+                &mut replica,
+                node,
+                self.now_ms(),
+                self.config.acks_all_fsync,
+            );
             // An ISR that changed may let the high watermark move.
             partition.advance_high_watermark(&mut replica, min_insync);
             drop(replica);

@@ -146,9 +146,7 @@ impl Broker {
                 };
                 let end = handle.end_offset();
                 if syncer.sync(partition.key(), handle).await.is_ok() {
-                    if let Some(log) = partition.lock().log.as_mut() {
-                        log.mark_durable(end);
-                    }
+                    partition.mark_durable(end, 1);
                 }
             }
             // Like Kafka's offset commits (acks=all), answers wait until the ISR has the

@@ -304,7 +304,8 @@ impl Partition {
             );
         }
         snapshot_producers_after_roll(log, &state.producers, &self.topic, self.index);
-        let sync = wants_sync.then(|| log.sync_handle());
+        let durable_only = state.leader.as_ref().is_some_and(|l| l.durable_only);
+        let sync = (wants_sync || durable_only).then(|| log.sync_handle());
         let log_start_offset = log.log_start_offset();
         self.advance_high_watermark(state, acks_all_min_insync.unwrap_or(1));
         Ok(Appended {
@@ -436,7 +437,7 @@ impl Partition {
     /// and have just set the assignment. A leader in a new epoch starts a fresh
     /// [`LeaderState`]; a partition with no other replica has everything it holds committed,
     /// so its high watermark is its log end.
-    pub(crate) fn sync_role(&self, state: &mut PartitionState, node: i32, now: i64) {
+    pub(crate) fn sync_role(&self, state: &mut PartitionState, node: i32, now: i64, fsync: bool) {
         let a = self.assignment();
         let Some(log) = state.log.as_mut() else {
             state.leader = None;
@@ -454,6 +455,24 @@ impl Partition {
             Some(l) if l.leader_epoch == a.leader_epoch => l.reassigned(&a, now),
             _ => state.leader = Some(LeaderState::new(&a, log.log_end_offset(), now)),
         }
+        if let Some(l) = state.leader.as_mut() {
+            // Alone, everything in the log is committed as soon as it is written (an acks=all
+            // answer still waits for the fsync); with followers, whose reported ends are
+            // fsynced, the leader's own part of the high watermark is its fsynced end too.
+            l.durable_only = fsync && a.replicas.len() > 1;
+        }
+    }
+
+    /// Records that the log is fsynced below `end` and lets the high watermark follow (a
+    /// leader whose own part counts only as far as it is fsynced). Returns whether the high
+    /// watermark advanced.
+    pub(crate) fn mark_durable(&self, end: i64, min_insync: usize) -> bool {
+        let mut state = self.lock();
+        let Some(log) = state.log.as_mut() else {
+            return false;
+        };
+        log.mark_durable(end);
+        self.advance_high_watermark(&mut state, min_insync)
     }
 
     /// As the leader, moves the high watermark to what the ISR has confirmed; returns
@@ -468,7 +487,12 @@ impl Partition {
         };
         let a = self.assignment.read().unwrap_or_else(|e| e.into_inner());
         let current = log.high_watermark();
-        let hw = leader.high_watermark(&a, log.log_end_offset(), current, min_insync);
+        let own_end = if leader.durable_only {
+            log.recovery_point().min(log.log_end_offset())
+        } else {
+            log.log_end_offset()
+        };
+        let hw = leader.high_watermark(&a, own_end, current, min_insync);
         if hw > current {
             log.set_high_watermark(hw);
             true

@@ -48,6 +48,9 @@ pub struct LeaderState {
     /// An ISR change sent to the controller and not yet seen committed: the new ISR, the
     /// partition epoch it was based on, and when it was sent.
     pub pending: Option<PendingIsr>,
+    /// Whether the leader's own log counts only as far as it is fsynced
+    /// (`skein.acks.all.fsync` with other replicas), rather than to its end.
+    pub durable_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,7 @@ impl LeaderState {
             epoch_start_offset: log_end_offset,
             followers,
             pending: None,
+            durable_only: false,
         }
     }
 

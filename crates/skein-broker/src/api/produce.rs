@@ -445,6 +445,26 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
     if appended {
         broker.data_arrived.notify_waiters();
     }
+    if acks != -1 && !syncs.is_empty() {
+        // acks=0/1 on a replicated partition: answered now, but the high watermark counts
+        // the leader's log only once fsynced, so fsync promptly (group commit) in the
+        // background.
+        let broker = broker.clone();
+        let syncs = std::mem::take(&mut syncs);
+        tokio::spawn(async move {
+            for (_, _, partition, handle) in syncs {
+                let durable = handle.end_offset();
+                match broker.syncer().sync(partition.key(), handle).await {
+                    Ok(_) => {
+                        if partition.mark_durable(durable, 1) {
+                            broker.data_arrived.notify_waiters();
+                        }
+                    }
+                    Err(e) => tracing::error!("fsync failed: {e}"),
+                }
+            }
+        });
+    }
     if acks == 0 {
         return Reply::Nothing;
     }
@@ -457,10 +477,9 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
         for (ti, pi, partition, handle) in syncs {
             let durable = handle.end_offset();
             let result = broker.syncer().sync(partition.key(), handle).await;
-            if result.is_ok() {
-                if let Some(log) = partition.lock().log.as_mut() {
-                    log.mark_durable(durable);
-                }
+            if result.is_ok() && partition.mark_durable(durable, min_insync_of(&broker, &partition))
+            {
+                broker.data_arrived.notify_waiters();
             }
             if let Err(e) = result {
                 tracing::error!("fsync failed: {e}");
@@ -478,6 +497,12 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
         wait_for_commits(&broker, version, &mut resp, commits, timeout).await;
         ResponseBody::Produce(resp)
     }))
+}
+
+fn min_insync_of(broker: &Broker, partition: &Partition) -> usize {
+    broker
+        .topic(&partition.topic)
+        .map_or(1, |t| t.effective().min_insync_replicas)
 }
 
 /// An acks=all batch waiting for the high watermark.
