@@ -1963,10 +1963,6 @@ impl Sim {
                     self.fail("hw ≤ log end, durable ≤ log end", format!("node {}", n.id));
                 }
             }
-            let above_durable = n.up && n.leader.is_some() && n.hw > n.durable as i64;
-            if above_durable {
-                self.count("steps with a leader's hw above its fsynced end");
-            }
             let n = &mut self.nodes[i];
             n.led = n.leader.as_ref().map(|l| (l.leader_epoch, n.hw));
             n.last_hw = n.hw;
