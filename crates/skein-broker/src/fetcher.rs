@@ -154,7 +154,11 @@ impl Broker {
                     };
                     let wanted = leader.wanted_isr(&a, hw, now, lag_max);
                     if let Some(isr) = &wanted {
-                        leader.mark_pending(isr.clone(), a.partition_epoch, now);
+                        let based_on = leader
+                            .pending
+                            .as_ref()
+                            .map_or(a.partition_epoch, |p| p.based_on_partition_epoch);
+                        leader.mark_pending(isr.clone(), based_on, now);
                     }
                     wanted
                 };
@@ -179,9 +183,13 @@ impl Broker {
                 let name = topic.name.clone();
                 tokio::spawn(async move {
                     if let Err(e) = me.controller_call(call).await {
-                        tracing::info!(topic = %name, partition = partition.index, "ISR change refused: {}: {}", e.code, e.message);
-                        if let Some(l) = partition.lock().leader.as_mut() {
-                            l.clear_pending();
+                        tracing::info!(topic = %name, partition = partition.index, "ISR change not made: {}: {}", e.code, e.message);
+                        let definite = e.code == ErrorCode::INELIGIBLE_REPLICA
+                            || e.code == ErrorCode::INVALID_REQUEST;
+                        if definite {
+                            if let Some(l) = partition.lock().leader.as_mut() {
+                                l.refused(&isr, now);
+                            }
                         }
                     }
                 });

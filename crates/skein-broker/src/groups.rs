@@ -139,6 +139,9 @@ impl Broker {
         let syncer = self.syncer().clone();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let broker = self.me.get().and_then(|w| w.upgrade());
+        let min_insync = self
+            .topic(OFFSETS_TOPIC)
+            .map_or(1, |t| t.effective().min_insync_replicas);
         let deliver = async move {
             for (partition, _, handle) in &syncs {
                 let Some(handle) = handle.clone() else {
@@ -146,7 +149,7 @@ impl Broker {
                 };
                 let end = handle.end_offset();
                 if syncer.sync(partition.key(), handle).await.is_ok() {
-                    partition.mark_durable(end, 1);
+                    partition.mark_durable(end, min_insync);
                 }
             }
             // Like Kafka's offset commits (acks=all), answers wait until the ISR has the
@@ -212,7 +215,7 @@ impl Broker {
         }
         let handle = log.sync_handle();
         let last = log.log_end_offset() - 1;
-        partition.advance_high_watermark(&mut state, 1);
+        partition.advance_high_watermark(&mut state, topic.effective().min_insync_replicas);
         drop(state);
         Some((
             partition,
@@ -438,7 +441,7 @@ impl Broker {
                 }
             }
             if ok {
-                partition.advance_high_watermark(&mut state, 1);
+                partition.advance_high_watermark(&mut state, topic.effective().min_insync_replicas);
                 let Some(log) = state.log.as_mut() else {
                     continue;
                 };

@@ -173,6 +173,19 @@ impl Partition {
     }
 }
 
+/// How a leader append is made.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendOptions {
+    /// Write LogAppendTime into the batch (`message.timestamp.type`).
+    pub log_append_time: bool,
+    /// Hand back a handle to fsync the append (acks=all with `skein.acks.all.fsync`).
+    pub wants_sync: bool,
+    /// acks=all: refused with NOT_ENOUGH_REPLICAS when the ISR is below `min_insync`.
+    pub acks_all: bool,
+    /// The topic's `min.insync.replicas`: below it the high watermark does not move.
+    pub min_insync: usize,
+}
+
 /// What a leader append did.
 pub struct Appended {
     /// Bytes and records appended (0 for a duplicate of an earlier batch).
@@ -197,17 +210,20 @@ impl Partition {
     /// sequence out of order, stamps the leader epoch (and LogAppendTime when
     /// `log_append_time`), appends, records the producer's sequence, snapshots producer state
     /// after a roll, and advances the high watermark (a single node is the whole ISR).
-    #[allow(clippy::too_many_arguments)]
     pub fn append_as_leader(
         &self,
         node: i32,
         mut batch: BytesMut,
         header: &BatchHeader,
-        log_append_time: bool,
         now: i64,
-        wants_sync: bool,
-        acks_all_min_insync: Option<usize>,
+        opts: AppendOptions,
     ) -> Result<Appended, ApiError> {
+        let AppendOptions {
+            log_append_time,
+            wants_sync,
+            acks_all,
+            min_insync,
+        } = opts;
         let mut state = self.lock();
         let state = &mut *state;
         // Read under the partition's lock, which assignment changes also take: the batch is
@@ -226,7 +242,8 @@ impl Partition {
             ));
         };
         let leader_epoch = self.leader_epoch();
-        if let Some(min) = acks_all_min_insync {
+        if acks_all {
+            let min = min_insync;
             let isr = self
                 .assignment
                 .read()
@@ -307,7 +324,7 @@ impl Partition {
         let durable_only = state.leader.as_ref().is_some_and(|l| l.durable_only);
         let sync = (wants_sync || durable_only).then(|| log.sync_handle());
         let log_start_offset = log.log_start_offset();
-        self.advance_high_watermark(state, acks_all_min_insync.unwrap_or(1));
+        self.advance_high_watermark(state, min_insync);
         Ok(Appended {
             bytes: info.bytes,
             records: header.records_count,

@@ -190,9 +190,11 @@ impl LeaderState {
         hw.max(current)
     }
 
-    /// The ISR change this leader should ask for now, if any (and none is pending): members
-    /// that have not caught up for `lag_max_ms` leave; replicas that reached the high
-    /// watermark and the epoch's start join. The leader always stays.
+    /// The ISR change this leader should ask for now, if any: while one is pending, that same
+    /// change again once `PENDING_ISR_RETRY_MS` passed without its outcome showing in the
+    /// metadata (it may have been committed: a different one would forget its additions);
+    /// else members that have not caught up for `lag_max_ms` leave and replicas that reached
+    /// the high watermark and the epoch's start join. The leader always stays.
     pub fn wanted_isr(
         &self,
         assignment: &Assignment,
@@ -201,9 +203,7 @@ impl LeaderState {
         lag_max_ms: i64,
     ) -> Option<Vec<i32>> {
         if let Some(p) = &self.pending {
-            if now_ms - p.sent_ms < PENDING_ISR_RETRY_MS {
-                return None;
-            }
+            return (now_ms - p.sent_ms >= PENDING_ISR_RETRY_MS).then(|| p.isr.clone());
         }
         let mut isr: Vec<i32> = assignment
             .isr
@@ -246,10 +246,18 @@ impl LeaderState {
         });
     }
 
-    /// Forgets a pending change the controller refused or that failed to reach it, so the
-    /// next check may ask again.
-    pub fn clear_pending(&mut self) {
-        self.pending = None;
+    /// Forgets the pending change `isr` sent at `sent_ms` after the controller definitely
+    /// refused it (INELIGIBLE_REPLICA, INVALID_REQUEST), so the next check may ask another.
+    /// Any other failure (a timeout, a lost answer, a stale epoch) keeps it: it may have been
+    /// committed, and the metadata will tell (Kafka's `handleAlterPartitionError`).
+    pub fn refused(&mut self, isr: &[i32], sent_ms: i64) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.isr == isr && p.sent_ms == sent_ms)
+        {
+            self.pending = None;
+        }
     }
 }
 
@@ -364,13 +372,20 @@ mod tests {
     }
 
     #[test]
-    fn an_unanswered_change_is_asked_again_later() {
+    fn an_unanswered_change_is_asked_again_as_it_was() {
         let a = assignment(&[1, 2, 3]);
         let mut s = LeaderState::new(&a, 0, 0);
-        s.mark_pending(vec![1, 2], 7, 50_000);
+        s.mark_pending(vec![1, 3, 2, 4], 7, 50_000);
         assert_eq!(s.wanted_isr(&a, 0, 50_001, 30_000), None);
-        assert!(s
-            .wanted_isr(&a, 0, 50_000 + PENDING_ISR_RETRY_MS, 30_000)
-            .is_some());
+        // Later, even though the followers now warrant another ISR, the same change again.
+        assert_eq!(
+            s.wanted_isr(&a, 0, 50_000 + PENDING_ISR_RETRY_MS, 1),
+            Some(vec![1, 3, 2, 4])
+        );
+        // Only a definite refusal of that very call forgets it.
+        s.refused(&[1, 3, 2, 4], 49_000);
+        assert!(s.pending.is_some());
+        s.refused(&[1, 3, 2, 4], 50_000);
+        assert!(s.pending.is_none());
     }
 }

@@ -48,22 +48,20 @@
 //!   nodes and the controller (their clients may still reach them); crashes and restarts;
 //!   pauses (SIGSTOP: nothing runs, messages wait) and resumes.
 //!
-//! **Two models** ([`Model`]). The code, as it is, differs from the issue's rules (and
-//! Kafka's) in four places, each of which this simulation found to break an invariant (kept
-//! as `#[ignore]`d tests with their seeds, to un-ignore once fixed):
-//! - `Partition::advance_high_watermark` counts the leader's log end, not its fsynced end;
-//! - `append_as_leader` moves the high watermark for acks=0/1 appends with a minimum ISR of 1;
-//! - `check_isrs` clears the pending ISR change whenever any AlterPartition call fails or
-//!   times out;
-//! - `LeaderState::wanted_isr` proposes (and `mark_pending` records) a new ISR change once
-//!   one has been pending for `PENDING_ISR_RETRY_MS`, forgetting the old one's additions.
+//! **Models** ([`Model`]). This simulation found four places where the code broke an
+//! invariant, since fixed in the broker (the tests at the end keep each one caught):
+//! - `Partition::advance_high_watermark` counted the leader's log end, not its fsynced end;
+//! - `append_as_leader` moved the high watermark for acks=0/1 appends with a minimum ISR of 1;
+//! - `check_isrs` cleared the pending ISR change whenever any AlterPartition call failed or
+//!   timed out;
+//! - `LeaderState::wanted_isr` proposed (and `mark_pending` recorded) a new ISR change once
+//!   one had been pending for `PENDING_ISR_RETRY_MS`, forgetting the old one's additions.
 //!
-//! The main test runs [`Model::spec`]: the code with those four fixed the way Kafka does it
-//! (fsynced end; min ISR always `min.insync.replicas`; only INELIGIBLE_REPLICA answering the
-//! call that set it clears a pending change; a change still pending is asked again as it is).
-//! `SKEIN_SIM_MODEL=code` (or `code-hw`, `code-acks1`, `code-pending`, `code-retry`: the spec
-//! with one of the code's choices) runs the code's behaviour instead (`code` without
-//! invariant 8, to see where the acks=1 rule leads).
+//! The main test runs [`Model::spec`], which is what the code does now (fsynced end; min ISR
+//! always `min.insync.replicas`; only a definite refusal of the call that set it clears a
+//! pending change; a change still pending is asked again as it is). [`Model::code`] is the
+//! code as it was; `SKEIN_SIM_MODEL=code` (or `code-hw`, `code-acks1`, `code-pending`,
+//! `code-retry`: the spec with one of the old choices) runs it for exploring.
 //!
 //! **Simplifications** (each is a place where a bug could hide from this simulation):
 //! one controller that never fails (its log is committed as soon as decided: Raft is tested
@@ -196,7 +194,7 @@ enum Mutation {
 }
 
 impl Model {
-    /// The code as it is today.
+    /// The code as it was before the four fixes (see the crate docs).
     fn code() -> Model {
         Model {
             leader_hw_counts_durable_only: false,
@@ -1324,7 +1322,7 @@ impl Sim {
                                 || (code == ErrorCode::INELIGIBLE_REPLICA
                                     && l.pending == call.pending)
                             {
-                                l.clear_pending();
+                                l.pending = None;
                             }
                         }
                         self.note(|| format!("node {id}: ISR change refused: {code:?}"));
@@ -1579,7 +1577,7 @@ impl Sim {
             });
             if failed && clear {
                 if let Some(l) = n.leader.as_mut() {
-                    l.clear_pending();
+                    l.pending = None;
                 }
                 self.count("ISR calls timed out");
                 self.note(|| {
@@ -2204,25 +2202,23 @@ fn replication_simulation() {
     run_seeds("replication simulation", model_from_env());
 }
 
-/// Replays one seed that fails with the code's behaviour today; passes once it is fixed.
+/// Replays one seed, which must pass.
 fn replay(seed: u64, model: Model) {
     if let Err(report) = run_seed(seed, model) {
         panic!("{report}");
     }
 }
 
-/// Found by this simulation: `LeaderState::wanted_isr` lets a leader ask a new ISR change
-/// once one has been pending for `PENDING_ISR_RETRY_MS`, and `mark_pending` replaces the old
-/// one, whose outcome is still unknown, so the maximal ISR forgets its additions. Seed 4344:
-/// leader 1 (ISR [1, 3]) asks to add 2; the controller commits [1, 3, 2], but leader 1 is cut
-/// off before it applies that; 5 s later it asks [1] instead, its high watermark no longer
-/// waits for node 2 and moves from 55 to 61 over records node 2 never had; node 2 (in the
-/// committed ISR) is elected and writes other records at offsets 55-56. The same mechanism
-/// acknowledges acks=all writes that the committed ISR lacks. Fix: while a change is pending,
-/// ask the same change again (Kafka's AlterPartitionManager resends the same item) and keep
-/// counting its additions until the metadata shows its outcome.
+/// Found by this simulation and fixed: `LeaderState::wanted_isr` used to let a leader ask a
+/// new ISR change once one had been pending for `PENDING_ISR_RETRY_MS`, and `mark_pending`
+/// replaced the old one, whose outcome was unknown, so the maximal ISR forgot its additions.
+/// Seed 4344: leader 1 (ISR [1, 3]) asks to add 2; the controller commits [1, 3, 2], but
+/// leader 1 is cut off before it applies that; 5 s later it asked [1] instead, its high
+/// watermark no longer waited for node 2 and moved from 55 to 61 over records node 2 never
+/// had; node 2 (in the committed ISR) was elected and wrote other records at offsets 55-56.
+/// Now `wanted_isr` asks the same change again (as Kafka's AlterPartitionManager resends the
+/// same item), so this replay, through the real `wanted_isr`, passes.
 #[test]
-#[ignore = "bug: a pending ISR change is replaced after PENDING_ISR_RETRY_MS (replication.rs)"]
 fn pending_isr_change_is_resent_not_replaced() {
     replay(
         4344,
@@ -2233,66 +2229,55 @@ fn pending_isr_change_is_resent_not_replaced() {
     );
 }
 
-/// Found by this simulation: `check_isrs` clears the pending ISR change when any
-/// AlterPartition call fails or times out, although a timed-out call (or an earlier identical
-/// one) may have been committed, and the pending change may be a later call's. Seed 6016:
-/// leader 1 asks to add 3 twice; the controller commits the second call, the first one times
-/// out just then and clears the pending addition, and the leader acknowledges an acks=all
-/// write at offset 32 without node 3, which the committed ISR holds. Fix: clear only on
-/// INELIGIBLE_REPLICA answering the call that set the pending change (Kafka's
-/// `handleAlterPartitionError`); otherwise keep it until the metadata shows the outcome.
+/// The other three bugs this simulation found, each fixed in the broker, stay caught: with
+/// the old behaviour put back in the model, the seed that exposed it fails again.
+/// - 6016: `check_isrs` cleared the pending ISR change when any AlterPartition call failed
+///   or timed out; an earlier identical call timed out just as a later one was committed,
+///   and the leader acknowledged an acks=all write at offset 32 without node 3, which the
+///   committed ISR held. Now only INELIGIBLE_REPLICA/INVALID_REQUEST answering the very call
+///   that set it clears it (Kafka's `handleAlterPartitionError`).
+/// - 1550: the leader counted its unfsynced log end for the high watermark: it exposed
+///   offsets 5-8, crashed and lost them, stayed the ISR's last member, came back as leader
+///   of epoch 2 and wrote other records at 5-6. Now `LeaderState::durable_only`.
+/// - 2: acks=0/1 appends moved the high watermark with a minimum ISR of 1 (ISR [2], 34 ->
+///   43). Now every append uses the topic's `min.insync.replicas`.
+/// - 215: the code as it was (all four): a leader alone in the ISR moved its high watermark
+///   to 45 with unfsynced acks=1 writes, crashed back to 14 and wrote another record at 14.
 #[test]
-#[ignore = "bug: check_isrs clears the pending ISR change on any failed call (fetcher.rs)"]
-fn pending_isr_change_survives_failed_calls() {
-    replay(
-        6016,
-        Model {
-            clear_pending_on_any_call_failure: true,
-            ..Model::spec()
-        },
-    );
-}
-
-/// Found by this simulation: `Partition::advance_high_watermark` passes the leader's log
-/// end, not its fsynced end, as `leader_durable_end`. Seed 1550: leader 3 exposes offsets
-/// 5-8 below its high watermark before fsyncing them, crashes and loses them, the others
-/// being fenced it stays the ISR's last member, comes back as leader of epoch 2 and writes
-/// other records at offsets 5-6.
-#[test]
-#[ignore = "bug: the leader counts its unfsynced log end for the high watermark (partition.rs)"]
-fn leader_counts_only_its_fsynced_log() {
-    replay(
-        1550,
-        Model {
-            leader_hw_counts_durable_only: false,
-            ..Model::spec()
-        },
-    );
-}
-
-/// Found by this simulation: `append_as_leader` advances the high watermark with a minimum
-/// ISR of 1 for acks=0/1 appends (`acks_all_min_insync.unwrap_or(1)`), so with the ISR down to
-/// the leader an acks=1 write moves it (the issue: it does not move while the ISR is below
-/// `min.insync.replicas`). Seed 2: leader 2 with ISR [2] moves it from 34 to 43.
-#[test]
-#[ignore = "bug: an acks=1 append moves the high watermark below min.insync.replicas (partition.rs)"]
-fn acks1_does_not_move_the_high_watermark_below_min_insync() {
-    replay(
-        2,
-        Model {
-            acks1_advances_with_min_insync_1: true,
-            ..Model::spec()
-        },
-    );
-}
-
-/// The code as it is (the four choices above; invariant 8 off to see the consequence).
-/// Seed 215: leader 3, alone in the ISR, moves its high watermark to 45 with acks=1 writes
-/// it has not fsynced, crashes back to offset 14, leads again in epoch 2 and writes another
-/// record at offset 14. (With `SKEIN_SIM_KEEP_GOING=1 SKEIN_SIM_MODEL=code`, 20 of seeds
-/// 1..=3000 fail.)
-#[test]
-#[ignore = "bugs: the code as it is today (see the four tests above)"]
-fn the_code_as_it_is() {
-    replay(215, Model::code());
+fn the_bugs_it_found_stay_caught() {
+    let spec = Model::spec();
+    let old = [
+        (
+            6016,
+            Model {
+                clear_pending_on_any_call_failure: true,
+                ..spec
+            },
+        ),
+        (
+            1550,
+            Model {
+                leader_hw_counts_durable_only: false,
+                ..spec
+            },
+        ),
+        (
+            2,
+            Model {
+                acks1_advances_with_min_insync_1: true,
+                ..spec
+            },
+        ),
+        (215, Model::code()),
+    ];
+    for (seed, model) in old {
+        match run_seed(seed, model) {
+            Err(report) => eprintln!(
+                "old behaviour caught by seed {seed}: {}",
+                report.lines().next().unwrap_or_default()
+            ),
+            Ok(_) => panic!("seed {seed} no longer exposes the old behaviour"),
+        }
+        replay(seed, spec);
+    }
 }

@@ -22,7 +22,7 @@ use super::{Reply, RequestContext};
 use crate::broker::{Broker, Partition};
 use crate::config::EffectiveTopicConfig;
 use crate::error::{ApiError, ErrorCode};
-use crate::partition::Appended;
+use crate::partition::{AppendOptions, Appended};
 
 /// The first Produce version that carries record batch v2 (older ones use message sets).
 const FIRST_BATCH_V2_VERSION: i16 = 3;
@@ -243,10 +243,13 @@ fn write(
         broker.node_id(),
         batch,
         &header,
-        config.log_append_time,
         now,
-        acks_all && broker.config.acks_all_fsync,
-        acks_all.then_some(config.min_insync_replicas),
+        AppendOptions {
+            log_append_time: config.log_append_time,
+            wants_sync: acks_all && broker.config.acks_all_fsync,
+            acks_all,
+            min_insync: config.min_insync_replicas,
+        },
     )?)
 }
 
@@ -456,7 +459,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
                 let durable = handle.end_offset();
                 match broker.syncer().sync(partition.key(), handle).await {
                     Ok(_) => {
-                        if partition.mark_durable(durable, 1) {
+                        if partition.mark_durable(durable, min_insync_of(&broker, &partition)) {
                             broker.data_arrived.notify_waiters();
                         }
                     }
