@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from cluster import BASE_SETS, Cluster, create_topics, try_metadata_of
+from cluster import BASE_SETS, Cluster, cli_json, create_topics, try_metadata_of
 from helpers import wait_until
 from history import History, assert_history_ok
 from netns import Lab, NetnsCluster, netns_available
@@ -206,6 +206,9 @@ def test_acks_all_needs_min_insync_replicas(cluster):
     )
     acked, failed = produce(lb, topic, [f"c{i}" for i in range(200)])
     assert not failed and len(acked) == 200, failed
+    # `skein topic describe` says so, as Kafka's --under-replicated-partitions would.
+    rc, out, proc = cli_json("topic", "describe", topic, bootstrap=lb)
+    assert rc == 0 and out["partitions"][0]["status"] == "under-replicated", proc
     # The leader reports it: an under-replicated partition, and the dead follower's lag.
     text = metrics_text(cluster[info.leader].http)
     assert sample(text, "skein_under_replicated_partitions") >= 1, text
@@ -225,6 +228,8 @@ def test_acks_all_needs_min_insync_replicas(cluster):
     )
     admin.incremental_alter_configs([res])[res].result(30)
     assert sample(metrics_text(cluster[info.leader].http), "skein_under_min_isr_partitions") >= 1
+    rc, out, proc = cli_json("topic", "describe", topic, bootstrap=lb)
+    assert rc == 0 and out["partitions"][0]["status"] == "under-min-isr", proc
     p = Producer({"bootstrap.servers": lb, "acks": "all", "enable.idempotence": False,
                   "retries": 0, "message.timeout.ms": 10000})
     errors = []

@@ -221,6 +221,7 @@ fn topic_admin_round_trip() {
         assert_eq!(p["log_start_offset"], 0);
         assert_eq!(p["log_end_offset"], 0);
         assert_eq!(p["size_bytes"], 0);
+        assert_eq!(p["status"], "ok");
     }
     let config = |d: &Value, name: &str| -> (String, String) {
         let c = d["configs"]

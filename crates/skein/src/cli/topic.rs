@@ -391,6 +391,26 @@ fn describe(args: NameArgs) -> Result<()> {
     let start = |p: i32| starts.get(&p).copied().flatten();
     let end = |p: i32| ends.get(&p).copied().flatten();
     let nodes = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    // Kafka's `kafka-topics --describe` filters: under-replicated (ISR smaller than the
+    // replicas), under min ISR (smaller than min.insync.replicas: acks=all is refused),
+    // offline (no leader).
+    let min_isr: usize = configs
+        .iter()
+        .find(|c| c.name == "min.insync.replicas")
+        .and_then(|c| c.value.as_deref())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let status = |leader: i32, replicas: &[i32], isr: &[i32]| {
+        if leader < 0 {
+            "offline"
+        } else if isr.len() < min_isr {
+            "under-min-isr"
+        } else if isr.len() < replicas.len() {
+            "under-replicated"
+        } else {
+            "ok"
+        }
+    };
     match args.common.output {
         Output::Text => {
             println!(
@@ -417,6 +437,7 @@ fn describe(args: NameArgs) -> Result<()> {
                         or_dash(start(p.partition)),
                         or_dash(end(p.partition)),
                         or_dash(size(p.partition)),
+                        status(p.leader, &p.replicas, &p.isr).to_owned(),
                     ]
                 })
                 .collect();
@@ -430,7 +451,8 @@ fn describe(args: NameArgs) -> Result<()> {
                         "ISR",
                         "START-OFFSET",
                         "END-OFFSET",
-                        "SIZE"
+                        "SIZE",
+                        "STATUS"
                     ],
                     &rows
                 )
@@ -464,6 +486,7 @@ fn describe(args: NameArgs) -> Result<()> {
                 "log_start_offset": start(p.partition),
                 "log_end_offset": end(p.partition),
                 "size_bytes": size(p.partition),
+                "status": status(p.leader, &p.replicas, &p.isr),
             })).collect::<Vec<_>>(),
             "configs": configs.iter().map(|c| json!({
                 "name": c.name,
