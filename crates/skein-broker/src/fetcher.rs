@@ -160,9 +160,14 @@ impl Broker {
                             .map_or(a.partition_epoch, |p| p.based_on_partition_epoch);
                         leader.mark_pending(isr.clone(), based_on, now);
                     }
-                    wanted
+                    wanted.map(|isr| {
+                        let with_epochs = leader.isr_with_epochs(&isr);
+                        (isr, with_epochs)
+                    })
                 };
-                let Some(isr) = wanted else { continue };
+                let Some((isr, with_epochs)) = wanted else {
+                    continue;
+                };
                 tracing::info!(
                     topic = %topic.name,
                     partition = partition.index,
@@ -177,7 +182,7 @@ impl Broker {
                     partition: partition.index,
                     leader_epoch: a.leader_epoch,
                     partition_epoch: a.partition_epoch,
-                    new_isr: isr.iter().map(|r| (*r, -1)).collect(),
+                    new_isr: with_epochs,
                 };
                 let me = self.clone();
                 let name = topic.name.clone();

@@ -518,13 +518,14 @@ impl Partition {
         }
     }
 
-    /// As the leader, records a fetch by `follower` from `fetch_offset`, whose last fetched
-    /// batch was of `last_fetched_epoch` (-1: unknown). Answers whether to serve it or make
+    /// As the leader, records a fetch by `follower` (with the broker epoch its fetch states,
+    /// -1 before Fetch v15) from `fetch_offset`, whose last fetched batch was of
+    /// `last_fetched_epoch` (-1: unknown). Answers whether to serve it or make
     /// it truncate first, and whether the high watermark advanced.
     pub(crate) fn follower_fetched(
         &self,
         state: &mut PartitionState,
-        follower: i32,
+        (follower, broker_epoch): (i32, i64),
         fetch_offset: i64,
         last_fetched_epoch: i32,
         now: i64,
@@ -548,6 +549,7 @@ impl Partition {
         let Some(leader) = state.leader.as_mut() else {
             return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
         };
+        leader.note_broker_epoch(follower, broker_epoch);
         if !leader.on_fetch(follower, fetch_offset, leo, now) {
             return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
         }

@@ -35,6 +35,10 @@ pub struct FollowerProgress {
     /// When it last fetched (ms), and the leader's log end then.
     pub last_fetch_ms: i64,
     pub last_fetch_leader_leo: i64,
+    /// The follower's broker epoch as its fetches state it (KIP-903); -1 until known. Sent
+    /// with an ISR expansion so that the controller refuses one based on fetches by an
+    /// earlier incarnation of the broker.
+    pub broker_epoch: i64,
 }
 
 /// The leader's replication state of one partition in one leader epoch.
@@ -84,6 +88,7 @@ impl LeaderState {
                         last_caught_up_ms: caught_up,
                         last_fetch_ms: -1,
                         last_fetch_leader_leo: -1,
+                        broker_epoch: -1,
                     },
                 )
             })
@@ -114,6 +119,7 @@ impl LeaderState {
                     },
                     last_fetch_ms: -1,
                     last_fetch_leader_leo: -1,
+                    broker_epoch: -1,
                 });
             }
         }
@@ -147,6 +153,30 @@ impl LeaderState {
         f.last_fetch_ms = now_ms;
         f.last_fetch_leader_leo = leader_leo;
         true
+    }
+
+    /// Records the broker epoch a follower's fetch stated. A new epoch is a new incarnation
+    /// of the broker (it restarted, maybe with less on disk): what the leader knew of it is
+    /// forgotten until its fetches say otherwise.
+    pub fn note_broker_epoch(&mut self, follower: i32, broker_epoch: i64) {
+        if let Some(f) = self.followers.get_mut(&follower) {
+            if broker_epoch >= 0 && f.broker_epoch != broker_epoch {
+                if f.broker_epoch >= 0 {
+                    f.log_end_offset = -1;
+                    f.last_fetch_ms = -1;
+                    f.last_fetch_leader_leo = -1;
+                }
+                f.broker_epoch = broker_epoch;
+            }
+        }
+    }
+
+    /// `isr` with each member's broker epoch as known from its fetches (-1: the leader
+    /// itself or not known), for AlterPartition (KIP-903).
+    pub fn isr_with_epochs(&self, isr: &[i32]) -> Vec<(i32, i64)> {
+        isr.iter()
+            .map(|r| (*r, self.followers.get(r).map_or(-1, |f| f.broker_epoch)))
+            .collect()
     }
 
     /// The ISR the high watermark is computed over: the committed one plus a pending
@@ -354,6 +384,25 @@ mod tests {
         // The pending addition already counts for the high watermark.
         s.on_fetch(2, 200, 200, 43_000);
         assert_eq!(s.high_watermark(&a, 200, 150, 1), 200);
+    }
+
+    #[test]
+    fn a_new_broker_epoch_forgets_what_the_old_incarnation_fetched() {
+        let a = assignment(&[1, 2]);
+        let mut s = LeaderState::new(&a, 10, 0);
+        s.note_broker_epoch(3, 40);
+        s.on_fetch(3, 10, 10, 1);
+        assert_eq!(
+            s.isr_with_epochs(&[1, 2, 3]),
+            vec![(1, -1), (2, -1), (3, 40)]
+        );
+        // Restarted (epoch 41): its old log end no longer counts.
+        s.note_broker_epoch(3, 41);
+        assert_eq!(s.followers[&3].log_end_offset, -1);
+        assert_eq!(s.wanted_isr(&a, 10, 2, 30_000), None);
+        s.on_fetch(3, 10, 10, 3);
+        assert_eq!(s.wanted_isr(&a, 10, 3, 30_000), Some(vec![1, 2, 3]));
+        assert_eq!(s.isr_with_epochs(&[1, 2, 3])[2], (3, 41));
     }
 
     #[test]

@@ -168,10 +168,13 @@ fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize
         hw_advanced: false,
         held: HeldFiles::default(),
     };
-    let replica = if version >= FIRST_REPLICA_STATE_VERSION {
-        req.replica_state.replica_id
+    let (replica, replica_epoch) = if version >= FIRST_REPLICA_STATE_VERSION {
+        (
+            req.replica_state.replica_id,
+            req.replica_state.replica_epoch,
+        )
     } else {
-        req.replica_id
+        (req.replica_id, -1)
     };
     for t in &req.topics {
         let topic: Option<Arc<Topic>> = if version >= FIRST_TOPIC_ID_VERSION {
@@ -196,7 +199,7 @@ fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize
                 p,
                 unknown,
                 max_bytes,
-                replica,
+                (replica, replica_epoch),
                 &mut pass,
             );
             tr.partitions.push(pd);
@@ -213,7 +216,7 @@ fn read_partition(
     p: &FetchPartition,
     unknown: ErrorCode,
     max_bytes: usize,
-    replica: i32,
+    (replica, replica_epoch): (i32, i64),
     pass: &mut Pass,
 ) -> (PartitionData, Vec<FileRange>) {
     let Some((topic, partition)) =
@@ -245,7 +248,7 @@ fn read_partition(
         let min_insync = topic.effective().min_insync_replicas;
         match partition.follower_fetched(
             &mut state,
-            replica,
+            (replica, replica_epoch),
             p.fetch_offset,
             p.last_fetched_epoch,
             broker.now_ms(),
