@@ -270,20 +270,7 @@ class Cluster:
         """Starts every voter concurrently and waits for all their start lines."""
         for _ in range(PORT_ATTEMPTS):
             self.attempt += 1
-            controller_ports = {i: free_port() for i in self.voter_ids}
-            self.quorum = ",".join(f"{i}@127.0.0.1:{controller_ports[i]}" for i in self.voter_ids)
-            self.nodes = {
-                i: Node(
-                    i,
-                    self.base_dir / f"attempt{self.attempt}" / f"node{i}",
-                    free_port(),
-                    controller_ports[i],
-                    self.quorum,
-                    rack=self.racks.get(i),
-                    sets=self.sets,
-                )
-                for i in self.voter_ids
-            }
+            self.nodes = self.new_voters()
             self.registry.extend(self.nodes.values())
             for n in self.nodes.values():
                 n.launch()
@@ -307,6 +294,23 @@ class Cluster:
             f"the cluster did not start: a port was taken in each of {PORT_ATTEMPTS} attempts\n"
             + self._failure_report("last attempt", {})
         )
+
+    def new_voters(self):
+        """The voters of a start attempt, on fresh ports (sets `self.quorum`)."""
+        controller_ports = {i: free_port() for i in self.voter_ids}
+        self.quorum = ",".join(f"{i}@127.0.0.1:{controller_ports[i]}" for i in self.voter_ids)
+        return {
+            i: Node(
+                i,
+                self.base_dir / f"attempt{self.attempt}" / f"node{i}",
+                free_port(),
+                controller_ports[i],
+                self.quorum,
+                rack=self.racks.get(i),
+                sets=self.sets,
+            )
+            for i in self.voter_ids
+        }
 
     def _failure_report(self, title, failures):
         lines = [f"{title} (quorum {self.quorum}):"]

@@ -13,11 +13,8 @@ kernels lack). Everything needs root; `netns_available()` says whether it works 
 import os
 import random
 import subprocess
-import time
 
-import pytest
-
-from cluster import CLUSTER_START_TIMEOUT_S, Cluster, Node
+from cluster import Cluster, Node
 
 KAFKA_PORT = 9092
 CONTROLLER_PORT = 9093
@@ -127,25 +124,11 @@ class NetnsCluster(Cluster):
         super().__init__(base_dir, voters=voters, sets=sets, registry=registry)
         self.lab = lab
 
-    def start(self):
-        self.attempt += 1
+    def new_voters(self):
         self.quorum = ",".join(f"{i}@{self.lab.host(i)}:{CONTROLLER_PORT}" for i in self.voter_ids)
-        self.nodes = {
-            i: NetnsNode(self.lab, i, self.base_dir / f"node{i}", self.quorum, sets=self.sets)
+        return {
+            i: NetnsNode(
+                self.lab, i, self.base_dir / f"attempt{self.attempt}" / f"node{i}", self.quorum, sets=self.sets
+            )
             for i in self.voter_ids
         }
-        self.registry.extend(self.nodes.values())
-        for n in self.nodes.values():
-            n.launch()
-        deadline = time.monotonic() + CLUSTER_START_TIMEOUT_S
-        failures = {}
-        for n in self.nodes.values():
-            why = n.wait_started(deadline)
-            if why is not None:
-                failures[n.node_id] = why
-                deadline = min(deadline, time.monotonic() + 5)
-        if failures:
-            for n in self.nodes.values():
-                n.kill9()
-            pytest.fail(self._failure_report("the cluster did not start", failures))
-        return self

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::broker::Broker;
 use crate::controller_link::ControllerCall;
 use crate::error::ErrorCode;
-use crate::partition::Partition;
+use crate::partition::{Partition, ProducerRebuild};
 
 /// The Fetch version followers send.
 const REPLICA_FETCH_VERSION: i16 = 15;
@@ -357,7 +357,11 @@ impl Broker {
         }
         let node = self.node_id();
         let now = self.now_ms();
-        let expiration = self.config.producer_id_expiration_ms;
+        let rebuild = || ProducerRebuild {
+            limits: self.producer_limits.clone(),
+            now,
+            expiration_ms: self.config.producer_id_expiration_ms,
+        };
         let mut progressed = false;
         let mut syncs = Vec::new();
         for t in resp.responses {
@@ -374,9 +378,7 @@ impl Broker {
                         .truncate_diverged(
                             pd.diverging_epoch.epoch,
                             pd.diverging_epoch.end_offset,
-                            self.producer_limits.clone(),
-                            now,
-                            expiration,
+                            rebuild(),
                         )
                         .map(|_| ())
                 } else if code == ErrorCode::NONE {
@@ -398,13 +400,7 @@ impl Broker {
                         })
                 } else if code == ErrorCode::OFFSET_OUT_OF_RANGE {
                     partition
-                        .reset_out_of_range(
-                            pd.log_start_offset,
-                            pd.high_watermark,
-                            self.producer_limits.clone(),
-                            now,
-                            expiration,
-                        )
+                        .reset_out_of_range(pd.log_start_offset, pd.high_watermark, rebuild())
                         .map(|_| ())
                 } else {
                     tracing::debug!(

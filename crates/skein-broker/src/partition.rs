@@ -173,6 +173,21 @@ impl Partition {
     }
 }
 
+/// The answer for a partition deleted while a request used it.
+fn deleted() -> ApiError {
+    ApiError::new(
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+        "This partition was deleted.",
+    )
+}
+
+/// What rebuilding a follower's producer state after a truncation needs.
+pub(crate) struct ProducerRebuild {
+    pub limits: Arc<ProducerLimits>,
+    pub now: i64,
+    pub expiration_ms: i64,
+}
+
 /// How a leader append is made.
 #[derive(Debug, Clone, Copy)]
 pub struct AppendOptions {
@@ -236,10 +251,7 @@ impl Partition {
             ));
         }
         let Some(log) = state.log.as_mut() else {
-            return Err(ApiError::new(
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                "This partition was deleted.",
-            ));
+            return Err(deleted());
         };
         let leader_epoch = self.leader_epoch();
         if acks_all {
@@ -581,10 +593,7 @@ impl Partition {
             }
         }
         let Some(log) = state.log.as_mut() else {
-            return Err(ApiError::new(
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                "This partition was deleted.",
-            ));
+            return Err(deleted());
         };
         let mut bytes = 0;
         let mut sync = None;
@@ -629,23 +638,18 @@ impl Partition {
         &self,
         epoch: i32,
         leader_end_offset: i64,
-        limits: Arc<ProducerLimits>,
-        now: i64,
-        expiration_ms: i64,
+        rebuild: ProducerRebuild,
     ) -> Result<i64, ApiError> {
         let mut state = self.lock();
         let state = &mut *state;
         let Some(log) = state.log.as_mut() else {
-            return Err(ApiError::new(
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                "This partition was deleted.",
-            ));
+            return Err(deleted());
         };
         let own_end = log
             .end_offset_for_epoch(epoch)
             .map_or(log.log_end_offset(), |(_, end)| end);
         let target = replication::truncation_offset(leader_end_offset, own_end);
-        self.cut_to(state, target, limits, now, expiration_ms)
+        self.cut_to(state, target, rebuild)
     }
 
     /// As a follower whose fetch offset the leader does not have: restart this log at the
@@ -654,37 +658,35 @@ impl Partition {
         &self,
         leader_log_start: i64,
         leader_log_end: i64,
-        limits: Arc<ProducerLimits>,
-        now: i64,
-        expiration_ms: i64,
+        rebuild: ProducerRebuild,
     ) -> Result<i64, ApiError> {
         let mut state = self.lock();
         let state = &mut *state;
         let Some(log) = state.log.as_mut() else {
-            return Err(ApiError::new(
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                "This partition was deleted.",
-            ));
+            return Err(deleted());
         };
         let storage =
             |e: skein_log::LogError| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string());
         if log.log_end_offset() < leader_log_start {
             log.restart_at(leader_log_start).map_err(storage)?;
-            state.producers = ProducerStates::new(limits);
+            state.producers = ProducerStates::new(rebuild.limits);
             return Ok(log.log_end_offset());
         }
         let target = leader_log_end.max(0);
-        self.cut_to(state, target, limits, now, expiration_ms)
+        self.cut_to(state, target, rebuild)
     }
 
     fn cut_to(
         &self,
         state: &mut PartitionState,
         target: i64,
-        limits: Arc<ProducerLimits>,
-        now: i64,
-        expiration_ms: i64,
+        rebuild: ProducerRebuild,
     ) -> Result<i64, ApiError> {
+        let ProducerRebuild {
+            limits,
+            now,
+            expiration_ms,
+        } = rebuild;
         let storage =
             |e: skein_log::LogError| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string());
         let Some(log) = state.log.as_mut() else {
