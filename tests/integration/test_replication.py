@@ -135,15 +135,25 @@ def check_read_back(records, acked):
     assert not lost, f"{len(lost)} acknowledged records missing or moved, e.g. {sorted(lost.items())[:5]} (read at {[offsets.get(v) for v in sorted(lost)[:5]]})"
 
 
+def replicated_topic(cluster, topic, partitions=None):
+    """An RF=3, min.insync.replicas=2 topic (FAULT_PARTITIONS partitions unless given) with
+    every ISR full; returns {partition: info}."""
+    partitions = partitions or FAULT_PARTITIONS
+    b = cluster.bootstrap_all()
+    create_topics(b, {topic: partitions}, replication_factor=3, config={"min.insync.replicas": "2"})
+    one = b.split(",")[0]
+
+    def full():
+        infos = {p: partition_info(one, topic, p) for p in range(partitions)}
+        return all(i and len(i.isr) == 3 for i in infos.values()) and infos
+
+    return wait_until(full, WAIT_S, f"{topic}: three replicas in every ISR")
+
+
 def test_three_replicas_follow_the_leader_and_survive_its_kill9(cluster):
     b = cluster.bootstrap_all()
     topic = "replicated"
-    create_topics(b, {topic: 1}, replication_factor=3, config={"min.insync.replicas": "2"})
-    info = wait_until(
-        lambda: (i := partition_info(b.split(",")[0], topic, 0)) and len(i.isr) == 3 and i,
-        WAIT_S,
-        "the topic's three replicas in the ISR",
-    )
+    info = replicated_topic(cluster, topic, partitions=1)[0]
     assert sorted(info.replicas) == [1, 2, 3], info
 
     acked, failed = produce(b, topic, [f"a{i}" for i in range(2000)])
@@ -184,14 +194,8 @@ def test_three_replicas_follow_the_leader_and_survive_its_kill9(cluster):
 
 
 def test_acks_all_needs_min_insync_replicas(cluster):
-    b = cluster.bootstrap_all()
     topic = "min-isr"
-    create_topics(b, {topic: 1}, replication_factor=3, config={"min.insync.replicas": "2"})
-    info = wait_until(
-        lambda: (i := partition_info(b.split(",")[0], topic, 0)) and len(i.isr) == 3 and i,
-        WAIT_S,
-        "three replicas in the ISR",
-    )
+    info = replicated_topic(cluster, topic, partitions=1)[0]
     followers = [n for n in info.replicas if n != info.leader]
     lb = cluster[info.leader].address
     # A first record, acknowledged once both followers have it (so both have fetched).
@@ -253,19 +257,6 @@ def test_acks_all_needs_min_insync_replicas(cluster):
 # -- faults under load, judged by the history checker -------------------------------------------
 
 FAULT_PARTITIONS = 3
-
-
-def replicated_topic(cluster, topic):
-    """An RF=3, min.insync.replicas=2 topic with every ISR full; returns {partition: info}."""
-    b = cluster.bootstrap_all()
-    create_topics(b, {topic: FAULT_PARTITIONS}, replication_factor=3, config={"min.insync.replicas": "2"})
-    one = b.split(",")[0]
-
-    def full():
-        infos = {p: partition_info(one, topic, p) for p in range(FAULT_PARTITIONS)}
-        return all(i and len(i.isr) == 3 for i in infos.values()) and infos
-
-    return wait_until(full, WAIT_S, f"{topic}: three replicas in every ISR")
 
 
 def wait_full_isr(cluster, topic, exclude=()):
@@ -505,12 +496,7 @@ def test_two_of_three_replicas_down_refuses_acks_all_and_loses_nothing(tmp_path)
 def test_followers_follow_the_leaders_log_start(cluster):
     b = cluster.bootstrap_all()
     topic = "deleted-records"
-    create_topics(b, {topic: 1}, replication_factor=3, config={"min.insync.replicas": "2"})
-    info = wait_until(
-        lambda: (i := partition_info(b.split(",")[0], topic, 0)) and len(i.isr) == 3 and i,
-        WAIT_S,
-        "three replicas in the ISR",
-    )
+    info = replicated_topic(cluster, topic, partitions=1)[0]
     acked, failed = produce(b, topic, [f"h{i}" for i in range(500)])
     assert not failed and len(acked) == 500
     admin = AdminClient({"bootstrap.servers": b})
