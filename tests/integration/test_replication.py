@@ -126,6 +126,16 @@ def sample(text, name, **labels):
     raise AssertionError(f"no sample {name} {labels} in /metrics")
 
 
+def assert_not_enough_replicas(bootstrap, topic):
+    """One acks=all write without retries to partition 0 gets NOT_ENOUGH_REPLICAS."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False,
+                  "retries": 0, "message.timeout.ms": 10000})
+    errors = []
+    p.produce(topic, b"refused", partition=0, on_delivery=lambda err, msg: errors.append(err))
+    assert p.flush(30) == 0
+    assert errors and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+
+
 def check_read_back(records, acked):
     offsets = {}
     for offset, value in records:
@@ -234,12 +244,7 @@ def test_acks_all_needs_min_insync_replicas(cluster):
     assert sample(metrics_text(cluster[info.leader].http), "skein_under_min_isr_partitions") >= 1
     rc, out, proc = cli_json("topic", "describe", topic, bootstrap=lb)
     assert rc == 0 and out["partitions"][0]["status"] == "under-min-isr", proc
-    p = Producer({"bootstrap.servers": lb, "acks": "all", "enable.idempotence": False,
-                  "retries": 0, "message.timeout.ms": 10000})
-    errors = []
-    p.produce(topic, b"refused", partition=0, on_delivery=lambda err, msg: errors.append(err))
-    assert p.flush(30) == 0
-    assert errors and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+    assert_not_enough_replicas(lb, topic)
     # The follower returns: the ISR grows back, writes go on, and nothing was lost.
     cluster.restart(followers[0])
     wait_until(
@@ -475,12 +480,7 @@ def test_two_of_three_replicas_down_refuses_acks_all_and_loses_nothing(tmp_path)
         cluster.kill9(6)
         wait_until(lambda: (i := partition_info(lb, topic, 0)) and i.isr == [4],
                    WAIT_S, "the ISR shrunk to the leader")
-        p = Producer({"bootstrap.servers": lb, "acks": "all", "enable.idempotence": False,
-                      "retries": 0, "message.timeout.ms": 10000})
-        errors = []
-        p.produce(topic, b"refused", partition=0, on_delivery=lambda err, msg: errors.append(err))
-        assert p.flush(30) == 0
-        assert errors and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+        assert_not_enough_replicas(lb, topic)
         # They return: the ISR grows back, and every acknowledged record is there, once.
         cluster.restart(5)
         cluster.restart(6)
