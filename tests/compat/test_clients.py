@@ -332,7 +332,14 @@ def admin_partitions_and_configs(bootstrap, prefix):
 def list_offsets_admin(bootstrap, prefix):
     t = f"{prefix}-t"
     create(bootstrap, t, partitions=1)
-    produce(bootstrap, t, [b"a", b"b", b"c", b"d"], **{"linger.ms": 0, "batch.num.messages": 1})
+    # Explicit timestamps: records produced back to back may or may not share a millisecond,
+    # which made the answer depend on timing. The tie between offsets 1 and 2 is deliberate:
+    # the earliest record holding the largest timestamp is the answer.
+    now = int(time.time() * 1000) - 60_000
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "batch.num.messages": 1})
+    for i, delta in enumerate((0, 2000, 2000, 1000)):
+        p.produce(t, value=b"abcd"[i : i + 1], timestamp=now + delta)
+        p.flush(TIMEOUT)
     a = admin(bootstrap)
     tp = TopicPartition(t, 0)
     out = {}

@@ -13,6 +13,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.stream.Collectors;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AlterConfigOp;
@@ -395,14 +396,29 @@ class AdminTest extends BrokerTest {
 
             String topic = c.topic("log-dirs", 2);
             produce(c, topic, 1, 20);
-            Map<String, LogDirDescription> dirs =
-                    admin.describeLogDirs(List.of(node.id())).allDescriptions().get()
+            // A broker opens a new topic's partitions as it applies the metadata, so a
+            // partition nobody has written to yet may be missing from the first answer
+            // (Kafka did that once here): ask again until both are listed.
+            TopicPartition tp0 = new TopicPartition(topic, 0);
+            TopicPartition tp1 = new TopicPartition(topic, 1);
+            AtomicReference<LogDirDescription> listed = new AtomicReference<>();
+            Clients.waitFor("both partitions listed by DescribeLogDirs", () -> {
+                Map<String, LogDirDescription> dirs;
+                try {
+                    dirs = admin.describeLogDirs(List.of(node.id())).allDescriptions().get()
                             .get(node.id());
-            assertEquals(1, dirs.size(), "one log dir: " + dirs.keySet());
-            LogDirDescription dir = dirs.values().iterator().next();
-            assertTrue(dir.error() == null, "log dir error: " + dir.error());
-            ReplicaInfo p0 = dir.replicaInfos().get(new TopicPartition(topic, 0));
-            ReplicaInfo p1 = dir.replicaInfos().get(new TopicPartition(topic, 1));
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+                assertEquals(1, dirs.size(), "one log dir: " + dirs.keySet());
+                LogDirDescription d = dirs.values().iterator().next();
+                assertTrue(d.error() == null, "log dir error: " + d.error());
+                listed.set(d);
+                return d.replicaInfos().containsKey(tp0) && d.replicaInfos().containsKey(tp1);
+            });
+            LogDirDescription dir = listed.get();
+            ReplicaInfo p0 = dir.replicaInfos().get(tp0);
+            ReplicaInfo p1 = dir.replicaInfos().get(tp1);
             assertNotNull(p0, "partition 0 listed");
             assertNotNull(p1, "partition 1 listed");
             assertEquals(0, p0.size());
