@@ -50,7 +50,7 @@ KIB = 1024
 MIB = 1024 * 1024
 BROKER_CPU = "1"
 CLIENT_CPU = "0"
-ALL_SCENARIOS = ["S0", "S1", "S2", "S3", "S4", "S5", "S6"]
+ALL_SCENARIOS = ["S0", "S1", "S2", "S3", "S4", "S5", "S6", "S7"]
 SCENARIO_TITLES = {
     "S0": "start-up and idle",
     "S1": "throughput, 1 KiB, acks=all, linger.ms=1, batch.size=1 MiB",
@@ -59,7 +59,9 @@ SCENARIO_TITLES = {
     "S4": "durability: fsync before ack vs page-cache acks",
     "S5": "catch-up: consumer reads a backlog from the beginning, page cache evicted",
     "S6": "10,000 partitions on one broker",
+    "S7": "replication: three brokers, RF=3, min.insync.replicas=2, acks=all, against RF=1 in the same run",
 }
+S7_RATE = 5_000  # msg/s, S7's latency phase
 
 # --against-kafka: the two durability pairings. (a) Kafka's default, which acknowledges from
 # the page cache (it relies on replication), against Skein with page-cache acks; (b) Kafka
@@ -93,11 +95,13 @@ PROFILES = {
         runs=3, s1_msgs=1_000_000, s2_seconds=10, s2_rates=(5_000, 50_000), s3_msgs=3_000_000,
         s5_bytes=3 * 1024 * MIB, s6_partitions=10_000, s6_msgs_per_partition=10,
         startup_runs=5, tcp_seconds=3, disk_seconds=3, kafka_startup_runs=3,
+        s7_msgs=1_000_000, s7_seconds=10,
     ),
     "quick": dict(
         runs=3, s1_msgs=150_000, s2_seconds=2, s2_rates=(5_000, 50_000), s3_msgs=500_000,
         s5_bytes=512 * MIB, s6_partitions=1_000, s6_msgs_per_partition=2,
         startup_runs=3, tcp_seconds=1, disk_seconds=1, kafka_startup_runs=2,
+        s7_msgs=150_000, s7_seconds=2,
     ),
 }
 
@@ -378,20 +382,32 @@ def split_hostport(hp):
 class Broker:
     """A `skein serve` process on its own data directory, pinned to the broker core."""
 
-    def __init__(self, binary, data_dir, settings=(), listen="127.0.0.1:0", nofile=None):
+    def __init__(self, binary, data_dir, settings=(), listen="127.0.0.1:0", nofile=None, extra_args=()):
         self.binary = binary
         self.nofile = nofile
         self.data_dir = Path(data_dir)
         self.settings = list(settings)
         self.listen = listen
+        self.extra_args = list(extra_args)  # e.g. a cluster node's --node-id, --quorum
         self.proc = None
         self.bootstrap = None
+        self.terminated = False
         self.stderr_path = self.data_dir.parent / (self.data_dir.name + ".log")
 
     def start(self, wait_for_log=True, timeout=60):
+        self.launch()
+        if wait_for_log:
+            why = self.wait_started(time.monotonic() + timeout)
+            if why:
+                die(why)
+        return self
+
+    def launch(self):
+        """Starts the process without waiting for its start line (a cluster's voters are all
+        launched first: none finishes starting until a quorum exists)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [str(self.binary), "serve", "--listen", self.listen, "--http", "127.0.0.1:0",
-               "--data-dir", str(self.data_dir)]
+               "--data-dir", str(self.data_dir), *self.extra_args]
         for kv in self.settings:
             cmd += ["--set", kv]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKEIN_")}
@@ -408,22 +424,25 @@ class Broker:
 
         self.proc = subprocess.Popen(pinned(BROKER_CPU, cmd), stdout=subprocess.DEVNULL,
                                      stderr=self.stderr_file, env=env, preexec_fn=limits)
+        self.terminated = False
         CHILDREN.append(self.proc)
-        if wait_for_log:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                text = self.stderr_path.read_text(errors="replace")
-                m = re.search(r"skein started kafka=(\S+)", text)
-                if m:
-                    self.bootstrap = m.group(1)
-                    sm = re.search(r"startup_ms=(\d+)", text)
-                    self.startup_ms = int(sm.group(1)) if sm else None
-                    return self
-                if self.proc.poll() is not None:
-                    die(f"skein exited {self.proc.returncode}:\n{text[-2000:]}")
-                time.sleep(0.01)
-            die(f"skein did not start within {timeout}s:\n{self.stderr_path.read_text()[-2000:]}")
         return self
+
+    def wait_started(self, deadline):
+        """Waits for the `skein started` line until the monotonic `deadline`; None once started,
+        else why not (with the log's tail)."""
+        while time.monotonic() < deadline:
+            text = self.stderr_path.read_text(errors="replace")
+            m = re.search(r"skein started kafka=(\S+)", text)
+            if m:
+                self.bootstrap = m.group(1)
+                sm = re.search(r"startup_ms=(\d+)", text)
+                self.startup_ms = int(sm.group(1)) if sm else None
+                return None
+            if self.proc.poll() is not None:
+                return f"skein exited {self.proc.returncode}:\n{text[-2000:]}"
+            time.sleep(0.01)
+        return f"skein did not start in time:\n{self.stderr_path.read_text(errors='replace')[-2000:]}"
 
     @property
     def pid(self):
@@ -441,12 +460,19 @@ class Broker:
     def hwm_kib(self):
         return proc_status_kib(self.pid, "VmHWM")
 
+    def terminate(self):
+        """SIGTERM without waiting (a cluster's nodes are stopped together: one by one, the
+        last voters would each wait for a quorum that is already gone)."""
+        if self.proc and self.proc.poll() is None and not self.terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self.terminated = True
+
     def stop(self, timeout=60):
         if not self.proc:
             return None
         t0 = time.monotonic()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -455,6 +481,71 @@ class Broker:
                 self.proc.wait()
         self.stderr_file.close()
         return time.monotonic() - t0
+
+
+class SkeinCluster:
+    """Three `skein serve` processes forming one cluster on loopback (S7), as
+    tests/integration/cluster.py starts them: node ids 1-3, every node a voter
+    (`broker,controller`) naming every voter's controller port in `--quorum`, each with its own
+    data directory and ports, all pinned to the broker core with default settings. The ports
+    are chosen before anything starts (bind port 0, close); if one was taken meanwhile, the
+    whole cluster starts again on new ports and directories."""
+
+    VOTERS = (1, 2, 3)
+    ATTEMPTS = 3
+
+    def __init__(self, binary, base_dir, settings=()):
+        self.binary = binary
+        self.base_dir = Path(base_dir)
+        self.settings = list(settings)
+        self.nodes = {}  # node id -> Broker
+
+    def start(self, timeout=60):
+        for attempt in range(1, self.ATTEMPTS + 1):
+            cports = {i: free_port() for i in self.VOTERS}
+            quorum = ",".join(f"{i}@127.0.0.1:{cports[i]}" for i in self.VOTERS)
+            self.nodes = {
+                i: Broker(self.binary, self.base_dir / f"attempt{attempt}" / f"node{i}", self.settings,
+                          listen=f"127.0.0.1:{free_port()}",
+                          extra_args=["--node-id", str(i), "--controller-listen", f"127.0.0.1:{cports[i]}",
+                                      "--quorum", quorum])
+                for i in self.VOTERS
+            }
+            for b in self.nodes.values():
+                b.launch()
+            deadline = time.monotonic() + timeout
+            failures = {i: why for i, b in self.nodes.items() if (why := b.wait_started(deadline))}
+            if not failures:
+                self.pids = {i: b.pid for i, b in self.nodes.items()}
+                self.bootstrap = ",".join(b.bootstrap for b in self.nodes.values())
+                return self
+            self.stop()
+            logs = "\n".join(f"node {i}: {why}" for i, why in failures.items())
+            if "Address already in use" not in logs:
+                die(f"the three-node cluster did not start:\n{logs}")
+            log(f"cluster start attempt {attempt}: a port was taken meanwhile; again on new ports")
+        die(f"the three-node cluster did not start: a port was taken in each of {self.ATTEMPTS} attempts")
+
+    def controller(self):
+        """The active controller (the quorum leader) as `skein cluster info` reports it."""
+        res = run_cmd([str(self.binary), "cluster", "info", "--output", "json", "--bootstrap", self.bootstrap],
+                      timeout=60, check=False)
+        try:
+            return json.loads(res.stdout)["quorum"]["leader_id"]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def stop(self):
+        """SIGTERM to all three at once, as tests/integration/cluster.py does (stopped one by one,
+        the last voter waits for a quorum that is already gone). Whichever node is still
+        waiting for its controlled shutdown when the active controller exits stops after
+        Skein's 10 s limit, so this takes about 10 s; the measurements are over by then."""
+        t0 = time.monotonic()
+        for b in self.nodes.values():
+            b.terminate()
+        for b in self.nodes.values():
+            b.stop()
+        log(f"three-node cluster stopped in {time.monotonic() - t0:.1f} s")
 
 
 class KafkaReference:
@@ -668,6 +759,114 @@ def create_topic(bootstrap, name, partitions, timeout=120):
     raise RuntimeError(f"topic {name} did not show {partitions} partitions")
 
 
+# Errors a CreateTopics may meet just after a cluster started (no controller elected yet, brokers
+# not yet registered or unfenced); it is retried on them.
+RETRIABLE_CREATE_ERRORS = {"NOT_CONTROLLER", "REQUEST_TIMED_OUT", "LEADER_NOT_AVAILABLE", "BROKER_NOT_AVAILABLE",
+                           "NETWORK_EXCEPTION", "INVALID_REPLICATION_FACTOR", "INVALID_REPLICA_ASSIGNMENT", "_TIMED_OUT", "_TRANSPORT",
+                           "_ALL_BROKERS_DOWN"}
+
+
+def create_replicated_topic(bootstrap, name, assignment, config, timeout=120):
+    """Creates `name` with the replica list `assignment[p]` for each partition p (the first
+    replica is the preferred leader) and `config`, retried on the errors of a cluster that is
+    still settling, then waits until every partition has a leader and all its replicas in the
+    ISR. Returns {partition: (leader, replicas, isr)}."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+    a = admin(bootstrap)
+    deadline = time.monotonic() + timeout
+    retried = False
+    while True:
+        fut = a.create_topics([NewTopic(name, num_partitions=len(assignment), replica_assignment=assignment,
+                                       config=dict(config))],
+                              operation_timeout=30, request_timeout=30)
+        try:
+            fut[name].result(timeout=60)
+            break
+        except KafkaException as e:
+            err = e.args[0]
+            if err.name() == "TOPIC_ALREADY_EXISTS" and retried:
+                break  # an earlier attempt was committed before its answer was lost
+            if (err.name() not in RETRIABLE_CREATE_ERRORS and not err.retriable()) or time.monotonic() > deadline:
+                raise RuntimeError(f"creating {name}: {err}") from None
+            retried = True
+            time.sleep(0.2)  # back off before retrying
+    while time.monotonic() < deadline:
+        md = a.list_topics(topic=name, timeout=30)
+        t = md.topics.get(name)
+        if t is not None and t.error is None and len(t.partitions) == len(assignment):
+            parts = {p: (pm.leader, list(pm.replicas), list(pm.isrs)) for p, pm in t.partitions.items()}
+            if all(leader >= 0 and len(isr) == len(reps) for leader, reps, isr in parts.values()):
+                return parts
+        time.sleep(0.05)
+    raise RuntimeError(f"topic {name}: not every partition had a leader and a full ISR within {timeout}s")
+
+
+LATENCY_GROUP = "skein-bench-latency"  # bench/latency_client.py's consumer group
+
+
+def find_coordinator(host, port, group, timeout=10.0):
+    """FindCoordinator v0 for `group`, sent by hand (no client library state): its error code
+    and the coordinator's node id."""
+    client_id, key = b"skein-bench", group.encode()
+    body = (struct.pack(">hhih", 10, 0, 11, len(client_id)) + client_id +
+            struct.pack(">h", len(key)) + key)
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise OSError("connection closed")
+            data += chunk
+    corr, error, node = struct.unpack(">ihi", data[4:14])
+    if corr != 11:
+        raise OSError(f"FindCoordinator answered with correlation id {corr}")
+    return error, node
+
+
+def settle_group_coordinator(bootstrap, group, timeout=120):
+    """Asks every broker in turn for `group`'s coordinator until one names it (which makes the
+    broker create __consumer_offsets; until then COORDINATOR_NOT_AVAILABLE), then waits until
+    that topic is listed and every partition of every topic has a leader and all its replicas
+    in the ISR. (FindCoordinator is sent by hand: librdkafka's describe_consumer_groups
+    sometimes waited out its whole timeout here, and a retry then tripped an assertion in
+    librdkafka 2.12.1 that killed the driver.)"""
+    hosts = [split_hostport(hp) for hp in bootstrap.split(",")]
+    t0 = time.monotonic()
+    i, last = 0, None
+    while True:
+        try:
+            last, _node = find_coordinator(*hosts[i % len(hosts)], group)
+            if last == 0:
+                break
+        except (OSError, struct.error) as e:
+            last = str(e)
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"no coordinator for group {group} within {timeout}s (last answer: {last})")
+        i += 1
+        time.sleep(0.1)
+    t1 = time.monotonic()
+    a = admin(bootstrap)
+    while time.monotonic() - t0 < timeout:
+        md = a.list_topics(timeout=30)
+        if "__consumer_offsets" in md.topics and all(
+                t.error is None and all(pm.leader >= 0 and len(pm.isrs) == len(pm.replicas)
+                                        for pm in t.partitions.values()) for t in md.topics.values()):
+            log(f"group coordinator named after {t1 - t0:.1f} s, every ISR full {time.monotonic() - t1:.1f} s later")
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"__consumer_offsets was not listed with every ISR full within {timeout}s")
+
+
+def partition_leader(bootstrap, name, partition=0):
+    try:
+        md = admin(bootstrap).list_topics(topic=name, timeout=30)
+        return md.topics[name].partitions[partition].leader
+    except Exception:  # noqa: BLE001 - a figure, not a failure
+        return None
+
+
 def unique_topic(prefix):
     return f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -677,14 +876,23 @@ def unique_topic(prefix):
 
 
 class Target:
-    def __init__(self, name, kind, bootstrap=None, pid=None, broker=None, data_dir=None):
+    def __init__(self, name, kind, bootstrap=None, pid=None, broker=None, data_dir=None, cluster=None):
         self.name = name
-        self.kind = kind  # "skein" | "mock" | "mock1" | "against" | "kafka"
+        self.kind = kind  # "skein" | "mock" | "mock1" | "against" | "kafka" | "cluster"
         self.bootstrap = bootstrap
-        self.pid = pid
+        self.pid = pid  # for a cluster: the leader of the topic last made (Bench.make_topic)
         self.broker = broker
         # The broker's data directory, when the driver knows it (page-cache eviction in S5).
         self.data_dir = data_dir or (broker.data_dir if broker else None)
+        self.cluster = cluster  # SkeinCluster (S7)
+        self.roles = {}  # cluster: "leader" | "follower" | "other" -> node id, set by Bench.make_topic
+        self.controller = None  # cluster: the active controller's node id
+
+    def role_ticks(self):
+        """Cluster: utime+stime of each role's process, {role: ticks}; else None."""
+        if not self.cluster or not self.roles:
+            return None
+        return {role: proc_cpu_ticks(self.cluster.pids[n]) for role, n in self.roles.items()}
 
     def client_args(self):
         if self.kind in ("mock", "mock1"):
@@ -692,10 +900,14 @@ class Target:
         return ["-b", self.bootstrap]
 
     def cpu_ticks(self):
+        """The broker's CPU ticks; for a cluster, the sum over its three processes."""
+        if self.cluster:
+            return sum(proc_cpu_ticks(pid) for pid in self.cluster.pids.values())
         return proc_cpu_ticks(self.pid) if self.pid else None
 
-    def hwm_mib(self):
-        v = proc_status_kib(self.pid, "VmHWM") if self.pid else None
+    def hwm_mib(self, pid=None):
+        pid = pid or self.pid
+        v = proc_status_kib(pid, "VmHWM") if pid else None
         return v / 1024.0 if v else None
 
     def rss_mib(self):
@@ -725,11 +937,18 @@ class Bench:
 
         class _S:
             def __enter__(s):
+                s.cluster = None
                 if kind == "skein":
                     d = bench.work / f"skein-{uuid.uuid4().hex[:8]}"
                     s.broker = Broker(bench.skein_bin, d, settings).start()
                     return Target("skein", "skein", s.broker.bootstrap, s.broker.pid, s.broker)
                 s.broker = None
+                if kind == "cluster":
+                    t0 = time.monotonic()
+                    s.cluster = SkeinCluster(bench.skein_bin, bench.work / f"cluster-{uuid.uuid4().hex[:8]}",
+                                             settings).start()
+                    log(f"three-node cluster up in {time.monotonic() - t0:.1f} s")
+                    return Target("skein, 3 brokers", "cluster", s.cluster.bootstrap, cluster=s.cluster)
                 if kind in ("mock", "mock1"):
                     return Target("librdkafka mock", kind)
                 if kind == "kafka":
@@ -747,6 +966,10 @@ class Bench:
                     s.broker.stop()
                     if not bench.args.keep:
                         shutil.rmtree(s.broker.data_dir, ignore_errors=True)
+                if s.cluster:
+                    s.cluster.stop()
+                    if not bench.args.keep:
+                        shutil.rmtree(s.cluster.base_dir, ignore_errors=True)
                 return False
 
         return _S()
@@ -778,6 +1001,43 @@ class Bench:
         finally:
             os.close(fd)
             os.unlink(path)
+
+    def make_topic(self, t, topic, partitions):
+        """Creates the run's topic: RF=1 on one broker; on a cluster (S7) RF=3 with
+        min.insync.replicas=2, its preferred leader a node that is not the active controller (so
+        that the leader's CPU and the first follower's carry no controller work), waiting until
+        every ISR is full. Sets t.pid to the leader's process and t.roles to the node ids."""
+        if t.kind in ("mock", "mock1"):
+            return
+        if t.kind != "cluster":
+            create_topic(t.bootstrap, topic, partitions)
+            return
+        t0 = time.monotonic()
+        controller = t.cluster.controller()
+        ids = sorted(t.cluster.pids)
+        order = [i for i in ids if i != controller] + [i for i in ids if i == controller]
+        assignment = [order[p % 3:] + order[:p % 3] for p in range(partitions)]
+        parts = create_replicated_topic(t.bootstrap, topic, assignment, {"min.insync.replicas": "2"})
+        log(f"RF=3 topic with a full ISR in {time.monotonic() - t0:.1f} s (replicas {parts[0][1]}, "
+            f"leader {parts[0][0]}, active controller {controller})")
+        leader, replicas, _isr = parts[0]
+        followers = [n for n in replicas if n != leader]
+        followers.sort(key=lambda n: n == controller)  # a follower that is not the controller first
+        t.roles = {"leader": leader, "follower": followers[0], "other": followers[1]}
+        t.controller = controller
+        t.pid = t.cluster.pids[leader]
+
+    def role_figures(self, t, before, after, mb, secs, phase, r):
+        """S7: each node's CPU over a phase, per MB produced and as % of a core, by role."""
+        if before is None or after is None:
+            return
+        for role, node in t.roles.items():
+            secs_cpu = (after[role] - before[role]) / CLK_TCK
+            r[f"cpu_ms_per_MB_{phase}_{role}"] = secs_cpu * 1000.0 / mb
+            r[f"cpu_pct_{phase}_{role}"] = secs_cpu * 100.0 / secs
+            r[f"peak_rss_mib_{role}"] = t.hwm_mib(t.cluster.pids[node])
+            r[f"node_{role}"] = node
+        r["node_controller"] = t.controller
 
     def record(self, row, target_name, result):
         self.results.setdefault((row, target_name), []).append(result)
@@ -860,23 +1120,30 @@ class Bench:
     def throughput_run(self, kind, size, count, partitions, settings=(), consume=True, profile_to=None):
         with self.session(kind, settings) as t:
             topic = unique_topic(f"s{size}")
-            if kind not in ("mock", "mock1"):
-                create_topic(t.bootstrap, topic, partitions)
+            self.make_topic(t, topic, partitions)
             lat = self.work / f"ack-{uuid.uuid4().hex[:8]}.txt"
             part = 0 if partitions == 1 else None
             self.pretouch(size * count)
-            fs = FsyncCounter(t.pid) if (t.pid and kind in ("skein", "kafka")) else None
+            fs = FsyncCounter(t.pid) if (t.pid and kind in ("skein", "kafka", "cluster")) else None
+            # S7: the first follower's fsyncs too, and its profile.
+            follower = t.cluster.pids[t.roles["follower"]] if kind == "cluster" else None
+            fs_f = FsyncCounter(follower) if follower else None
             perf = PerfRecord(t.pid, f"{profile_to}-produce") if profile_to else None
-            c0 = t.cpu_ticks()
+            perf_f = PerfRecord(follower, f"{profile_to}-follower-produce") if profile_to and follower else None
+            c0, n0 = t.cpu_ticks(), t.role_ticks()
             r = self.produce(t, topic, size, count, partition=part, latency_file=lat)
-            c1 = t.cpu_ticks()
-            if perf:
-                perf.stop()
-            if fs:
-                n = fs.stop()
+            c1, n1 = t.cpu_ticks(), t.role_ticks()
+            for p in (perf, perf_f):
+                if p:
+                    p.stop()
+            for counter, key in ((fs, "bytes_per_fsync"), (fs_f, "bytes_per_fsync_follower")):
+                n = counter.stop() if counter else None
                 if n:
-                    r["fsyncs"] = n
-                    r["bytes_per_fsync"] = r["prod_bytes"] / n
+                    r[key.replace("bytes_per_fsync", "fsyncs")] = n
+                    r[key] = r["prod_bytes"] / n
+            self.role_figures(t, n0, n1, r["prod_bytes"] / 1e6, r["prod_ms"] / 1000.0, "prod", r)
+            if kind == "cluster":
+                r["leader_after"] = partition_leader(t.bootstrap, topic)
             if c0 is not None:
                 r["cpu_ms_per_MB_prod"] = (c1 - c0) * 1000.0 / CLK_TCK / (r["prod_bytes"] / 1e6)
                 r["broker_cpu_pct_prod"] = (c1 - c0) * 100.0 / CLK_TCK / (r["prod_ms"] / 1000.0)
@@ -893,11 +1160,14 @@ class Bench:
             r["peak_rss_mib"] = t.hwm_mib()
             return r
 
-    def latency_run(self, kind, rate, seconds, settings=(), profile_to=None):
+    def latency_run(self, kind, rate, seconds, settings=(), profile_to=None, settle_group=False):
         """S2: a paced producer and a consumer that waits on the broker's long poll.
 
         Uses bench/latency_client.py (confluent-kafka, i.e. librdkafka) rather than
-        rdkafka_performance -r, whose rate limiter busy-polls on the one client core."""
+        rdkafka_performance -r, whose rate limiter busy-polls on the one client core.
+        `settle_group` (S7): before the clients start, have the consumer's group coordinator
+        (and so __consumer_offsets, 50 partitions) created and every ISR full, so that creating
+        it does not fall into the measured interval."""
         count = int(rate * seconds)
         client = [sys.executable, str(Path(__file__).resolve().parent / "latency_client.py")]
         e2e = self.work / f"e2e-{uuid.uuid4().hex[:8]}.txt"
@@ -948,7 +1218,9 @@ class Bench:
                                                                "--out", str(ack), *common])
                     ready_line(prod, "producer")
                 else:
-                    create_topic(t.bootstrap, topic, 1)
+                    self.make_topic(t, topic, 1)
+                    if settle_group:
+                        settle_group_coordinator(t.bootstrap, LATENCY_GROUP)
                     # The consumer runs first, with librdkafka's default fetch.wait.max.ms, so the
                     # broker has to wake its long poll when the producer's batch lands.
                     cons = start(CLIENT_CPU, ["consume", "--bootstrap", t.bootstrap, "--out", str(e2e), *common])
@@ -957,12 +1229,12 @@ class Bench:
                                               "--out", str(ack), *common])
                     ready_line(prod, "producer")
                 perf = PerfRecord(t.pid, profile_to) if profile_to else None
-                c0 = t.cpu_ticks()
+                c0, n0 = t.cpu_ticks(), t.role_ticks()
                 prod.stdin.write("go\n")
                 prod.stdin.flush()
                 pr = result(prod, seconds * 3 + 120)
                 cr = result(cons, 120) if cons else None
-                c1 = t.cpu_ticks()
+                c1, n1 = t.cpu_ticks(), t.role_ticks()
                 if perf:
                     perf.stop()
                 prod.stdin.close()
@@ -991,6 +1263,9 @@ class Bench:
             if c0 is not None:
                 r["cpu_ms_per_MB_prod"] = (c1 - c0) * 1000.0 / CLK_TCK / (r["prod_bytes"] / 1e6)
                 r["cpu_pct"] = (c1 - c0) * 100.0 / CLK_TCK / pr["seconds"]
+            self.role_figures(t, n0, n1, r["prod_bytes"] / 1e6, pr["seconds"], "rate", r)
+            if kind == "cluster":
+                r["leader_after"] = partition_leader(t.bootstrap, topic)
             r["peak_rss_mib"] = t.hwm_mib()
             return r
 
@@ -1113,6 +1388,47 @@ class Bench:
                     r["peak_rss_mib"] = t.hwm_mib()
                     r["cache"] = "evicted" if evicted else "warm"
                     self.record(row, kind, r)
+
+    # -- S7: replication -------------------------------------------------------------------------
+
+    def s7(self, profile=False):
+        """Three brokers, RF=3, min.insync.replicas=2, acks=all, against one broker (RF=1) in the
+        same run with the same clients and settings, interleaved run by run: S1's producer
+        (1 KiB, linger.ms=1, batch.size=1 MiB, 1 partition) unthrottled, then S2's paced
+        producer and long-polling consumer at S7_RATE. Each run starts a fresh broker or cluster."""
+        tp_row = "S7 1 KiB, 1 partition, unthrottled"
+        lat_row = f"S7 {S7_RATE:,} msg/s, 1 partition"
+        for i in range(self.p["runs"]):
+            for kind in ("skein", "cluster"):
+                self.s7_run(tp_row, kind, i, lambda: self.throughput_run(kind, 1024, self.p["s7_msgs"], 1))
+            for kind in ("skein", "cluster"):
+                self.s7_run(lat_row, kind, i, lambda: self.latency_run(kind, S7_RATE, self.p["s7_seconds"],
+                                                                       settle_group=True))
+        if profile:
+            log("S7 RF=3: profiled run of the leader and a follower (perf record; not counted)")
+            base = str(self.work / "perf-s7")
+            self.throughput_run("cluster", 1024, self.p["s7_msgs"], 1, consume=False, profile_to=base)
+            prof = self.extra.setdefault("profile", {})
+            for name, b in (("leader", f"{base}-produce"), ("follower", f"{base}-follower-produce")):
+                prof[f"S7 RF=3, {name}, produce"] = perf_report(b)
+                if self.args.out:
+                    Path(f"{self.args.out}.perf-s7-{name}.txt").write_text(perf_report(b, limit=0.2, text=True))
+
+    def s7_run(self, row, kind, i, fn):
+        what = "RF=1, one broker" if kind == "skein" else "RF=3, three brokers"
+        log(f"{row}: run {i + 1} {what}")
+        try:
+            r = fn()
+        except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+            # A failed run is reported, and the run goes on.
+            log(f"{row}: {what} run failed: {str(e)[:300]}")
+            self.notes.append(f"{row}: a {what} run failed: {str(e)[:300].replace(chr(10), ' ')}")
+            r = {"error": str(e)[:300]}
+        if kind == "cluster" and r.get("leader_after") not in (None, r.get("node_leader")):
+            self.notes.append(f"{row}, run {i + 1}: the leader moved from node {r.get('node_leader')} to node "
+                              f"{r['leader_after']} during the run")
+        r["load1"] = float(loadavg().split()[0])
+        self.record(row, kind, r)
 
     # -- --against-kafka: the same scenarios against the reference Apache Kafka broker ----------
 
@@ -1434,6 +1750,16 @@ class Bench:
             if bpf:
                 bs = max(4 * KIB, int(round(bpf / (4 * KIB))) * 4 * KIB)
                 if bs not in sizes:
+                    sizes.append(bs)
+        # S7: the RF=1 broker's, the leader's and a follower's bytes per fsync in the unthrottled
+        # runs; one fio size for figures within 20% of a size already measured.
+        row = "S7 1 KiB, 1 partition, unthrottled"
+        s7 = self.results.get((row, "cluster"), [])
+        for bpf in (agg(self.results.get((row, "skein"), []), "bytes_per_fsync"), agg(s7, "bytes_per_fsync"),
+                    agg(s7, "bytes_per_fsync_follower")):
+            if bpf:
+                bs = max(4 * KIB, int(round(bpf / (4 * KIB))) * 4 * KIB)
+                if not any(abs(bs - x) <= 0.2 * x for x in sizes):
                     sizes.append(bs)
         lim["disk"] = [self.disk_limit(bs) for bs in sizes]
         lim["memory"] = self.memory_limit()
@@ -1796,7 +2122,7 @@ def build_report(bench, info, args, mode):
     rows = []
     seen = set()
     for (row, _t) in res:
-        if row not in seen and not row.startswith(("S0", "S6")):
+        if row not in seen and not row.startswith(("S0", "S6", "S7")):
             seen.add(row)
             rows.append(row)
     if rows:
@@ -1903,6 +2229,7 @@ def build_report(bench, info, args, mode):
                 w(f"| RSS after restart | {fmt(r.get('after_restart_rss_mib'), 1)} MiB |")
         w("")
 
+    out.extend(s7_report(bench))
     out.extend(race_report(bench, info))
 
     lim = bench.extra.get("limits")
@@ -1969,6 +2296,121 @@ def build_report(bench, info, args, mode):
     for n in bench.notes:
         w(f"- {n}")
     return "\n".join(out) + "\n"
+
+
+def s7_floors(bench):
+    """The machine's floor in CPU ms per MB for S7's roles, from the limits measured in this run:
+    a broker that receives a byte once and writes it once into the page cache (RF=1, a
+    follower: loopback receive + page-cache write on recycled memory), and a leader that also
+    sends it to two followers from the page cache (+ 2 x the sendfile sender of iperf3 -Z).
+    None without the limits."""
+    lim = bench.extra.get("limits") or {}
+    tcp, zc, mem = lim.get("tcp") or {}, lim.get("tcp_zerocopy") or {}, lim.get("memory") or {}
+    recv, write = tcp.get("receiver_ms_per_MB"), mem.get("write_recycled_ms_per_MB")
+    if recv is None or write is None:
+        return None
+    one = recv + write
+    send = zc.get("sender_ms_per_MB")
+    return {"one": one, "leader": one + 2 * send if send is not None else None}
+
+
+def s7_report(bench):
+    """S7's section: RF=3 / RF=1 ratios, the per-node figures, and which node had which role."""
+    res = bench.results
+    tp_row = "S7 1 KiB, 1 partition, unthrottled"
+    lat_row = f"S7 {S7_RATE:,} msg/s, 1 partition"
+    t1, t3 = res.get((tp_row, "skein"), []), res.get((tp_row, "cluster"), [])
+    l1, l3 = res.get((lat_row, "skein"), []), res.get((lat_row, "cluster"), [])
+    if not (t1 or t3 or l1 or l3):
+        return []
+    out = []
+    w = out.append
+    w("## Replication (S7): three brokers, RF=3, min.insync.replicas=2, acks=all\n")
+    p = bench.p
+    w(f"Three `skein serve` processes on loopback (node ids 1-3, all three controller voters, default "
+      f"settings, own data directories), all pinned to the broker core {BROKER_CPU}: the cluster gets the "
+      f"same core and disk as the RF=1 broker, so the throughput ratio is the price of doing three brokers' "
+      f"work there. The topic (1 partition) has RF=3 and min.insync.replicas=2, its preferred leader a node "
+      f"that is not the active controller; every run starts once its ISR is full. RF=1 is one broker with "
+      f"S1's settings. Both with `skein.acks.all.fsync=true` (the default), the same clients and settings, "
+      f"runs alternating RF=1, RF=3: unthrottled, {p['s7_msgs']:,} x 1 KiB (rdkafka_performance, acks=all, "
+      f"linger.ms=1, batch.size=1 MiB, then a consumer reads it all back), and {p['s7_seconds']} s at "
+      f"{S7_RATE:,} msg/s (bench/latency_client.py, batch.size=128 KiB, the consumer waiting in the leader's "
+      f"long poll: it is served only below the high watermark, so e2e includes replication). Medians of "
+      f"{p['runs']} runs.\n")
+
+    def ratio(a, b):
+        return f"{a / b:.2f}" if a is not None and b else "–"
+
+    w("| figure | RF=1, one broker | RF=3, three brokers | RF=3 / RF=1 |")
+    w("|---|---:|---:|---:|")
+    for label, key, digits in (("produce MB/s, unthrottled", "prod_MBs", 1),
+                               ("produce msg/s, unthrottled", "prod_msgs_s", 0),
+                               ("consume MB/s (RF=3: from the leader)", "cons_MBs", 1),
+                               ("broker CPU ms per MB produced (RF=3: the three brokers together)",
+                                "cpu_ms_per_MB_prod", 3),
+                               ("broker core busy during produce, % (RF=3: the three brokers)",
+                                "broker_cpu_pct_prod", 0),
+                               ("client core busy during produce, %", "client_cpu_pct_prod", 0)):
+        a, b = agg(t1, key), agg(t3, key)
+        w(f"| {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio(b, a)} |")
+    for what in ("ack", "e2e"):
+        a, b = agg(l1, f"{what}_p99"), agg(l3, f"{what}_p99")
+        w(f"| at {S7_RATE:,} msg/s: {what} p50 / p99 / p99.9 ms (ratio of p99) | {lat3(l1, what)} | "
+          f"{lat3(l3, what)} | {ratio(b, a)} |")
+    a, b = agg(l1, "cpu_pct"), agg(l3, "cpu_pct")
+    w(f"| at {S7_RATE:,} msg/s: broker core busy, % (produce and consume; RF=3: the three brokers) | "
+      f"{fmt(a)} | {fmt(b)} | {ratio(b, a)} |")
+    a, b = agg(l1, "cpu_ms_per_MB_prod"), agg(l3, "cpu_ms_per_MB_prod")
+    w(f"| at {S7_RATE:,} msg/s: broker CPU ms per MB produced (RF=3: together) | {fmt(a, 2)} | {fmt(b, 2)} | "
+      f"{ratio(b, a)} |")
+    loads = [r["load1"] for r in t1 + t3 + l1 + l3 if "load1" in r]
+    if loads:
+        w(f"| load average (1 min) at the end of each run | {min(loads):.2f}–{max(loads):.2f} | | |")
+    w("")
+
+    floors = s7_floors(bench)
+    w("Per node (RF=3: each process's utime+stime from `/proc/PID/stat` over the phase, divided by the MB "
+      "produced). The machine floor is what the same run measured for the copies each role must make: "
+      "loopback receive + page-cache write for a follower and for RF=1, plus two sendfile sends for the leader "
+      "(see the limits).\n")
+    w("| role | node | CPU ms/MB produced, unthrottled | core busy %, unthrottled | "
+      f"CPU ms/MB at {S7_RATE:,} msg/s | core busy % at {S7_RATE:,} msg/s | bytes/fsync, unthrottled | "
+      "peak RSS MiB | CPU ms/MB produced / machine floor |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    f_one = floors["one"] if floors else None
+    v = agg(t1, "cpu_ms_per_MB_prod")
+    w(f"| RF=1 broker | – | {fmt(v, 3)} | {fmt(agg(t1, 'broker_cpu_pct_prod'))} | "
+      f"{fmt(agg(l1, 'cpu_ms_per_MB_prod'), 2)} | {fmt(agg(l1, 'cpu_pct'))} | {fmt(agg(t1, 'bytes_per_fsync'))} | "
+      f"{fmt(agg(t1, 'peak_rss_mib'), 1)} | {ratio(v, f_one)} |")
+    runs = [r for r in t3 + l3 if "node_leader" in r]
+    for role in ("leader", "follower", "other"):
+        nodes = sorted({r[f"node_{role}"] for r in runs})
+        ctrl = [r[f"node_{role}"] == r.get("node_controller") for r in runs]
+        label = {"leader": "RF=3 leader", "follower": "RF=3 follower", "other": "RF=3 other follower"}[role]
+        if ctrl and all(ctrl):
+            label += " (the active controller)"
+        elif any(ctrl):
+            label += " (the active controller in some runs)"
+        floor = (floors or {}).get("leader" if role == "leader" else "one")
+        v = agg(t3, f"cpu_ms_per_MB_prod_{role}")
+        bpf = {"leader": fmt(agg(t3, "bytes_per_fsync")), "follower": fmt(agg(t3, "bytes_per_fsync_follower"))}
+        w(f"| {label} | {', '.join(map(str, nodes)) or '–'} | {fmt(v, 3)} | {fmt(agg(t3, f'cpu_pct_prod_{role}'))} | "
+          f"{fmt(agg(l3, f'cpu_ms_per_MB_rate_{role}'), 2)} | {fmt(agg(l3, f'cpu_pct_rate_{role}'))} | "
+          f"{bpf.get(role, '–')} | {fmt(agg(t3, f'peak_rss_mib_{role}'), 1)} | {ratio(v, floor)} |")
+    w("")
+    if floors:
+        w(f"Machine floor in this run: {floors['one']:.3f} ms/MB for a broker that receives and writes each byte "
+          f"once" + (f", {floors['leader']:.3f} for a leader that also sends it to two followers" if floors["leader"]
+                     else "") + ".\n")
+    if runs:
+        w("Which node led: " + "; ".join(
+            f"{'unthrottled' if r in t3 else f'{S7_RATE:,} msg/s'} run {(t3 if r in t3 else l3).index(r) + 1}: "
+            f"leader {r['node_leader']}, followers {r['node_follower']} and {r['node_other']}, active controller "
+            f"{r.get('node_controller', '?')}" +
+            (f" (leader after the run: {r['leader_after']})" if r.get("leader_after") not in (None, r["node_leader"])
+             else "") for r in runs) + ".\n")
+    return out
 
 
 def race_rows(bench):
@@ -2305,6 +2747,8 @@ def main():
             bench.s5()
         if "S6" in scenarios:
             bench.s6()
+        if "S7" in scenarios:
+            bench.s7(profile=args.perf)
         if not args.no_limits:
             log("machine limits: loopback TCP, fdatasync'd writes")
             bench.limits()
