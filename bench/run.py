@@ -10,6 +10,7 @@ measured in the same run, so ratios compare like with like. See BENCHMARKS.md.
     bench/run --quick                      # 2-3 minutes
     bench/run --out bench-results.md       # full run, about 10 minutes
     bench/run --scenarios S1,S2 --perf     # a subset, with a perf profile of the broker in S1
+    bench/run --scenarios S7 --perf        # replication: three brokers RF=3 against RF=1, ~6 minutes
     bench/run --against 127.0.0.1:9092     # the same scenarios against another broker too
     bench/run --against-kafka --out race.md  # race Apache Kafka (scripts/kafka-reference), 16-20 minutes
 
@@ -19,6 +20,11 @@ default (page-cache acks) against Skein with skein.acks.all.fsync=false, (b) Kaf
 log.flush.interval.messages=1 against Skein's default (fsync before the acks=all answer). It
 reports Skein/Kafka ratios of throughput, broker CPU per MB, ack and e2e p99, peak and idle RSS
 and start-up time, and the JVM's settings.
+
+S7 starts three Skein brokers as one cluster on loopback (all on the broker core), makes a
+one-partition topic with RF=3 and min.insync.replicas=2, and runs S1's unthrottled producer and
+S2's 5,000 msg/s clients against it and against one broker (RF=1), interleaved run by run; it
+reports the RF=3 / RF=1 ratios and each node's CPU per MB by role (leader, followers).
 """
 
 import argparse
@@ -762,8 +768,8 @@ def create_topic(bootstrap, name, partitions, timeout=120):
 # Errors a CreateTopics may meet just after a cluster started (no controller elected yet, brokers
 # not yet registered or unfenced); it is retried on them.
 RETRIABLE_CREATE_ERRORS = {"NOT_CONTROLLER", "REQUEST_TIMED_OUT", "LEADER_NOT_AVAILABLE", "BROKER_NOT_AVAILABLE",
-                           "NETWORK_EXCEPTION", "INVALID_REPLICATION_FACTOR", "INVALID_REPLICA_ASSIGNMENT", "_TIMED_OUT", "_TRANSPORT",
-                           "_ALL_BROKERS_DOWN"}
+                           "NETWORK_EXCEPTION", "INVALID_REPLICATION_FACTOR", "INVALID_REPLICA_ASSIGNMENT",
+                           "_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN"}
 
 
 def create_replicated_topic(bootstrap, name, assignment, config, timeout=120):
@@ -1123,7 +1129,7 @@ class Bench:
             self.make_topic(t, topic, partitions)
             lat = self.work / f"ack-{uuid.uuid4().hex[:8]}.txt"
             part = 0 if partitions == 1 else None
-            self.pretouch(size * count)
+            self.pretouch(size * count * (3 if kind == "cluster" else 1))  # a cluster writes three copies
             fs = FsyncCounter(t.pid) if (t.pid and kind in ("skein", "kafka", "cluster")) else None
             # S7: the first follower's fsyncs too, and its profile.
             follower = t.cluster.pids[t.roles["follower"]] if kind == "cluster" else None
