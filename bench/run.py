@@ -7,10 +7,10 @@ pinned to core 1 and every client to core 0. Each figure is the median of --runs
 machine limits (loopback TCP, fdatasync'd writes, librdkafka's in-memory mock broker) are
 measured in the same run, so ratios compare like with like. See BENCHMARKS.md.
 
-    bench/run --quick                      # 2-3 minutes
-    bench/run --out bench-results.md       # full run, about 10 minutes
+    bench/run --quick                      # 4-5 minutes
+    bench/run --out bench-results.md       # full run, about 15 minutes
     bench/run --scenarios S1,S2 --perf     # a subset, with a perf profile of the broker in S1
-    bench/run --scenarios S7 --perf        # replication: three brokers RF=3 against RF=1, ~6 minutes
+    bench/run --scenarios S7 --perf        # replication: three brokers RF=3 against RF=1, 6-7 minutes
     bench/run --against 127.0.0.1:9092     # the same scenarios against another broker too
     bench/run --against-kafka --out race.md  # race Apache Kafka (scripts/kafka-reference), 16-20 minutes
 
@@ -95,7 +95,7 @@ RACE_SCENARIOS = ["S0", "S1", "S2", "S3", "S5"]
 RACE_FULL_SCALE = dict(s2_seconds=5, s5_bytes=2 * 1024 * MIB)
 RACE_WIN_MARGIN = 0.05  # a figure counts as won when it is better by more than this
 
-# Sizes per mode. Full: about 10 minutes on 2 vCPUs; quick: 2-3 minutes.
+# Sizes per mode. Full: about 15 minutes on 2 vCPUs (S7 about 5 of them); quick: 4-5 minutes.
 PROFILES = {
     "full": dict(
         runs=3, s1_msgs=1_000_000, s2_seconds=10, s2_rates=(5_000, 50_000), s3_msgs=3_000_000,
@@ -2649,7 +2649,7 @@ def cleanup(*_):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smaller runs: 2-3 minutes")
+    ap.add_argument("--quick", action="store_true", help="smaller runs: 4-5 minutes")
     ap.add_argument("--scenarios",
                     help="comma-separated subset of " + ",".join(ALL_SCENARIOS) + " (default: all; with "
                          "--against-kafka: " + ",".join(RACE_SCENARIOS) + ")")
