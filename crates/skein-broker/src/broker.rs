@@ -661,13 +661,14 @@ impl Broker {
             },
             timeout,
         )?;
-        tracing::info!(topic = name, partitions, "created topic");
-        self.topic(name).ok_or_else(|| {
+        let topic = self.topic(name).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::KAFKA_STORAGE_ERROR,
                 format!("Topic '{name}' was created but could not be opened on this broker."),
             )
-        })
+        })?;
+        tracing::info!(topic = name, partitions = topic.partition_count(), "created topic");
+        Ok(topic)
     }
 
     /// Creates a topic on first use (Metadata with auto-creation).
