@@ -18,10 +18,11 @@ import org.apache.kafka.common.TopicPartition;
 public class DescribeProducers {
     public static void main(String[] args) throws Exception {
         TopicPartition tp = new TopicPartition(args[1], 0);
-        try (Admin admin = Admin.create(Map.of(
-                AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, args[0],
-                AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 30000))) {
-            for (int i = 2; i < args.length; i++) {
+        for (int i = 2; i < args.length; i++) {
+            // One Admin per target, so that each answer is that target's alone.
+            try (Admin admin = Admin.create(Map.of(
+                    AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, args[0],
+                    AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 30000))) {
                 DescribeProducersOptions options = new DescribeProducersOptions();
                 if (!args[i].equals("leader")) {
                     options.brokerId(Integer.parseInt(args[i]));

@@ -387,13 +387,14 @@ def test_describe_producers_is_answered_by_every_replica(cluster, logs):
     assert {n: describe_producers_error(cluster[n], topic) for n in (1, 2, 3, 4)} == {
         1: NONE, 2: NONE, 3: NOT_LEADER_OR_FOLLOWER, 4: NONE
     }
-    # The Java Admin, with and without brokerId: the same producer from every replica.
-    # (Node 3 is not asked of it here: see the report of this branch; the Admin answered
-    # it with the producer although node 3 itself answers NOT_LEADER_OR_FOLLOWER above.)
-    java = java_describe_producers(cluster.bootstrap_all(), topic, ["leader", 2, 4, 1])
+    # The Java Admin, with and without brokerId: the same producer from every replica, and
+    # from node 3 the NotLeaderOrFollowerException it makes of NOT_LEADER_OR_FOLLOWER when a
+    # brokerId was given.
+    java = java_describe_producers(cluster.bootstrap_all(), topic, ["leader", 2, 4, 1, 3])
     if java is not None:
         for target in ("leader", "2", "4", "1"):
             assert java[target] == ("ok", at_leader), (target, java)
+        assert java["3"] == ("error", "NotLeaderOrFollowerException"), java
 
 
 REPO = Path(__file__).resolve().parents[2]
