@@ -5,9 +5,10 @@
 //! one place rather than in the API handlers: appends as the leader (leadership and epoch
 //! checked under the replica's lock, the leader epoch stamped into each batch, idempotent
 //! sequences checked and recorded, the high watermark advanced), and the producer-state
-//! snapshots taken at segment roll; and replication: the leader's view of its followers
-//! ([`LeaderState`]), the high watermark it derives, a follower's append of what it fetched
-//! and its truncation where its log diverged from the leader's. Transactions belong here too.
+//! snapshots taken at segment roll; DeleteRecords as the leader; and replication: the
+//! leader's view of its followers ([`LeaderState`]), the high watermark and low watermark it
+//! derives, a follower's append of what it fetched and its truncation where its log diverged
+//! from the leader's. Transactions belong here too.
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
