@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from cluster import BASE_SETS, Cluster, cli_json, create_topics, try_metadata_of
@@ -73,6 +73,17 @@ def produce(bootstrap, topic, values, partition=0, acks="all"):
     return acked, failed
 
 
+def watermarks(consumer, tp):
+    """(low, high) of `tp`, or None while a new leader withholds its latest offset until its
+    followers confirm its epoch (OFFSET_NOT_AVAILABLE, KIP-207, as Kafka answers)."""
+    try:
+        return consumer.get_watermark_offsets(tp, timeout=30)
+    except KafkaException as e:
+        if e.args[0].code() == KafkaError.OFFSET_NOT_AVAILABLE:
+            return None
+        raise
+
+
 def read_all(bootstrap, topic, partition=0, timeout=WAIT_S):
     """Every record of the partition up to its high watermark: [(offset, value)]."""
     c = Consumer(
@@ -85,7 +96,7 @@ def read_all(bootstrap, topic, partition=0, timeout=WAIT_S):
     )
     try:
         tp = TopicPartition(topic, partition)
-        _, high = c.get_watermark_offsets(tp, timeout=30)
+        _, high = wait_until(lambda: watermarks(c, tp), WAIT_S, f"the watermarks of {topic}-{partition}")
         c.assign([TopicPartition(topic, partition, 0)])
         out = []
         deadline = time.monotonic() + timeout
@@ -518,7 +529,7 @@ def test_followers_follow_the_leaders_log_start(cluster):
     try:
         # The new leader exposes the high watermark once its follower confirmed it.
         marks = wait_until(
-            lambda: (m := c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30))[1] == 510 and m,
+            lambda: (m := watermarks(c, TopicPartition(topic, 0))) and m[1] == 510 and m,
             WAIT_S,
             "the new leader's high watermark at 510",
         )

@@ -5,9 +5,10 @@
 //! one place rather than in the API handlers: appends as the leader (leadership and epoch
 //! checked under the replica's lock, the leader epoch stamped into each batch, idempotent
 //! sequences checked and recorded, the high watermark advanced), and the producer-state
-//! snapshots taken at segment roll; and replication: the leader's view of its followers
-//! ([`LeaderState`]), the high watermark it derives, a follower's append of what it fetched
-//! and its truncation where its log diverged from the leader's. Transactions belong here too.
+//! snapshots taken at segment roll; DeleteRecords as the leader; and replication: the
+//! leader's view of its followers ([`LeaderState`]), the high watermark and low watermark it
+//! derives, a follower's append of what it fetched and its truncation where its log diverged
+//! from the leader's. Transactions belong here too.
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -149,12 +150,22 @@ impl Partition {
     /// when another node leads, FENCED_LEADER_EPOCH when the client's epoch is older than
     /// ours, UNKNOWN_LEADER_EPOCH when it is newer (we have not heard of it yet).
     pub fn check_leader(&self, node: i32, current_leader_epoch: i32) -> ErrorCode {
-        use std::cmp::Ordering;
         let a = self.assignment.read().unwrap_or_else(|e| e.into_inner());
         if a.leader != node {
             return ErrorCode::NOT_LEADER_OR_FOLLOWER;
         }
-        match current_leader_epoch.cmp(&a.leader_epoch) {
+        Self::compare_epochs(current_leader_epoch, a.leader_epoch)
+    }
+
+    /// Like [`Partition::check_leader`] for a replica that need not lead (a debugging
+    /// ListOffsets, replica id -2): only the client's leader epoch is checked.
+    pub fn check_epoch(&self, current_leader_epoch: i32) -> ErrorCode {
+        Self::compare_epochs(current_leader_epoch, self.leader_epoch())
+    }
+
+    fn compare_epochs(current_leader_epoch: i32, ours: i32) -> ErrorCode {
+        use std::cmp::Ordering;
+        match current_leader_epoch.cmp(&ours) {
             _ if current_leader_epoch < 0 => ErrorCode::NONE,
             Ordering::Greater => ErrorCode::UNKNOWN_LEADER_EPOCH,
             Ordering::Less => ErrorCode::FENCED_LEADER_EPOCH,
@@ -323,13 +334,20 @@ impl Partition {
             )
         })?;
         if header.producer_id >= 0 {
+            // As Kafka, the producer's last write is the batch's newest timestamp (what a
+            // follower reads back from the same batch), so every replica describes it alike.
+            let written_ms = if log_append_time {
+                now
+            } else {
+                written_at(header.max_timestamp, now)
+            };
             state.producers.record(
                 header.producer_id,
                 header.producer_epoch,
                 header.base_sequence,
                 header.last_sequence(),
                 info.base_offset,
-                now,
+                written_ms,
             );
         }
         snapshot_producers_after_roll(log, &state.producers, &self.topic, self.index);
@@ -432,16 +450,22 @@ pub(crate) fn load_producers(
     })
 }
 
+/// When a batch with newest timestamp `max_timestamp` counts as written: then, or now when
+/// it has none or comes from a client clock ahead of ours.
+fn written_at(max_timestamp: i64, now: i64) -> i64 {
+    if max_timestamp >= 0 {
+        max_timestamp.min(now)
+    } else {
+        now
+    }
+}
+
 /// Records an idempotent batch read back from a log (at start, or replicated from the
 /// leader). A batch's own newest timestamp stands for when it was written; one from a
 /// client clock ahead of ours counts as now.
 fn record_producer(producers: &mut ProducerStates, h: &BatchHeader, now: i64) {
     if h.producer_id >= 0 && h.base_sequence >= 0 {
-        let written_ms = if h.max_timestamp >= 0 {
-            h.max_timestamp.min(now)
-        } else {
-            now
-        };
+        let written_ms = written_at(h.max_timestamp, now);
         producers.record(
             h.producer_id,
             h.producer_epoch,
@@ -451,6 +475,27 @@ fn record_producer(producers: &mut ProducerStates, h: &BatchHeader, now: i64) {
             written_ms,
         );
     }
+}
+
+/// Where a follower's fetch stands: the offset it fetches from (its log end), its log start
+/// (-1 before Fetch v5) and the leader epoch of its last fetched batch (-1: unknown).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FetchPosition {
+    pub fetch_offset: i64,
+    pub log_start_offset: i64,
+    pub last_fetched_epoch: i32,
+}
+
+/// DeleteRecords' offset that means "up to the high watermark".
+pub const DELETE_TO_HIGH_WATERMARK: i64 = -1;
+
+/// What a leader's DeleteRecords did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedRecords {
+    /// The new log start asked for (the high watermark for -1).
+    pub requested: i64,
+    /// The partition's low watermark right after the leader's deletion.
+    pub low_watermark: i64,
 }
 
 /// What a follower's fetch told the leader.
@@ -531,18 +576,23 @@ impl Partition {
     }
 
     /// As the leader, records a fetch by `follower` (with the broker epoch its fetch states,
-    /// -1 before Fetch v15) from `fetch_offset`, whose last fetched batch was of
-    /// `last_fetched_epoch` (-1: unknown). Answers whether to serve it or make
-    /// it truncate first, and whether the high watermark advanced.
+    /// -1 before Fetch v15) at `at` (its fetch offset, its log start, and the epoch of its
+    /// last fetched batch). Answers whether to serve it or make it truncate first, and
+    /// whether waiters should look again: the high watermark advanced, or the follower's log
+    /// start moved (which may complete a DeleteRecords).
     pub(crate) fn follower_fetched(
         &self,
         state: &mut PartitionState,
         (follower, broker_epoch): (i32, i64),
-        fetch_offset: i64,
-        last_fetched_epoch: i32,
+        at: FetchPosition,
         now: i64,
         min_insync: usize,
     ) -> Result<(FollowerFetch, bool), ErrorCode> {
+        let FetchPosition {
+            fetch_offset,
+            log_start_offset,
+            last_fetched_epoch,
+        } = at;
         let Some(log) = state.log.as_ref() else {
             return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
         };
@@ -565,8 +615,92 @@ impl Partition {
         if !leader.on_fetch(follower, fetch_offset, leo, now) {
             return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
         }
+        let start_moved = leader.note_log_start(follower, log_start_offset);
         let advanced = self.advance_high_watermark(state, min_insync);
-        Ok((FollowerFetch::Serve, advanced))
+        Ok((FollowerFetch::Serve, advanced || start_moved))
+    }
+
+    /// As the leader, the partition's low watermark: the lowest log start across this
+    /// replica and the followers whose brokers are `alive` (see
+    /// [`LeaderState::low_watermark`]). `None` unless this replica leads.
+    pub(crate) fn low_watermark(&self, node: i32, alive: impl Fn(i32) -> bool) -> Option<i64> {
+        let state = self.lock();
+        if !self.check_leader(node, -1).is_ok() {
+            return None;
+        }
+        let log = state.log.as_ref()?;
+        Some(match &state.leader {
+            Some(l) => l.low_watermark(log.log_start_offset(), alive),
+            None => log.log_start_offset(),
+        })
+    }
+
+    /// As the leader (`node`), raises the log start to `offset` (-1: the high watermark),
+    /// as DeleteRecords asks. Refuses a log whose `cleanup.policy` has no `delete`
+    /// (POLICY_VIOLATION) and an offset past the high watermark (OFFSET_OUT_OF_RANGE).
+    /// Answers the offset asked for and the partition's low watermark now: the followers
+    /// raise their log starts when they next fetch, and the caller waits for them.
+    pub fn delete_records(
+        &self,
+        node: i32,
+        offset: i64,
+        alive: impl Fn(i32) -> bool,
+    ) -> Result<DeletedRecords, ApiError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let check = self.check_leader(node, -1);
+        if !check.is_ok() {
+            return Err(ApiError::new(
+                check,
+                "This node is not the leader of this partition.",
+            ));
+        }
+        let Some(log) = state.log.as_mut() else {
+            return Err(deleted());
+        };
+        if !log.config().delete_retention {
+            return Err(ApiError::new(
+                ErrorCode::POLICY_VIOLATION,
+                "Records of this partition cannot be deleted: its cleanup.policy has no delete.",
+            ));
+        }
+        let hw = log.high_watermark();
+        let requested = if offset == DELETE_TO_HIGH_WATERMARK {
+            hw
+        } else {
+            offset
+        };
+        if requested < 0 || requested > hw {
+            return Err(ApiError::new(
+                ErrorCode::OFFSET_OUT_OF_RANGE,
+                format!("Offset {requested} is outside the partition (high watermark {hw})."),
+            ));
+        }
+        log.delete_records_before(requested).map_err(|e| {
+            tracing::warn!(topic = %self.topic, partition = self.index, "delete records failed: {e}");
+            ApiError::new(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                "The broker could not delete the records.",
+            )
+        })?;
+        let leader_start = log.log_start_offset();
+        let low_watermark = match &state.leader {
+            Some(l) => l.low_watermark(leader_start, alive),
+            None => leader_start,
+        };
+        Ok(DeletedRecords {
+            requested,
+            low_watermark,
+        })
+    }
+
+    /// As the leader, whether the high watermark still lags the start of this leader's epoch
+    /// (see [`LeaderState::lags_epoch_start`]); false for a follower.
+    pub(crate) fn high_watermark_lags_epoch_start(state: &PartitionState) -> bool {
+        match (&state.leader, &state.log) {
+            (Some(l), Some(log)) => l.lags_epoch_start(log.high_watermark()),
+            _ => false,
+        }
     }
 
     /// As a follower of the leader of `leader_epoch`, appends batches fetched from it (their

@@ -16,6 +16,12 @@
 //!   as far as it is durable) and never moves back. It does not move while the ISR is
 //!   smaller than `min.insync.replicas`, nor before every ISR member has fetched in this
 //!   leader epoch (a new leader does not expose an unconfirmed high watermark).
+//! - A new leader keeps the high watermark it had as a follower until the ISR confirms in
+//!   its epoch; while it is below the log end the leader had when the epoch began, clients
+//!   asking for the latest offset get OFFSET_NOT_AVAILABLE (KIP-207), and consumer fetches
+//!   are served below it (so a fetch past it answers no records, no error).
+//! - The low watermark (what a DeleteRecords waits for) is the lowest log start across the
+//!   leader and every live follower, each follower's as its last fetch stated it.
 //! - An ISR change is asked of the controller with the partition epoch it is based on, one
 //!   at a time; while an addition is pending, the high watermark already counts the new
 //!   member (KIP-497's "maximal ISR"), while a removal is pending it still counts the
@@ -39,6 +45,9 @@ pub struct FollowerProgress {
     /// with an ISR expansion so that the controller refuses one based on fetches by an
     /// earlier incarnation of the broker.
     pub broker_epoch: i64,
+    /// The follower's log start offset as its last fetch stated it; -1 until known in this
+    /// leader epoch. DeleteRecords waits for it (the partition's low watermark).
+    pub log_start_offset: i64,
 }
 
 /// The leader's replication state of one partition in one leader epoch.
@@ -89,6 +98,7 @@ impl LeaderState {
                         last_fetch_ms: -1,
                         last_fetch_leader_leo: -1,
                         broker_epoch: -1,
+                        log_start_offset: -1,
                     },
                 )
             })
@@ -120,6 +130,7 @@ impl LeaderState {
                     last_fetch_ms: -1,
                     last_fetch_leader_leo: -1,
                     broker_epoch: -1,
+                    log_start_offset: -1,
                 });
             }
         }
@@ -163,12 +174,46 @@ impl LeaderState {
             if broker_epoch >= 0 && f.broker_epoch != broker_epoch {
                 if f.broker_epoch >= 0 {
                     f.log_end_offset = -1;
+                    f.log_start_offset = -1;
                     f.last_fetch_ms = -1;
                     f.last_fetch_leader_leo = -1;
                 }
                 f.broker_epoch = broker_epoch;
             }
         }
+    }
+
+    /// Records the log start offset a follower's fetch stated (-1: the request had none).
+    /// Returns whether it changed, which may complete a waiting DeleteRecords.
+    pub fn note_log_start(&mut self, follower: i32, log_start_offset: i64) -> bool {
+        match self.followers.get_mut(&follower) {
+            Some(f) if log_start_offset >= 0 && f.log_start_offset != log_start_offset => {
+                f.log_start_offset = log_start_offset;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The partition's low watermark (Kafka's `lowWatermarkIfLeader`): the lowest log start
+    /// across the leader (`leader_log_start`) and every follower whose broker is alive
+    /// (registered and not fenced, as `alive` says), in or out of the ISR. A follower not yet
+    /// heard from in this epoch counts as -1. A DeleteRecords answers once it reaches the
+    /// requested offset.
+    pub fn low_watermark(&self, leader_log_start: i64, alive: impl Fn(i32) -> bool) -> i64 {
+        self.followers
+            .iter()
+            .filter(|(id, _)| alive(**id))
+            .map(|(_, f)| f.log_start_offset)
+            .fold(leader_log_start, i64::min)
+    }
+
+    /// Whether the high watermark `hw` still lags the log end this leader had when its epoch
+    /// began: until the ISR confirms that far, the latest offset (and a timestamp found at or
+    /// past `hw`) is not available to clients (ListOffsets answers OFFSET_NOT_AVAILABLE,
+    /// KIP-207), since a consumer could otherwise see it go backwards across the election.
+    pub fn lags_epoch_start(&self, hw: i64) -> bool {
+        hw < self.epoch_start_offset
     }
 
     /// `isr` with each member's broker epoch as known from its fetches (-1: the leader
@@ -403,6 +448,72 @@ mod tests {
         s.on_fetch(3, 10, 10, 3);
         assert_eq!(s.wanted_isr(&a, 10, 3, 30_000), Some(vec![1, 2, 3]));
         assert_eq!(s.isr_with_epochs(&[1, 2, 3])[2], (3, 41));
+    }
+
+    #[test]
+    fn the_low_watermark_waits_for_every_live_follower() {
+        // Replicas 1 (leader), 2 and 3; 3 is out of the ISR but alive: it counts too.
+        let a = assignment(&[1, 2]);
+        let mut s = LeaderState::new(&a, 100, 0);
+        let all = |_: i32| true;
+        // Nobody heard from in this epoch: -1, whatever the leader deleted.
+        assert_eq!(s.low_watermark(40, all), -1);
+        assert!(s.note_log_start(2, 0));
+        assert!(s.note_log_start(3, 0));
+        assert_eq!(s.low_watermark(40, all), 0);
+        // The same log start again is no news; a fetch without one (old versions) neither.
+        assert!(!s.note_log_start(2, 0));
+        assert!(!s.note_log_start(2, -1));
+        assert!(!s.note_log_start(9, 40));
+        assert!(s.note_log_start(2, 40));
+        assert_eq!(s.low_watermark(40, all), 0);
+        assert!(s.note_log_start(3, 40));
+        assert_eq!(s.low_watermark(40, all), 40);
+        // Never above the leader's own log start.
+        assert!(s.note_log_start(2, 50));
+        assert_eq!(s.low_watermark(40, all), 40);
+        // A fenced (not alive) follower does not hold it back.
+        assert!(s.note_log_start(3, 10));
+        assert_eq!(s.low_watermark(40, all), 10);
+        assert_eq!(s.low_watermark(40, |id| id != 3), 40);
+        // A restarted follower (new broker epoch) is unknown until it states its log start.
+        s.note_broker_epoch(2, 7);
+        s.note_broker_epoch(2, 8);
+        assert_eq!(s.low_watermark(40, |id| id != 3), -1);
+        assert!(s.note_log_start(2, 40));
+        assert_eq!(s.low_watermark(40, |id| id != 3), 40);
+        // A leader alone: its own log start.
+        let alone = Assignment {
+            replicas: vec![1],
+            isr: vec![1],
+            ..assignment(&[1])
+        };
+        assert_eq!(LeaderState::new(&alone, 5, 0).low_watermark(3, all), 3);
+    }
+
+    #[test]
+    fn a_new_leader_lags_its_epoch_start_until_the_isr_confirms() {
+        // It took epoch 3 with its log ending at 15 and a high watermark of 10 from its time
+        // as a follower.
+        let a = assignment(&[1, 2, 3]);
+        let mut s = LeaderState::new(&a, 15, 0);
+        assert!(s.lags_epoch_start(10));
+        // One member confirms: the high watermark stays.
+        s.on_fetch(2, 15, 15, 1);
+        let hw = s.high_watermark(&a, 15, 10, 1);
+        assert_eq!(hw, 10);
+        assert!(s.lags_epoch_start(hw));
+        // The last member confirms only part: still lagging, though it moved.
+        s.on_fetch(3, 12, 15, 2);
+        let hw = s.high_watermark(&a, 15, hw, 1);
+        assert_eq!(hw, 12);
+        assert!(s.lags_epoch_start(hw));
+        s.on_fetch(3, 15, 15, 3);
+        let hw = s.high_watermark(&a, 15, hw, 1);
+        assert_eq!(hw, 15);
+        assert!(!s.lags_epoch_start(hw));
+        // A leader that took its epoch with everything committed never lags.
+        assert!(!LeaderState::new(&a, 15, 0).lags_epoch_start(15));
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! DescribeProducers: the idempotent producers each partition remembers (their epoch and last
 //! sequence), as `kafka-transactions.sh describe-producers` and the AdminClient show them.
+//!
+//! As Kafka's `ReplicaManager.activeProducerState`, every replica answers, the leader and the
+//! followers alike (a follower rebuilds producer state from the batches it replicates), so the
+//! Admin's `describeProducers` with a `brokerId` works on any replica. A node that holds no
+//! replica of a partition the metadata knows answers NOT_LEADER_OR_FOLLOWER (the Admin then
+//! looks the leader up again, or fails when a `brokerId` was given); an unknown topic or
+//! partition, UNKNOWN_TOPIC_OR_PARTITION.
 
 use std::sync::Arc;
 
@@ -21,12 +28,22 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeProducersRequest) -> DescribePr
                 .partition_indexes
                 .into_iter()
                 .map(|index| {
-                    let partition = topic.as_ref().and_then(|topic| topic.partition(index));
-                    let active = partition.and_then(|p| {
-                        let state = p.lock();
-                        state.log.as_ref()?;
-                        Some(state.producers.describe())
-                    });
+                    let Some(partition) = topic.as_ref().and_then(|topic| topic.partition(index))
+                    else {
+                        return PartitionResponse {
+                            partition_index: index,
+                            error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
+                            error_message: Some(format!(
+                                "Partition {index} of topic '{}' does not exist.",
+                                t.name
+                            )),
+                            ..Default::default()
+                        };
+                    };
+                    let active = {
+                        let state = partition.lock();
+                        state.log.as_ref().map(|_| state.producers.describe())
+                    };
                     match active {
                         Some(producers) => PartitionResponse {
                             partition_index: index,
@@ -45,13 +62,10 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeProducersRequest) -> DescribePr
                                 .collect(),
                             ..Default::default()
                         },
+                        // Known to the metadata, but no replica here (Kafka sets no message).
                         None => PartitionResponse {
                             partition_index: index,
-                            error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
-                            error_message: Some(format!(
-                                "This broker does not host partition {index} of topic '{}'.",
-                                t.name
-                            )),
+                            error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER.code(),
                             ..Default::default()
                         },
                     }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::broker::{Broker, Topic};
 use crate::error::ErrorCode;
-use crate::partition::FollowerFetch;
+use crate::partition::{FetchPosition, FollowerFetch};
 
 /// Fetch v13 replaced topic names with topic ids.
 const FIRST_TOPIC_ID_VERSION: i16 = 13;
@@ -152,7 +152,8 @@ struct Pass {
     fetched: Vec<(Arc<Topic>, usize, i64)>,
     bytes: usize,
     any_error: bool,
-    /// A follower's fetch moved a high watermark (waiters are woken).
+    /// A follower's fetch moved a high watermark or a follower's log start (waiters, such
+    /// as acks=all produces and DeleteRecords, are woken).
     hw_advanced: bool,
     held: HeldFiles,
 }
@@ -246,11 +247,15 @@ fn read_partition(
     let mut max_offset = None;
     if replica >= 0 {
         let min_insync = topic.effective().min_insync_replicas;
+        let at = FetchPosition {
+            fetch_offset: p.fetch_offset,
+            log_start_offset: p.log_start_offset,
+            last_fetched_epoch: p.last_fetched_epoch,
+        };
         match partition.follower_fetched(
             &mut state,
             (replica, replica_epoch),
-            p.fetch_offset,
-            p.last_fetched_epoch,
+            at,
             broker.now_ms(),
             min_insync,
         ) {

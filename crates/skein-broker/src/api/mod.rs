@@ -172,9 +172,7 @@ impl Broker {
             RequestBody::CreatePartitions(r) => self.blocking(move |b| {
                 ResponseBody::CreatePartitions(create_partitions::handle(&b, r))
             }),
-            RequestBody::DeleteRecords(r) => {
-                Reply::Now(ResponseBody::DeleteRecords(delete_records::handle(self, r)))
-            }
+            RequestBody::DeleteRecords(r) => delete_records::handle(self, r),
             RequestBody::FindCoordinator(r) => Reply::Now(ResponseBody::FindCoordinator(
                 find_coordinator::handle(self, v, r),
             )),
