@@ -1697,7 +1697,8 @@ impl QuorumController {
     /// election are left alone.
     pub fn balance_leaders(&mut self, image: &MetadataImage) -> Outcome<Vec<LeaderMoved>> {
         // preferred broker -> (partitions it should lead, those it does not lead)
-        let mut by_broker: BTreeMap<i32, (usize, Vec<(&str, Uuid, i32)>)> = BTreeMap::new();
+        type NotLed<'a> = Vec<(&'a str, Uuid, i32)>;
+        let mut by_broker: BTreeMap<i32, (usize, NotLed)> = BTreeMap::new();
         for t in image.topics().values() {
             for (p, part) in t.partitions.iter().enumerate() {
                 let Some(&preferred) = part.replicas.first() else {
