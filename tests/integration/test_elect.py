@@ -304,3 +304,25 @@ def test_unclean_election_only_when_allowed_and_the_lost_suffix_is_gone(start_cl
         acked, failed = produce(b, topic, q, [f"p{q}-new{i}" for i in range(3)], acks="all")
         assert not failed and sorted(acked.values()) == [5, 6, 7], (acked, failed)
     assert shrunk[0][2] == [2, 3, 4]
+    # The cluster-wide dynamic default (broker resource "", which librdkafka cannot name, so
+    # a raw IncrementalAlterConfigs v0) is settable too, as in Kafka; a key that is not
+    # dynamic in Skein is still refused.
+    assert alter_cluster_default(ctl, "unclean.leader.election.enable", "false") == (0, None)
+    code, message = alter_cluster_default(ctl, "num.partitions", "5")
+    assert code == KafkaError.INVALID_REQUEST, (code, message)
+
+
+def alter_cluster_default(bootstrap, key, value):
+    """(error code, message) of IncrementalAlterConfigs v0 SET `key`=`value` on broker ""."""
+    body = (
+        wire.i32(1) + wire.i8(4) + wire.string("")
+        + wire.i32(1) + wire.string(key) + wire.i8(0) + wire.string(value)
+        + wire.i8(0)
+    )
+    correlation, r = wire.roundtrip(bootstrap, wire.request(44, 0, 13, body), 60.0)
+    assert correlation == 13
+    r.i32()
+    assert r.i32() == 1
+    code, message = r.i16(), r.string()
+    assert (r.i8(), r.string()) == (4, "")
+    return code, message

@@ -116,6 +116,12 @@ pub enum ControllerCall {
         name: String,
         ops: Vec<(String, Option<String>)>,
     },
+    /// Incremental changes of broker configs held in the metadata log (`name` "" is the
+    /// cluster-wide default): `Some` sets, `None` deletes.
+    AlterBrokerConfig {
+        name: String,
+        ops: Vec<(String, Option<String>)>,
+    },
     AllocateProducerIds {
         broker_id: i32,
         broker_epoch: i64,
@@ -165,6 +171,7 @@ impl ControllerCall {
             ControllerCall::DeleteTopic { .. } => "delete_topic",
             ControllerCall::CreatePartitions { .. } => "create_partitions",
             ControllerCall::AlterTopicConfig { .. } => "alter_topic_config",
+            ControllerCall::AlterBrokerConfig { .. } => "alter_broker_config",
             ControllerCall::AllocateProducerIds { .. } => "allocate_producer_ids",
             ControllerCall::AlterPartition { .. } => "alter_partition",
             ControllerCall::ElectLeaders { .. } => "elect_leaders",
@@ -361,6 +368,24 @@ pub(crate) fn decide(
                 }
                 o.records.extend(elected.records);
             }
+            Ok(done(o, Answer::Done))
+        }
+        ControllerCall::AlterBrokerConfig { name, ops } => {
+            let change = AlterConfigs {
+                resource: ConfigResource::broker(name.clone()),
+                ops: ops
+                    .iter()
+                    .map(|(k, v)| {
+                        let op = match v {
+                            Some(v) => ConfigOp::Set(v.clone()),
+                            None => ConfigOp::Delete,
+                        };
+                        (k.clone(), op)
+                    })
+                    .collect(),
+            };
+            let o = c.incremental_alter_configs(image, std::slice::from_ref(&change), false);
+            first_error(o.reply.iter().map(|r| r.result.clone()))?;
             Ok(done(o, Answer::Done))
         }
         ControllerCall::AllocateProducerIds {
