@@ -35,7 +35,6 @@ KAFKA_ONLY_NOTES = {
     "RenewDelegationToken": "delegation tokens (Skein: no authentication)",
     "ExpireDelegationToken": "delegation tokens (Skein: no authentication)",
     "DescribeDelegationToken": "delegation tokens (Skein: no authentication)",
-    "ElectLeaders": "replication (Skein: single node)",
     "AlterPartitionReassignments": "replication (Skein: single node)",
     "ListPartitionReassignments": "replication (Skein: single node)",
     "DescribeClientQuotas": "quotas (Skein: none)",

@@ -284,6 +284,8 @@ impl Broker {
             producer_id_block_size: PRODUCER_ID_BLOCK,
             default_num_partitions: config.num_partitions,
             default_replication_factor: config.default_replication_factor,
+            unclean_leader_election: config.unclean_leader_election,
+            leader_imbalance_per_broker_percentage: config.leader_imbalance_per_broker_percentage,
         });
         let broker = Broker {
             groups,

@@ -42,6 +42,8 @@ pub struct Quorum {
     /// This process's registration (the broker epoch), once registered.
     broker_epoch: std::sync::atomic::AtomicI64,
     incarnation: Uuid,
+    /// When the active controller next checks leader imbalance (ms; -1: not scheduled).
+    pub(crate) next_leader_balance_ms: std::sync::atomic::AtomicI64,
 }
 
 struct Controller {
@@ -82,6 +84,7 @@ impl Quorum {
             }),
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
             incarnation: crate::broker::random_uuid(),
+            next_leader_balance_ms: std::sync::atomic::AtomicI64::new(-1),
         }
     }
 
@@ -415,6 +418,7 @@ impl Broker {
                     leader: node,
                     leader_epoch: crate::api::LEADER_EPOCH,
                     partition_epoch: 0,
+                    leader_recovering: false,
                 };
                 records.push(partition_record(id, p, &state).into());
             }
@@ -600,6 +604,11 @@ impl Broker {
                     tracing::warn!(broker = b, "fenced a broker that stopped heartbeating");
                 }
             }
+            self.policy_elections().await;
+        } else {
+            self.quorum
+                .next_leader_balance_ms
+                .store(-1, std::sync::atomic::Ordering::Relaxed);
         }
         if let Err(e) = self.heartbeat(false).await {
             tracing::warn!("{e:#}");

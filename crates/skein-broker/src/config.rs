@@ -102,6 +102,13 @@ fn segment_bytes(v: &str) -> Result<(), String> {
 fn segment_index_bytes(v: &str) -> Result<(), String> {
     int_min(v, 8)
 }
+fn percentage(v: &str) -> Result<(), String> {
+    int_min(v, 0)?;
+    if parse_i64(v)? > 100 {
+        return Err(format!("{v} is above 100"));
+    }
+    Ok(())
+}
 fn boolean(v: &str) -> Result<(), String> {
     match v.trim() {
         "true" | "false" => Ok(()),
@@ -436,6 +443,9 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "default.replication.factor", ty: ConfigType::Int, default: "1", validate: replication_factor, doc: "Replication factor of auto-created topics." },
     BrokerConfigDef { name: "offsets.topic.replication.factor", ty: ConfigType::Int, default: "3", validate: replication_factor, doc: "Replication factor of __consumer_offsets; until that many brokers are registered, FindCoordinator answers COORDINATOR_NOT_AVAILABLE. A node running alone (no controller.quorum.voters) uses 1 unless this is set." },
     BrokerConfigDef { name: "replica.lag.time.max.ms", ty: ConfigType::Long, default: "30000", validate: long_ge1, doc: "A follower that has not caught up with the leader's log end for this long leaves the ISR." },
+    BrokerConfigDef { name: "auto.leader.rebalance.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "The active controller periodically moves leadership back to preferred replicas (the first of each assignment) when a broker's share of partitions led by others exceeds leader.imbalance.per.broker.percentage." },
+    BrokerConfigDef { name: "leader.imbalance.check.interval.seconds", ty: ConfigType::Long, default: "300", validate: long_ge1, doc: "How often the active controller checks for leader imbalance (checked at most once per broker heartbeat interval)." },
+    BrokerConfigDef { name: "leader.imbalance.per.broker.percentage", ty: ConfigType::Int, default: "10", validate: percentage, doc: "The share of a broker's preferred partitions that others may lead before automatic balancing moves them back." },
     BrokerConfigDef { name: "replica.fetch.wait.max.ms", ty: ConfigType::Int, default: "500", validate: int_ge1, doc: "How long a follower's fetch waits at the leader for new data." },
     BrokerConfigDef { name: "replica.fetch.max.bytes", ty: ConfigType::Int, default: "1048576", validate: int_ge1, doc: "Bytes a follower asks for per partition and fetch (a larger first batch still comes whole)." },
     BrokerConfigDef { name: "replica.fetch.response.max.bytes", ty: ConfigType::Int, default: "10485760", validate: int_ge1, doc: "Bytes a follower asks for per fetch, all partitions together." },
@@ -538,6 +548,11 @@ pub struct BrokerConfig {
     pub replica_fetch_max_bytes: i32,
     pub replica_fetch_response_max_bytes: i32,
     pub replica_fetch_backoff_ms: u64,
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_interval_ms: u64,
+    pub leader_imbalance_per_broker_percentage: u32,
+    /// `unclean.leader.election.enable` as set for the broker (the topics' default).
+    pub unclean_leader_election: bool,
 }
 
 impl BrokerConfig {
@@ -640,6 +655,15 @@ impl BrokerConfig {
             replica_fetch_max_bytes: int("replica.fetch.max.bytes") as i32,
             replica_fetch_response_max_bytes: int("replica.fetch.response.max.bytes") as i32,
             replica_fetch_backoff_ms: int("replica.fetch.backoff.ms") as u64,
+            auto_leader_rebalance: boolean("auto.leader.rebalance.enable"),
+            leader_imbalance_check_interval_ms: (int("leader.imbalance.check.interval.seconds")
+                as u64)
+                .saturating_mul(1000),
+            leader_imbalance_per_broker_percentage: int("leader.imbalance.per.broker.percentage")
+                as u32,
+            unclean_leader_election: settings
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v.trim() == "true"),
             explicit: settings,
         };
         if config.data_dir.as_os_str().is_empty() {

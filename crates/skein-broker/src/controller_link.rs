@@ -25,8 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use skein_metadata::controller::{
-    AlterConfigs, AlterPartition, ConfigOp, Heartbeat, NewPartitions, NewTopic, RegisterBroker,
-    TopicRef,
+    AlterConfigs, AlterPartition, ConfigOp, ElectionType, Heartbeat, NewPartitions, NewTopic,
+    RegisterBroker, TopicRef, UNCLEAN_LEADER_ELECTION,
 };
 use skein_metadata::image::{ConfigResource, Endpoint};
 use skein_metadata::{MetadataImage, Outcome, QuorumController};
@@ -116,6 +116,12 @@ pub enum ControllerCall {
         name: String,
         ops: Vec<(String, Option<String>)>,
     },
+    /// Incremental changes of broker configs held in the metadata log (`name` "" is the
+    /// cluster-wide default): `Some` sets, `None` deletes.
+    AlterBrokerConfig {
+        name: String,
+        ops: Vec<(String, Option<String>)>,
+    },
     AllocateProducerIds {
         broker_id: i32,
         broker_epoch: i64,
@@ -130,6 +136,15 @@ pub enum ControllerCall {
         leader_epoch: i32,
         partition_epoch: i32,
         new_isr: Vec<(i32, i64)>,
+        /// KIP-704: `Some(0)` (RECOVERED) from the leader of a partition elected uncleanly
+        /// once it has recovered; `None` keeps the partition's state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader_recovery_state: Option<i8>,
+    },
+    /// ElectLeaders: `election_type` 0 preferred, 1 unclean; `None`: every partition.
+    ElectLeaders {
+        election_type: i8,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
     },
     /// The quorum as the leader sees it (DescribeQuorum), encoded as Kafka's response.
     DescribeQuorum,
@@ -156,8 +171,10 @@ impl ControllerCall {
             ControllerCall::DeleteTopic { .. } => "delete_topic",
             ControllerCall::CreatePartitions { .. } => "create_partitions",
             ControllerCall::AlterTopicConfig { .. } => "alter_topic_config",
+            ControllerCall::AlterBrokerConfig { .. } => "alter_broker_config",
             ControllerCall::AllocateProducerIds { .. } => "allocate_producer_ids",
             ControllerCall::AlterPartition { .. } => "alter_partition",
+            ControllerCall::ElectLeaders { .. } => "elect_leaders",
             ControllerCall::DescribeQuorum => "describe_quorum",
             ControllerCall::AddVoter { .. } => "add_voter",
             ControllerCall::RemoveVoter { .. } => "remove_voter",
@@ -181,6 +198,10 @@ pub enum Answer {
     ProducerIds {
         first: i64,
         len: i32,
+    },
+    /// ElectLeaders' per-partition results: (topic, partition, error code, message).
+    Elections {
+        results: Vec<(String, i32, i16, Option<String>)>,
     },
     /// A Kafka response, encoded by the leader.
     Encoded {
@@ -331,6 +352,38 @@ pub(crate) fn decide(
                     })
                     .collect(),
             };
+            let mut o = c.incremental_alter_configs(image, std::slice::from_ref(&change), false);
+            first_error(o.reply.iter().map(|r| r.result.clone()))?;
+            // Turning unclean elections on elects leaders for the topic's leaderless
+            // partitions in the same entry (Kafka does too).
+            let enables_unclean = ops.iter().any(|(k, v)| {
+                k == UNCLEAN_LEADER_ELECTION
+                    && v.as_deref()
+                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            });
+            if enables_unclean {
+                let elected = c.elect_unclean_leaders(image, Some(name));
+                for m in &elected.reply {
+                    tracing::warn!(topic = %m.topic, partition = m.partition, leader = m.to, unclean = m.unclean, "elected a leader after unclean.leader.election.enable was turned on");
+                }
+                o.records.extend(elected.records);
+            }
+            Ok(done(o, Answer::Done))
+        }
+        ControllerCall::AlterBrokerConfig { name, ops } => {
+            let change = AlterConfigs {
+                resource: ConfigResource::broker(name.clone()),
+                ops: ops
+                    .iter()
+                    .map(|(k, v)| {
+                        let op = match v {
+                            Some(v) => ConfigOp::Set(v.clone()),
+                            None => ConfigOp::Delete,
+                        };
+                        (k.clone(), op)
+                    })
+                    .collect(),
+            };
             let o = c.incremental_alter_configs(image, std::slice::from_ref(&change), false);
             first_error(o.reply.iter().map(|r| r.result.clone()))?;
             Ok(done(o, Answer::Done))
@@ -357,6 +410,7 @@ pub(crate) fn decide(
             leader_epoch,
             partition_epoch,
             new_isr,
+            leader_recovery_state,
         } => {
             let change = AlterPartition {
                 topic_id: Uuid(*topic_id),
@@ -365,9 +419,49 @@ pub(crate) fn decide(
                 partition_epoch: *partition_epoch,
                 new_isr: new_isr.clone(),
             };
+            match leader_recovery_state {
+                None => {}
+                Some(0) => {
+                    let o =
+                        c.alter_partition_recovered(image, *broker_id, *broker_epoch, &change)?;
+                    return Ok(done(o, Answer::Done));
+                }
+                Some(other) => {
+                    return Err(api(
+                        ErrorCode::INVALID_REQUEST,
+                        format!("a leader cannot ask for leader recovery state {other}"),
+                    ))
+                }
+            }
             let o = c.alter_partition(image, *broker_id, *broker_epoch, &[change])?;
             first_error(o.reply.iter().map(|r| r.result.clone().map(|_| ())))?;
             Ok(done(o, Answer::Done))
+        }
+        ControllerCall::ElectLeaders {
+            election_type,
+            partitions,
+        } => {
+            let Some(election) = ElectionType::from_i8(*election_type) else {
+                return Err(api(
+                    ErrorCode::INVALID_REQUEST,
+                    format!("Unknown election type {election_type}"),
+                ));
+            };
+            let o = c.elect_leaders(image, election, partitions.as_deref());
+            let results = o
+                .reply
+                .iter()
+                .map(|r| match &r.result {
+                    Ok(()) => (r.topic.clone(), r.partition, 0, None),
+                    Err(e) => (
+                        r.topic.clone(),
+                        r.partition,
+                        e.code.code(),
+                        Some(e.message.clone()),
+                    ),
+                })
+                .collect();
+            Ok(done(o, Answer::Elections { results }))
         }
         ControllerCall::DescribeQuorum
         | ControllerCall::AddVoter { .. }

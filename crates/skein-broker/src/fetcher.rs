@@ -146,6 +146,17 @@ impl Broker {
                 if a.replicas.len() < 2 {
                     continue;
                 }
+                let recovering = self.quorum.read(|i| {
+                    i.partition(topic.id, partition.index).is_some_and(|p| {
+                        p.leader_recovering && p.leader == node && p.leader_epoch == a.leader_epoch
+                    })
+                });
+                if recovering {
+                    // KIP-704: elected uncleanly; no ISR growth until the controller knows
+                    // this leader recovered.
+                    self.report_recovered(topic.id, &topic.name, &partition, &a, now);
+                    continue;
+                }
                 let wanted = {
                     let mut state = partition.lock();
                     let hw = state.log.as_ref().map_or(0, |l| l.high_watermark());
@@ -183,6 +194,7 @@ impl Broker {
                     leader_epoch: a.leader_epoch,
                     partition_epoch: a.partition_epoch,
                     new_isr: with_epochs,
+                    leader_recovery_state: None,
                 };
                 let me = self.clone();
                 let name = topic.name.clone();
@@ -200,6 +212,78 @@ impl Broker {
                 });
             }
         }
+    }
+
+    /// As the leader of a partition elected uncleanly (RECOVERING, KIP-704): recovers (for
+    /// Skein, rebuilds the producer state from this log, which the unclean election made the
+    /// partition's history; there are no transactions to abort yet) and tells the controller
+    /// with AlterPartition RECOVERED, the ISR unchanged. Asked again after
+    /// `PENDING_ISR_RETRY_MS` while unanswered.
+    fn report_recovered(
+        self: &Arc<Self>,
+        topic_id: skein_protocol::Uuid,
+        name: &str,
+        partition: &Arc<Partition>,
+        a: &crate::partition::Assignment,
+        now: i64,
+    ) {
+        let with_epochs = {
+            let mut state = partition.lock();
+            let state = &mut *state;
+            let Some(leader) = state.leader.as_ref() else {
+                return;
+            };
+            if leader.pending.as_ref().is_some_and(|p| {
+                now - p.sent_ms < crate::replication::PENDING_ISR_RETRY_MS
+                    && p.based_on_partition_epoch == a.partition_epoch
+            }) {
+                return;
+            }
+            let rebuild = ProducerRebuild {
+                limits: self.producer_limits.clone(),
+                now,
+                expiration_ms: self.config.producer_id_expiration_ms,
+            };
+            if let Err(e) = partition.reload_producers(state, rebuild) {
+                tracing::error!(topic = %name, partition = partition.index, "could not rebuild the producer state: {}", e.message);
+                return;
+            }
+            let Some(leader) = state.leader.as_mut() else {
+                return;
+            };
+            leader.mark_pending(a.isr.clone(), a.partition_epoch, now);
+            leader.isr_with_epochs(&a.isr)
+        };
+        tracing::info!(
+            topic = %name,
+            partition = partition.index,
+            leader_epoch = a.leader_epoch,
+            "recovered as the leader elected uncleanly; telling the controller"
+        );
+        let call = ControllerCall::AlterPartition {
+            broker_id: self.node_id(),
+            broker_epoch: self.quorum.broker_epoch(),
+            topic_id: topic_id.0,
+            partition: partition.index,
+            leader_epoch: a.leader_epoch,
+            partition_epoch: a.partition_epoch,
+            new_isr: with_epochs,
+            leader_recovery_state: Some(skein_metadata::image::LEADER_RECOVERED),
+        };
+        let me = self.clone();
+        let name = name.to_string();
+        let partition = partition.clone();
+        let isr = a.isr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.controller_call(call).await {
+                tracing::info!(topic = %name, partition = partition.index, "recovery not recorded: {}: {}", e.code, e.message);
+                if e.code == ErrorCode::INELIGIBLE_REPLICA || e.code == ErrorCode::INVALID_REQUEST {
+                    if let Some(l) = partition.lock().leader.as_mut() {
+                        l.refused(&isr, now);
+                    }
+                }
+            }
+        });
     }
 
     /// One leader's fetcher: fetches its partitions until aborted.

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod controller_link;
+pub mod elections;
 pub mod error;
 pub mod fetcher;
 pub mod groups;

@@ -810,6 +810,29 @@ impl Partition {
         self.cut_to(state, target, rebuild)
     }
 
+    /// Rebuilds the producer state from the log (a leader elected uncleanly recovering,
+    /// KIP-704); callers hold the state lock.
+    pub(crate) fn reload_producers(
+        &self,
+        state: &mut PartitionState,
+        rebuild: ProducerRebuild,
+    ) -> Result<(), ApiError> {
+        let Some(log) = state.log.as_ref() else {
+            return Err(deleted());
+        };
+        let loaded = load_producers(
+            log,
+            rebuild.limits,
+            rebuild.now,
+            rebuild.expiration_ms,
+            &self.topic,
+            self.index,
+        )
+        .map_err(|e| ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        state.producers = loaded.producers;
+        Ok(())
+    }
+
     fn cut_to(
         &self,
         state: &mut PartitionState,

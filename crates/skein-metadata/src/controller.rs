@@ -42,7 +42,8 @@ use skein_protocol::{MetadataRecord, Uuid};
 use crate::image::{
     broker_change_record, broker_endpoints, controller_endpoints, partition_change_record,
     partition_record, remove_topic_record, ConfigResource, Endpoint, MetadataImage, PartitionState,
-    BROKER_RESOURCE, MAX_TOPIC_NAME_LEN, NO_LEADER, NO_LEADER_CHANGE, TOPIC_RESOURCE,
+    BROKER_RESOURCE, LEADER_RECOVERED, LEADER_RECOVERING, MAX_TOPIC_NAME_LEN, NO_LEADER,
+    NO_LEADER_CHANGE, TOPIC_RESOURCE,
 };
 use crate::placement::{place, rack_alternating, Candidate, Stripe};
 use crate::{ApiError, ErrorCode};
@@ -62,6 +63,12 @@ pub struct ControllerConfig {
     pub default_num_partitions: i32,
     /// `default.replication.factor`: used when a new topic asks for -1.
     pub default_replication_factor: i16,
+    /// `unclean.leader.election.enable` of the broker's config file: the default when
+    /// neither the topic nor the cluster-wide dynamic config sets it.
+    pub unclean_leader_election: bool,
+    /// `leader.imbalance.per.broker.percentage`: a broker whose share of partitions it
+    /// should lead (as preferred replica) but does not exceeds this gets them back.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl Default for ControllerConfig {
@@ -71,6 +78,8 @@ impl Default for ControllerConfig {
             producer_id_block_size: 1_000,
             default_num_partitions: 1,
             default_replication_factor: 1,
+            unclean_leader_election: false,
+            leader_imbalance_per_broker_percentage: 10,
         }
     }
 }
@@ -1048,6 +1057,7 @@ fn new_partition(image: &MetadataImage, replicas: &[i32]) -> PartitionState {
         isr,
         leader_epoch: 0,
         partition_epoch: 0,
+        leader_recovering: false,
     }
 }
 
@@ -1209,6 +1219,18 @@ fn plan_isr_change(
     broker_id: i32,
     c: &AlterPartition,
 ) -> Result<(PartitionState, Option<MetadataRecord>), ApiError> {
+    plan_isr_change_recovering(image, broker_id, c, None)
+}
+
+/// [`plan_isr_change`] with the leader recovery state the leader reports (KIP-704): `None`
+/// keeps the partition's. While it stays RECOVERING the ISR may not grow past the leader;
+/// RECOVERED never goes back to RECOVERING.
+fn plan_isr_change_recovering(
+    image: &MetadataImage,
+    broker_id: i32,
+    c: &AlterPartition,
+    recovering: Option<bool>,
+) -> Result<(PartitionState, Option<MetadataRecord>), ApiError> {
     let Some(part) = image.partition(c.topic_id, c.partition) else {
         return Err(err(
             if image.topic(c.topic_id).is_none() {
@@ -1261,6 +1283,21 @@ fn plan_isr_change(
             ),
         ));
     }
+    let recovering_after = recovering.unwrap_or(part.leader_recovering);
+    if recovering_after && !part.leader_recovering {
+        return Err(err(
+            ErrorCode::INVALID_REQUEST,
+            "the leader recovery state cannot change from RECOVERED to RECOVERING",
+        ));
+    }
+    if recovering_after && isr.len() > 1 {
+        return Err(err(
+            ErrorCode::INVALID_REQUEST,
+            format!(
+                "ISR {isr:?} has more than the leader while it recovers from an unclean election"
+            ),
+        ));
+    }
     for (id, epoch) in &c.new_isr {
         if part.isr.contains(id) {
             continue; // Already a member: shrinking is always allowed.
@@ -1286,11 +1323,16 @@ fn plan_isr_change(
         }
     }
     let leader = choose_leader(part, &isr, &active, &unfenced);
-    if isr == part.isr && leader == part.leader {
+    let recovered_now = part.leader_recovering && !recovering_after;
+    if isr == part.isr && leader == part.leader && !recovered_now {
         return Ok((part.clone(), None));
     }
     let mut after = part.clone();
     let mut change = partition_change_record(c.topic_id, c.partition);
+    if recovered_now {
+        after.leader_recovering = false;
+        change.leader_recovery_state = LEADER_RECOVERED;
+    }
     if leader != part.leader {
         after.leader = leader;
         after.leader_epoch = part.leader_epoch.saturating_add(1);
@@ -1412,4 +1454,369 @@ fn reconcile(
         }
     }
     records
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elections asked for by operators and policy: ElectLeaders (KIP-183/KIP-460), automatic
+// preferred-leader balancing, unclean elections (`unclean.leader.election.enable`, KIP-704).
+
+/// Kafka's `ElectionType` (ElectLeaders v1+): PREFERRED 0, UNCLEAN 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Make the first replica of the assignment leader, if it is active and in the ISR.
+    Preferred,
+    /// Elect a leader where there is none: from the ISR if possible, else any live replica.
+    Unclean,
+}
+
+impl ElectionType {
+    /// The wire value's type, if it is one.
+    pub fn from_i8(v: i8) -> Option<ElectionType> {
+        match v {
+            0 => Some(ElectionType::Preferred),
+            1 => Some(ElectionType::Unclean),
+            _ => None,
+        }
+    }
+}
+
+/// One partition's election result (ElectLeaders), in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: i32,
+    pub result: Result<(), ApiError>,
+}
+
+/// A leadership moved by policy (balancing or an unclean election).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderMoved {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i32,
+    pub to: i32,
+    /// The new leader came from outside the ISR (data may be lost; it starts RECOVERING).
+    pub unclean: bool,
+}
+
+/// The config key that allows unclean elections.
+pub const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election.enable";
+
+/// A preferred-replica election of `part`: the change record, or ELECTION_NOT_NEEDED when the
+/// first replica leads already, PREFERRED_LEADER_NOT_AVAILABLE when it is not an active ISR
+/// member.
+fn plan_preferred(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    p: i32,
+    part: &PartitionState,
+) -> Result<MetadataRecord, ApiError> {
+    let Some(&preferred) = part.replicas.first() else {
+        return Err(err(
+            ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE,
+            "the partition has no replicas",
+        ));
+    };
+    if part.leader == preferred {
+        return Err(err(
+            ErrorCode::ELECTION_NOT_NEEDED,
+            format!("the preferred replica {preferred} already leads"),
+        ));
+    }
+    let active = image.broker(preferred).is_some_and(|b| b.is_active());
+    if !active || !part.isr.contains(&preferred) {
+        return Err(err(
+            ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE,
+            format!(
+                "the preferred replica {preferred} is {}",
+                if !active {
+                    "fenced, shutting down or unregistered"
+                } else {
+                    "not in the ISR"
+                }
+            ),
+        ));
+    }
+    let mut change = partition_change_record(topic_id, p);
+    change.leader = preferred;
+    Ok(change.into())
+}
+
+/// The leader an unclean election gives a leaderless `part`, and whether it is unclean: an
+/// active ISR member first, then an unfenced one (shutting down), then the first active
+/// replica outside the ISR. `None` when no replica is live.
+fn unclean_choice(image: &MetadataImage, part: &PartitionState) -> Option<(i32, bool)> {
+    let active = |id: i32| image.broker(id).is_some_and(|b| b.is_active());
+    let unfenced = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
+    let clean = choose_leader(part, &part.isr, &active, &unfenced);
+    if clean != NO_LEADER {
+        return Some((clean, false));
+    }
+    part.replicas
+        .iter()
+        .copied()
+        .find(|r| active(*r))
+        .map(|r| (r, true))
+}
+
+/// An unclean election of `part` (which has no leader): the change record (an unclean one
+/// makes the new leader the whole ISR and marks it RECOVERING, KIP-704) and the new leader.
+fn plan_unclean(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    p: i32,
+    part: &PartitionState,
+) -> Result<(MetadataRecord, i32, bool), ApiError> {
+    if part.leader != NO_LEADER {
+        return Err(err(
+            ErrorCode::ELECTION_NOT_NEEDED,
+            format!("broker {} leads already", part.leader),
+        ));
+    }
+    let Some((leader, unclean)) = unclean_choice(image, part) else {
+        return Err(err(
+            ErrorCode::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+            format!("no replica of {:?} is live", part.replicas),
+        ));
+    };
+    let mut change = partition_change_record(topic_id, p);
+    change.leader = leader;
+    if unclean {
+        change.isr = Some(vec![leader]);
+        if !part.leader_recovering {
+            change.leader_recovery_state = LEADER_RECOVERING;
+        }
+    }
+    Ok((change.into(), leader, unclean))
+}
+
+/// Whether unclean elections are allowed for `topic`: its own override, else the cluster-wide
+/// dynamic broker config, else the static default.
+fn unclean_allowed(image: &MetadataImage, topic: &str, default: bool) -> bool {
+    let parse = |v: &String| v.trim().eq_ignore_ascii_case("true");
+    image
+        .configs(&ConfigResource::topic(topic))
+        .and_then(|c| c.get(UNCLEAN_LEADER_ELECTION))
+        .or_else(|| {
+            image
+                .configs(&ConfigResource::broker(""))
+                .and_then(|c| c.get(UNCLEAN_LEADER_ELECTION))
+        })
+        .map_or(default, parse)
+}
+
+impl QuorumController {
+    /// ElectLeaders: elects the preferred or an unclean leader for each named partition, or
+    /// for every partition when `partitions` is `None` (then partitions whose election is not
+    /// needed are left out of the answer, as Kafka does). Unknown topics and partitions are
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn elect_leaders(
+        &mut self,
+        image: &MetadataImage,
+        election: ElectionType,
+        partitions: Option<&[(String, Vec<i32>)]>,
+    ) -> Outcome<Vec<ElectionResult>> {
+        let mut records: Vec<MetadataRecord> = Vec::new();
+        let mut results = Vec::new();
+        let mut done: BTreeMap<(Uuid, i32), Result<(), ApiError>> = BTreeMap::new();
+        let mut elect = |records: &mut Vec<MetadataRecord>, topic: &str, p: i32| {
+            let Some(t) = image.topic_by_name(topic) else {
+                return Err(err(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("No such topic as {topic}"),
+                ));
+            };
+            let Some(part) = usize::try_from(p).ok().and_then(|i| t.partitions.get(i)) else {
+                return Err(err(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("No such partition as {topic}-{p}"),
+                ));
+            };
+            if let Some(r) = done.get(&(t.id, p)) {
+                return r.clone(); // Named twice: elected once.
+            }
+            let r = if records.len() >= MAX_RECORDS_PER_OP {
+                Err(err(
+                    ErrorCode::POLICY_VIOLATION,
+                    format!("more than {MAX_RECORDS_PER_OP} elections in one request"),
+                ))
+            } else {
+                let planned = match election {
+                    ElectionType::Preferred => plan_preferred(image, t.id, p, part),
+                    ElectionType::Unclean => plan_unclean(image, t.id, p, part).map(|(r, ..)| r),
+                };
+                planned.map(|record| records.push(record))
+            };
+            done.insert((t.id, p), r.clone());
+            r
+        };
+        match partitions {
+            Some(named) => {
+                for (topic, parts) in named {
+                    for p in parts {
+                        let result = elect(&mut records, topic, *p);
+                        results.push(ElectionResult {
+                            topic: topic.clone(),
+                            partition: *p,
+                            result,
+                        });
+                    }
+                }
+            }
+            None => {
+                for t in image.topic_ids().keys() {
+                    let count = image.topic_by_name(t).map_or(0, |t| t.partitions.len());
+                    for p in 0..count as i32 {
+                        let result = elect(&mut records, t, p);
+                        if result
+                            .as_ref()
+                            .is_err_and(|e| e.code == ErrorCode::ELECTION_NOT_NEEDED)
+                        {
+                            continue;
+                        }
+                        results.push(ElectionResult {
+                            topic: t.clone(),
+                            partition: p,
+                            result,
+                        });
+                    }
+                }
+            }
+        }
+        Outcome {
+            records,
+            reply: results,
+        }
+    }
+
+    /// Automatic preferred-leader balancing (`auto.leader.rebalance.enable`): for each broker,
+    /// the partitions whose preferred (first) replica it is but which another broker leads;
+    /// when their share of the broker's preferred partitions exceeds
+    /// `leader.imbalance.per.broker.percentage`, each of them whose preferred replica is an
+    /// active ISR member gets it back as leader. Partitions still recovering from an unclean
+    /// election are left alone.
+    pub fn balance_leaders(&mut self, image: &MetadataImage) -> Outcome<Vec<LeaderMoved>> {
+        // preferred broker -> (partitions it should lead, those it does not lead)
+        type NotLed<'a> = Vec<(&'a str, Uuid, i32)>;
+        let mut by_broker: BTreeMap<i32, (usize, NotLed)> = BTreeMap::new();
+        for t in image.topics().values() {
+            for (p, part) in t.partitions.iter().enumerate() {
+                let Some(&preferred) = part.replicas.first() else {
+                    continue;
+                };
+                let entry = by_broker.entry(preferred).or_default();
+                entry.0 += 1;
+                if part.leader != preferred {
+                    entry.1.push((t.name.as_str(), t.id, p as i32));
+                }
+            }
+        }
+        let pct = u64::from(self.config.leader_imbalance_per_broker_percentage);
+        let mut records = Vec::new();
+        let mut moved = Vec::new();
+        for (broker, (total, not_led)) in by_broker {
+            // ratio > pct / 100, in integers.
+            if total == 0 || (not_led.len() as u64) * 100 <= pct * total as u64 {
+                continue;
+            }
+            for (name, id, p) in not_led {
+                if records.len() >= MAX_RECORDS_PER_OP {
+                    break;
+                }
+                let Some(part) = image.partition(id, p) else {
+                    continue;
+                };
+                if part.leader_recovering {
+                    continue;
+                }
+                if let Ok(record) = plan_preferred(image, id, p, part) {
+                    records.push(record);
+                    moved.push(LeaderMoved {
+                        topic: name.to_string(),
+                        partition: p,
+                        from: part.leader,
+                        to: broker,
+                        unclean: false,
+                    });
+                }
+            }
+        }
+        Outcome {
+            records,
+            reply: moved,
+        }
+    }
+
+    /// Unclean elections where they are allowed: every leaderless partition of a topic whose
+    /// `unclean.leader.election.enable` is true (or of `topic`, treated as allowed, when given:
+    /// the config is being turned on in the same entry) gets a leader from its ISR if a member
+    /// is live, else the first live replica, which becomes the whole ISR and RECOVERING.
+    pub fn elect_unclean_leaders(
+        &mut self,
+        image: &MetadataImage,
+        topic: Option<&str>,
+    ) -> Outcome<Vec<LeaderMoved>> {
+        let mut records = Vec::new();
+        let mut moved = Vec::new();
+        for t in image.topics().values() {
+            let allowed = match topic {
+                Some(name) => t.name == name,
+                None => unclean_allowed(image, &t.name, self.config.unclean_leader_election),
+            };
+            if !allowed {
+                continue;
+            }
+            for (p, part) in t.partitions.iter().enumerate() {
+                if part.leader != NO_LEADER || records.len() >= MAX_RECORDS_PER_OP {
+                    continue;
+                }
+                if let Ok((record, to, unclean)) = plan_unclean(image, t.id, p as i32, part) {
+                    records.push(record);
+                    moved.push(LeaderMoved {
+                        topic: t.name.clone(),
+                        partition: p as i32,
+                        from: NO_LEADER,
+                        to,
+                        unclean,
+                    });
+                }
+            }
+        }
+        Outcome {
+            records,
+            reply: moved,
+        }
+    }
+
+    /// The leader of a partition elected uncleanly reports that it recovered (AlterPartition
+    /// with LeaderRecoveryState RECOVERED, KIP-704), with the ISR it wants; the same checks as
+    /// [`Self::alter_partition`].
+    pub fn alter_partition_recovered(
+        &mut self,
+        image: &MetadataImage,
+        broker_id: i32,
+        broker_epoch: i64,
+        change: &AlterPartition,
+    ) -> Result<Outcome<PartitionState>, ApiError> {
+        match image.broker(broker_id) {
+            Some(b) if b.epoch == broker_epoch => {}
+            _ => {
+                return Err(err(
+                    ErrorCode::STALE_BROKER_EPOCH,
+                    format!("broker {broker_id} is not registered with epoch {broker_epoch}"),
+                ))
+            }
+        }
+        let (state, record) = plan_isr_change_recovering(image, broker_id, change, Some(false))?;
+        Ok(Outcome {
+            records: record.into_iter().collect(),
+            reply: state,
+        })
+    }
+
+    /// Whether unclean elections are allowed for `topic` (its override, the cluster-wide
+    /// dynamic config, the static default).
+    pub fn unclean_allowed(&self, image: &MetadataImage, topic: &str) -> bool {
+        unclean_allowed(image, topic, self.config.unclean_leader_election)
+    }
 }

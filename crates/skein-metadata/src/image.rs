@@ -83,7 +83,15 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// Grows with every change of this partition.
     pub partition_epoch: i32,
+    /// KIP-704: the leader was elected uncleanly (from outside the ISR) and has not yet told
+    /// the controller it recovered (`LeaderRecoveryState` RECOVERING); the ISR may not grow
+    /// meanwhile.
+    pub leader_recovering: bool,
 }
+
+/// `LeaderRecoveryState` RECOVERED and RECOVERING, as the records carry them.
+pub const LEADER_RECOVERED: i8 = 0;
+pub const LEADER_RECOVERING: i8 = 1;
 
 impl PartitionState {
     /// True when `broker` is one of the replicas.
@@ -864,6 +872,11 @@ impl MetadataImage {
                     leader: r.leader,
                     leader_epoch: r.leader_epoch,
                     partition_epoch: r.partition_epoch,
+                    leader_recovering: match r.leader_recovery_state {
+                        LEADER_RECOVERED => false,
+                        LEADER_RECOVERING => true,
+                        other => return Err(format!("bad leader recovery state {other}")),
+                    },
                 };
                 state.validate()?;
                 let Some(topic) = self.topics.get(&r.topic_id) else {
@@ -919,6 +932,12 @@ impl MetadataImage {
                             .ok_or("leader epoch overflow")?;
                     }
                     l => return Err(format!("bad leader {l}")),
+                }
+                match r.leader_recovery_state {
+                    -1 => {}
+                    LEADER_RECOVERED => state.leader_recovering = false,
+                    LEADER_RECOVERING => state.leader_recovering = true,
+                    other => return Err(format!("bad leader recovery state {other}")),
                 }
                 state.partition_epoch = state
                     .partition_epoch
@@ -1027,6 +1046,11 @@ pub fn partition_record(topic: Uuid, p: i32, state: &PartitionState) -> Partitio
         leader: state.leader,
         leader_epoch: state.leader_epoch,
         partition_epoch: state.partition_epoch,
+        leader_recovery_state: if state.leader_recovering {
+            LEADER_RECOVERING
+        } else {
+            LEADER_RECOVERED
+        },
         ..Default::default()
     }
 }

@@ -48,6 +48,9 @@ impl ErrorCode {
     pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = ErrorCode(76);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode(77);
     pub const OFFSET_NOT_AVAILABLE: ErrorCode = ErrorCode(78);
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode = ErrorCode(83);
+    pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
     pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode(95);
     pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
@@ -109,6 +112,9 @@ impl fmt::Display for ErrorCode {
             ErrorCode::UNSUPPORTED_COMPRESSION_TYPE => "UNSUPPORTED_COMPRESSION_TYPE",
             ErrorCode::STALE_BROKER_EPOCH => "STALE_BROKER_EPOCH",
             ErrorCode::OFFSET_NOT_AVAILABLE => "OFFSET_NOT_AVAILABLE",
+            ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE => "PREFERRED_LEADER_NOT_AVAILABLE",
+            ErrorCode::ELIGIBLE_LEADERS_NOT_AVAILABLE => "ELIGIBLE_LEADERS_NOT_AVAILABLE",
+            ErrorCode::ELECTION_NOT_NEEDED => "ELECTION_NOT_NEEDED",
             ErrorCode::INVALID_RECORD => "INVALID_RECORD",
             ErrorCode::INVALID_UPDATE_VERSION => "INVALID_UPDATE_VERSION",
             ErrorCode::UNKNOWN_TOPIC_ID => "UNKNOWN_TOPIC_ID",

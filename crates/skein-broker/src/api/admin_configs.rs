@@ -20,6 +20,7 @@ use skein_protocol::messages::incremental_alter_configs_response::{
 
 use crate::broker::{Broker, Topic};
 use crate::config::{topic_def, validate_topic_setting, ConfigSource, ConfigType, TOPIC_CONFIGS};
+use crate::controller_link::ControllerCall;
 use crate::error::{ApiError, ErrorCode};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -252,6 +253,66 @@ pub fn alter(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResp
     resp
 }
 
+/// Broker configs that may change while Skein runs, as Kafka's cluster-wide dynamic defaults
+/// (IncrementalAlterConfigs on the broker resource ""): kept in the metadata log.
+const CLUSTER_DYNAMIC: &[&str] = &["unclean.leader.election.enable"];
+
+fn is_cluster_dynamic(
+    r: &skein_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+) -> bool {
+    r.resource_name.is_empty()
+        && !r.configs.is_empty()
+        && r.configs
+            .iter()
+            .all(|c| CLUSTER_DYNAMIC.contains(&c.name.as_str()))
+}
+
+/// Sets or deletes cluster-wide dynamic broker defaults (SET and DELETE only).
+fn alter_cluster_default(
+    broker: &Arc<Broker>,
+    r: &skein_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+    validate_only: bool,
+) -> Result<(), ApiError> {
+    let mut ops = Vec::new();
+    let mut seen = HashSet::new();
+    for c in &r.configs {
+        if !seen.insert(c.name.clone()) {
+            return Err(ApiError::new(
+                ErrorCode::INVALID_REQUEST,
+                format!("Error due to duplicate config keys: {}", c.name),
+            ));
+        }
+        match c.config_operation {
+            OP_SET => {
+                let value = c.value.clone().ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::INVALID_REQUEST,
+                        format!("Null value not supported for {}", c.name),
+                    )
+                })?;
+                validate_topic_setting(&c.name, &value)
+                    .map_err(|m| ApiError::new(ErrorCode::INVALID_CONFIG, m))?;
+                ops.push((c.name.clone(), Some(value.trim().to_string())));
+            }
+            OP_DELETE => ops.push((c.name.clone(), None)),
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::INVALID_CONFIG,
+                    format!("Config operation {other} is not allowed for {}", c.name),
+                ))
+            }
+        }
+    }
+    if validate_only {
+        return Ok(());
+    }
+    broker.controller_call_blocking(ControllerCall::AlterBrokerConfig {
+        name: String::new(),
+        ops,
+    })?;
+    Ok(())
+}
+
 pub fn incremental_alter(
     broker: &Arc<Broker>,
     req: IncrementalAlterConfigsRequest,
@@ -259,6 +320,9 @@ pub fn incremental_alter(
     let mut resp = IncrementalAlterConfigsResponse::default();
     for r in req.resources {
         let outcome = (|| -> Result<(), ApiError> {
+            if r.resource_type == RESOURCE_BROKER && is_cluster_dynamic(&r) {
+                return alter_cluster_default(broker, &r, req.validate_only);
+            }
             if r.resource_type != RESOURCE_TOPIC {
                 return Err(not_topic(r.resource_type));
             }
