@@ -1048,6 +1048,7 @@ fn new_partition(image: &MetadataImage, replicas: &[i32]) -> PartitionState {
         isr,
         leader_epoch: 0,
         partition_epoch: 0,
+        ..Default::default()
     }
 }
 
@@ -1180,7 +1181,7 @@ fn plan_partitions(
 /// The leader of `part` with ISR `isr`: the current one if it is still an active ISR member,
 /// else the first replica (preferred order) in the ISR that is active, else one that is
 /// unfenced (shutting down), else none.
-fn choose_leader(
+pub(crate) fn choose_leader(
     part: &PartitionState,
     isr: &[i32],
     active: &dyn Fn(i32) -> bool,
@@ -1286,6 +1287,20 @@ fn plan_isr_change(
         }
     }
     let leader = choose_leader(part, &isr, &active, &unfenced);
+    if part.is_reassigning() {
+        // Every target replica in sync: the reassignment completes with this change.
+        if let Some(done) = crate::reassign::complete_after_isr_change(
+            c.topic_id,
+            c.partition,
+            part,
+            &isr,
+            leader,
+            &active,
+            &unfenced,
+        ) {
+            return Ok(done);
+        }
+    }
     if isr == part.isr && leader == part.leader {
         return Ok((part.clone(), None));
     }
