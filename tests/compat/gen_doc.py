@@ -36,8 +36,6 @@ KAFKA_ONLY_NOTES = {
     "ExpireDelegationToken": "delegation tokens (Skein: no authentication)",
     "DescribeDelegationToken": "delegation tokens (Skein: no authentication)",
     "ElectLeaders": "replication (Skein: single node)",
-    "AlterPartitionReassignments": "replication (Skein: single node)",
-    "ListPartitionReassignments": "replication (Skein: single node)",
     "DescribeClientQuotas": "quotas (Skein: none)",
     "AlterClientQuotas": "quotas (Skein: none)",
     "DescribeUserScramCredentials": "SCRAM users (Skein: no authentication)",

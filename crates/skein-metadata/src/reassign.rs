@@ -257,19 +257,8 @@ fn revert(
     }
     shape.adding_replicas.clear();
     shape.removing_replicas.clear();
-    shape.leader = choose_leader(
-        &shape_with_leader(&shape, part.leader),
-        &shape.isr,
-        active,
-        unfenced,
-    );
+    shape.leader = choose_leader(&shape, &shape.isr, active, unfenced);
     Some(shape)
-}
-
-fn shape_with_leader(shape: &PartitionState, leader: i32) -> PartitionState {
-    let mut s = shape.clone();
-    s.leader = leader;
-    s
 }
 
 /// `shape` with its reassignment completed, when every target replica is in its ISR.
