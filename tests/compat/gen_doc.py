@@ -35,8 +35,6 @@ KAFKA_ONLY_NOTES = {
     "RenewDelegationToken": "delegation tokens (Skein: no authentication)",
     "ExpireDelegationToken": "delegation tokens (Skein: no authentication)",
     "DescribeDelegationToken": "delegation tokens (Skein: no authentication)",
-    "AlterPartitionReassignments": "replication (Skein: single node)",
-    "ListPartitionReassignments": "replication (Skein: single node)",
     "DescribeClientQuotas": "quotas (Skein: none)",
     "AlterClientQuotas": "quotas (Skein: none)",
     "DescribeUserScramCredentials": "SCRAM users (Skein: no authentication)",

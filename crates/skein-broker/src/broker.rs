@@ -896,6 +896,30 @@ impl Broker {
                 role_changed.push(*index);
             }
             let mut replica = partition.lock();
+            if !state.hosts(node) && replica.log.is_some() {
+                // Moved off this broker (a reassignment): stop serving and fetching it and
+                // delete its data (Kafka's StopReplica with delete). The fetcher drops it at
+                // the next reconcile, since it is no longer local.
+                partition.set_assignment(assignment);
+                replica.leader = None;
+                if let Some(log) = replica.log.take() {
+                    tracing::info!(
+                        topic = name,
+                        partition = index,
+                        "replica moved off this broker; deleting its log"
+                    );
+                    if let Err(e) = log.delete() {
+                        tracing::warn!(
+                            topic = name,
+                            partition = index,
+                            "could not remove the moved replica's data: {e}"
+                        );
+                    }
+                }
+                drop(replica);
+                self.data_arrived.notify_waiters();
+                continue;
+            }
             if assignment.leader == node {
                 if let Some(log) = replica.log.as_mut() {
                     // A new leader epoch starts at this replica's log end (Kafka's rule).

@@ -418,7 +418,7 @@ impl Broker {
                     leader: node,
                     leader_epoch: crate::api::LEADER_EPOCH,
                     partition_epoch: 0,
-                    leader_recovering: false,
+                    ..Default::default()
                 };
                 records.push(partition_record(id, p, &state).into());
             }

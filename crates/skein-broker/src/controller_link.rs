@@ -1,13 +1,14 @@
 //! A broker's requests to the active controller, wherever it runs.
 //!
 //! Every metadata change a broker needs (its registration and heartbeats, topic creation,
-//! deletion and growth, config changes, producer-id blocks) is a [`ControllerCall`]. On the
-//! node that is the active controller the call runs at once ([`Quorum::run_at`]); elsewhere it
-//! travels over the controller listener's application channel (`skein-raft`'s [`AppClient`],
-//! which finds the leader and follows its hints) to the active controller, which runs it and
-//! answers with the result and the metadata offset that made it visible. The caller then
-//! waits until its own node has applied that offset, so a broker that answered "created" has
-//! the topic in its own image (KIP-590's forwarding, with read-your-writes on the forwarder).
+//! deletion and growth, config changes, producer-id blocks, partition reassignments) is a
+//! [`ControllerCall`]. On the node that is the active controller the call runs at once
+//! ([`Quorum::run_at`]); elsewhere it travels over the controller listener's application
+//! channel (`skein-raft`'s [`AppClient`], which finds the leader and follows its hints) to the
+//! active controller, which runs it and answers with the result and the metadata offset that
+//! made it visible. The caller then waits until its own node has applied that offset, so a
+//! broker that answered "created" has the topic in its own image (KIP-590's forwarding, with
+//! read-your-writes on the forwarder).
 //!
 //! The calls are JSON between Skein nodes of one cluster, not Kafka's BrokerRegistration /
 //! BrokerHeartbeat wire: only Skein nodes speak on the controller listener, and JSON lets a
@@ -29,6 +30,7 @@ use skein_metadata::controller::{
     RegisterBroker, TopicRef, UNCLEAN_LEADER_ELECTION,
 };
 use skein_metadata::image::{ConfigResource, Endpoint};
+use skein_metadata::reassign::Reassignment;
 use skein_metadata::{MetadataImage, Outcome, QuorumController};
 use skein_protocol::Uuid;
 use skein_raft::MetadataLog;
@@ -146,6 +148,10 @@ pub enum ControllerCall {
         election_type: i8,
         partitions: Option<Vec<(String, Vec<i32>)>>,
     },
+    /// AlterPartitionReassignments: (topic, partition, target replicas or `None` to cancel).
+    AlterReassignments {
+        reassignments: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
     /// The quorum as the leader sees it (DescribeQuorum), encoded as Kafka's response.
     DescribeQuorum,
     /// KIP-853 AddRaftVoter: `addr` is the new voter's controller listener.
@@ -175,6 +181,7 @@ impl ControllerCall {
             ControllerCall::AllocateProducerIds { .. } => "allocate_producer_ids",
             ControllerCall::AlterPartition { .. } => "alter_partition",
             ControllerCall::ElectLeaders { .. } => "elect_leaders",
+            ControllerCall::AlterReassignments { .. } => "alter_reassignments",
             ControllerCall::DescribeQuorum => "describe_quorum",
             ControllerCall::AddVoter { .. } => "add_voter",
             ControllerCall::RemoveVoter { .. } => "remove_voter",
@@ -202,6 +209,10 @@ pub enum Answer {
     /// ElectLeaders' per-partition results: (topic, partition, error code, message).
     Elections {
         results: Vec<(String, i32, i16, Option<String>)>,
+    },
+    /// Per-item results in request order: (error code, message), 0 for success.
+    Results {
+        results: Vec<(i16, Option<String>)>,
     },
     /// A Kafka response, encoded by the leader.
     Encoded {
@@ -462,6 +473,26 @@ pub(crate) fn decide(
                 })
                 .collect();
             Ok(done(o, Answer::Elections { results }))
+        }
+        ControllerCall::AlterReassignments { reassignments } => {
+            let requests: Vec<Reassignment> = reassignments
+                .iter()
+                .map(|(topic, partition, replicas)| Reassignment {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    replicas: replicas.clone(),
+                })
+                .collect();
+            let o = c.alter_partition_reassignments(image, &requests);
+            let results = o
+                .reply
+                .iter()
+                .map(|r| match &r.result {
+                    Ok(()) => (0, None),
+                    Err(e) => (e.code.0, Some(e.message.clone())),
+                })
+                .collect();
+            Ok(done(o, Answer::Results { results }))
         }
         ControllerCall::DescribeQuorum
         | ControllerCall::AddVoter { .. }

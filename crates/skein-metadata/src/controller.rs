@@ -1057,7 +1057,7 @@ fn new_partition(image: &MetadataImage, replicas: &[i32]) -> PartitionState {
         isr,
         leader_epoch: 0,
         partition_epoch: 0,
-        leader_recovering: false,
+        ..Default::default()
     }
 }
 
@@ -1190,7 +1190,7 @@ fn plan_partitions(
 /// The leader of `part` with ISR `isr`: the current one if it is still an active ISR member,
 /// else the first replica (preferred order) in the ISR that is active, else one that is
 /// unfenced (shutting down), else none.
-fn choose_leader(
+pub(crate) fn choose_leader(
     part: &PartitionState,
     isr: &[i32],
     active: &dyn Fn(i32) -> bool,
@@ -1324,6 +1324,21 @@ fn plan_isr_change_recovering(
     }
     let leader = choose_leader(part, &isr, &active, &unfenced);
     let recovered_now = part.leader_recovering && !recovering_after;
+    if part.is_reassigning() && !recovered_now {
+        // Every target replica in sync: the reassignment completes with this change. (A
+        // change that ends a KIP-704 recovery goes first; the next ISR change completes it.)
+        if let Some(done) = crate::reassign::complete_after_isr_change(
+            c.topic_id,
+            c.partition,
+            part,
+            &isr,
+            leader,
+            &active,
+            &unfenced,
+        ) {
+            return Ok(done);
+        }
+    }
     if isr == part.isr && leader == part.leader && !recovered_now {
         return Ok((part.clone(), None));
     }

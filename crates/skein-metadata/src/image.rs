@@ -73,7 +73,7 @@ impl ConfigResource {
 }
 
 /// One partition: its replicas (in preferred order), in-sync replicas, leader and epochs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PartitionState {
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
@@ -87,6 +87,11 @@ pub struct PartitionState {
     /// the controller it recovered (`LeaderRecoveryState` RECOVERING); the ISR may not grow
     /// meanwhile.
     pub leader_recovering: bool,
+    /// A reassignment in progress (KIP-455): replicas being added (in `replicas`, catching
+    /// up), empty otherwise.
+    pub adding_replicas: Vec<i32>,
+    /// A reassignment in progress: replicas to remove once every target replica is in the ISR.
+    pub removing_replicas: Vec<i32>,
 }
 
 /// `LeaderRecoveryState` RECOVERED and RECOVERING, as the records carry them.
@@ -97,6 +102,29 @@ impl PartitionState {
     /// True when `broker` is one of the replicas.
     pub fn hosts(&self, broker: i32) -> bool {
         self.replicas.contains(&broker)
+    }
+
+    /// True while a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas a reassignment in progress moves to (all replicas when none is).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas before a reassignment in progress (all replicas when none is).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
     }
 
     /// Checks the shape every partition must have.
@@ -124,6 +152,27 @@ impl PartitionState {
         }
         if self.leader_epoch < 0 || self.partition_epoch < 0 {
             return Err("negative epoch".into());
+        }
+        if has_duplicates(&self.adding_replicas) || has_duplicates(&self.removing_replicas) {
+            return Err("duplicate adding or removing replicas".into());
+        }
+        if let Some(r) = self
+            .adding_replicas
+            .iter()
+            .chain(&self.removing_replicas)
+            .find(|r| !self.replicas.contains(r))
+        {
+            return Err(format!("adding or removing replica {r} is not a replica"));
+        }
+        if let Some(r) = self
+            .adding_replicas
+            .iter()
+            .find(|r| self.removing_replicas.contains(r))
+        {
+            return Err(format!("replica {r} is both added and removed"));
+        }
+        if self.target_replicas().is_empty() {
+            return Err("a reassignment removes every replica".into());
         }
         Ok(())
     }
@@ -877,6 +926,8 @@ impl MetadataImage {
                         LEADER_RECOVERING => true,
                         other => return Err(format!("bad leader recovery state {other}")),
                     },
+                    adding_replicas: r.adding_replicas.clone(),
+                    removing_replicas: r.removing_replicas.clone(),
                 };
                 state.validate()?;
                 let Some(topic) = self.topics.get(&r.topic_id) else {
@@ -921,6 +972,12 @@ impl MetadataImage {
                 }
                 if let Some(isr) = &r.isr {
                     state.isr = isr.clone();
+                }
+                if let Some(adding) = &r.adding_replicas {
+                    state.adding_replicas = adding.clone();
+                }
+                if let Some(removing) = &r.removing_replicas {
+                    state.removing_replicas = removing.clone();
                 }
                 match r.leader {
                     NO_LEADER_CHANGE => {}
@@ -1051,6 +1108,8 @@ pub fn partition_record(topic: Uuid, p: i32, state: &PartitionState) -> Partitio
         } else {
             LEADER_RECOVERED
         },
+        adding_replicas: state.adding_replicas.clone(),
+        removing_replicas: state.removing_replicas.clone(),
         ..Default::default()
     }
 }

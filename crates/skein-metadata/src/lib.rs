@@ -17,7 +17,8 @@
 //!   volatile broker sessions: registration, heartbeats (fencing, unfencing, controlled
 //!   shutdown), session expiry, topic creation with rack-aware placement ([`placement`]),
 //!   deletion, growth, configs, producer-id blocks, and ISR changes asked by partition leaders
-//!   (AlterPartition, for replication). Each returns the records to propose and the reply; the
+//!   (AlterPartition, for replication); [`reassign`]: partition reassignment (KIP-455). Each
+//!   returns the records to propose and the reply; the
 //!   caller proposes, waits for the commit, then answers.
 //!
 //! What is in the log vs volatile: everything brokers must agree on is in the log and
@@ -40,6 +41,7 @@ pub mod controller;
 mod error;
 pub mod image;
 pub mod placement;
+pub mod reassign;
 
 pub use batch::{decode_batch, encode_batch};
 pub use controller::{ControllerConfig, Outcome, QuorumController};

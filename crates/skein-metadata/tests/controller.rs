@@ -667,7 +667,7 @@ mod fuzz {
         c.now += rng.below(5_000);
         let id = rng.below(8) as i32 - 2;
         let epoch = c.image.broker(id).map_or(rng.below(3) as i64, |b| b.epoch);
-        match rng.below(10) {
+        match rng.below(11) {
             0 => {
                 let r = c.ctl.register_broker(
                     &c.image,
@@ -814,6 +814,20 @@ mod fuzz {
                         c.commit(out);
                     }
                 }
+            }
+            9 => {
+                let requests: Vec<skein_metadata::reassign::Reassignment> = (0..1 + rng.below(3))
+                    .map(|_| skein_metadata::reassign::Reassignment {
+                        topic: name(rng),
+                        partition: rng.below(4) as i32 - 1,
+                        replicas: rng
+                            .chance(4)
+                            .then(|| ids(rng))
+                            .or_else(|| rng.chance(2).then(|| (1..=rng.below(4) as i32).collect())),
+                    })
+                    .collect();
+                let out = c.ctl.alter_partition_reassignments(&c.image, &requests);
+                c.commit(out);
             }
             _ => {
                 let mut fresh = QuorumController::new(ControllerConfig::default());

@@ -45,7 +45,7 @@ fn part(topic: u8, p: i32, replicas: &[i32], leader: i32) -> MetadataRecord {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
-            leader_recovering: false,
+            ..Default::default()
         },
     )
     .into()

@@ -51,6 +51,7 @@ impl ErrorCode {
     pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode = ErrorCode(83);
     pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
+    pub const NO_REASSIGNMENT_IN_PROGRESS: ErrorCode = ErrorCode(85);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
     pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode(95);
     pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
@@ -93,6 +94,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::INVALID_PARTITIONS => "INVALID_PARTITIONS",
             ErrorCode::INVALID_REPLICATION_FACTOR => "INVALID_REPLICATION_FACTOR",
             ErrorCode::INVALID_REPLICA_ASSIGNMENT => "INVALID_REPLICA_ASSIGNMENT",
+            ErrorCode::NO_REASSIGNMENT_IN_PROGRESS => "NO_REASSIGNMENT_IN_PROGRESS",
             ErrorCode::INVALID_CONFIG => "INVALID_CONFIG",
             ErrorCode::NOT_CONTROLLER => "NOT_CONTROLLER",
             ErrorCode::INVALID_REQUEST => "INVALID_REQUEST",

@@ -7,12 +7,13 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     (
         "api_versions.advertised",
         "Skein serves a subset of Kafka's APIs: no transactions, ACLs, SASL, quotas, \
-         delegation tokens, SCRAM, partition reassignment, share groups or KRaft/controller \
-         APIs (docs/compatibility.md lists every API either side advertises). It still \
+         delegation tokens, SCRAM, share groups or KRaft/controller APIs \
+         (docs/compatibility.md lists every API either side advertises). It still \
          advertises Produce from v0 (librdkafka turns compression off when Produce starts \
          above v0) and other old versions Kafka 4 dropped (KIP-896), and its newest versions \
          stop short of Kafka 4.1's for Produce (11 vs 13), Fetch, Metadata, DescribeGroups, \
-         DescribeCluster and ConsumerGroupDescribe (one each).",
+         DescribeCluster, ConsumerGroupDescribe and AlterPartitionReassignments (one each; \
+         v1 of the last, KIP-860's allowReplicationFactorChange, is not in Skein's specs).",
     ),
     (
         "admin.describe_configs_broker",

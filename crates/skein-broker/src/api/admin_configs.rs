@@ -31,6 +31,27 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
+/// Kafka's replication throttles (KIP-73), which `kafka-reassign-partitions --verify` clears
+/// once a move is done. Skein does not throttle replication, so none is ever set, and
+/// deleting one is a no-op, as deleting an unset config is in Kafka.
+const THROTTLE_CONFIGS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
+];
+
+/// True when every operation deletes a replication throttle (see [`THROTTLE_CONFIGS`]).
+fn only_clears_throttles(
+    configs: &[skein_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> bool {
+    !configs.is_empty()
+        && configs
+            .iter()
+            .all(|c| c.config_operation == OP_DELETE && THROTTLE_CONFIGS.contains(&c.name.as_str()))
+}
+
 struct Entry {
     name: String,
     value: String,
@@ -322,6 +343,15 @@ pub fn incremental_alter(
         let outcome = (|| -> Result<(), ApiError> {
             if r.resource_type == RESOURCE_BROKER && is_cluster_dynamic(&r) {
                 return alter_cluster_default(broker, &r, req.validate_only);
+            }
+            if only_clears_throttles(&r.configs) {
+                if r.resource_type == RESOURCE_TOPIC {
+                    find_topic(broker, &r.resource_name)?;
+                    return Ok(());
+                }
+                if r.resource_type == RESOURCE_BROKER {
+                    return Ok(());
+                }
             }
             if r.resource_type != RESOURCE_TOPIC {
                 return Err(not_topic(r.resource_type));

@@ -34,6 +34,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 pub(crate) mod quorum;
+mod reassignments;
 mod sync_group;
 
 pub use api_versions::unsupported_version_response;
@@ -110,6 +111,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::AddRaftVoter, 0, 0),
     (ApiKey::RemoveRaftVoter, 0, 0),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The version range served for an API, if it is served at all.
@@ -213,6 +216,10 @@ impl Broker {
             RequestBody::DescribeQuorum(r) => quorum::describe(self, r),
             RequestBody::AddRaftVoter(r) => quorum::add_voter(self, r),
             RequestBody::RemoveRaftVoter(r) => quorum::remove_voter(self, r),
+            RequestBody::AlterPartitionReassignments(r) => reassignments::alter(self, r),
+            RequestBody::ListPartitionReassignments(r) => Reply::Now(
+                ResponseBody::ListPartitionReassignments(reassignments::list(self, r)),
+            ),
             RequestBody::ConsumerGroupDescribe(r) => Reply::Now(
                 ResponseBody::ConsumerGroupDescribe(consumer_group::describe(self, r)),
             ),

@@ -95,6 +95,8 @@ exchanges! {
     DescribeQuorum: DescribeQuorumRequest => DescribeQuorumResponse, tested up to 2;
     AddRaftVoter: AddRaftVoterRequest => AddRaftVoterResponse, tested up to 0;
     RemoveRaftVoter: RemoveRaftVoterRequest => RemoveRaftVoterResponse, tested up to 0;
+    AlterPartitionReassignments: AlterPartitionReassignmentsRequest => AlterPartitionReassignmentsResponse, tested up to 0;
+    ListPartitionReassignments: ListPartitionReassignmentsRequest => ListPartitionReassignmentsResponse, tested up to 0;
 }
 
 /// One broker's advertised version range for one API.

@@ -18,6 +18,7 @@ mod offsets;
 mod output;
 mod partitioner;
 mod produce;
+mod reassign;
 mod reset_plan;
 mod signal;
 mod time;

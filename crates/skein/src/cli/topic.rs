@@ -1,4 +1,4 @@
-//! `skein topic create|list|describe|delete|add-partitions|alter-config`.
+//! `skein topic create|list|describe|delete|add-partitions|alter-config|reassign`.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -42,6 +42,8 @@ pub enum TopicCommand {
     AddPartitions(AddPartitionsArgs),
     /// Set or delete a topic's configs.
     AlterConfig(AlterConfigArgs),
+    /// Move partitions to other brokers (KIP-455), show or cancel moves in progress.
+    Reassign(super::reassign::ReassignArgs),
 }
 
 #[derive(clap::Args)]
@@ -126,6 +128,7 @@ pub fn run(command: TopicCommand) -> Result<()> {
             let context = format!("topic alter-config {}", a.name);
             alter_config(a).context(context)
         }
+        TopicCommand::Reassign(a) => super::reassign::run(a).context("topic reassign"),
     }
 }
 
