@@ -669,7 +669,11 @@ impl Broker {
                 format!("Topic '{name}' was created but could not be opened on this broker."),
             )
         })?;
-        tracing::info!(topic = name, partitions = topic.partition_count(), "created topic");
+        tracing::info!(
+            topic = name,
+            partitions = topic.partition_count(),
+            "created topic"
+        );
         Ok(topic)
     }
 
