@@ -3,93 +3,15 @@
 //! `leader.imbalance.per.broker.percentage`, and unclean elections with KIP-704's leader
 //! recovery state (RECOVERING until the leader reports RECOVERED; no ISR growth meanwhile).
 
-use skein_metadata::controller::{
-    AlterConfigs, AlterPartition, ConfigOp, ElectionType, Heartbeat, NewTopic, RegisterBroker,
-};
-use skein_metadata::image::{ConfigResource, Endpoint, PartitionState, NO_LEADER};
-use skein_metadata::{
-    encode_batch, ControllerConfig, ErrorCode, MetadataImage, Outcome, QuorumController,
-};
+use skein_metadata::controller::{AlterConfigs, AlterPartition, ConfigOp, ElectionType};
+use skein_metadata::image::{ConfigResource, PartitionState, NO_LEADER};
+use skein_metadata::{ControllerConfig, ErrorCode, MetadataImage};
 use skein_protocol::Uuid;
 
-struct Cluster {
-    ctl: QuorumController,
-    image: MetadataImage,
-    offset: u64,
-    now: u64,
-}
+mod common;
+use common::Cluster;
 
 impl Cluster {
-    fn new(config: ControllerConfig, brokers: i32) -> Cluster {
-        let mut c = Cluster {
-            ctl: QuorumController::new(config),
-            image: MetadataImage::new(),
-            offset: 0,
-            now: 1_000,
-        };
-        for id in 1..=brokers {
-            let req = RegisterBroker {
-                broker_id: id,
-                incarnation_id: Uuid([id as u8; 16]),
-                endpoints: vec![Endpoint {
-                    name: "PLAINTEXT".into(),
-                    host: "localhost".into(),
-                    port: 9092,
-                    security_protocol: 0,
-                }],
-                rack: None,
-            };
-            let out = c.ctl.register_broker(&c.image, &req, c.now).unwrap();
-            c.commit(out);
-        }
-        for id in 1..=brokers {
-            c.heartbeat(id, false);
-        }
-        c
-    }
-
-    fn commit<R>(&mut self, out: Outcome<R>) -> R {
-        if !out.records.is_empty() {
-            self.offset += 1;
-            self.image
-                .apply_entry(self.offset, &encode_batch(&out.records))
-                .expect("controller records apply");
-        }
-        out.reply
-    }
-
-    fn heartbeat(&mut self, id: i32, fence: bool) {
-        let hb = Heartbeat {
-            broker_id: id,
-            broker_epoch: self.image.broker(id).unwrap().epoch,
-            metadata_offset: self.offset,
-            want_fence: fence,
-            want_shutdown: false,
-        };
-        let out = self.ctl.heartbeat(&self.image, &hb, self.now).unwrap();
-        self.commit(out);
-    }
-
-    fn create(&mut self, name: &str, assignments: Vec<Vec<i32>>) -> Uuid {
-        let out = self.ctl.create_topics(
-            &self.image,
-            &[NewTopic {
-                name: name.into(),
-                num_partitions: -1,
-                replication_factor: -1,
-                assignments,
-                configs: vec![],
-            }],
-            false,
-            7,
-        );
-        self.commit(out)[0].result.clone().unwrap().topic_id
-    }
-
-    fn part(&self, topic: Uuid, p: i32) -> PartitionState {
-        self.image.partition(topic, p).unwrap().clone()
-    }
-
     /// The leader of `topic`-`p` asks for `isr` (and RECOVERED when `recovered`).
     fn alter(
         &mut self,

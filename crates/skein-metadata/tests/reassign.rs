@@ -4,90 +4,23 @@
 //! epoch is bumped), cancellation, the errors, an immediate completion for a shrink, and a
 //! reassignment surviving a controller failover (a fresh controller on a restored image).
 
-use skein_metadata::controller::{AlterPartition, Heartbeat, NewTopic, RegisterBroker};
-use skein_metadata::image::{Endpoint, PartitionState};
+use skein_metadata::controller::AlterPartition;
+use skein_metadata::image::PartitionState;
 use skein_metadata::reassign::{ongoing_reassignments, Reassignment};
-use skein_metadata::{
-    encode_batch, ControllerConfig, ErrorCode, MetadataImage, Outcome, QuorumController,
-};
+use skein_metadata::{ControllerConfig, ErrorCode, MetadataImage, QuorumController};
 use skein_protocol::Uuid;
 
-struct Cluster {
-    ctl: QuorumController,
-    image: MetadataImage,
-    offset: u64,
-    now: u64,
+mod common;
+use common::Cluster;
+
+/// Brokers `1..=n`, unfenced, and topic "t" with one partition on `replicas`.
+fn cluster(n: i32, replicas: &[i32]) -> (Cluster, Uuid) {
+    let mut c = Cluster::new(ControllerConfig::default(), n);
+    let id = c.create("t", vec![replicas.to_vec()]);
+    (c, id)
 }
 
 impl Cluster {
-    fn commit<R>(&mut self, out: Outcome<R>) -> R {
-        if !out.records.is_empty() {
-            self.offset += 1;
-            self.image
-                .apply_entry(self.offset, &encode_batch(&out.records))
-                .expect("controller records apply");
-        }
-        out.reply
-    }
-
-    fn heartbeat(&mut self, id: i32, want_fence: bool) {
-        let hb = Heartbeat {
-            broker_id: id,
-            broker_epoch: self.image.broker(id).unwrap().epoch,
-            metadata_offset: self.offset,
-            want_fence,
-            want_shutdown: false,
-        };
-        let out = self.ctl.heartbeat(&self.image, &hb, self.now).unwrap();
-        self.commit(out);
-    }
-
-    /// Brokers `1..=n`, unfenced, and topic "t" with one partition on `replicas`.
-    fn new(n: i32, replicas: &[i32]) -> (Cluster, Uuid) {
-        let mut c = Cluster {
-            ctl: QuorumController::new(ControllerConfig::default()),
-            image: MetadataImage::new(),
-            offset: 0,
-            now: 1_000,
-        };
-        for id in 1..=n {
-            let req = RegisterBroker {
-                broker_id: id,
-                incarnation_id: Uuid([id as u8; 16]),
-                endpoints: vec![Endpoint {
-                    name: "PLAINTEXT".into(),
-                    host: "localhost".into(),
-                    port: 9092,
-                    security_protocol: 0,
-                }],
-                rack: None,
-            };
-            let out = c.ctl.register_broker(&c.image, &req, c.now).unwrap();
-            c.commit(out);
-        }
-        for id in 1..=n {
-            c.heartbeat(id, false);
-        }
-        let out = c.ctl.create_topics(
-            &c.image,
-            &[NewTopic {
-                name: "t".into(),
-                num_partitions: -1,
-                replication_factor: -1,
-                assignments: vec![replicas.to_vec()],
-                configs: vec![],
-            }],
-            false,
-            7,
-        );
-        let id = c.commit(out)[0].result.clone().unwrap().topic_id;
-        (c, id)
-    }
-
-    fn part(&self, t: Uuid) -> PartitionState {
-        self.image.partition(t, 0).unwrap().clone()
-    }
-
     fn reassign(&mut self, replicas: Option<Vec<i32>>) -> Result<(), ErrorCode> {
         let out = self.ctl.alter_partition_reassignments(
             &self.image,
@@ -102,7 +35,7 @@ impl Cluster {
 
     /// The leader asks for `isr` (as its ISR expansion or shrink would).
     fn alter_isr(&mut self, t: Uuid, isr: &[i32]) -> Result<PartitionState, ErrorCode> {
-        let p = self.part(t);
+        let p = self.part(t, 0);
         let epoch_of = |id: i32| self.image.broker(id).unwrap().epoch;
         let change = AlterPartition {
             topic_id: t,
@@ -121,11 +54,11 @@ impl Cluster {
 
 #[test]
 fn a_move_adds_then_completes_once_the_target_is_in_sync() {
-    let (mut c, t) = Cluster::new(4, &[1, 2, 3]);
-    let before = c.part(t);
+    let (mut c, t) = cluster(4, &[1, 2, 3]);
+    let before = c.part(t, 0);
     assert_eq!((before.leader, before.leader_epoch), (1, 0));
     c.reassign(Some(vec![2, 3, 4])).unwrap();
-    let moving = c.part(t);
+    let moving = c.part(t, 0);
     assert_eq!(moving.replicas, vec![2, 3, 4, 1]);
     assert_eq!(moving.adding_replicas, vec![4]);
     assert_eq!(moving.removing_replicas, vec![1]);
@@ -152,7 +85,7 @@ fn a_move_adds_then_completes_once_the_target_is_in_sync() {
     c.alter_isr(t, &[1, 2, 3]).unwrap();
     // The leader's expansion with the new replica completes it: 1 leaves, 2 leads.
     let done = c.alter_isr(t, &[1, 2, 3, 4]).unwrap();
-    assert_eq!(done, c.part(t));
+    assert_eq!(done, c.part(t, 0));
     assert_eq!(done.replicas, vec![2, 3, 4]);
     assert_eq!(done.isr, vec![2, 3, 4]);
     assert!(!done.is_reassigning());
@@ -163,9 +96,9 @@ fn a_move_adds_then_completes_once_the_target_is_in_sync() {
 
 #[test]
 fn a_leader_that_stays_keeps_leading_in_a_new_epoch() {
-    let (mut c, t) = Cluster::new(4, &[1, 2, 3]);
+    let (mut c, t) = cluster(4, &[1, 2, 3]);
     c.reassign(Some(vec![1, 2, 4])).unwrap();
-    assert_eq!(c.part(t).removing_replicas, vec![3]);
+    assert_eq!(c.part(t, 0).removing_replicas, vec![3]);
     let done = c.alter_isr(t, &[1, 2, 3, 4]).unwrap();
     assert_eq!(
         (done.replicas.clone(), done.isr.clone(), done.leader),
@@ -177,9 +110,9 @@ fn a_leader_that_stays_keeps_leading_in_a_new_epoch() {
 
 #[test]
 fn a_shrink_or_reorder_within_the_isr_completes_at_once() {
-    let (mut c, t) = Cluster::new(3, &[1, 2, 3]);
+    let (mut c, t) = cluster(3, &[1, 2, 3]);
     c.reassign(Some(vec![2, 1])).unwrap();
-    let p = c.part(t);
+    let p = c.part(t, 0);
     assert_eq!(
         (p.replicas.clone(), p.isr.clone()),
         (vec![2, 1], vec![1, 2])
@@ -194,7 +127,7 @@ fn a_shrink_or_reorder_within_the_isr_completes_at_once() {
 
 #[test]
 fn cancelling_reverts_to_the_original_replicas() {
-    let (mut c, t) = Cluster::new(5, &[1, 2, 3]);
+    let (mut c, t) = cluster(5, &[1, 2, 3]);
     assert_eq!(
         c.reassign(None),
         Err(ErrorCode::NO_REASSIGNMENT_IN_PROGRESS)
@@ -204,7 +137,7 @@ fn cancelling_reverts_to_the_original_replicas() {
     let p = c.alter_isr(t, &[1, 2, 3, 4]).unwrap();
     assert!(p.is_reassigning());
     c.reassign(None).unwrap();
-    let p = c.part(t);
+    let p = c.part(t, 0);
     // The original replicas in the merged order (target first), as Kafka's KRaft controller
     // reverts them: the log keeps no other order.
     assert_eq!(p.replicas, vec![3, 1, 2]);
@@ -221,7 +154,7 @@ fn cancelling_reverts_to_the_original_replicas() {
 
 #[test]
 fn bad_targets_are_refused_with_kafkas_errors() {
-    let (mut c, _t) = Cluster::new(3, &[1, 2, 3]);
+    let (mut c, _t) = cluster(3, &[1, 2, 3]);
     let bad = ErrorCode::INVALID_REPLICA_ASSIGNMENT;
     assert_eq!(c.reassign(Some(vec![])), Err(bad));
     assert_eq!(c.reassign(Some(vec![1, 1, 2])), Err(bad));
@@ -276,12 +209,12 @@ fn bad_targets_are_refused_with_kafkas_errors() {
 
 #[test]
 fn a_reassignment_survives_failover_and_fencing() {
-    let (mut c, t) = Cluster::new(4, &[1, 2, 3]);
+    let (mut c, t) = cluster(4, &[1, 2, 3]);
     c.reassign(Some(vec![2, 3, 4])).unwrap();
     // The leader (being removed) is fenced: leadership moves to a target replica, the
     // reassignment stays.
     c.heartbeat(1, true);
-    let p = c.part(t);
+    let p = c.part(t, 0);
     assert!(p.is_reassigning());
     assert_eq!(p.leader, 2);
     assert_eq!(p.isr, vec![2, 3]);
