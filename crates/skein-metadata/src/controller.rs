@@ -910,15 +910,7 @@ impl QuorumController {
         broker_epoch: i64,
         changes: &[AlterPartition],
     ) -> Result<Outcome<Vec<AlterPartitionResult>>, ApiError> {
-        match image.broker(broker_id) {
-            Some(b) if b.epoch == broker_epoch => {}
-            _ => {
-                return Err(err(
-                    ErrorCode::STALE_BROKER_EPOCH,
-                    format!("broker {broker_id} is not registered with epoch {broker_epoch}"),
-                ))
-            }
-        }
+        check_broker_epoch(image, broker_id, broker_epoch)?;
         if changes.len() > MAX_RECORDS_PER_OP {
             return Err(err(
                 ErrorCode::POLICY_VIOLATION,
@@ -997,15 +989,7 @@ impl QuorumController {
         broker_id: i32,
         broker_epoch: i64,
     ) -> Result<Outcome<ProducerIdBlock>, ApiError> {
-        match image.broker(broker_id) {
-            Some(b) if b.epoch == broker_epoch => {}
-            _ => {
-                return Err(err(
-                    ErrorCode::STALE_BROKER_EPOCH,
-                    format!("broker {broker_id} is not registered with epoch {broker_epoch}"),
-                ))
-            }
-        }
+        check_broker_epoch(image, broker_id, broker_epoch)?;
         let size = self.config.producer_id_block_size.clamp(1, i32::MAX as i64);
         let first = image.next_producer_id();
         let Some(next) = first.checked_add(size) else {
@@ -1185,6 +1169,21 @@ fn plan_partitions(
             .into()
         })
         .collect())
+}
+
+/// STALE_BROKER_EPOCH unless `broker_id` is registered with `broker_epoch`.
+fn check_broker_epoch(
+    image: &MetadataImage,
+    broker_id: i32,
+    broker_epoch: i64,
+) -> Result<(), ApiError> {
+    match image.broker(broker_id) {
+        Some(b) if b.epoch == broker_epoch => Ok(()),
+        _ => Err(err(
+            ErrorCode::STALE_BROKER_EPOCH,
+            format!("broker {broker_id} is not registered with epoch {broker_epoch}"),
+        )),
+    }
 }
 
 /// The leader of `part` with ISR `isr`: the current one if it is still an active ISR member,
@@ -1813,15 +1812,7 @@ impl QuorumController {
         broker_epoch: i64,
         change: &AlterPartition,
     ) -> Result<Outcome<PartitionState>, ApiError> {
-        match image.broker(broker_id) {
-            Some(b) if b.epoch == broker_epoch => {}
-            _ => {
-                return Err(err(
-                    ErrorCode::STALE_BROKER_EPOCH,
-                    format!("broker {broker_id} is not registered with epoch {broker_epoch}"),
-                ))
-            }
-        }
+        check_broker_epoch(image, broker_id, broker_epoch)?;
         let (state, record) = plan_isr_change_recovering(image, broker_id, change, Some(false))?;
         Ok(Outcome {
             records: record.into_iter().collect(),
