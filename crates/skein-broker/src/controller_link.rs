@@ -220,6 +220,23 @@ pub enum Answer {
     },
 }
 
+/// A config change for the controller: each `(key, Some(value))` sets, `(key, None)` deletes.
+fn config_change(resource: ConfigResource, ops: &[(String, Option<String>)]) -> AlterConfigs {
+    AlterConfigs {
+        resource,
+        ops: ops
+            .iter()
+            .map(|(k, v)| {
+                let op = match v {
+                    Some(v) => ConfigOp::Set(v.clone()),
+                    None => ConfigOp::Delete,
+                };
+                (k.clone(), op)
+            })
+            .collect(),
+    }
+}
+
 /// The controller's reply on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Reply {
@@ -350,19 +367,7 @@ pub(crate) fn decide(
             Ok(done(o, Answer::Done))
         }
         ControllerCall::AlterTopicConfig { name, ops } => {
-            let change = AlterConfigs {
-                resource: ConfigResource::topic(name.clone()),
-                ops: ops
-                    .iter()
-                    .map(|(k, v)| {
-                        let op = match v {
-                            Some(v) => ConfigOp::Set(v.clone()),
-                            None => ConfigOp::Delete,
-                        };
-                        (k.clone(), op)
-                    })
-                    .collect(),
-            };
+            let change = config_change(ConfigResource::topic(name.clone()), ops);
             let mut o = c.incremental_alter_configs(image, std::slice::from_ref(&change), false);
             first_error(o.reply.iter().map(|r| r.result.clone()))?;
             // Turning unclean elections on elects leaders for the topic's leaderless
@@ -382,19 +387,7 @@ pub(crate) fn decide(
             Ok(done(o, Answer::Done))
         }
         ControllerCall::AlterBrokerConfig { name, ops } => {
-            let change = AlterConfigs {
-                resource: ConfigResource::broker(name.clone()),
-                ops: ops
-                    .iter()
-                    .map(|(k, v)| {
-                        let op = match v {
-                            Some(v) => ConfigOp::Set(v.clone()),
-                            None => ConfigOp::Delete,
-                        };
-                        (k.clone(), op)
-                    })
-                    .collect(),
-            };
+            let change = config_change(ConfigResource::broker(name.clone()), ops);
             let o = c.incremental_alter_configs(image, std::slice::from_ref(&change), false);
             first_error(o.reply.iter().map(|r| r.result.clone()))?;
             Ok(done(o, Answer::Done))
