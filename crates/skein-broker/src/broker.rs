@@ -144,6 +144,7 @@ pub struct Broker {
     pub(crate) producer_limits: Arc<ProducerLimits>,
     syncer: Syncer,
     groups: Groups,
+    peers: crate::peer::Peers,
     metrics: Metrics,
     /// Woken whenever records are appended, so long-polling fetches can answer at once.
     pub data_arrived: Notify,
@@ -289,6 +290,7 @@ impl Broker {
         });
         let broker = Broker {
             groups,
+            peers: Default::default(),
             metrics,
             cluster_id: identity.cluster_id.clone(),
             identity,
@@ -461,6 +463,10 @@ impl Broker {
 
     pub fn groups(&self) -> &Groups {
         &self.groups
+    }
+
+    pub(crate) fn peers(&self) -> &crate::peer::Peers {
+        &self.peers
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -15,6 +15,7 @@ pub mod groups;
 pub mod metrics;
 pub mod node;
 pub mod partition;
+pub mod peer;
 pub mod producer_state;
 pub mod replication;
 pub mod store;
