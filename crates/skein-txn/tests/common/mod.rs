@@ -158,9 +158,18 @@ impl H {
         }
     }
 
-    pub fn add_v(&mut self, version: i16, id: &str, pid: i64, epoch: i16, parts: &[(String, i32)]) -> Token {
+    pub fn add_v(
+        &mut self,
+        version: i16,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        parts: &[(String, i32)],
+    ) -> Token {
         let t = self.token();
-        let fx = self.c.add_partitions(self.now, t, version, id, pid, epoch, parts);
+        let fx = self
+            .c
+            .add_partitions(self.now, t, version, id, pid, epoch, parts);
         self.run(fx);
         t
     }
@@ -181,9 +190,12 @@ impl H {
     pub fn write_markers(&mut self) -> Vec<Markers> {
         let ms = std::mem::take(&mut self.markers);
         for m in &ms {
-            let fx = self
-                .c
-                .markers_written(self.now, &m.transactional_id, m.producer_id, m.producer_epoch);
+            let fx = self.c.markers_written(
+                self.now,
+                &m.transactional_id,
+                m.producer_id,
+                m.producer_epoch,
+            );
             self.run(fx);
         }
         ms
@@ -212,7 +224,14 @@ impl H {
 
     /// A full transaction: add `parts`, commit or abort, markers written; returns the
     /// EndTxn answer.
-    pub fn run_txn(&mut self, id: &str, pid: i64, epoch: i16, parts: &[(String, i32)], commit: bool) -> ErrorCode {
+    pub fn run_txn(
+        &mut self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        parts: &[(String, i32)],
+        commit: bool,
+    ) -> ErrorCode {
         assert_eq!(self.add(id, pid, epoch, parts), ErrorCode::NONE);
         let t = self.end_v(4, id, pid, epoch, commit);
         assert!(self.answer(t).is_none(), "EndTxn waits for the markers");
