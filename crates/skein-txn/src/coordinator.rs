@@ -1159,6 +1159,8 @@ impl TxnCoordinator {
                 }
                 let m = &t.meta;
                 match m.state {
+                    // An epoch that cannot be bumped is never aborted by `tick`.
+                    TxnState::Ongoing if m.producer_epoch == i16::MAX => None,
                     TxnState::Ongoing => Some(
                         m.start_ms
                             .saturating_add(i64::from(m.timeout_ms))
