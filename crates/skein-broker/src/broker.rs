@@ -144,6 +144,7 @@ pub struct Broker {
     pub(crate) producer_limits: Arc<ProducerLimits>,
     syncer: Syncer,
     groups: Groups,
+    transactions: crate::txns::Transactions,
     peers: crate::peer::Peers,
     metrics: Metrics,
     /// Woken whenever records are appended, so long-polling fetches can answer at once.
@@ -290,6 +291,7 @@ impl Broker {
         });
         let broker = Broker {
             groups,
+            transactions: crate::txns::Transactions::new(config.txn_config()),
             peers: Default::default(),
             metrics,
             cluster_id: identity.cluster_id.clone(),
@@ -328,7 +330,11 @@ impl Broker {
             "rebuilt idempotent producer state"
         );
         let b = self.clone();
-        tokio::task::spawn_blocking(move || b.replay_groups()).await?;
+        tokio::task::spawn_blocking(move || {
+            b.replay_groups();
+            b.replay_transactions();
+        })
+        .await?;
         self.ready.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -463,6 +469,10 @@ impl Broker {
 
     pub fn groups(&self) -> &Groups {
         &self.groups
+    }
+
+    pub fn transactions(&self) -> &crate::txns::Transactions {
+        &self.transactions
     }
 
     pub(crate) fn peers(&self) -> &crate::peer::Peers {

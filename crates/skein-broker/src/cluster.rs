@@ -680,6 +680,9 @@ impl Broker {
                 Ok(changed) if t.name == crate::groups::OFFSETS_TOPIC => {
                     self.reload_group_partitions(&changed)
                 }
+                Ok(changed) if t.name == crate::txns::TXN_TOPIC => {
+                    self.reload_txn_partitions(&changed)
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(topic = %t.name, "could not open partitions: {}", e.message)

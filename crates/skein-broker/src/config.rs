@@ -462,6 +462,13 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "log.retention.check.interval.ms", ty: ConfigType::Long, default: "300000", validate: long_ge1, doc: "How often retention runs." },
     BrokerConfigDef { name: "skein.acks.all.fsync", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Fsync before acknowledging acks=all writes; false acknowledges from the page cache like Kafka's default." },
     BrokerConfigDef { name: "offsets.topic.num.partitions", ty: ConfigType::Int, default: "50", validate: int_ge1, doc: "Partitions of __consumer_offsets (fixed once the topic exists)." },
+    BrokerConfigDef { name: "transaction.state.log.num.partitions", ty: ConfigType::Int, default: "50", validate: int_ge1, doc: "Partitions of __transaction_state (fixed once the topic exists); a transactional id lives in partition abs(hash(id)) % this." },
+    BrokerConfigDef { name: "transaction.state.log.replication.factor", ty: ConfigType::Int, default: "3", validate: replication_factor, doc: "Replication factor of __transaction_state; until that many brokers are registered, FindCoordinator for a transactional id answers COORDINATOR_NOT_AVAILABLE. A node running alone (no controller.quorum.voters) uses 1 unless this is set." },
+    BrokerConfigDef { name: "transaction.state.log.min.isr", ty: ConfigType::Int, default: "2", validate: int_ge1, doc: "min.insync.replicas of __transaction_state. A node running alone uses 1 unless this is set." },
+    BrokerConfigDef { name: "transaction.state.log.segment.bytes", ty: ConfigType::Int, default: "104857600", validate: int_ge1, doc: "Segment size of __transaction_state." },
+    BrokerConfigDef { name: "transaction.max.timeout.ms", ty: ConfigType::Int, default: "900000", validate: int_ge1, doc: "Longest transaction.timeout.ms a producer may ask for; InitProducerId with more is refused with INVALID_TRANSACTION_TIMEOUT." },
+    BrokerConfigDef { name: "transactional.id.expiration.ms", ty: ConfigType::Int, default: "604800000", validate: int_ge1, doc: "A transactional id with no transaction and no request for this long is forgotten." },
+    BrokerConfigDef { name: "transaction.abort.timed.out.transaction.cleanup.interval.ms", ty: ConfigType::Int, default: "10000", validate: int_ge1, doc: "How often the coordinator looks for transactions open past their timeout (and aborts them), expired transactional ids and writes to retry; at least every second." },
     BrokerConfigDef { name: "offsets.retention.minutes", ty: ConfigType::Int, default: "10080", validate: int_ge1, doc: "How long the offsets of a group without members are kept." },
     BrokerConfigDef { name: "offset.metadata.max.bytes", ty: ConfigType::Int, default: "4096", validate: int_ge0, doc: "Longest metadata string of a committed offset." },
     BrokerConfigDef { name: "group.min.session.timeout.ms", ty: ConfigType::Int, default: "6000", validate: int_ge1, doc: "Shortest session timeout a classic group member may ask for." },
@@ -543,6 +550,10 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// Resolved: 1 for a node running alone unless set explicitly.
     pub offsets_topic_replication_factor: i16,
+    /// Resolved like `offsets_topic_replication_factor`.
+    pub transaction_state_replication_factor: i16,
+    /// Resolved: 1 for a node running alone unless set explicitly.
+    pub transaction_state_min_isr: i32,
     pub replica_lag_time_max_ms: i64,
     pub replica_fetch_wait_max_ms: i32,
     pub replica_fetch_max_bytes: i32,
@@ -619,6 +630,16 @@ impl BrokerConfig {
         } else {
             1
         };
+        let alone_unless_set = |k: &str| -> i64 {
+            if settings.contains_key(k) || !cluster.voters.is_empty() {
+                int(k)
+            } else {
+                1
+            }
+        };
+        let transaction_state_replication_factor =
+            alone_unless_set("transaction.state.log.replication.factor") as i16;
+        let transaction_state_min_isr = alone_unless_set("transaction.state.log.min.isr") as i32;
         let config = BrokerConfig {
             node_id,
             listener,
@@ -650,6 +671,8 @@ impl BrokerConfig {
             producer_ids_max: int("skein.producer.ids.max") as usize,
             default_replication_factor: int("default.replication.factor") as i16,
             offsets_topic_replication_factor,
+            transaction_state_replication_factor,
+            transaction_state_min_isr,
             replica_lag_time_max_ms: int("replica.lag.time.max.ms"),
             replica_fetch_wait_max_ms: int("replica.fetch.wait.max.ms") as i32,
             replica_fetch_max_bytes: int("replica.fetch.max.bytes") as i32,
@@ -706,6 +729,32 @@ impl BrokerConfig {
             consumer_assignor: first_assignor,
             ..skein_group::GroupConfig::default()
         }
+    }
+
+    /// The transaction coordinator's settings.
+    pub fn txn_config(&self) -> skein_txn::TxnConfig {
+        skein_txn::TxnConfig {
+            state_partitions: self.setting_i64("transaction.state.log.num.partitions") as i32,
+            max_timeout_ms: self.setting_i64("transaction.max.timeout.ms") as i32,
+            id_expiration_ms: self.setting_i64("transactional.id.expiration.ms"),
+            ..skein_txn::TxnConfig::default()
+        }
+    }
+
+    /// A numeric broker setting: its explicit value, else its default.
+    pub fn setting_i64(&self, key: &str) -> i64 {
+        let default = BROKER_CONFIGS
+            .iter()
+            .find(|d| d.name == key)
+            .map(|d| d.default)
+            .expect("known key");
+        self.explicit
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or(default)
+            .trim()
+            .parse()
+            .unwrap_or(0)
     }
 
     /// The broker-level value of a topic config's default, and whether it was set explicitly.

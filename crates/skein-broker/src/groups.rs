@@ -15,12 +15,12 @@ use skein_group::{
     Coordinator, Effect, GroupConfig, GroupRecord, JoinResult, SyncResult, Token, TopicId,
     TopicView,
 };
-use skein_log::SyncHandle;
-use skein_protocol::records::{self, BatchIter, RecordBatchBuilder};
+use skein_protocol::records::RecordBatchBuilder;
 use tokio::sync::oneshot;
 
-use crate::broker::{Broker, Partition};
+use crate::broker::Broker;
 use crate::error::ErrorCode;
+use crate::internal::{Appended, InternalItem};
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -32,8 +32,6 @@ const OFFSETS_SEGMENT_BYTES: &str = "104857600";
 /// A partition of the offsets topic is rewritten from the coordinator's state once it holds
 /// this many records beyond its log start.
 const CLEAN_AFTER_RECORDS: i64 = 20_000;
-/// Most bytes read at a time while replaying the offsets topic.
-const REPLAY_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A delayed answer.
 #[derive(Debug)]
@@ -121,13 +119,13 @@ impl Broker {
         let groups = self.groups();
         let mut coordinator = groups.lock();
         let (value, effects) = f(&mut coordinator, self.now_ms(), &BrokerTopics(self));
-        let mut syncs: Vec<(Arc<Partition>, i64, Option<SyncHandle>)> = Vec::new();
+        let mut appends: Vec<Appended> = Vec::new();
         let mut answers: Vec<(Token, Waited)> = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Persist(record) => {
-                    if let Some(s) = self.persist_group_record(&record) {
-                        syncs.push(s);
+                    if let Some(a) = self.persist_group_record(&record) {
+                        appends.push(a);
                     }
                 }
                 Effect::Join(token, r) => answers.push((token, Waited::Join(r))),
@@ -136,40 +134,17 @@ impl Broker {
         }
         drop(coordinator);
         let waiters = groups.waiters.clone();
-        let syncer = self.syncer().clone();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let broker = self.me.get().and_then(|w| w.upgrade());
-        let min_insync = self
-            .topic(OFFSETS_TOPIC)
-            .map_or(1, |t| t.effective().min_insync_replicas);
         let deliver = async move {
-            for (partition, _, handle) in &syncs {
-                let Some(handle) = handle.clone() else {
-                    continue;
-                };
-                let end = handle.end_offset();
-                if syncer.sync(partition.key(), handle).await.is_ok() {
-                    partition.mark_durable(end, min_insync);
-                }
-            }
             // Like Kafka's offset commits (acks=all), answers wait until the ISR has the
             // records, so a new coordinator replays them; at most OFFSET_COMMIT_TIMEOUT.
             if let Some(broker) = broker {
-                let deadline = tokio::time::Instant::now() + OFFSET_COMMIT_TIMEOUT;
-                loop {
-                    let notified = broker.data_arrived.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if syncs.iter().all(|(p, last, _)| p.high_watermark() > *last) {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = &mut notified => {}
-                        _ = tokio::time::sleep_until(deadline) => {
-                            tracing::warn!("group records not replicated within {OFFSET_COMMIT_TIMEOUT:?}; answering anyway");
-                            break;
-                        }
-                    }
+                if !broker
+                    .wait_internal_durable(&appends, OFFSET_COMMIT_TIMEOUT)
+                    .await
+                {
+                    tracing::warn!("group records not replicated within {OFFSET_COMMIT_TIMEOUT:?}; answering anyway");
                 }
             }
             let mut waiters = waiters.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,42 +161,23 @@ impl Broker {
         })
     }
 
-    /// Appends one group record to its partition of the offsets topic, creating the topic on
-    /// first use. Returns what to fsync when acks=all writes are fsynced.
-    fn persist_group_record(
-        &self,
-        record: &GroupRecord,
-    ) -> Option<(Arc<Partition>, i64, Option<SyncHandle>)> {
+    /// Appends one group record to its partition of the offsets topic. Returns what to wait
+    /// for (fsync and ISR) before answering.
+    fn persist_group_record(&self, record: &GroupRecord) -> Option<Appended> {
         let Some(topic) = self.topic(OFFSETS_TOPIC) else {
             tracing::error!("{OFFSETS_TOPIC} does not exist; a group record was not stored");
             return None;
         };
         let index = offsets_partition_for(record.partition_key(), topic.partition_count());
-        let partition = topic.partition(index)?;
-        let now = self.now_ms();
         let key = record.key();
         let value = record.value();
-        let mut batch = RecordBatchBuilder::new(now)
-            .push(Some(&key), value.as_deref(), now)
-            .build();
-        // Stamped with the leader epoch like any leader's write, so followers of the
-        // offsets partition keep the same epoch history.
-        skein_protocol::records::set_partition_leader_epoch(&mut batch, partition.leader_epoch());
-        let mut state = partition.lock();
-        let log = state.log.as_mut()?;
-        if let Err(e) = log.append(&mut batch, now) {
-            tracing::error!(partition = index, "could not write to {OFFSETS_TOPIC}: {e}");
-            return None;
+        match self.append_internal(OFFSETS_TOPIC, index, &key, value.as_deref()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(partition = index, "a group record was not stored: {e}");
+                None
+            }
         }
-        let handle = log.sync_handle();
-        let last = log.log_end_offset() - 1;
-        partition.advance_high_watermark(&mut state, topic.effective().min_insync_replicas);
-        drop(state);
-        Some((
-            partition,
-            last,
-            self.config.acks_all_fsync.then_some(handle),
-        ))
     }
 
     /// The broker that coordinates `group`: the leader of the group's partition of the
@@ -329,47 +285,18 @@ impl Broker {
                 continue;
             }
             loaded.push(index);
-            let state = partition.lock();
-            let Some(log) = state.log.as_ref() else {
-                continue;
-            };
-            let mut offset = log.log_start_offset();
-            let end = log.log_end_offset();
-            while offset < end {
-                let read = match log.read(offset, REPLAY_CHUNK_BYTES, None) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(
-                            partition = partition.index,
-                            "cannot replay {OFFSETS_TOPIC}: {e}"
-                        );
-                        break;
-                    }
+            skipped += self.for_each_internal_record(&partition, OFFSETS_TOPIC, |item| {
+                let InternalItem::Record { key, value, .. } = item else {
+                    return;
                 };
-                if read.records.is_empty() {
-                    break;
-                }
-                for item in BatchIter::new(&read.records) {
-                    let Ok((header, range)) = item else { break };
-                    offset = header.last_offset() + 1;
-                    let batch = &read.records[range];
-                    match records::decode_records(batch) {
-                        Ok(recs) => {
-                            for r in recs {
-                                let Some(key) = r.key else { continue };
-                                match GroupRecord::decode(key, r.value) {
-                                    Ok(rec) => {
-                                        coordinator.replay(&rec);
-                                        replayed += 1;
-                                    }
-                                    Err(_) => skipped += 1,
-                                }
-                            }
-                        }
-                        Err(_) => skipped += 1,
+                match GroupRecord::decode(key, value) {
+                    Ok(rec) => {
+                        coordinator.replay(&rec);
+                        replayed += 1;
                     }
+                    Err(_) => skipped += 1,
                 }
-            }
+            });
         }
         drop(coordinator);
         if replayed > 0 || skipped > 0 || unloaded > 0 {

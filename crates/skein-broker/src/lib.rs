@@ -12,6 +12,7 @@ pub mod elections;
 pub mod error;
 pub mod fetcher;
 pub mod groups;
+mod internal;
 pub mod metrics;
 pub mod node;
 pub mod partition;
@@ -20,6 +21,7 @@ pub mod producer_state;
 pub mod replication;
 pub mod store;
 pub mod sync;
+pub mod txns;
 
 pub use api::{supported_versions, Reply, RequestContext, SUPPORTED_APIS};
 pub use broker::{Broker, BrokerError};

@@ -18,6 +18,7 @@ impl ErrorCode {
     pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
     pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
     pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);
+    pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = ErrorCode(14);
     pub const COORDINATOR_NOT_AVAILABLE: ErrorCode = ErrorCode(15);
     pub const NOT_COORDINATOR: ErrorCode = ErrorCode(16);
     pub const INVALID_TOPIC_EXCEPTION: ErrorCode = ErrorCode(17);
@@ -83,6 +84,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::MESSAGE_TOO_LARGE => "MESSAGE_TOO_LARGE",
             ErrorCode::COORDINATOR_NOT_AVAILABLE => "COORDINATOR_NOT_AVAILABLE",
             ErrorCode::NOT_COORDINATOR => "NOT_COORDINATOR",
+            ErrorCode::COORDINATOR_LOAD_IN_PROGRESS => "COORDINATOR_LOAD_IN_PROGRESS",
             ErrorCode::INVALID_TOPIC_EXCEPTION => "INVALID_TOPIC_EXCEPTION",
             ErrorCode::RECORD_LIST_TOO_LARGE => "RECORD_LIST_TOO_LARGE",
             ErrorCode::NOT_ENOUGH_REPLICAS => "NOT_ENOUGH_REPLICAS",

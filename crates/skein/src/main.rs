@@ -170,6 +170,21 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
             group_broker.group_tick();
         }
     });
+    let txn_broker = broker.clone();
+    let txn_tick_every = Duration::from_millis(
+        (broker
+            .config
+            .setting_i64("transaction.abort.timed.out.transaction.cleanup.interval.ms")
+            .clamp(1, 1000)) as u64,
+    );
+    let txn_ticks = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(txn_tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            txn_broker.txn_tick();
+        }
+    });
     let quorum_broker = broker.clone();
     server
         .run(async move {
@@ -186,6 +201,7 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     for task in [
         replication,
         group_ticks,
+        txn_ticks,
         quorum_ticks,
         retention,
         checkpoints,

@@ -1,5 +1,6 @@
 //! FindCoordinator: a group's coordinator is the leader of its partition of
-//! `__consumer_offsets` (created on the first lookup, as Kafka does).
+//! `__consumer_offsets`, a transactional id's the leader of its partition of
+//! `__transaction_state` (each topic created on the first lookup, as Kafka does).
 
 use std::sync::Arc;
 
@@ -27,10 +28,14 @@ fn lookup(
         )),
         KEY_TYPE_GROUP if !broker.is_ready() => Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, None)),
         KEY_TYPE_GROUP => broker.group_coordinator(key).map_err(|code| (code, None)),
-        KEY_TYPE_TRANSACTION => Err((
-            ErrorCode::COORDINATOR_NOT_AVAILABLE,
-            Some("Transactions are not supported by this broker yet.".into()),
+        KEY_TYPE_TRANSACTION if key.is_empty() => Err((
+            ErrorCode::INVALID_REQUEST,
+            Some("The transactional id must not be empty.".into()),
         )),
+        KEY_TYPE_TRANSACTION if !broker.is_ready() => {
+            Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, None))
+        }
+        KEY_TYPE_TRANSACTION => broker.txn_coordinator(key).map_err(|code| (code, None)),
         other => Err((
             ErrorCode::INVALID_REQUEST,
             Some(format!("Unknown coordinator key type {other}.")),

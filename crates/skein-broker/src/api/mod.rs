@@ -8,6 +8,8 @@ use skein_protocol::{ApiKey, RequestBody, ResponseBody};
 
 use crate::broker::Broker;
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod admin_configs;
 mod api_versions;
 mod consumer_group;
@@ -18,7 +20,9 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_log_dirs;
 mod describe_producers;
+mod describe_transactions;
 mod elect_leaders;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod group_admin;
@@ -94,6 +98,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
+    // Transactions, version 1 (no KIP-890 part 2): EndTxn stops at v4 and the finalized
+    // `transaction.version` feature is not advertised, so Kafka 4 clients fall back.
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
@@ -162,8 +173,15 @@ impl Broker {
             RequestBody::DeleteTopics(r) => {
                 self.blocking(move |b| ResponseBody::DeleteTopics(delete_topics::handle(&b, v, r)))
             }
-            RequestBody::InitProducerId(r) => Reply::Now(ResponseBody::InitProducerId(
-                init_producer_id::handle(self, r),
+            RequestBody::InitProducerId(r) => init_producer_id::handle(self, v, r),
+            RequestBody::AddPartitionsToTxn(r) => add_partitions_to_txn::handle(self, v, r),
+            RequestBody::AddOffsetsToTxn(r) => add_offsets_to_txn::handle(self, v, r),
+            RequestBody::EndTxn(r) => end_txn::handle(self, v, r),
+            RequestBody::DescribeTransactions(r) => Reply::Now(
+                ResponseBody::DescribeTransactions(describe_transactions::describe(self, r)),
+            ),
+            RequestBody::ListTransactions(r) => Reply::Now(ResponseBody::ListTransactions(
+                describe_transactions::list(self, v, r),
             )),
             RequestBody::DescribeConfigs(r) => Reply::Now(ResponseBody::DescribeConfigs(
                 admin_configs::describe(self, v, r),

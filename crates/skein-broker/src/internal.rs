@@ -1,0 +1,181 @@
+//! What the coordinators share about their internal topics (`__consumer_offsets` for groups,
+//! `__transaction_state` for transactions): appending one record as the partition's leader,
+//! waiting until such appends are durable and in the ISR, and reading a partition back at
+//! load time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skein_log::SyncHandle;
+use skein_protocol::records::{self, BatchIter, RecordBatchBuilder};
+
+use crate::broker::{Broker, Partition};
+use crate::error::ErrorCode;
+
+/// Most bytes read at a time while replaying an internal topic.
+const REPLAY_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// One record appended to an internal topic by its leader.
+pub(crate) struct Appended {
+    pub partition: Arc<Partition>,
+    /// The record's offset.
+    pub offset: i64,
+    /// What to fsync, when acks=all writes are fsynced.
+    pub sync: Option<SyncHandle>,
+    pub min_insync: usize,
+}
+
+impl Broker {
+    /// Appends one record (`value` None = tombstone) to partition `index` of the internal
+    /// topic `topic`, as its leader, stamped with the leader epoch. Fails with
+    /// NOT_LEADER_OR_FOLLOWER when this node does not lead it, NOT_ENOUGH_REPLICAS when its
+    /// ISR is below `min.insync.replicas`, KAFKA_STORAGE_ERROR when the log refuses it.
+    pub(crate) fn append_internal(
+        &self,
+        topic: &str,
+        index: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Appended, ErrorCode> {
+        let Some(t) = self.topic(topic) else {
+            return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        };
+        let partition = t
+            .partition(index)
+            .ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let min_insync = t.effective().min_insync_replicas;
+        if !partition.is_local() || partition.leader() != self.node_id() {
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        }
+        if partition.assignment().isr.len() < min_insync {
+            return Err(ErrorCode::NOT_ENOUGH_REPLICAS);
+        }
+        let now = self.now_ms();
+        let mut batch = RecordBatchBuilder::new(now).push(Some(key), value, now).build();
+        // Stamped with the leader epoch like any leader's write, so followers keep the same
+        // epoch history.
+        records::set_partition_leader_epoch(&mut batch, partition.leader_epoch());
+        let mut state = partition.lock();
+        let log = state.log.as_mut().ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+        if let Err(e) = log.append(&mut batch, now) {
+            tracing::error!(partition = index, "could not write to {topic}: {e}");
+            return Err(ErrorCode::KAFKA_STORAGE_ERROR);
+        }
+        let sync = self
+            .config
+            .acks_all_fsync
+            .then(|| log.sync_handle());
+        let offset = log.log_end_offset() - 1;
+        partition.advance_high_watermark(&mut state, min_insync);
+        drop(state);
+        Ok(Appended {
+            partition,
+            offset,
+            sync,
+            min_insync,
+        })
+    }
+
+    /// Waits until every append is fsynced (where acks=all writes are) and below its
+    /// partition's high watermark, so the ISR holds it and a new leader replays it. False
+    /// when `timeout` passed first.
+    pub(crate) async fn wait_internal_durable(&self, appends: &[Appended], timeout: Duration) -> bool {
+        for a in appends {
+            let Some(handle) = a.sync.clone() else {
+                continue;
+            };
+            let end = handle.end_offset();
+            if self.syncer().sync(a.partition.key(), handle).await.is_ok() {
+                a.partition.mark_durable(end, a.min_insync);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.data_arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if appends
+                .iter()
+                .all(|a| a.partition.high_watermark() > a.offset)
+            {
+                return true;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
+    }
+
+    /// Calls `f` with every keyed record and every transaction marker of `partition`'s log,
+    /// in log order; returns how many batches could not be decoded (skipped).
+    pub(crate) fn for_each_internal_record(
+        &self,
+        partition: &Partition,
+        topic: &str,
+        mut f: impl FnMut(InternalItem<'_>),
+    ) -> u64 {
+        let state = partition.lock();
+        let Some(log) = state.log.as_ref() else {
+            return 0;
+        };
+        let mut skipped = 0;
+        let mut offset = log.log_start_offset();
+        let end = log.log_end_offset();
+        while offset < end {
+            let read = match log.read(offset, REPLAY_CHUNK_BYTES, None) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(partition = partition.index, "cannot replay {topic}: {e}");
+                    break;
+                }
+            };
+            if read.records.is_empty() {
+                break;
+            }
+            for item in BatchIter::new(&read.records) {
+                let Ok((header, range)) = item else { break };
+                offset = header.last_offset() + 1;
+                let Ok(recs) = records::decode_records(&read.records[range]) else {
+                    skipped += 1;
+                    continue;
+                };
+                let transactional = header.is_transactional().then_some(header.producer_id);
+                for r in recs {
+                    let Some(key) = r.key else { continue };
+                    if header.is_control() {
+                        // A control record's key: version (int16), type (int16: 0 abort, 1 commit).
+                        if key.len() >= 4 {
+                            let kind = i16::from_be_bytes([key[2], key[3]]);
+                            if kind == 0 || kind == 1 {
+                                f(InternalItem::Marker {
+                                    producer_id: header.producer_id,
+                                    committed: kind == 1,
+                                });
+                            }
+                        }
+                    } else {
+                        f(InternalItem::Record {
+                            key,
+                            value: r.value,
+                            transactional,
+                        });
+                    }
+                }
+            }
+        }
+        skipped
+    }
+}
+
+/// What [`Broker::for_each_internal_record`] finds in an internal topic.
+pub(crate) enum InternalItem<'a> {
+    /// A record; `transactional` is the producer id of a transactional batch.
+    Record {
+        key: &'a [u8],
+        value: Option<&'a [u8]>,
+        transactional: Option<i64>,
+    },
+    /// A COMMIT or ABORT marker ending `producer_id`'s transaction.
+    Marker { producer_id: i64, committed: bool },
+}
