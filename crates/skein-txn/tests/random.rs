@@ -118,7 +118,7 @@ fn run(seed: u64, steps: usize) -> BTreeSet<Option<TxnState>> {
             5 => {
                 h.end_v(3, id, pid, e, rng.below(2) == 0);
             }
-            6 | 7 | 8 => {
+            6..=8 => {
                 if !h.held.is_empty() {
                     let i = rng.below(h.held.len() as u64) as usize;
                     let p = h.held.remove(i);
@@ -165,7 +165,7 @@ fn run(seed: u64, steps: usize) -> BTreeSet<Option<TxnState>> {
             }
         }
         // New answers: track the producer ids and epochs handed out.
-        for (t, r) in h.answers[seen_answers..].to_vec() {
+        for (t, r) in &h.answers[seen_answers..] {
             if let (
                 Some(id),
                 Response::InitProducerId {
@@ -173,7 +173,7 @@ fn run(seed: u64, steps: usize) -> BTreeSet<Option<TxnState>> {
                     producer_id,
                     producer_epoch,
                 },
-            ) = (init_tokens.get(&t), &r)
+            ) = (init_tokens.get(t), r)
             {
                 if error.is_none() {
                     let pair = (*producer_id, *producer_epoch);
