@@ -701,7 +701,8 @@ impl TxnCoordinator {
                         NO_PRODUCER_EPOCH
                     };
                 } else {
-                    let bumped = m.producer_epoch + 1;
+                    // Not exhausted here unless the expected epoch is the last one (no bump).
+                    let bumped = m.producer_epoch.saturating_add(1);
                     let (epoch, last) = match expected {
                         None => (bumped, NO_PRODUCER_EPOCH),
                         Some((_, e))

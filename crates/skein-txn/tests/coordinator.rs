@@ -532,6 +532,21 @@ fn an_exhausted_epoch_rotates_the_producer_id() {
     let t = h.init_v(4, ID, 1000, 500, 0);
     assert_eq!(h.answer(t).unwrap().error(), ErrorCode::PRODUCER_FENCED);
 
+    // At the very last epoch: a recovering producer with another epoch is fenced (no
+    // overflow), with the current one it rotates.
+    let mut h = loaded_with(TxnState::CompleteAbort, i16::MAX, vec![]);
+    let t = h.init_v(4, ID, 1000, 500, 5);
+    assert_eq!(h.answer(t).unwrap().error(), ErrorCode::PRODUCER_FENCED);
+    let t = h.init_v(4, ID, 1000, 500, i16::MAX);
+    assert_eq!(
+        h.answer(t).unwrap(),
+        Response::InitProducerId {
+            error: ErrorCode::NONE,
+            producer_id: 1000,
+            producer_epoch: 0
+        }
+    );
+
     // Fencing an ongoing transaction at the last epoch uses it up; the retry rotates.
     let mut h = loaded_with(TxnState::Ongoing, i16::MAX - 1, vec![("t", vec![0])]);
     assert_eq!(h.init(ID).0, ErrorCode::CONCURRENT_TRANSACTIONS);
