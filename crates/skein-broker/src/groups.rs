@@ -161,6 +161,78 @@ impl Broker {
         })
     }
 
+    /// TxnOffsetCommit on this node's coordinator: the offsets become pending and are
+    /// written to the group's offsets partition as one transactional batch of the producer;
+    /// the answer waits until that batch is durable and in the ISR.
+    pub async fn group_txn_commit(
+        &self,
+        req: skein_group::TxnCommitRequest,
+    ) -> Vec<skein_group::PartitionResult> {
+        let groups = self.groups();
+        let group_id = req.group_id.clone();
+        let producer_id = req.producer_id;
+        let (mut results, appended) = {
+            let mut coordinator = groups.lock();
+            let (results, records) = coordinator.txn_commit_offsets(self.now_ms(), req);
+            let appended = match records {
+                None => Ok(None),
+                Some(r) => {
+                    let count = self
+                        .topic(OFFSETS_TOPIC)
+                        .map_or(self.config.offsets_topic_partitions, |t| t.partition_count());
+                    let index = offsets_partition_for(&group_id, count);
+                    let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                        r.records.iter().map(|rec| (rec.key(), rec.value())).collect();
+                    let borrowed: Vec<(&[u8], Option<&[u8]>)> = encoded
+                        .iter()
+                        .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                        .collect();
+                    let written = self.append_internal_records(
+                        OFFSETS_TOPIC,
+                        index,
+                        &borrowed,
+                        Some((r.producer_id, r.producer_epoch)),
+                    );
+                    if written.is_err() {
+                        // Not written: the offsets must not become visible on a later commit.
+                        coordinator.complete_txn(producer_id, false, |g| g == group_id);
+                    }
+                    written.map(Some)
+                }
+            };
+            (results, appended)
+        };
+        let error = match appended {
+            Ok(None) => None,
+            Ok(Some(a)) => {
+                if self
+                    .wait_internal_durable(std::slice::from_ref(&a), OFFSET_COMMIT_TIMEOUT)
+                    .await
+                {
+                    None
+                } else {
+                    Some(ErrorCode::REQUEST_TIMED_OUT)
+                }
+            }
+            // As Kafka maps a failed offsets append for the client.
+            Err(ErrorCode::NOT_LEADER_OR_FOLLOWER | ErrorCode::KAFKA_STORAGE_ERROR) => {
+                Some(ErrorCode::NOT_COORDINATOR)
+            }
+            Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                | ErrorCode::NOT_ENOUGH_REPLICAS
+                | ErrorCode::REQUEST_TIMED_OUT) => Some(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = error {
+            for (_, code) in results.iter_mut() {
+                if code.is_none() {
+                    *code = skein_group::ErrorCode(e.code());
+                }
+            }
+        }
+        results
+    }
+
     /// Appends one group record to its partition of the offsets topic. Returns what to wait
     /// for (fsync and ISR) before answering.
     fn persist_group_record(&self, record: &GroupRecord) -> Option<Appended> {
@@ -285,17 +357,29 @@ impl Broker {
                 continue;
             }
             loaded.push(index);
-            skipped += self.for_each_internal_record(&partition, OFFSETS_TOPIC, |item| {
-                let InternalItem::Record { key, value, .. } = item else {
-                    return;
-                };
-                match GroupRecord::decode(key, value) {
+            skipped += self.for_each_internal_record(&partition, OFFSETS_TOPIC, |item| match item {
+                InternalItem::Record {
+                    key,
+                    value,
+                    transactional,
+                } => match GroupRecord::decode(key, value) {
                     Ok(rec) => {
-                        coordinator.replay(&rec);
+                        match transactional {
+                            // Offsets committed in a transaction stay pending until its
+                            // marker, replayed below, commits or aborts them.
+                            Some(producer_id) => coordinator.replay_txn(producer_id, &rec),
+                            None => coordinator.replay(&rec),
+                        }
                         replayed += 1;
                     }
                     Err(_) => skipped += 1,
-                }
+                },
+                InternalItem::Marker {
+                    producer_id,
+                    committed,
+                } => coordinator.complete_txn(producer_id, committed, |g| {
+                    offsets_partition_for(g, count) == index
+                }),
             });
         }
         drop(coordinator);

@@ -37,6 +37,20 @@ impl Broker {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<Appended, ErrorCode> {
+        self.append_internal_records(topic, index, &[(key, value)], None)
+    }
+
+    /// Appends `records` as one batch, like [`Broker::append_internal`]; with `txn`
+    /// (producer id, epoch) as a transactional batch of that producer without sequence
+    /// numbers, as a coordinator writes it (Kafka's TxnOffsetCommit), which opens the
+    /// producer's transaction on the partition until its marker.
+    pub(crate) fn append_internal_records(
+        &self,
+        topic: &str,
+        index: i32,
+        records: &[(&[u8], Option<&[u8]>)],
+        txn: Option<(i64, i16)>,
+    ) -> Result<Appended, ErrorCode> {
         let Some(t) = self.topic(topic) else {
             return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
         };
@@ -51,7 +65,14 @@ impl Broker {
             return Err(ErrorCode::NOT_ENOUGH_REPLICAS);
         }
         let now = self.now_ms();
-        let mut batch = RecordBatchBuilder::new(now).push(Some(key), value, now).build();
+        let mut builder = RecordBatchBuilder::new(now);
+        if let Some((producer_id, producer_epoch)) = txn {
+            builder = builder.producer(producer_id, producer_epoch, -1).transactional();
+        }
+        for (key, value) in records {
+            builder = builder.push(Some(key), *value, now);
+        }
+        let mut batch = builder.build();
         // Stamped with the leader epoch like any leader's write, so followers keep the same
         // epoch history.
         records::set_partition_leader_epoch(&mut batch, partition.leader_epoch());

@@ -40,6 +40,7 @@ mod produce;
 pub(crate) mod quorum;
 mod reassignments;
 mod sync_group;
+mod txn_offset_commit;
 
 pub use api_versions::unsupported_version_response;
 pub use fetch::{FetchReply, HeldFiles};
@@ -103,6 +104,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::ElectLeaders, 0, 2),
@@ -177,6 +179,7 @@ impl Broker {
             RequestBody::AddPartitionsToTxn(r) => add_partitions_to_txn::handle(self, v, r),
             RequestBody::AddOffsetsToTxn(r) => add_offsets_to_txn::handle(self, v, r),
             RequestBody::EndTxn(r) => end_txn::handle(self, v, r),
+            RequestBody::TxnOffsetCommit(r) => txn_offset_commit::handle(self, v, r),
             RequestBody::DescribeTransactions(r) => Reply::Now(
                 ResponseBody::DescribeTransactions(describe_transactions::describe(self, r)),
             ),

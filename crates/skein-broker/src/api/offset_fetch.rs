@@ -14,7 +14,9 @@ use crate::broker::Broker;
 
 const FIRST_MULTI_GROUP_VERSION: i16 = 8;
 
-type Fetched = Result<BTreeMap<String, Vec<(i32, CommittedOffset)>>, i16>;
+/// Per topic: (partition, committed offset, error: UNSTABLE_OFFSET_COMMIT while a
+/// transaction holds an offset of it and the request requires stable offsets).
+type Fetched = Result<BTreeMap<String, Vec<(i32, CommittedOffset, i16)>>, i16>;
 
 fn fetch(
     c: &Coordinator,
@@ -23,14 +25,14 @@ fn fetch(
     require_stable: bool,
 ) -> Fetched {
     let rows = c
-        .fetch_offsets(group, wanted.as_deref(), require_stable)
+        .fetch_offsets_stable(group, wanted.as_deref(), require_stable)
         .map_err(|e| e.0)?;
-    let mut by_topic: BTreeMap<String, Vec<(i32, CommittedOffset)>> = BTreeMap::new();
-    for (topic, partition, committed) in rows {
+    let mut by_topic: BTreeMap<String, Vec<(i32, CommittedOffset, i16)>> = BTreeMap::new();
+    for (topic, partition, committed, error) in rows {
         by_topic
             .entry(topic)
             .or_default()
-            .push((partition, committed));
+            .push((partition, committed, error.0));
     }
     Ok(by_topic)
 }
@@ -65,12 +67,12 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: OffsetFetchRequest) -> Of
                         name,
                         partitions: parts
                             .into_iter()
-                            .map(|(p, c)| OffsetFetchResponsePartition {
+                            .map(|(p, c, error)| OffsetFetchResponsePartition {
                                 partition_index: p,
                                 committed_offset: c.offset,
                                 committed_leader_epoch: c.leader_epoch,
                                 metadata: Some(c.metadata),
-                                error_code: 0,
+                                error_code: error,
                                 ..Default::default()
                             })
                             .collect(),
@@ -120,12 +122,12 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: OffsetFetchRequest) -> Of
                             name,
                             partitions: parts
                                 .into_iter()
-                                .map(|(p, c)| OffsetFetchResponsePartitions {
+                                .map(|(p, c, error)| OffsetFetchResponsePartitions {
                                     partition_index: p,
                                     committed_offset: c.offset,
                                     committed_leader_epoch: c.leader_epoch,
                                     metadata: Some(c.metadata),
-                                    error_code: 0,
+                                    error_code: error,
                                     ..Default::default()
                                 })
                                 .collect(),
