@@ -1140,7 +1140,9 @@ impl<'a> PartitionOpener<'a> {
             log.assign_epoch(crate::api::LEADER_EPOCH, log.log_end_offset())
                 .map_err(log_err)?;
         }
-        let producers = self.load_producers(&log, topic, index).map_err(log_err)?;
+        let producers = self
+            .load_producers(&mut log, topic, index)
+            .map_err(log_err)?;
         Ok(Partition::new(
             topic.clone(),
             index,
@@ -1153,7 +1155,7 @@ impl<'a> PartitionOpener<'a> {
     /// The partition's producer state (see [`crate::partition::load_producers`]).
     fn load_producers(
         &self,
-        log: &Log,
+        log: &mut Log,
         topic: &str,
         index: i32,
     ) -> Result<ProducerStates, skein_log::LogError> {

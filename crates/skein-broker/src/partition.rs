@@ -8,16 +8,20 @@
 //! snapshots taken at segment roll; DeleteRecords as the leader; and replication: the
 //! leader's view of its followers ([`LeaderState`]), the high watermark and low watermark it
 //! derives, a follower's append of what it fetched and its truncation where its log diverged
-//! from the leader's. Transactions belong here too.
+//! from the leader's. Transactions too: Kafka's transactional rules on a leader append, the
+//! COMMIT/ABORT markers the coordinator asks for ([`Partition::append_marker_as_leader`]),
+//! the aborted-transaction index they feed, and the last stable offset
+//! ([`Partition::last_stable_offset`]); a follower and a restart rebuild the same from the
+//! batches.
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::BytesMut;
-use skein_log::{Log, SyncHandle};
-use skein_protocol::records::{self, BatchHeader};
+use skein_log::{AbortedTxn, Log, SyncHandle};
+use skein_protocol::records::{self, BatchHeader, EndTxnMarker};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::producer_state::{ProducerLimits, ProducerStates, SequenceCheck};
+use crate::producer_state::{CompletedTxn, ProducerLimits, ProducerStates, SequenceCheck};
 use crate::replication::{self, LeaderState};
 
 /// The mutable part of a partition, behind its lock.
@@ -287,7 +291,21 @@ impl Partition {
                 header.base_sequence,
                 header.last_sequence(),
             ) {
-                SequenceCheck::Append => {}
+                SequenceCheck::Append => {
+                    if let Some(code) = state.producers.check_txn(
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.is_transactional(),
+                    ) {
+                        return Err(ApiError::new(
+                            code,
+                            format!(
+                                "Producer {} has an open transaction here; it takes only transactional batches of epoch {} until its coordinator ends it.",
+                                header.producer_id, header.producer_epoch
+                            ),
+                        ));
+                    }
+                }
                 SequenceCheck::Duplicate { base_offset } => {
                     // Already written: answer as the first time. It may not be on disk yet if
                     // the first attempt is still waiting for its fsync, so wait for one too.
@@ -349,6 +367,11 @@ impl Partition {
                 info.base_offset,
                 written_ms,
             );
+            if header.is_transactional() {
+                state
+                    .producers
+                    .begin_txn(header.producer_id, info.base_offset);
+            }
         }
         snapshot_producers_after_roll(log, &state.producers, &self.topic, self.index);
         let durable_only = state.leader.as_ref().is_some_and(|l| l.durable_only);
@@ -365,6 +388,119 @@ impl Partition {
             log_start_offset,
             sync,
         })
+    }
+}
+
+/// The transaction marker a coordinator asks a leader to write (WriteTxnMarkers).
+#[derive(Debug, Clone, Copy)]
+pub struct MarkerRequest {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub committed: bool,
+}
+
+impl Partition {
+    /// The last stable offset: the first offset of the oldest open transaction, or the high
+    /// watermark when that is lower (or nothing is open). Read_committed consumers read below it.
+    pub fn last_stable_offset(state: &PartitionState) -> i64 {
+        let Some(log) = state.log.as_ref() else {
+            return -1;
+        };
+        let hw = log.high_watermark();
+        state
+            .producers
+            .first_unstable_offset()
+            .map_or(hw, |first| first.min(hw))
+    }
+
+    /// Appends a COMMIT or ABORT control batch for `m.producer_id` as this partition's
+    /// leader (`node`), ending its open transaction. Refuses it with Kafka's errors: not the
+    /// leader, a producer epoch older than the producer's (INVALID_PRODUCER_EPOCH), a
+    /// coordinator epoch older than its last marker's (TRANSACTION_COORDINATOR_FENCED). An
+    /// aborted transaction is recorded in the aborted-transaction index.
+    pub fn append_marker_as_leader(
+        &self,
+        node: i32,
+        m: MarkerRequest,
+        now: i64,
+        wants_sync: bool,
+        min_insync: usize,
+    ) -> Result<Appended, ApiError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let check = self.check_leader(node, -1);
+        if !check.is_ok() {
+            return Err(ApiError::new(
+                check,
+                "This node is not the leader of this partition.",
+            ));
+        }
+        let Some(log) = state.log.as_mut() else {
+            return Err(deleted());
+        };
+        if let Some(code) =
+            state
+                .producers
+                .check_marker(m.producer_id, m.producer_epoch, m.coordinator_epoch)
+        {
+            return Err(ApiError::new(
+                code,
+                format!(
+                    "Marker for producer {} epoch {} (coordinator epoch {}) is older than what this partition has seen.",
+                    m.producer_id, m.producer_epoch, m.coordinator_epoch
+                ),
+            ));
+        }
+        let leader_epoch = self.leader_epoch();
+        let marker = EndTxnMarker {
+            committed: m.committed,
+            coordinator_epoch: m.coordinator_epoch,
+        };
+        let mut batch = records::end_txn_marker_batch(m.producer_id, m.producer_epoch, marker, now);
+        records::set_partition_leader_epoch(&mut batch, leader_epoch);
+        let storage = |e: skein_log::LogError| {
+            tracing::error!(topic = %self.topic, partition = self.index, "marker append failed: {e}");
+            ApiError::new(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                "The broker could not write to disk.",
+            )
+        };
+        let info = log.append(&mut batch, now).map_err(storage)?;
+        let done = state.producers.complete_txn(
+            m.producer_id,
+            m.producer_epoch,
+            m.coordinator_epoch,
+            info.base_offset,
+            now,
+        );
+        if let Some(done) = done.filter(|_| !m.committed) {
+            log.append_aborted_txn(aborted(done)).map_err(storage)?;
+        }
+        snapshot_producers_after_roll(log, &state.producers, &self.topic, self.index);
+        let durable_only = state.leader.as_ref().is_some_and(|l| l.durable_only);
+        let sync = (wants_sync || durable_only).then(|| log.sync_handle());
+        let log_start_offset = log.log_start_offset();
+        self.advance_high_watermark(state, min_insync);
+        Ok(Appended {
+            bytes: info.bytes,
+            records: 1,
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            leader_epoch,
+            log_append_time_ms: -1,
+            log_start_offset,
+            sync,
+        })
+    }
+}
+
+fn aborted(t: CompletedTxn) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: t.producer_id,
+        first_offset: t.first_offset,
+        last_offset: t.last_offset,
+        last_stable_offset: t.last_stable_offset,
     }
 }
 
@@ -404,7 +540,7 @@ pub(crate) struct LoadedProducers {
 /// whole log without one), less the producers idle past their expiry. Used at start and
 /// after a follower truncates its log (snapshots past the new end are gone by then).
 pub(crate) fn load_producers(
-    log: &Log,
+    log: &mut Log,
     limits: Arc<ProducerLimits>,
     now: i64,
     expiration_ms: i64,
@@ -430,10 +566,38 @@ pub(crate) fn load_producers(
         None => (ProducerStates::new(limits), log.log_start_offset()),
     };
     let mut scanned = 0u64;
-    log.scan_batches(scan_from.max(log.log_start_offset()), |h: &BatchHeader| {
-        scanned += 1;
-        record_producer(&mut producers, h, now);
-    })?;
+    let scan_from = scan_from.max(log.log_start_offset());
+    // The aborted transactions whose markers come after the snapshot are rebuilt from the
+    // batches (their index entries may not have reached the disk before a crash).
+    log.truncate_txn_index_from(scan_from)?;
+    let mut aborts = Vec::new();
+    let mut failed = None;
+    {
+        let reader: &Log = log;
+        reader.scan_batches(scan_from, |h: &BatchHeader| {
+            scanned += 1;
+            let marker = if h.is_control() {
+                match reader.read(h.base_offset, 1, Some(h.base_offset + 1)) {
+                    Ok(r) => records::parse_end_txn_marker(&r.records),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(done) = record_producer(&mut producers, h, marker, now) {
+                aborts.push(aborted(done));
+            }
+        })?;
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    for t in aborts {
+        log.append_aborted_txn(t)?;
+    }
     producers.expire(now, expiration_ms);
     tracing::debug!(
         topic,
@@ -460,12 +624,34 @@ fn written_at(max_timestamp: i64, now: i64) -> i64 {
     }
 }
 
-/// Records an idempotent batch read back from a log (at start, or replicated from the
-/// leader). A batch's own newest timestamp stands for when it was written; one from a
-/// client clock ahead of ours counts as now.
-fn record_producer(producers: &mut ProducerStates, h: &BatchHeader, now: i64) {
-    if h.producer_id >= 0 && h.base_sequence >= 0 {
-        let written_ms = written_at(h.max_timestamp, now);
+/// Records an idempotent or transactional batch read back from a log (at start, or
+/// replicated from the leader): its sequences, the transaction it opens, or, for a control
+/// batch with its `marker`, the transaction the marker ends (returned when it was an ABORT,
+/// for the aborted-transaction index). A batch's own newest timestamp stands for when it was
+/// written; one from a client clock ahead of ours counts as now. As Kafka's replicas do, the
+/// leader's checks are not repeated.
+fn record_producer(
+    producers: &mut ProducerStates,
+    h: &BatchHeader,
+    marker: Option<EndTxnMarker>,
+    now: i64,
+) -> Option<CompletedTxn> {
+    if h.producer_id < 0 {
+        return None;
+    }
+    let written_ms = written_at(h.max_timestamp, now);
+    if h.is_control() {
+        let m = marker?;
+        let done = producers.complete_txn(
+            h.producer_id,
+            h.producer_epoch,
+            m.coordinator_epoch,
+            h.base_offset,
+            written_ms,
+        );
+        return done.filter(|_| !m.committed);
+    }
+    if h.base_sequence >= 0 {
         producers.record(
             h.producer_id,
             h.producer_epoch,
@@ -474,7 +660,11 @@ fn record_producer(producers: &mut ProducerStates, h: &BatchHeader, now: i64) {
             h.base_offset,
             written_ms,
         );
+        if h.is_transactional() {
+            producers.begin_txn(h.producer_id, h.base_offset);
+        }
     }
+    None
 }
 
 /// Where a follower's fetch stands: the offset it fetches from (its log end), its log start
@@ -740,12 +930,28 @@ impl Partition {
             })?;
             bytes = info.bytes;
             let mut pos = 0;
+            let mut aborts = Vec::new();
             while pos < batches.len() {
                 let Ok(h) = BatchHeader::parse(&batches[pos..]) else {
                     break;
                 };
-                record_producer(&mut state.producers, &h, now);
+                let end = (pos + h.total_len()).min(batches.len());
+                let marker = h
+                    .is_control()
+                    .then(|| records::parse_end_txn_marker(&batches[pos..end]))
+                    .flatten();
+                if let Some(done) = record_producer(&mut state.producers, &h, marker, now) {
+                    aborts.push(aborted(done));
+                }
                 pos += h.total_len();
+            }
+            for t in aborts {
+                log.append_aborted_txn(t).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::KAFKA_STORAGE_ERROR,
+                        format!("aborted-transaction index: {e}"),
+                    )
+                })?;
             }
             snapshot_producers_after_roll(log, &state.producers, &self.topic, self.index);
             sync = Some(log.sync_handle());
@@ -817,7 +1023,7 @@ impl Partition {
         state: &mut PartitionState,
         rebuild: ProducerRebuild,
     ) -> Result<(), ApiError> {
-        let Some(log) = state.log.as_ref() else {
+        let Some(log) = state.log.as_mut() else {
             return Err(deleted());
         };
         let loaded = load_producers(

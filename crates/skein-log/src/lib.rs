@@ -13,7 +13,9 @@
 //! `recovery-point-offset-checkpoint`, `log-start-offset`, `high-watermark` (version line `0`
 //! then the value), `leader-epoch-checkpoint` (Kafka's layout: `0`, count, `epoch offset`
 //! lines), the empty `.clean-shutdown` marker written by `Log::close`, and `<offset>.snapshot`
-//! files: opaque state the owner derived from the log below that offset (`snapshot.rs`).
+//! files: opaque state the owner derived from the log below that offset (`snapshot.rs`), and
+//! `<base>.txnindex`: the aborted transactions whose ABORT marker is in that segment
+//! (`txn_index.rs`).
 //!
 //! Only the active segment's `.log` file stays open. Index entries live in memory and are
 //! appended to their files (open, write, close) at roll (fsynced), `checkpoint` and `close`;
@@ -37,6 +39,7 @@ mod recovery;
 mod segment;
 mod snapshot;
 mod sync;
+mod txn_index;
 
 pub use batch::BatchHeader;
 pub use config::LogConfig;
@@ -44,3 +47,4 @@ pub use error::LogError;
 pub use log::{AppendInfo, FileRange, Log, RangeRead, ReadResult, RetentionReport};
 pub use recovery::RecoveryReport;
 pub use sync::SyncHandle;
+pub use txn_index::AbortedTxn;

@@ -117,6 +117,8 @@ pub struct Log {
     pub(crate) dir_durable: bool,
     /// Offsets of the state snapshot files in the directory, ascending (`snapshot.rs`).
     pub(crate) snapshots: Vec<i64>,
+    /// The aborted-transaction index of every segment (`txn_index.rs`).
+    pub(crate) txn: crate::txn_index::TxnIndexes,
 }
 
 /// Splits `buf` into batches, checking that each header parses and each batch is whole.
@@ -456,7 +458,7 @@ impl Log {
     }
 
     /// The index of the segment that holds `offset` (the last one whose base is `<=` it).
-    fn segment_index_for(&self, offset: i64) -> usize {
+    pub(crate) fn segment_index_for(&self, offset: i64) -> usize {
         self.segments
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1)
@@ -719,6 +721,7 @@ impl Log {
         while self.segments.len() > 1 && self.segments[0].next_offset() <= offset {
             self.segments.remove(0).delete_files()?;
         }
+        self.forget_deleted_txn_segments();
         Ok(self.log_start_offset)
     }
 
@@ -788,6 +791,7 @@ impl Log {
             tracing::info!(segment = %segment.path().display(), "deleting segment by retention");
             segment.delete_files()?;
         }
+        self.forget_deleted_txn_segments();
         report.log_start_offset = self.log_start_offset;
         Ok(report)
     }
@@ -829,6 +833,8 @@ impl Log {
         }
         let leo = self.log_end_offset();
         crate::snapshot::delete_above(&self.dir, &mut self.snapshots, leo)?;
+        self.truncate_txn_index_from(leo)?;
+        self.forget_deleted_txn_segments();
         self.high_watermark = self.high_watermark.min(leo);
         if self.recovery_point > leo {
             // Persist at once: a stale, larger recovery point would let new, unsynced appends
@@ -854,6 +860,7 @@ impl Log {
         self.segments.push(Segment::create(&self.dir, offset)?);
         checkpoint::sync_dir(&self.dir)?;
         crate::snapshot::delete_above(&self.dir, &mut self.snapshots, -1)?;
+        self.truncate_txn_index_from(i64::MIN)?;
         self.log_start_offset = offset;
         self.write_log_start_checkpoint()?;
         self.high_watermark = offset;

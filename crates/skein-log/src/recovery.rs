@@ -23,6 +23,7 @@ use crate::index::remove_if_exists;
 use crate::log::{Log, Written};
 use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use crate::snapshot;
+use crate::txn_index::{TxnIndexes, TXN_INDEX_SUFFIX};
 
 /// What `Log::open` found and did, for the start-up log line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,6 +141,7 @@ impl Log {
                 snapshots.push(offset);
             } else if let Some(base) = parse_base_offset(name, INDEX_SUFFIX)
                 .or_else(|| parse_base_offset(name, TIME_INDEX_SUFFIX))
+                .or_else(|| parse_base_offset(name, TXN_INDEX_SUFFIX))
             {
                 index_files.push((base, entry.path()));
             }
@@ -235,7 +237,12 @@ impl Log {
                     path.display()
                 ));
                 for &later in &bases[i + 1..] {
-                    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    for suffix in [
+                        LOG_SUFFIX,
+                        INDEX_SUFFIX,
+                        TIME_INDEX_SUFFIX,
+                        TXN_INDEX_SUFFIX,
+                    ] {
                         let p = dir.join(segment::file_name(later, suffix));
                         remove_if_exists(&p).at(&p)?;
                     }
@@ -278,6 +285,9 @@ impl Log {
         snapshots.sort_unstable();
         snapshot::delete_above(dir, &mut snapshots, leo)?;
 
+        let segment_bases: Vec<i64> = segments.iter().map(Segment::base_offset).collect();
+        let txn = TxnIndexes::load(dir, &segment_bases, leo, &mut report.problems)?;
+
         report.segments = segments.len();
         report.log_start_offset = log_start_offset;
         report.log_end_offset = leo;
@@ -303,6 +313,7 @@ impl Log {
             closed: false,
             dir_durable: !fresh,
             snapshots,
+            txn,
         };
         if !fresh {
             log.checkpoint()?;

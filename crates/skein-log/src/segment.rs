@@ -908,6 +908,8 @@ impl Segment {
         remove_if_exists(&self.log_path).at(&self.log_path)?;
         remove_if_exists(self.offset_index.path()).at(self.offset_index.path())?;
         remove_if_exists(self.time_index.path()).at(self.time_index.path())?;
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        crate::txn_index::remove(dir, self.base_offset)?;
         Ok(())
     }
 }

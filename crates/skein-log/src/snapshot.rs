@@ -97,6 +97,9 @@ impl Log {
     /// offset it was taken at.
     pub fn write_snapshot(&mut self, payload: &[u8]) -> Result<i64, LogError> {
         let offset = self.log_end_offset();
+        // The aborted transactions below `offset` are trusted from their files once a
+        // snapshot there exists: make them durable first.
+        self.sync_txn_indexes()?;
         let content = encode(offset, payload).map_err(|reason| LogError::Checkpoint {
             path: path(&self.dir, offset),
             reason,

@@ -41,6 +41,7 @@ impl ErrorCode {
     pub const DUPLICATE_SEQUENCE_NUMBER: ErrorCode = ErrorCode(46);
     pub const INVALID_PRODUCER_EPOCH: ErrorCode = ErrorCode(47);
     pub const INVALID_TXN_STATE: ErrorCode = ErrorCode(48);
+    pub const TRANSACTION_COORDINATOR_FENCED: ErrorCode = ErrorCode(52);
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
     pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(59);
@@ -106,6 +107,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::DUPLICATE_SEQUENCE_NUMBER => "DUPLICATE_SEQUENCE_NUMBER",
             ErrorCode::INVALID_PRODUCER_EPOCH => "INVALID_PRODUCER_EPOCH",
             ErrorCode::INVALID_TXN_STATE => "INVALID_TXN_STATE",
+            ErrorCode::TRANSACTION_COORDINATOR_FENCED => "TRANSACTION_COORDINATOR_FENCED",
             ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED => {
                 "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
             }

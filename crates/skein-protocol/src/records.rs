@@ -456,6 +456,74 @@ fn put_nullable(buf: &mut BytesMut, b: Option<&[u8]>) {
     }
 }
 
+/// An end-transaction marker: the one control record of a COMMIT or ABORT control batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndTxnMarker {
+    pub committed: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Control record types (the key's second field).
+const CONTROL_TYPE_ABORT: i16 = 0;
+const CONTROL_TYPE_COMMIT: i16 = 1;
+
+/// Builds the control batch that ends `producer_id`'s transaction, as the transaction
+/// coordinator asks: transactional and control attributes, no sequence, one record whose key
+/// is `(version 0, type)` and whose value is `(version 0, coordinator epoch)`.
+pub fn end_txn_marker_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: EndTxnMarker,
+    timestamp_ms: i64,
+) -> BytesMut {
+    let kind = if marker.committed {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let mut builder = RecordBatchBuilder::new(timestamp_ms)
+        .producer(producer_id, producer_epoch, -1)
+        .push(Some(&key), Some(&value), timestamp_ms);
+    builder.attributes |= ATTR_TRANSACTIONAL | ATTR_CONTROL;
+    builder.build()
+}
+
+/// Reads the end-transaction marker of a control batch: `None` for a batch that is not a
+/// control batch, has no record, or whose first record is not a COMMIT or ABORT marker of a
+/// known shape (never panics on damage).
+pub fn parse_end_txn_marker(batch: &[u8]) -> Option<EndTxnMarker> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.compression() != Compression::None {
+        return None;
+    }
+    let records = decode_records(batch.get(..header.total_len())?).ok()?;
+    let record = records.first()?;
+    let key = record.key?;
+    if key.len() < 4 {
+        return None;
+    }
+    let committed = match i16::from_be_bytes([key[2], key[3]]) {
+        CONTROL_TYPE_ABORT => false,
+        CONTROL_TYPE_COMMIT => true,
+        _ => return None,
+    };
+    let value = record.value?;
+    if value.len() < 6 {
+        return None;
+    }
+    let coordinator_epoch = i32::from_be_bytes([value[2], value[3], value[4], value[5]]);
+    Some(EndTxnMarker {
+        committed,
+        coordinator_epoch,
+    })
+}
+
 /// Builds an uncompressed v2 batch with base offset 0, for Skein's own records and for tests.
 pub struct RecordBatchBuilder {
     base_timestamp: i64,
@@ -487,6 +555,12 @@ impl RecordBatchBuilder {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Marks the batch transactional (its records belong to the producer's open transaction).
+    pub fn transactional(mut self) -> Self {
+        self.attributes |= ATTR_TRANSACTIONAL;
         self
     }
 
@@ -553,6 +627,30 @@ impl RecordBatchBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn end_txn_markers_round_trip() {
+        for committed in [false, true] {
+            let marker = EndTxnMarker {
+                committed,
+                coordinator_epoch: 7,
+            };
+            let batch = end_txn_marker_batch(42, 3, marker, 1_000);
+            let h = BatchHeader::parse(&batch).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.records_count),
+                (42, 3, 1)
+            );
+            verify_crc(&batch).unwrap();
+            assert_eq!(parse_end_txn_marker(&batch), Some(marker));
+            for cut in 0..batch.len() {
+                assert_eq!(parse_end_txn_marker(&batch[..cut]), None, "{cut}");
+            }
+        }
+        let data = RecordBatchBuilder::new(0).push(None, Some(b"v"), 0).build();
+        assert_eq!(parse_end_txn_marker(&data), None);
+    }
 
     #[test]
     fn built_batch_parses_and_verifies() {

@@ -54,9 +54,8 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeProducersRequest) -> DescribePr
                                     producer_epoch: i32::from(p.epoch),
                                     last_sequence: p.last_sequence,
                                     last_timestamp: p.last_write_ms,
-                                    // Not transactional: no coordinator, no open transaction.
-                                    coordinator_epoch: -1,
-                                    current_txn_start_offset: -1,
+                                    coordinator_epoch: p.coordinator_epoch,
+                                    current_txn_start_offset: p.current_txn_start_offset,
                                     ..Default::default()
                                 })
                                 .collect(),

@@ -15,15 +15,15 @@ use bytes::Bytes;
 use skein_log::{FileRange, LogError};
 use skein_protocol::messages::fetch_request::{FetchPartition, FetchRequest};
 use skein_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
-    PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch,
+    NodeEndpoint, PartitionData,
 };
 use skein_protocol::ResponseBody;
 use tokio::time::Instant;
 
 use crate::broker::{Broker, Topic};
 use crate::error::ErrorCode;
-use crate::partition::{FetchPosition, FollowerFetch};
+use crate::partition::{FetchPosition, FollowerFetch, Partition};
 
 /// Fetch v13 replaced topic names with topic ids.
 const FIRST_TOPIC_ID_VERSION: i16 = 13;
@@ -201,6 +201,7 @@ fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize
                 unknown,
                 max_bytes,
                 (replica, replica_epoch),
+                req.isolation_level == READ_COMMITTED,
                 &mut pass,
             );
             tr.partitions.push(pd);
@@ -218,6 +219,7 @@ fn read_partition(
     unknown: ErrorCode,
     max_bytes: usize,
     (replica, replica_epoch): (i32, i64),
+    read_committed: bool,
     pass: &mut Pass,
 ) -> (PartitionData, Vec<FileRange>) {
     let Some((topic, partition)) =
@@ -290,15 +292,19 @@ fn read_partition(
                 return (pd, Vec::new());
             }
         }
-    } else {
-        max_offset = Some(state.log.as_ref().expect("checked above").high_watermark());
     }
     let log = state.log.as_ref().expect("checked above");
     let hw = log.high_watermark();
+    // Consumers read below the high watermark, read_committed ones below the last stable
+    // offset (no record of a transaction still open).
+    let lso = Partition::last_stable_offset(&state);
+    if replica < 0 {
+        max_offset = Some(if read_committed { lso } else { hw });
+    }
     let mut pd = PartitionData {
         partition_index: p.partition,
         high_watermark: hw,
-        last_stable_offset: hw,
+        last_stable_offset: if replica < 0 { lso } else { hw },
         log_start_offset: log.log_start_offset(),
         preferred_read_replica: -1,
         records: Some(Bytes::new()),
@@ -313,6 +319,20 @@ fn read_partition(
         // Only the first partition with data may go over the limits (KIP-74), so that a
         // batch larger than the limit still makes progress.
         Ok(read) if read.bytes > 0 && (pass.bytes == 0 || read.bytes <= remaining) => {
+            if read_committed && replica < 0 {
+                // The aborted transactions the returned batches may hold records of.
+                let aborted = log.aborted_txns(p.fetch_offset, read.next_offset);
+                pd.aborted_transactions = Some(
+                    aborted
+                        .into_iter()
+                        .map(|t| AbortedTransaction {
+                            producer_id: t.producer_id,
+                            first_offset: t.first_offset,
+                            ..Default::default()
+                        })
+                        .collect(),
+                );
+            }
             pass.bytes += read.bytes;
             pass.fetched.push((topic.clone(), read.bytes, read.records));
             let counter = &broker.fetch_files_held;
@@ -353,7 +373,7 @@ fn finish(broker: &Broker, req: &FetchRequest, mut pass: Pass) -> FetchReply {
             .metrics()
             .observe_fetched(&topic.name, *bytes, *records);
     }
-    // Null unless read_committed, as Kafka answers; no transactions, so never any aborted.
+    // Null unless read_committed, as Kafka answers; empty where nothing was aborted.
     let read_committed = req.isolation_level == READ_COMMITTED;
     let partitions = pass
         .resp
@@ -361,7 +381,11 @@ fn finish(broker: &Broker, req: &FetchRequest, mut pass: Pass) -> FetchReply {
         .iter_mut()
         .flat_map(|t| t.partitions.iter_mut());
     for pd in partitions {
-        pd.aborted_transactions = read_committed.then(Vec::new);
+        if !read_committed {
+            pd.aborted_transactions = None;
+        } else if pd.aborted_transactions.is_none() {
+            pd.aborted_transactions = Some(Vec::new());
+        }
     }
     add_leader_hints(broker, &mut pass.resp);
     let reply = FetchReply {

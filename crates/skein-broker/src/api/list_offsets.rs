@@ -20,6 +20,8 @@ use crate::error::ErrorCode;
 use crate::partition::Partition;
 
 const LATEST: i64 = -1;
+/// `isolation_level` of a read_committed client: answered below the last stable offset.
+const READ_COMMITTED: i8 = 1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
@@ -121,7 +123,13 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> Li
                     if !check.is_ok() {
                         pr.error_code = check.code();
                     } else {
-                        let found = lookup(&partition, p.timestamp, client, !only_leader);
+                        let read_committed = req.isolation_level == READ_COMMITTED;
+                        let found = lookup(
+                            &partition,
+                            p.timestamp,
+                            (client, read_committed),
+                            !only_leader,
+                        );
                         match found {
                             Ok(Some((offset, ts))) => {
                                 pr.offset = offset;
@@ -149,13 +157,14 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: ListOffsetsRequest) -> Li
     resp
 }
 
-/// One lookup in the replica's log. `client`: answered below the high watermark (and
+/// One lookup in the replica's log. `client`: answered below the high watermark (the last
+/// stable offset for a read_committed client; and
 /// refused while a new leader's high watermark lags its epoch's start); otherwise up to the
 /// log end. `any_replica`: a follower (or a node without a replica) may be asked.
 fn lookup(
     partition: &Partition,
     timestamp: i64,
-    client: bool,
+    (client, read_committed): (bool, bool),
     any_replica: bool,
 ) -> Result<Option<(i64, i64)>, ErrorCode> {
     let state = partition.lock();
@@ -180,7 +189,9 @@ fn lookup(
         timestamp,
         log_start: log.log_start_offset(),
         found,
-        last_fetchable: if client {
+        last_fetchable: if client && read_committed {
+            Partition::last_stable_offset(&state)
+        } else if client {
             log.high_watermark()
         } else {
             log.log_end_offset()

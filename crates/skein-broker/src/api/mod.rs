@@ -41,6 +41,7 @@ pub(crate) mod quorum;
 mod reassignments;
 mod sync_group;
 mod txn_offset_commit;
+mod write_txn_markers;
 
 pub use api_versions::unsupported_version_response;
 pub use fetch::{FetchReply, HeldFiles};
@@ -126,6 +127,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::RemoveRaftVoter, 0, 0),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::WriteTxnMarkers, 0, 1),
 ];
 
 /// The version range served for an API, if it is served at all.
@@ -244,6 +246,7 @@ impl Broker {
             RequestBody::ConsumerGroupDescribe(r) => Reply::Now(
                 ResponseBody::ConsumerGroupDescribe(consumer_group::describe(self, r)),
             ),
+            RequestBody::WriteTxnMarkers(r) => write_txn_markers::handle(self, r),
             other => {
                 // The connection layer only passes on APIs in SUPPORTED_APIS.
                 tracing::error!(api = ?other.api_key(), "no handler for an advertised API");

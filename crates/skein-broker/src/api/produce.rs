@@ -113,10 +113,10 @@ fn validate(
             "Producers may not write control batches.",
         ));
     }
-    if header.is_transactional() {
-        return Err(ApiError::new(
-            ErrorCode::INVALID_TXN_STATE,
-            "Transactional writes are not supported by this broker yet.",
+    if header.is_transactional() && header.producer_id < 0 {
+        return Err(invalid_record(
+            version,
+            "A transactional batch must carry a producer id.",
         ));
     }
     if header.producer_id >= 0 && (header.base_sequence < 0 || header.producer_epoch < 0) {
@@ -227,11 +227,14 @@ fn write(
     version: i16,
     records: Bytes,
     config: &EffectiveTopicConfig,
-    acks: i16,
+    (acks, transactional_id): (i16, Option<&str>),
 ) -> Result<Appended, Failure> {
     let now = broker.now_ms();
     let acks_all = acks == -1;
     let header = validate(version, &records, config)?;
+    if let (true, Some(id)) = (header.is_transactional(), transactional_id) {
+        verify_transaction(broker, id, partition, &header)?;
+    }
     check_timestamps(&records, &header, config, now)?;
     if config.compacted {
         check_keys(version, &records, header.records_count)?;
@@ -251,6 +254,35 @@ fn write(
             min_insync: config.min_insync_replicas,
         },
     )?)
+}
+
+/// Whether any partition's records start with a transactional batch.
+fn has_transactional_batch(req: &ProduceRequest) -> bool {
+    req.topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_deref())
+        .filter_map(|r| BatchHeader::parse(r).ok())
+        .any(|h| h.is_transactional())
+}
+
+/// KIP-890 part 1 hook: before a transactional batch that would open a new transaction on
+/// this partition is written, Kafka asks the transaction coordinator (AddPartitionsToTxn,
+/// verify only) whether `transactional_id` really added the partition, and refuses the
+/// batch (INVALID_TXN_STATE) if not, so a late or hanging write cannot start a transaction
+/// the coordinator does not know. Skein has no coordinator yet: every batch passes. The
+/// coordinator's lead wires the check in here.
+fn verify_transaction(
+    _broker: &Broker,
+    _transactional_id: &str,
+    partition: &Partition,
+    header: &BatchHeader,
+) -> Result<(), ApiError> {
+    let _needs_verification = partition
+        .lock()
+        .producers
+        .opens_txn(header.producer_id, header.producer_epoch);
+    Ok(())
 }
 
 fn error_response(index: i32, version: i16, e: ApiError) -> PartitionProduceResponse {
@@ -363,10 +395,11 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
             ErrorCode::INVALID_REQUIRED_ACKS,
             format!("acks must be -1, 0 or 1, not {acks}."),
         ))
-    } else if req.transactional_id.is_some() {
+    } else if req.transactional_id.is_none() && has_transactional_batch(&req) {
+        // As Kafka: transactional records need the request's transactional id.
         Some(ApiError::new(
             ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            "Transactional producers are not supported by this broker yet.",
+            "Transactional records need the request's transactional id.",
         ))
     } else {
         None
@@ -398,7 +431,8 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
                     Some(partition) => {
                         let config = topic.effective();
                         let records = p.records.unwrap_or_default();
-                        write(broker, partition, version, records, &config, acks)
+                        let txn_id = req.transactional_id.as_deref();
+                        write(broker, partition, version, records, &config, (acks, txn_id))
                     }
                 },
             };
