@@ -20,7 +20,9 @@
 //!
 //! Partition leadership follows one rule, applied after every broker state change
 //! ([`QuorumController`] reconciles every partition): brokers being fenced or shut down leave
-//! the ISR unless they are its last member (an ISR is never emptied); the current leader stays
+//! the ISR unless they are its last member (an ISR is never emptied, except with KIP-966's
+//! eligible leader replicas on, where a fenced last member moves to the ELR: see the
+//! "KIP-966" section below for the ELR's rules and its place in elections); the current leader stays
 //! if it is still an active ISR member; otherwise the first replica (preferred order) that is in
 //! the ISR and active (unfenced, not shutting down) leads, else an unfenced ISR member that is
 //! shutting down, else nobody (leader -1, offline). Any leader change bumps the leader epoch
@@ -1562,20 +1564,16 @@ pub(crate) struct ElrRules {
 /// The config key of the minimum ISR.
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
-/// The ELR rules for `topic`: its `min.insync.replicas` override, else the cluster-wide
-/// dynamic value, else the static default (at least 1).
+/// The ELR rules for `topic`: its `min.insync.replicas` override, else the static default
+/// (at least 1). The same minimum the leaders freeze their high watermark by (a broker's
+/// effective topic config reads no cluster-wide dynamic value for it), which is what makes
+/// an ELR member hold every committed record.
 pub(crate) fn elr_rules(image: &MetadataImage, config: &ControllerConfig, topic: &str) -> ElrRules {
     let parse = |v: &String| v.trim().parse::<i32>().ok();
     let min = image
         .configs(&ConfigResource::topic(topic))
         .and_then(|c| c.get(MIN_INSYNC_REPLICAS))
         .and_then(parse)
-        .or_else(|| {
-            image
-                .configs(&ConfigResource::broker(""))
-                .and_then(|c| c.get(MIN_INSYNC_REPLICAS))
-                .and_then(parse)
-        })
         .unwrap_or(config.min_insync_replicas);
     ElrRules {
         enabled: config.eligible_leader_replicas,
