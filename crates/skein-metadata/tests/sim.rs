@@ -128,7 +128,7 @@ impl Sim {
                 shutting_down: false,
             })
             .collect();
-        let elr = seed % 2 == 0;
+        let elr = seed.is_multiple_of(2);
         let min_isr = 1 + rng.below(3) as i32;
         let config = ControllerConfig {
             session_timeout_ms: SESSION_TIMEOUT,
@@ -245,7 +245,7 @@ impl Sim {
                     && !was.elr.contains(&now.leader)
                     // A live leader's AlterPartition may add a caught-up member and hand over
                     // to it (the leader shutting down) in one change.
-                    && !(was.leader != NO_LEADER && now.isr.iter().any(|r| !was.isr.contains(r)))
+                    && (was.leader == NO_LEADER || now.isr.iter().all(|r| was.isr.contains(r)))
                 {
                     self.fail(
                         "a new leader comes from the ISR or the ELR (unless unclean)",
@@ -278,7 +278,8 @@ impl Sim {
                 if s.isr.is_empty() && s.leader != NO_LEADER {
                     self.fail("an empty ISR has no leader", name());
                 }
-                if !self.elr && !(s.elr.is_empty() && s.last_known_elr.is_empty()) {
+                let has_elr = !s.elr.is_empty() || !s.last_known_elr.is_empty();
+                if !self.elr && has_elr {
                     self.fail("no ELR while it is off", name());
                 }
                 if !s

@@ -382,12 +382,12 @@ fn partition_sizes(cluster: &mut Cluster, info: &TopicInfo) -> std::collections:
     sizes
 }
 
+/// A partition's KIP-966 eligible leader replicas and last known ELR.
+type Eligible = (Vec<i32>, Vec<i32>);
+
 /// KIP-966's eligible leader replicas and last known ELR of each partition of `topic`, from
 /// DescribeTopicPartitions (paged by its cursor); empty when the broker does not serve it.
-fn eligible_leaders(
-    cluster: &mut Cluster,
-    topic: &str,
-) -> Result<BTreeMap<i32, (Vec<i32>, Vec<i32>)>> {
+fn eligible_leaders(cluster: &mut Cluster, topic: &str) -> Result<BTreeMap<i32, Eligible>> {
     use skein_protocol::messages::describe_topic_partitions_request::{
         Cursor, DescribeTopicPartitionsRequest, TopicRequest,
     };
