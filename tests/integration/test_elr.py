@@ -21,7 +21,7 @@ import pytest
 import wire
 from confluent_kafka import ElectionType, KafkaError, Producer
 
-from cluster import BASE_SETS, Cluster
+from cluster import BASE_SETS, Cluster, cli_json, skein_cli
 from helpers import wait_until
 from test_elect import create_assigned, elect, kafka_libs, produce, wait_state
 from test_replication import read_all
@@ -183,6 +183,13 @@ def test_an_elr_member_leads_after_the_last_isr_member_dies_and_nothing_acked_is
     assert p["leader"] == 2 and sorted(p["offline"]) == [3, 4], p
     err = refused_acks_all(c[2].bootstrap, topic)
     assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS, err
+    # `skein topic describe` shows it: JSON fields, and ELR columns in the text table.
+    rc, out, proc = cli_json("topic", "describe", topic, bootstrap=ctl)
+    assert rc == 0, proc.stderr
+    part = out["partitions"][0]
+    assert (part["isr"], part["eligible_leader_replicas"], part["last_known_elr"]) == ([2], [3], []), part
+    proc = skein_cli("topic", "describe", topic, bootstrap=ctl)
+    assert proc.returncode == 0 and "ELR" in proc.stdout and "LAST-KNOWN-ELR" in proc.stdout, proc.stdout
 
     # Apache Kafka's kafka-topics shows it too (it describes topics with api 75).
     libs = kafka_libs()
