@@ -461,6 +461,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "skein.fetch.max.open.files", ty: ConfigType::Int, default: "1024", validate: int_ge0, doc: "Most segment files that fetch responses waiting to be sent may hold open (zero-copy); past it, records are read into memory. 0 turns zero-copy fetch off." },
     BrokerConfigDef { name: "log.retention.check.interval.ms", ty: ConfigType::Long, default: "300000", validate: long_ge1, doc: "How often retention runs." },
     BrokerConfigDef { name: "skein.acks.all.fsync", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Fsync before acknowledging acks=all writes; false acknowledges from the page cache like Kafka's default." },
+    BrokerConfigDef { name: "skein.eligible.leader.replicas.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "KIP-966 eligible leader replicas (Kafka's eligible.leader.replicas.version feature, on in new Kafka 4.1 clusters): replicas that leave the ISR while it is below min.insync.replicas stay electable, so the ISR may empty and a partition waits for one of them. Read by the active controller; false clears the ELRs as partitions change." },
     BrokerConfigDef { name: "offsets.topic.num.partitions", ty: ConfigType::Int, default: "50", validate: int_ge1, doc: "Partitions of __consumer_offsets (fixed once the topic exists)." },
     BrokerConfigDef { name: "offsets.retention.minutes", ty: ConfigType::Int, default: "10080", validate: int_ge1, doc: "How long the offsets of a group without members are kept." },
     BrokerConfigDef { name: "offset.metadata.max.bytes", ty: ConfigType::Int, default: "4096", validate: int_ge0, doc: "Longest metadata string of a committed offset." },
@@ -553,6 +554,8 @@ pub struct BrokerConfig {
     pub leader_imbalance_per_broker_percentage: u32,
     /// `unclean.leader.election.enable` as set for the broker (the topics' default).
     pub unclean_leader_election: bool,
+    /// `skein.eligible.leader.replicas.enable` (KIP-966).
+    pub eligible_leader_replicas: bool,
 }
 
 impl BrokerConfig {
@@ -664,6 +667,7 @@ impl BrokerConfig {
             unclean_leader_election: settings
                 .get("unclean.leader.election.enable")
                 .is_some_and(|v| v.trim() == "true"),
+            eligible_leader_replicas: boolean("skein.eligible.leader.replicas.enable"),
             explicit: settings,
         };
         if config.data_dir.as_os_str().is_empty() {
