@@ -42,8 +42,8 @@ def cleaner_broker(tmp_path):
 
 
 def read_partition(broker, topic, partition=0, timeout=30):
-    """Every record of one partition from its start to the high watermark, as a list of
-    (offset, key, value); reads until librdkafka reports the end of the partition."""
+    """Every record of one partition from its start to the high watermark taken first, as a
+    list of (offset, key, value)."""
     consumer = consumer_client(broker, **{"enable.partition.eof": True})
     try:
         _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
@@ -65,6 +65,11 @@ def read_partition(broker, topic, partition=0, timeout=30):
                     continue
                 raise AssertionError(f"consumer error on {topic}: {err}")
             out.append((msg.offset(), msg.key(), msg.value()))
+            if msg.offset() >= high - 1:
+                # Under live writes no end-of-partition event may come: the high watermark
+                # taken at the start is the end (its last record is the latest of its key,
+                # which the cleaner keeps).
+                return out
     finally:
         consumer.close()
 
@@ -194,7 +199,7 @@ def test_a_consumer_reading_during_cleaning_sees_every_keys_latest_value(cleaner
     thread.start()
     reads = 0
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 15
         while time.monotonic() < deadline or reads < 3:
             with lock:
                 before = dict(acked)
@@ -204,7 +209,6 @@ def test_a_consumer_reading_during_cleaning_sees_every_keys_latest_value(cleaner
             for k, version in before.items():
                 assert seen.get(k, -1) >= version, (k, version, seen.get(k))
             reads += 1
-            assert reads < 200
     finally:
         stop.set()
         thread.join(60)
@@ -224,13 +228,22 @@ def test_kill9_during_cleaning_loses_no_latest_value(tmp_path):
         keys = [f"k-{i}".encode() for i in range(50)]
         want = {}
         rng = random.Random(13)
+        mid_pass = 0
         for round_ in range(6):
             updates = [(k, f"{k.decode()}:{round_}:{j}".encode().ljust(100, b"."))
                        for j in range(8) for k in keys]
             reports = produce_updates(broker, topic, updates)
             for k, (offset, v) in latest_by_key(updates, reports).items():
                 want[k] = (offset, v)
-            time.sleep(rng.uniform(0.3, 2.0))  # let a throttled pass start
+            # Kill while a (throttled) pass is writing its cleaned copy, after a random delay.
+            part_dir = broker.data_dir / f"{topic}-0"
+            try:
+                wait_until(lambda: any(part_dir.glob("*.log.cleaned")), 20,
+                           "a cleaning pass to be under way", interval=0.01)
+                time.sleep(rng.uniform(0.0, 0.3))
+                mid_pass += 1
+            except AssertionError:
+                pass  # the pass may have finished between two looks; kill anyway
             broker.kill9()
             broker.start(port=broker.port)
             got = {}
@@ -247,8 +260,7 @@ def test_kill9_during_cleaning_loses_no_latest_value(tmp_path):
         wait_until(done, 120, "the log to be fully compacted after the kills")
         got = {k: (o, v) for o, k, v in read_partition(broker, topic) if k in want}
         assert got == want
-        assert "finished an interrupted cleaner swap" in broker.log() or \
-            broker.log().count("cleaned log") > 0
+        assert mid_pass >= 3, f"only {mid_pass} of 6 kills landed during a cleaning pass"
     finally:
         broker.close()
 
