@@ -10,7 +10,7 @@
 //! their key maps.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,9 +65,9 @@ pub struct CleanerShared {
 }
 
 impl CleanerShared {
-    fn checkpoint(&self, dir: &PathBuf) -> CleanerCheckpoint {
+    fn checkpoint(&self, dir: &Path) -> CleanerCheckpoint {
         let mut all = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
-        *all.entry(dir.clone())
+        *all.entry(dir.to_path_buf())
             .or_insert_with(|| CleanerCheckpoint::read(dir))
     }
 }
@@ -225,7 +225,7 @@ impl Broker {
         &self,
         shared: &CleanerShared,
         partition: &Partition,
-        dir: &PathBuf,
+        dir: &Path,
         params: skein_log::CleanParams,
         buffer: usize,
         load_factor: f64,
@@ -279,7 +279,7 @@ impl Broker {
             .checkpoints
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(dir.clone(), next);
+            .insert(dir.to_path_buf(), next);
         Ok(Some(stats))
     }
 }

@@ -854,7 +854,10 @@ impl TopicConfig {
             min_insync_replicas: self.long(broker, "min.insync.replicas").max(1) as usize,
             compaction: skein_log::CleanParams {
                 min_cleanable_dirty_ratio: self
-                    .value(broker, topic_def("min.cleanable.dirty.ratio").expect("known"))
+                    .value(
+                        broker,
+                        topic_def("min.cleanable.dirty.ratio").expect("known"),
+                    )
                     .0
                     .trim()
                     .parse()

@@ -235,15 +235,15 @@ impl Log {
                 clean_bytes += seg.size();
                 continue;
             }
-            let too_young = seg
-                .max_timestamp()
-                .is_some_and(|m| m.timestamp > lag_limit);
+            let too_young = seg.max_timestamp().is_some_and(|m| m.timestamp > lag_limit);
             if end > self.high_watermark || too_young {
                 first_uncleanable = seg.base_offset();
                 break;
             }
             if seg.roll_base_ms().is_some_and(|t| t < overdue_limit)
-                || seg.max_timestamp().is_some_and(|m| m.timestamp < overdue_limit)
+                || seg
+                    .max_timestamp()
+                    .is_some_and(|m| m.timestamp < overdue_limit)
             {
                 overdue = true;
             }
@@ -727,6 +727,7 @@ enum Cleaned {
 
 /// Cleans one batch: keeps a record unless the map holds a later offset for its key, or it
 /// is a tombstone whose delete horizon has passed.
+#[allow(clippy::too_many_arguments)]
 fn clean_batch(
     h: &BatchHeader,
     batch: &[u8],
@@ -802,7 +803,10 @@ fn clean_batch(
     } else if codec == Compression::None {
         (h.attributes, section)
     } else {
-        (h.attributes, skein_protocol::compression::compress(codec, &section))
+        (
+            h.attributes,
+            skein_protocol::compression::compress(codec, &section),
+        )
     };
     let attributes = if set_horizon {
         attributes | DELETE_HORIZON_FLAG
@@ -864,8 +868,8 @@ fn clean_group(
         while let Some((h, batch)) = reader.next_batch()? {
             io(batch.len() as u64);
             read += batch.len() as u64;
-            let keep_if_empty = h.producer_id >= 0
-                && last_of_producer.get(&h.producer_id) == Some(&h.base_offset);
+            let keep_if_empty =
+                h.producer_id >= 0 && last_of_producer.get(&h.producer_id) == Some(&h.base_offset);
             let cleaned = clean_batch(
                 &h,
                 &batch,
@@ -886,12 +890,10 @@ fn clean_group(
             written += bytes.len() as u64;
         }
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| LogError::File {
-            path: cleaned_path.clone(),
-            source: e.into_error(),
-        })?;
+    let file = out.into_inner().map_err(|e| LogError::File {
+        path: cleaned_path.clone(),
+        source: e.into_error(),
+    })?;
     file.sync_all().at(&cleaned_path)?;
     Ok(CleanedGroup {
         replaces: group.to_vec(),

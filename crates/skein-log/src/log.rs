@@ -429,7 +429,10 @@ impl Log {
     /// The segment index, position and header of the batch holding `offset`, or of the first
     /// batch after it: compaction may have emptied the end of a segment (or all of it), so
     /// the search goes on into the next segments.
-    fn find_batch_from(&self, offset: i64) -> Result<(usize, Option<(u64, BatchHeader)>), LogError> {
+    fn find_batch_from(
+        &self,
+        offset: i64,
+    ) -> Result<(usize, Option<(u64, BatchHeader)>), LogError> {
         let mut index = self.segment_index_for(offset);
         let mut found = self.segments[index].find_batch(offset)?;
         while found.is_none() && index + 1 < self.segments.len() {

@@ -70,7 +70,9 @@ fn records_of(log: &Log) -> BTreeMap<i64, (String, Option<String>)> {
 }
 
 /// The latest record of each key: key → (offset, value).
-fn latest(records: &BTreeMap<i64, (String, Option<String>)>) -> BTreeMap<String, (i64, Option<String>)> {
+fn latest(
+    records: &BTreeMap<i64, (String, Option<String>)>,
+) -> BTreeMap<String, (i64, Option<String>)> {
     let mut out = BTreeMap::new();
     for (o, (k, v)) in records {
         out.insert(k.clone(), (*o, v.clone()));
@@ -83,14 +85,23 @@ fn latest(records: &BTreeMap<i64, (String, Option<String>)>) -> BTreeMap<String,
 fn fill(log: &mut Log) {
     for round in 0..40 {
         let pairs: Vec<(String, String)> = (0..5)
-            .map(|i| (format!("k{}", (round * 5 + i) % 10), format!("v{round}-{i}")))
+            .map(|i| {
+                (
+                    format!("k{}", (round * 5 + i) % 10),
+                    format!("v{round}-{i}"),
+                )
+            })
             .collect();
-        let refs: Vec<(&str, Option<&str>)> =
-            pairs.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))).collect();
-        log.append(&mut keyed(&refs, NOW - 10_000 + round), NOW).unwrap();
+        let refs: Vec<(&str, Option<&str>)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+            .collect();
+        log.append(&mut keyed(&refs, NOW - 10_000 + round), NOW)
+            .unwrap();
     }
     log.roll().unwrap();
-    log.append(&mut keyed(&[("tail", Some("t"))], NOW), NOW).unwrap();
+    log.append(&mut keyed(&[("tail", Some("t"))], NOW), NOW)
+        .unwrap();
     log.set_high_watermark(log.log_end_offset());
 }
 
@@ -160,7 +171,9 @@ fn keeps_the_latest_record_of_each_key_at_its_offset() {
     let mut log = open(tmp.path());
     assert_eq!(records_of(&log), after);
     // Appends continue at the same log end.
-    let info = log.append(&mut keyed(&[("k1", Some("new"))], NOW), NOW).unwrap();
+    let info = log
+        .append(&mut keyed(&[("k1", Some("new"))], NOW), NOW)
+        .unwrap();
     assert_eq!(info.base_offset, leo);
 }
 
@@ -181,7 +194,10 @@ fn a_full_map_cleans_up_to_where_it_got_and_later_passes_finish() {
         }
         assert!(passes < 200, "no progress: {stats:?}");
     }
-    assert!(passes > 1, "a map of 3 keys cannot cover 10 keys in one pass");
+    assert!(
+        passes > 1,
+        "a map of 3 keys cannot cover 10 keys in one pass"
+    );
     // The last pass mapped only the last keys; one more full pass removes the rest.
     CleanerCheckpoint::default().write(log.dir()).unwrap();
     pass(&mut log, 1000, NOW);
@@ -197,7 +213,8 @@ fn tombstones_stay_for_delete_retention_then_go() {
         .unwrap();
     log.append(&mut keyed(&[("a", None)], NOW), NOW).unwrap();
     log.roll().unwrap();
-    log.append(&mut keyed(&[("c", Some("1"))], NOW), NOW).unwrap();
+    log.append(&mut keyed(&[("c", Some("1"))], NOW), NOW)
+        .unwrap();
     log.set_high_watermark(log.log_end_offset());
     let stats = pass(&mut log, 100, NOW);
     assert_eq!(stats.delete_horizon, Some(NOW + 1_000));
@@ -206,7 +223,10 @@ fn tombstones_stay_for_delete_retention_then_go() {
     assert!(!r.contains_key(&0));
     // Not yet past the horizon: kept, and the log is due for another pass only after it.
     let checkpoint = CleanerCheckpoint::read(log.dir());
-    assert!(!log.cleanable(&checkpoint, &params(NOW + 999)).horizon_passed);
+    assert!(
+        !log.cleanable(&checkpoint, &params(NOW + 999))
+            .horizon_passed
+    );
     pass(&mut log, 100, NOW + 999);
     assert!(records_of(&log).contains_key(&2));
     let checkpoint = CleanerCheckpoint::read(log.dir());
@@ -227,13 +247,15 @@ fn tombstones_stay_for_delete_retention_then_go() {
 fn transactional_and_control_batches_are_kept_whole_and_never_hide_older_values() {
     let tmp = tempfile::tempdir().unwrap();
     let mut log = open(tmp.path());
-    log.append(&mut keyed(&[("a", Some("plain"))], NOW), NOW).unwrap();
+    log.append(&mut keyed(&[("a", Some("plain"))], NOW), NOW)
+        .unwrap();
     let txn = set_attributes(keyed(&[("a", Some("txn"))], NOW), 0x10, Some((9, 0)));
     log.append(&mut txn.clone(), NOW).unwrap();
     let control = set_attributes(keyed(&[("x", Some("marker"))], NOW), 0x30, Some((9, -1)));
     log.append(&mut control.clone(), NOW).unwrap();
     log.roll().unwrap();
-    log.append(&mut keyed(&[("z", Some("1"))], NOW), NOW).unwrap();
+    log.append(&mut keyed(&[("z", Some("1"))], NOW), NOW)
+        .unwrap();
     log.set_high_watermark(log.log_end_offset());
     let before = records_of(&log);
     let stats = pass(&mut log, 100, NOW);
@@ -246,20 +268,31 @@ fn the_last_batch_of_an_idempotent_producer_is_kept_empty() {
     let tmp = tempfile::tempdir().unwrap();
     let mut log = open(tmp.path());
     for seq in 0..3 {
-        let b = set_attributes(keyed(&[("a", Some("p")), ("b", Some("p"))], NOW), 0, Some((7, seq * 2)));
+        let b = set_attributes(
+            keyed(&[("a", Some("p")), ("b", Some("p"))], NOW),
+            0,
+            Some((7, seq * 2)),
+        );
         log.append(&mut b.clone(), NOW).unwrap();
     }
-    log.append(&mut keyed(&[("a", Some("new")), ("b", Some("new"))], NOW), NOW)
-        .unwrap();
+    log.append(
+        &mut keyed(&[("a", Some("new")), ("b", Some("new"))], NOW),
+        NOW,
+    )
+    .unwrap();
     log.roll().unwrap();
-    log.append(&mut keyed(&[("z", Some("1"))], NOW), NOW).unwrap();
+    log.append(&mut keyed(&[("z", Some("1"))], NOW), NOW)
+        .unwrap();
     log.set_high_watermark(log.log_end_offset());
     pass(&mut log, 100, NOW);
     let batches = read_all(&log);
     let producer: Vec<_> = batches.iter().filter(|(h, _)| h.producer_id == 7).collect();
     assert_eq!(producer.len(), 1, "{batches:?}");
     let (h, _) = producer[0];
-    assert_eq!((h.base_offset, h.last_offset_delta, h.records_count), (4, 1, 0));
+    assert_eq!(
+        (h.base_offset, h.last_offset_delta, h.records_count),
+        (4, 1, 0)
+    );
     assert_eq!((h.base_sequence, h.last_sequence()), (4, 5));
     assert_eq!(records_of(&log).len(), 3);
 }
@@ -268,11 +301,16 @@ fn the_last_batch_of_an_idempotent_producer_is_kept_empty() {
 fn compressed_batches_keep_their_codec() {
     let tmp = tempfile::tempdir().unwrap();
     let mut log = open(tmp.path());
-    log.append(&mut common::gzip_batch(keyed(&[("a", Some("1")), ("b", Some("1"))], NOW)), NOW)
+    log.append(
+        &mut common::gzip_batch(keyed(&[("a", Some("1")), ("b", Some("1"))], NOW)),
+        NOW,
+    )
+    .unwrap();
+    log.append(&mut keyed(&[("a", Some("2"))], NOW), NOW)
         .unwrap();
-    log.append(&mut keyed(&[("a", Some("2"))], NOW), NOW).unwrap();
     log.roll().unwrap();
-    log.append(&mut keyed(&[("z", Some("1"))], NOW), NOW).unwrap();
+    log.append(&mut keyed(&[("z", Some("1"))], NOW), NOW)
+        .unwrap();
     log.set_high_watermark(log.log_end_offset());
     pass(&mut log, 100, NOW);
     let batches = read_all(&log);
@@ -298,14 +336,14 @@ fn a_crash_before_any_step_of_a_swap_loses_nothing_and_the_log_opens() {
         let job = log.clean_job(&cleanable);
         let mut map = OffsetMap::with_capacity(1000);
         let mut crashed = false;
-        let result = cleaner::clean(&job, &mut map, &p, &mut |_| {}, &mut |g| {
-            match log.install_cleaned_crashing(g, NOW, crash_after) {
-                Err(e) => {
-                    crashed = true;
-                    Err(e)
-                }
-                ok => ok,
+        let result = cleaner::clean(&job, &mut map, &p, &mut |_| {}, &mut |g| match log
+            .install_cleaned_crashing(g, NOW, crash_after)
+        {
+            Err(e) => {
+                crashed = true;
+                Err(e)
             }
+            ok => ok,
         });
         assert_eq!(result.is_err(), crashed);
         log.abandon();
@@ -314,7 +352,11 @@ fn a_crash_before_any_step_of_a_swap_loses_nothing_and_the_log_opens() {
         assert_eq!(latest(&after), want, "crash after {crash_after} steps");
         // Whatever is left is original records at their offsets.
         for (o, r) in &after {
-            assert_eq!(before.get(o), Some(r), "offset {o} after {crash_after} steps");
+            assert_eq!(
+                before.get(o),
+                Some(r),
+                "offset {o} after {crash_after} steps"
+            );
         }
         let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
             .unwrap()
