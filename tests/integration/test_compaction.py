@@ -8,6 +8,7 @@ with a deadline and then checks exact keys, values and offsets.
 import random
 import threading
 import time
+import urllib.request
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
@@ -123,6 +124,14 @@ def test_compaction_keeps_the_latest_value_of_each_key_at_its_offset(cleaner_bro
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
     consumer.close()
     assert (low, high) == (0, len(updates) + 100)
+    # The cleaner's counters in /metrics.
+    with urllib.request.urlopen(f"http://{cleaner_broker.http}/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    passes = [line for line in metrics.splitlines() if line.startswith("skein_log_cleaner_passes_total ")]
+    assert passes and float(passes[0].split()[1]) >= 1, metrics[-2000:]
+    removed = [line for line in metrics.splitlines()
+               if line.startswith("skein_log_cleaner_records_removed_total ")]
+    assert removed and float(removed[0].split()[1]) >= len(updates) - len(want), removed
     # A restart opens the compacted log without truncating anything.
     cleaner_broker.restart()
     assert read_partition(cleaner_broker, topic) == records
@@ -265,10 +274,12 @@ def test_kill9_during_cleaning_loses_no_latest_value(tmp_path):
         broker.close()
 
 
-def test_keyless_records_to_a_compacted_topic_are_refused_per_record(cleaner_broker):
+@pytest.mark.parametrize("codec", ["none", "lz4"])
+def test_keyless_records_to_a_compacted_topic_are_refused_per_record(cleaner_broker, codec):
     topic = unique_topic("nokey")
     create_topic(cleaner_broker, topic, partitions=1, config=COMPACTED)
-    producer = producer_client(cleaner_broker, **{"linger.ms": 200, "batch.num.messages": 100})
+    producer = producer_client(cleaner_broker, **{"linger.ms": 200, "batch.num.messages": 100,
+                                                  "compression.type": codec})
     reports = {}
 
     def on_delivery_for(i):

@@ -197,6 +197,17 @@ impl Broker {
                     .records_removed
                     .fetch_add(stats.records_removed, Ordering::Relaxed);
                 shared.last_clean_ms.store(self.now_ms(), Ordering::Relaxed);
+                let metrics = self.metrics();
+                metrics
+                    .cleaner_bytes
+                    .inc_by(stats.bytes_read + stats.bytes_written);
+                metrics
+                    .cleaner_records_removed
+                    .inc_by(stats.records_removed);
+                metrics.cleaner_passes.inc();
+                metrics
+                    .cleaner_last_pass_ms
+                    .store(self.now_ms(), Ordering::Relaxed);
                 tracing::info!(
                     topic = %partition.topic,
                     partition = partition.index,
