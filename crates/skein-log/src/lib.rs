@@ -14,6 +14,8 @@
 //! then the value), `leader-epoch-checkpoint` (Kafka's layout: `0`, count, `epoch offset`
 //! lines), the empty `.clean-shutdown` marker written by `Log::close`, and `<offset>.snapshot`
 //! files: opaque state the owner derived from the log below that offset (`snapshot.rs`).
+//! A compacted log also has a `cleaner-offset-checkpoint`, and while a cleaning runs a
+//! `<base>.log.cleaned` or `<base>.log.swap` file (`cleaner.rs`).
 //!
 //! Only the active segment's `.log` file stays open. Index entries live in memory and are
 //! appended to their files (open, write, close) at roll (fsynced), `checkpoint` and `close`;
@@ -27,6 +29,7 @@
 
 mod batch;
 mod checkpoint;
+pub mod cleaner;
 mod config;
 mod epoch;
 mod error;
@@ -39,6 +42,7 @@ mod snapshot;
 mod sync;
 
 pub use batch::BatchHeader;
+pub use cleaner::{CleanParams, Cleanable, CleanerCheckpoint};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use log::{AppendInfo, FileRange, Log, RangeRead, ReadResult, RetentionReport};
