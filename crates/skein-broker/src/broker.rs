@@ -288,6 +288,11 @@ impl Broker {
             default_replication_factor: config.default_replication_factor,
             unclean_leader_election: config.unclean_leader_election,
             leader_imbalance_per_broker_percentage: config.leader_imbalance_per_broker_percentage,
+            min_insync_replicas: crate::config::TopicConfig::default()
+                .effective(&config)
+                .min_insync_replicas
+                .min(i32::MAX as usize) as i32,
+            eligible_leader_replicas: config.eligible_leader_replicas,
         });
         let broker = Broker {
             groups,
@@ -1027,6 +1032,8 @@ impl Broker {
                 tracing::warn!(topic = %p.topic, partition = p.index, "close failed: {e}");
             }
         });
+        // Every log is closed (fsynced): the next registration may say so (KIP-966).
+        self.write_clean_shutdown(self.quorum.broker_epoch());
         self.data_arrived.notify_waiters();
     }
 }

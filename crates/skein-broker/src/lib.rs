@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod cleaner;
 pub mod clock;
 pub mod cluster;
 pub mod config;
