@@ -15,7 +15,6 @@ use skein_group::{
     Coordinator, Effect, GroupConfig, GroupRecord, JoinResult, SyncResult, Token, TopicId,
     TopicView,
 };
-use skein_protocol::records::RecordBatchBuilder;
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
@@ -228,6 +227,17 @@ impl Broker {
             }
         }
         results
+    }
+
+    /// A COMMIT or ABORT marker of `producer_id` reached partition `index` of the offsets
+    /// topic: the groups of that partition commit or drop the producer's pending offsets.
+    pub(crate) fn group_txn_completed(&self, index: i32, producer_id: i64, committed: bool) {
+        let count = self
+            .topic(OFFSETS_TOPIC)
+            .map_or(self.config.offsets_topic_partitions, |t| t.partition_count());
+        self.groups().lock().complete_txn(producer_id, committed, |g| {
+            offsets_partition_for(g, count) == index
+        });
     }
 
     /// Appends one group record to its partition of the offsets topic. Returns what to wait

@@ -11,6 +11,7 @@ use skein_protocol::records::{self, BatchIter, RecordBatchBuilder};
 
 use crate::broker::{Broker, Partition};
 use crate::error::ErrorCode;
+use crate::producer_state::SequenceCheck;
 
 /// Most bytes read at a time while replaying an internal topic.
 const REPLAY_CHUNK_BYTES: usize = 1024 * 1024;
@@ -76,19 +77,38 @@ impl Broker {
         // Stamped with the leader epoch like any leader's write, so followers keep the same
         // epoch history.
         records::set_partition_leader_epoch(&mut batch, partition.leader_epoch());
-        let mut state = partition.lock();
-        let log = state.log.as_mut().ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
-        if let Err(e) = log.append(&mut batch, now) {
-            tracing::error!(partition = index, "could not write to {topic}: {e}");
-            return Err(ErrorCode::KAFKA_STORAGE_ERROR);
+        let mut guard = partition.lock();
+        let state = &mut *guard;
+        if let Some((producer_id, epoch)) = txn {
+            // A coordinator's write has no sequence numbers; only the epoch is checked.
+            if let SequenceCheck::Reject(ErrorCode::INVALID_PRODUCER_EPOCH) =
+                state.producers.check(producer_id, epoch, -1, -1)
+            {
+                return Err(ErrorCode::INVALID_PRODUCER_EPOCH);
+            }
         }
+        let log = state.log.as_mut().ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+        let info = match log.append(&mut batch, now) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::error!(partition = index, "could not write to {topic}: {e}");
+                return Err(ErrorCode::KAFKA_STORAGE_ERROR);
+            }
+        };
+        if let Some((producer_id, epoch)) = txn {
+            state
+                .producers
+                .record(producer_id, epoch, -1, -1, info.base_offset, now);
+            state.producers.begin_txn(producer_id, info.base_offset);
+        }
+        let log = state.log.as_mut().ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
         let sync = self
             .config
             .acks_all_fsync
             .then(|| log.sync_handle());
         let offset = log.log_end_offset() - 1;
-        partition.advance_high_watermark(&mut state, min_insync);
-        drop(state);
+        partition.advance_high_watermark(state, min_insync);
+        drop(guard);
         Ok(Appended {
             partition,
             offset,

@@ -271,23 +271,65 @@ fn has_transactional_batch(req: &ProduceRequest) -> bool {
         .any(|h| h.is_transactional())
 }
 
-/// KIP-890 part 1 hook: before a transactional batch that would open a new transaction on
-/// this partition is written, Kafka asks the transaction coordinator (AddPartitionsToTxn,
-/// verify only) whether `transactional_id` really added the partition, and refuses the
-/// batch (INVALID_TXN_STATE) if not, so a late or hanging write cannot start a transaction
-/// the coordinator does not know. Skein has no coordinator yet: every batch passes. The
-/// coordinator's lead wires the check in here.
+/// KIP-890 part 1: before a transactional batch that opens a transaction on this partition
+/// is written, the transaction coordinator is asked (AddPartitionsToTxn, verify only)
+/// whether `transactional_id` added the partition to its ongoing transaction; if not, the
+/// batch is refused (INVALID_TXN_STATE), so a late or hanging write cannot start a
+/// transaction the coordinator does not know. Later batches of the same transaction pass
+/// without asking. A coordinator on another broker is asked over the network while this
+/// request's handling waits (the connection's later requests must not overtake it).
 fn verify_transaction(
-    _broker: &Broker,
-    _transactional_id: &str,
+    broker: &Broker,
+    transactional_id: &str,
     partition: &Partition,
     header: &BatchHeader,
 ) -> Result<(), ApiError> {
-    let _needs_verification = partition
+    let needs_verification = partition
         .lock()
         .producers
         .opens_txn(header.producer_id, header.producer_epoch);
-    Ok(())
+    if !needs_verification {
+        return Ok(());
+    }
+    let verify = broker.verify_txn_partition(
+        transactional_id,
+        header.producer_id,
+        header.producer_epoch,
+        &partition.topic,
+        partition.index,
+    );
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let result = match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(verify))
+        }
+        // A single-threaded runtime (some tests) cannot block on a peer; the local check
+        // never suspends, so it is polled to completion in place.
+        _ => match poll_once(verify) {
+            Some(r) => r,
+            None => Err(ErrorCode::NOT_ENOUGH_REPLICAS),
+        },
+    };
+    result.map_err(|code| {
+        ApiError::new(
+            code,
+            format!(
+                "The transaction coordinator does not know producer {} (epoch {}) to have added this partition to its transaction.",
+                header.producer_id, header.producer_epoch
+            ),
+        )
+    })
+}
+
+/// Polls a future once; its output if it completed without waiting.
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
 }
 
 fn error_response(index: i32, version: i16, e: ApiError) -> PartitionProduceResponse {

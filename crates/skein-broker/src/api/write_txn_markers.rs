@@ -85,6 +85,10 @@ impl Broker {
                 return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
             }
             if part.high_watermark() > appended.last_offset {
+                if topic == crate::groups::OFFSETS_TOPIC {
+                    // Offsets committed in this transaction become visible, or are dropped.
+                    self.group_txn_completed(partition, producer_id, committed);
+                }
                 return Ok(());
             }
             if Instant::now() >= deadline {
