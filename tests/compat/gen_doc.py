@@ -45,7 +45,6 @@ KAFKA_ONLY_NOTES = {
     "AddRaftVoter": "KRaft quorum (Skein: no KRaft)",
     "RemoveRaftVoter": "KRaft quorum (Skein: no KRaft)",
     "ListClientMetricsResources": "client telemetry, KIP-714 (Skein: not yet)",
-    "DescribeTopicPartitions": "paged topic description, KIP-966 (Skein: Metadata serves the same)",
     "ShareGroupHeartbeat": "share groups, KIP-932 (Skein: not yet)",
     "ShareGroupDescribe": "share groups, KIP-932 (Skein: not yet)",
     "ShareFetch": "share groups, KIP-932 (Skein: not yet)",

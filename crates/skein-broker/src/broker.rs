@@ -144,6 +144,7 @@ pub struct Broker {
     pub(crate) producer_limits: Arc<ProducerLimits>,
     syncer: Syncer,
     groups: Groups,
+    peers: crate::peer::Peers,
     metrics: Metrics,
     /// Woken whenever records are appended, so long-polling fetches can answer at once.
     pub data_arrived: Notify,
@@ -286,9 +287,15 @@ impl Broker {
             default_replication_factor: config.default_replication_factor,
             unclean_leader_election: config.unclean_leader_election,
             leader_imbalance_per_broker_percentage: config.leader_imbalance_per_broker_percentage,
+            min_insync_replicas: crate::config::TopicConfig::default()
+                .effective(&config)
+                .min_insync_replicas
+                .min(i32::MAX as usize) as i32,
+            eligible_leader_replicas: config.eligible_leader_replicas,
         });
         let broker = Broker {
             groups,
+            peers: Default::default(),
             metrics,
             cluster_id: identity.cluster_id.clone(),
             identity,
@@ -461,6 +468,10 @@ impl Broker {
 
     pub fn groups(&self) -> &Groups {
         &self.groups
+    }
+
+    pub(crate) fn peers(&self) -> &crate::peer::Peers {
+        &self.peers
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -1011,6 +1022,8 @@ impl Broker {
                 tracing::warn!(topic = %p.topic, partition = p.index, "close failed: {e}");
             }
         });
+        // Every log is closed (fsynced): the next registration may say so (KIP-966).
+        self.write_clean_shutdown(self.quorum.broker_epoch());
         self.data_arrived.notify_waiters();
     }
 }

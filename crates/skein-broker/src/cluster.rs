@@ -41,6 +41,8 @@ pub struct Quorum {
     controller: tokio::sync::Mutex<Controller>,
     /// This process's registration (the broker epoch), once registered.
     broker_epoch: std::sync::atomic::AtomicI64,
+    /// KIP-966 `PreviousBrokerEpoch`, read from the clean-shutdown marker once per process.
+    previous_broker_epoch: std::sync::OnceLock<i64>,
     incarnation: Uuid,
     /// When the active controller next checks leader imbalance (ms; -1: not scheduled).
     pub(crate) next_leader_balance_ms: std::sync::atomic::AtomicI64,
@@ -83,6 +85,7 @@ impl Quorum {
                 active_term: None,
             }),
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
+            previous_broker_epoch: std::sync::OnceLock::new(),
             incarnation: crate::broker::random_uuid(),
             next_leader_balance_ms: std::sync::atomic::AtomicI64::new(-1),
         }
@@ -533,18 +536,38 @@ impl Broker {
                 ),
             }
         }
+        // KIP-966: the epoch under which this node's log was last known intact. Read once per
+        // process (a retried registration sends the same). Without fsync before acks the file
+        // only tells of a clean shutdown, so it is consumed now: a crash from here on leaves
+        // none.
+        let previous_broker_epoch = *self.quorum.previous_broker_epoch.get_or_init(|| {
+            let epoch = read_clean_shutdown(&self.config.data_dir);
+            if !self.config.acks_all_fsync {
+                if let Err(e) = remove_clean_shutdown(&self.config.data_dir) {
+                    tracing::warn!("could not remove {CLEAN_SHUTDOWN_FILE}: {e}");
+                }
+            }
+            epoch
+        });
         let registered = self
             .controller_call(ControllerCall::RegisterBroker {
                 broker_id: node,
                 incarnation_id: self.quorum.incarnation.0,
                 endpoints,
                 rack: self.config.cluster.rack.clone(),
+                previous_broker_epoch,
             })
             .await
             .map_err(|e| anyhow::anyhow!("could not register as a broker: {}", e.message))?;
         let Answer::Registered { broker_epoch } = registered else {
             anyhow::bail!("the controller answered the registration with {registered:?}");
         };
+        if self.config.acks_all_fsync {
+            // Every acknowledged acks=all record is fsynced here before it is acknowledged, so
+            // even a crash leaves the log intact for KIP-966's purpose: the next start may
+            // present this epoch.
+            self.write_clean_shutdown(broker_epoch);
+        }
         self.quorum
             .broker_epoch
             .store(broker_epoch, std::sync::atomic::Ordering::SeqCst);
@@ -612,6 +635,17 @@ impl Broker {
         }
         if let Err(e) = self.heartbeat(false).await {
             tracing::warn!("{e:#}");
+        }
+    }
+
+    /// Records (durably) that this node's log is intact as of registration `epoch`
+    /// (KIP-966's clean-shutdown marker); a failure only costs the node its ELR memberships.
+    pub(crate) fn write_clean_shutdown(&self, epoch: i64) {
+        if epoch < 0 {
+            return;
+        }
+        if let Err(e) = write_clean_shutdown(&self.config.data_dir, epoch) {
+            tracing::warn!("could not write {CLEAN_SHUTDOWN_FILE}: {e}");
         }
     }
 
@@ -722,4 +756,41 @@ fn delta_from_empty(image: &MetadataImage) -> MetadataDelta {
     MetadataImage::new()
         .apply_records(image.last_offset().unwrap_or(0), &image.snapshot_records())
         .unwrap_or_default()
+}
+
+/// KIP-966's clean-shutdown marker in the data directory: the broker epoch under which this
+/// node's log is known intact (Kafka's `.kafka_cleanshutdown`), sent as `PreviousBrokerEpoch`
+/// at the next registration. Written at a clean shutdown, and at every registration when
+/// acks=all writes are fsynced before they are acknowledged.
+pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".skein_cleanshutdown";
+
+/// The epoch in the clean-shutdown marker, -1 when there is none (or it is unreadable).
+fn read_clean_shutdown(dir: &std::path::Path) -> i64 {
+    std::fs::read_to_string(dir.join(CLEAN_SHUTDOWN_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .filter(|e| *e >= 0)
+        .unwrap_or(-1)
+}
+
+/// Removes the clean-shutdown marker durably.
+fn remove_clean_shutdown(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_FILE)) {
+        Ok(()) => std::fs::File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the clean-shutdown marker durably (temp file, fsync, rename, directory fsync).
+fn write_clean_shutdown(dir: &std::path::Path, epoch: i64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{CLEAN_SHUTDOWN_FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{epoch}")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(CLEAN_SHUTDOWN_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }

@@ -125,6 +125,24 @@ fn ratio(v: &str) -> Result<(), String> {
     }
     Ok(())
 }
+fn positive_double(v: &str) -> Result<(), String> {
+    let r: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{v}' is not a number"))?;
+    if r.is_nan() || r <= 0.0 {
+        return Err(format!("{v} is not a positive number"));
+    }
+    Ok(())
+}
+fn load_factor(v: &str) -> Result<(), String> {
+    positive_double(v)?;
+    ratio(v)
+}
+/// Kafka refuses a dedupe buffer under 1 MiB per cleaner thread; Skein checks the total.
+fn dedupe_buffer(v: &str) -> Result<(), String> {
+    long_min(v, 1024 * 1024)
+}
 fn cleanup_policy(v: &str) -> Result<(), String> {
     for p in v.split(',') {
         match p.trim() {
@@ -459,8 +477,16 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "max.inflight.requests.per.connection", ty: ConfigType::Int, default: "64", validate: int_ge1, doc: "Requests read ahead on one connection before reading pauses." },
     BrokerConfigDef { name: "fetch.max.bytes", ty: ConfigType::Int, default: "57671680", validate: int_ge1, doc: "Most bytes one Fetch response returns." },
     BrokerConfigDef { name: "skein.fetch.max.open.files", ty: ConfigType::Int, default: "1024", validate: int_ge0, doc: "Most segment files that fetch responses waiting to be sent may hold open (zero-copy); past it, records are read into memory. 0 turns zero-copy fetch off." },
+    BrokerConfigDef { name: "log.cleaner.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Run the log cleaner, which compacts topics whose cleanup.policy includes compact." },
+    BrokerConfigDef { name: "log.cleaner.threads", ty: ConfigType::Int, default: "1", validate: int_ge0, doc: "Background tasks cleaning compacted logs, each taking the dirtiest log in turn." },
+    BrokerConfigDef { name: "log.cleaner.io.max.bytes.per.second", ty: ConfigType::Double, default: "1.7976931348623157E308", validate: positive_double, doc: "Bytes per second all cleaner tasks together may read and write." },
+    BrokerConfigDef { name: "log.cleaner.backoff.ms", ty: ConfigType::Long, default: "15000", validate: long_ge0, doc: "How long a cleaner task sleeps when no log needs cleaning." },
+    BrokerConfigDef { name: "log.cleaner.dedupe.buffer.size", ty: ConfigType::Long, default: "134217728", validate: dedupe_buffer, doc: "Memory for the key maps of all cleaner tasks together (24 bytes per key); a pass whose keys do not fit cleans up to where its map filled." },
+    BrokerConfigDef { name: "log.cleaner.io.buffer.load.factor", ty: ConfigType::Double, default: "0.9", validate: load_factor, doc: "How full a cleaner's key map may get." },
+    BrokerConfigDef { name: "log.cleaner.io.buffer.size", ty: ConfigType::Int, default: "524288", validate: int_ge0, doc: "Accepted for compatibility; the cleaner reads and writes through 1 MiB buffers." },
     BrokerConfigDef { name: "log.retention.check.interval.ms", ty: ConfigType::Long, default: "300000", validate: long_ge1, doc: "How often retention runs." },
     BrokerConfigDef { name: "skein.acks.all.fsync", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Fsync before acknowledging acks=all writes; false acknowledges from the page cache like Kafka's default." },
+    BrokerConfigDef { name: "skein.eligible.leader.replicas.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "KIP-966 eligible leader replicas (Kafka's eligible.leader.replicas.version feature, on in new Kafka 4.1 clusters): replicas that leave the ISR while it is below min.insync.replicas stay electable, so the ISR may empty and a partition waits for one of them. Read by the active controller; false clears the ELRs as partitions change." },
     BrokerConfigDef { name: "offsets.topic.num.partitions", ty: ConfigType::Int, default: "50", validate: int_ge1, doc: "Partitions of __consumer_offsets (fixed once the topic exists)." },
     BrokerConfigDef { name: "offsets.retention.minutes", ty: ConfigType::Int, default: "10080", validate: int_ge1, doc: "How long the offsets of a group without members are kept." },
     BrokerConfigDef { name: "offset.metadata.max.bytes", ty: ConfigType::Int, default: "4096", validate: int_ge0, doc: "Longest metadata string of a committed offset." },
@@ -509,6 +535,17 @@ pub fn validate_topic_setting(key: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// The log cleaner's broker settings (`log.cleaner.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanerSettings {
+    pub enable: bool,
+    pub threads: usize,
+    pub io_max_bytes_per_second: f64,
+    pub backoff_ms: u64,
+    pub dedupe_buffer_bytes: usize,
+    pub load_factor: f64,
+}
+
 /// The broker's resolved settings.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -539,6 +576,8 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     pub producer_id_expiration_ms: i64,
     pub producer_id_expiration_check_interval_ms: u64,
+    /// `log.cleaner.*`.
+    pub cleaner: CleanerSettings,
     pub producer_ids_max: usize,
     pub default_replication_factor: i16,
     /// Resolved: 1 for a node running alone unless set explicitly.
@@ -553,6 +592,8 @@ pub struct BrokerConfig {
     pub leader_imbalance_per_broker_percentage: u32,
     /// `unclean.leader.election.enable` as set for the broker (the topics' default).
     pub unclean_leader_election: bool,
+    /// `skein.eligible.leader.replicas.enable` (KIP-966).
+    pub eligible_leader_replicas: bool,
 }
 
 impl BrokerConfig {
@@ -640,6 +681,20 @@ impl BrokerConfig {
             fetch_max_bytes: int("fetch.max.bytes") as usize,
             fetch_max_open_files: int("skein.fetch.max.open.files") as usize,
             retention_check_interval_ms: int("log.retention.check.interval.ms") as u64,
+            cleaner: CleanerSettings {
+                enable: boolean("log.cleaner.enable"),
+                threads: int("log.cleaner.threads") as usize,
+                io_max_bytes_per_second: get("log.cleaner.io.max.bytes.per.second")
+                    .trim()
+                    .parse()
+                    .unwrap_or(f64::MAX),
+                backoff_ms: int("log.cleaner.backoff.ms") as u64,
+                dedupe_buffer_bytes: int("log.cleaner.dedupe.buffer.size") as usize,
+                load_factor: get("log.cleaner.io.buffer.load.factor")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0.9),
+            },
             acks_all_fsync: boolean("skein.acks.all.fsync"),
             max_partitions: int("skein.max.partitions") as usize,
             offsets_topic_partitions: int("offsets.topic.num.partitions") as i32,
@@ -664,6 +719,7 @@ impl BrokerConfig {
             unclean_leader_election: settings
                 .get("unclean.leader.election.enable")
                 .is_some_and(|v| v.trim() == "true"),
+            eligible_leader_replicas: boolean("skein.eligible.leader.replicas.enable"),
             explicit: settings,
         };
         if config.data_dir.as_os_str().is_empty() {
@@ -752,6 +808,9 @@ pub struct EffectiveTopicConfig {
     pub timestamp_before_max_ms: i64,
     /// `min.insync.replicas`.
     pub min_insync_replicas: usize,
+    /// `min.cleanable.dirty.ratio`, `min.compaction.lag.ms`, `max.compaction.lag.ms` and
+    /// `delete.retention.ms`, for the cleaner (`now_ms` is set per pass).
+    pub compaction: skein_log::CleanParams,
 }
 
 impl TopicConfig {
@@ -797,6 +856,21 @@ impl TopicConfig {
             timestamp_after_max_ms: self.long(broker, "message.timestamp.after.max.ms"),
             timestamp_before_max_ms: self.long(broker, "message.timestamp.before.max.ms"),
             min_insync_replicas: self.long(broker, "min.insync.replicas").max(1) as usize,
+            compaction: skein_log::CleanParams {
+                min_cleanable_dirty_ratio: self
+                    .value(
+                        broker,
+                        topic_def("min.cleanable.dirty.ratio").expect("known"),
+                    )
+                    .0
+                    .trim()
+                    .parse()
+                    .unwrap_or(0.5),
+                min_compaction_lag_ms: self.long(broker, "min.compaction.lag.ms"),
+                max_compaction_lag_ms: self.long(broker, "max.compaction.lag.ms"),
+                delete_retention_ms: self.long(broker, "delete.retention.ms"),
+                now_ms: 0,
+            },
         }
     }
 }

@@ -73,6 +73,11 @@ impl From<&WireEndpoint> for Endpoint {
     }
 }
 
+/// `previous_broker_epoch` of a registration from a node that does not send it.
+fn no_epoch() -> i64 {
+    -1
+}
+
 /// One request of a broker to the active controller.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "call", rename_all = "snake_case")]
@@ -87,6 +92,9 @@ pub enum ControllerCall {
         incarnation_id: [u8; 16],
         endpoints: Vec<WireEndpoint>,
         rack: Option<String>,
+        /// KIP-966: the epoch this node's log was last known intact under, -1 if none.
+        #[serde(default = "no_epoch")]
+        previous_broker_epoch: i64,
     },
     Heartbeat {
         broker_id: i32,
@@ -291,12 +299,14 @@ pub(crate) fn decide(
             incarnation_id,
             endpoints,
             rack,
+            previous_broker_epoch,
         } => {
             let r = RegisterBroker {
                 broker_id: *broker_id,
                 incarnation_id: Uuid(*incarnation_id),
                 endpoints: endpoints.iter().map(Endpoint::from).collect(),
                 rack: rack.clone(),
+                previous_broker_epoch: *previous_broker_epoch,
             };
             let o = c.register_broker(image, &r, now)?;
             let epoch = o.reply.broker_epoch;

@@ -29,9 +29,6 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 const OFFSET_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Segment size of the offsets topic (Kafka's `offsets.topic.segment.bytes` default).
 const OFFSETS_SEGMENT_BYTES: &str = "104857600";
-/// A partition of the offsets topic is rewritten from the coordinator's state once it holds
-/// this many records beyond its log start.
-const CLEAN_AFTER_RECORDS: i64 = 20_000;
 /// Most bytes read at a time while replaying the offsets topic.
 const REPLAY_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -391,77 +388,6 @@ impl Broker {
             return;
         }
         let ((), _done) = self.group_op(|c, now, _| ((), c.tick(now)));
-    }
-
-    /// Rewrites each large partition of the offsets topic as the coordinator's current state
-    /// and drops what came before, so the topic does not grow without bound.
-    pub fn clean_offsets_topic(&self) {
-        let Some(topic) = self.topic(OFFSETS_TOPIC) else {
-            return;
-        };
-        let groups = self.groups();
-        let coordinator = groups.lock();
-        let snapshot = coordinator.snapshot();
-        let count = topic.partition_count();
-        for partition in topic.partitions() {
-            let (start, end) = {
-                let state = partition.lock();
-                let Some(log) = state.log.as_ref() else {
-                    continue;
-                };
-                (log.log_start_offset(), log.log_end_offset())
-            };
-            if end - start < CLEAN_AFTER_RECORDS {
-                continue;
-            }
-            let mine: Vec<&GroupRecord> = snapshot
-                .iter()
-                .filter(|r| offsets_partition_for(r.partition_key(), count) == partition.index)
-                .collect();
-            let mut state = partition.lock();
-            let Some(log) = state.log.as_mut() else {
-                continue;
-            };
-            let snapshot_start = log.log_end_offset();
-            let now = self.now_ms();
-            let mut ok = true;
-            for record in mine {
-                let key = record.key();
-                let value = record.value();
-                let mut batch = RecordBatchBuilder::new(now)
-                    .push(Some(&key), value.as_deref(), now)
-                    .build();
-                if let Err(e) = log.append(&mut batch, now) {
-                    tracing::error!(
-                        partition = partition.index,
-                        "cleaning {OFFSETS_TOPIC} failed: {e}"
-                    );
-                    ok = false;
-                    break;
-                }
-            }
-            if ok {
-                partition.advance_high_watermark(&mut state, topic.effective().min_insync_replicas);
-                let Some(log) = state.log.as_mut() else {
-                    continue;
-                };
-                let flushed = log
-                    .flush()
-                    .and_then(|_| log.delete_records_before(snapshot_start));
-                match flushed {
-                    Ok(low) => tracing::info!(
-                        partition = partition.index,
-                        log_start = low,
-                        "cleaned {OFFSETS_TOPIC}"
-                    ),
-                    Err(e) => tracing::error!(
-                        partition = partition.index,
-                        "cleaning {OFFSETS_TOPIC} failed: {e}"
-                    ),
-                }
-            }
-        }
-        drop(coordinator);
     }
 
     /// Drops the committed offsets of a deleted topic.

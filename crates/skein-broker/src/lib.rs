@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod cleaner;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod groups;
 pub mod metrics;
 pub mod node;
 pub mod partition;
+pub mod peer;
 pub mod producer_state;
 pub mod replication;
 pub mod store;

@@ -94,6 +94,13 @@ pub struct Metrics {
     offline_partitions: Gauge,
     /// Bytes of request frames held in memory (the server keeps it up to date).
     pub request_bytes_queued: Gauge,
+    /// Log cleaner: bytes read and written, records removed, passes, and when the last
+    /// pass ended (ms since the epoch, 0 = none yet).
+    pub cleaner_bytes: Counter,
+    pub cleaner_records_removed: Counter,
+    pub cleaner_passes: Counter,
+    pub cleaner_last_pass_ms: std::sync::atomic::AtomicI64,
+    cleaner_since_last_pass: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
     log_start: Family<PartitionLabels, Gauge>,
     log_end: Family<PartitionLabels, Gauge>,
@@ -138,6 +145,11 @@ impl Metrics {
             live_brokers: Gauge::default(),
             offline_partitions: Gauge::default(),
             request_bytes_queued: Gauge::default(),
+            cleaner_bytes: Counter::default(),
+            cleaner_records_removed: Counter::default(),
+            cleaner_passes: Counter::default(),
+            cleaner_last_pass_ms: std::sync::atomic::AtomicI64::new(0),
+            cleaner_since_last_pass: Gauge::default(),
             log_size: Family::default(),
             log_start: Family::default(),
             log_end: Family::default(),
@@ -303,6 +315,26 @@ impl Metrics {
             "Classic generation or KIP-848 group epoch; it goes up with every rebalance",
             m.group_generation.clone(),
         );
+        r.register(
+            "log_cleaner_bytes",
+            "Bytes the log cleaner read and wrote",
+            m.cleaner_bytes.clone(),
+        );
+        r.register(
+            "log_cleaner_records_removed",
+            "Records the log cleaner removed from compacted logs",
+            m.cleaner_records_removed.clone(),
+        );
+        r.register(
+            "log_cleaner_passes",
+            "Cleaning passes over compacted logs",
+            m.cleaner_passes.clone(),
+        );
+        r.register(
+            "log_cleaner_time_since_last_run_ms",
+            "Milliseconds since the last cleaning pass ended (-1: none yet)",
+            m.cleaner_since_last_pass.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -382,6 +414,14 @@ impl Metrics {
                 .load(std::sync::atomic::Ordering::SeqCst) as i64,
         );
         self.producer_ids.set(broker.producer_limits.held() as i64);
+        let last = self
+            .cleaner_last_pass_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.cleaner_since_last_pass.set(if last > 0 {
+            (broker.now_ms() - last).max(0)
+        } else {
+            -1
+        });
         let c = broker.cluster_view();
         self.active_controller.set(c.active_controller);
         self.is_active_controller.set(i64::from(

@@ -676,6 +676,8 @@ impl Sim {
                 security_protocol: 0,
             }],
             rack: None,
+            // The modelled logs keep every acknowledged record (fsync before acks): intact.
+            previous_broker_epoch: self.image.broker(id).map_or(-1, |b| b.epoch),
         }
     }
 

@@ -6,6 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod txn;
+pub use txn::{TxnCommitRequest, TxnOffsetRecords};
+
 use crate::classic::{ClassicGroup, Ctx, CONSUMER_PROTOCOL_TYPE};
 use crate::config::{Assignor, GroupConfig};
 use crate::consumer::{validate_regex, ConsumerGroup, LEAVE_EPOCH, STATIC_LEAVE_EPOCH};
@@ -24,6 +27,9 @@ pub(crate) struct OffsetEntry {
     pub(crate) leader_epoch: i32,
     pub(crate) metadata: String,
     pub(crate) commit_timestamp_ms: i64,
+    /// Order of the commit in `__consumer_offsets` (calls and replays come in log order): a
+    /// transactional offset replaces a committed one at its commit only if written later.
+    pub(crate) seq: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +42,8 @@ pub(crate) enum GroupKind {
 pub(crate) struct Group {
     pub(crate) kind: GroupKind,
     pub(crate) offsets: BTreeMap<(String, i32), OffsetEntry>,
+    /// TxnOffsetCommit offsets per producer id, invisible until its transaction commits.
+    pub(crate) pending_txn: BTreeMap<i64, BTreeMap<(String, i32), OffsetEntry>>,
 }
 
 impl Group {
@@ -43,6 +51,7 @@ impl Group {
         Group {
             kind: GroupKind::Classic(ClassicGroup::new(id, now)),
             offsets: BTreeMap::new(),
+            pending_txn: BTreeMap::new(),
         }
     }
 
@@ -87,6 +96,8 @@ pub struct Coordinator {
     config: GroupConfig,
     rng: SplitMix64,
     groups: BTreeMap<String, Group>,
+    /// The last [`OffsetEntry::seq`] handed out.
+    seq: u64,
 }
 
 fn persist_offset(fx: &mut Vec<Effect>, group: &str, topic: &str, partition: i32, e: &OffsetEntry) {
@@ -125,6 +136,7 @@ impl Coordinator {
             config,
             rng: SplitMix64::new(seed),
             groups: BTreeMap::new(),
+            seq: 0,
         }
     }
 
@@ -365,11 +377,13 @@ impl Coordinator {
                 results.push(((o.topic, o.partition), ErrorCode::OFFSET_METADATA_TOO_LARGE));
                 continue;
             }
+            self.seq += 1;
             let entry = OffsetEntry {
                 offset: o.offset,
                 leader_epoch: o.leader_epoch,
                 metadata,
                 commit_timestamp_ms: now_ms,
+                seq: self.seq,
             };
             persist_offset(&mut fx, &group_id, &o.topic, o.partition, &entry);
             g.offsets.insert((o.topic.clone(), o.partition), entry);
@@ -380,8 +394,10 @@ impl Coordinator {
     }
 
     /// OffsetFetch. `None` = all committed partitions; a requested partition without a
-    /// commit gets offset -1 and metadata "". Without transactions nothing is ever
-    /// pending, so `require_stable` never yields UNSTABLE_OFFSET_COMMIT.
+    /// commit gets offset -1 and metadata "". Offsets of open transactions are never
+    /// returned, but this answer cannot carry per-partition errors: with `require_stable`
+    /// use [`Coordinator::fetch_offsets_stable`], which answers UNSTABLE_OFFSET_COMMIT for
+    /// partitions with pending transactional offsets.
     pub fn fetch_offsets(
         &self,
         group_id: &str,
@@ -598,6 +614,7 @@ impl Coordinator {
     fn drop_if_unused(&mut self, id: &str) {
         let unused = self.groups.get(id).is_some_and(|g| {
             g.offsets.is_empty()
+                && g.pending_txn.is_empty()
                 && matches!(&g.kind, GroupKind::Classic(c)
                     if c.has_no_members() && c.is_empty() && c.persisted.is_none() && c.generation == 0)
         });
@@ -646,7 +663,7 @@ impl Coordinator {
                 GroupKind::Classic(c) => c.is_empty() && c.has_no_members(),
                 GroupKind::Consumer(c) => c.members.is_empty(),
             };
-            if empty && g.offsets.is_empty() {
+            if empty && g.offsets.is_empty() && g.pending_txn.is_empty() {
                 self.remove_group(&id, &mut fx);
             }
         }
@@ -668,7 +685,7 @@ impl Coordinator {
                 GroupKind::Classic(c) => consider(c.next_deadline()),
                 GroupKind::Consumer(c) => consider(c.next_deadline()),
             }
-            if g.has_no_members() && g.offsets.is_empty() {
+            if g.has_no_members() && g.offsets.is_empty() && g.pending_txn.is_empty() {
                 consider(Some(i64::MIN));
             }
             for ((t, _), e) in &g.offsets {
@@ -700,6 +717,7 @@ impl Coordinator {
                 metadata,
                 commit_timestamp_ms,
             } => {
+                self.seq += 1;
                 let g = self
                     .groups
                     .entry(group.clone())
@@ -711,6 +729,7 @@ impl Coordinator {
                         leader_epoch: *leader_epoch,
                         metadata: metadata.clone(),
                         commit_timestamp_ms: *commit_timestamp_ms,
+                        seq: self.seq,
                     },
                 );
             }
@@ -732,6 +751,7 @@ impl Coordinator {
                     .or_insert(Group {
                         kind,
                         offsets: BTreeMap::new(),
+                        pending_txn: BTreeMap::new(),
                     });
             }
             GroupRecord::ConsumerGroup(r) => {
@@ -742,6 +762,7 @@ impl Coordinator {
                     .or_insert(Group {
                         kind,
                         offsets: BTreeMap::new(),
+                        pending_txn: BTreeMap::new(),
                     });
             }
             GroupRecord::GroupDelete { group } => {
@@ -870,6 +891,7 @@ impl Coordinator {
                     Group {
                         kind: GroupKind::Consumer(ConsumerGroup::new(&group_id, now_ms)),
                         offsets: BTreeMap::new(),
+                        pending_txn: BTreeMap::new(),
                     },
                 );
             }

@@ -13,6 +13,9 @@
 //! [`Coordinator::replay`]; [`Coordinator::snapshot`] gives the records to keep when the
 //! log is cleaned.
 //!
+//! Transactional offset commits (TxnOffsetCommit) stay pending per producer id until the
+//! transaction's marker reaches the group's partition ([`Coordinator::complete_txn`]).
+//!
 //! Kafka error codes are data ([`ErrorCode`]); Rust errors are only for undecodable
 //! records ([`RecordError`]).
 
@@ -28,7 +31,7 @@ pub mod subscription;
 mod types;
 
 pub use config::{Assignor, GroupConfig};
-pub use coordinator::Coordinator;
+pub use coordinator::{Coordinator, TxnCommitRequest, TxnOffsetRecords};
 pub use error::{ErrorCode, RecordError};
 pub use record::{
     ClassicGroupRecord, ClassicMemberRecord, ConsumerGroupRecord, ConsumerMemberRecord,

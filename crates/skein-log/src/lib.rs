@@ -15,7 +15,8 @@
 //! lines), the empty `.clean-shutdown` marker written by `Log::close`, and `<offset>.snapshot`
 //! files: opaque state the owner derived from the log below that offset (`snapshot.rs`), and
 //! `<base>.txnindex`: the aborted transactions whose ABORT marker is in that segment
-//! (`txn_index.rs`).
+//! (`txn_index.rs`). A compacted log also has a `cleaner-offset-checkpoint`, and while a
+//! cleaning runs a `<base>.log.cleaned` or `<base>.log.swap` file (`cleaner.rs`).
 //!
 //! Only the active segment's `.log` file stays open. Index entries live in memory and are
 //! appended to their files (open, write, close) at roll (fsynced), `checkpoint` and `close`;
@@ -29,6 +30,7 @@
 
 mod batch;
 mod checkpoint;
+pub mod cleaner;
 mod config;
 mod epoch;
 mod error;
@@ -42,6 +44,7 @@ mod sync;
 mod txn_index;
 
 pub use batch::BatchHeader;
+pub use cleaner::{CleanParams, Cleanable, CleanerCheckpoint};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use log::{AppendInfo, FileRange, Log, RangeRead, ReadResult, RetentionReport};

@@ -352,8 +352,7 @@ impl Log {
         let mut out = Vec::new();
         let mut next_offset = start_offset;
         if start_offset < limit {
-            let mut index = self.segment_index_for(start_offset);
-            let mut pos_header = self.segments[index].find_batch(start_offset)?;
+            let (mut index, mut pos_header) = self.find_batch_from(start_offset)?;
             while let Some((pos, header)) = pos_header {
                 let segment = &self.segments[index];
                 let remaining = max_bytes.saturating_sub(out.len());
@@ -404,8 +403,7 @@ impl Log {
         if start_offset >= limit {
             return Ok(read);
         }
-        let mut index = self.segment_index_for(start_offset);
-        let mut pos_header = self.segments[index].find_batch(start_offset)?;
+        let (mut index, mut pos_header) = self.find_batch_from(start_offset)?;
         while let Some((pos, header)) = pos_header {
             let segment = &self.segments[index];
             let remaining = max_bytes.saturating_sub(read.bytes);
@@ -428,6 +426,22 @@ impl Log {
             pos_header = self.first_batch(index)?;
         }
         Ok(read)
+    }
+
+    /// The segment index, position and header of the batch holding `offset`, or of the first
+    /// batch after it: compaction may have emptied the end of a segment (or all of it), so
+    /// the search goes on into the next segments.
+    fn find_batch_from(
+        &self,
+        offset: i64,
+    ) -> Result<(usize, Option<(u64, BatchHeader)>), LogError> {
+        let mut index = self.segment_index_for(offset);
+        let mut found = self.segments[index].find_batch(offset)?;
+        while found.is_none() && index + 1 < self.segments.len() {
+            index += 1;
+            found = self.first_batch(index)?;
+        }
+        Ok((index, found))
     }
 
     /// The position and header of segment `index`'s first batch, if it has one (a read that

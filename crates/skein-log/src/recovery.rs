@@ -125,6 +125,9 @@ impl Log {
         // without any fsync, which is deferred to its first durable write.
         let mut fresh = true;
 
+        // A cleaning interrupted by a crash: finish its committed swap, drop its unfinished
+        // copy (`cleaner.rs`), before the segments are listed.
+        crate::cleaner::recover_swaps(dir, &mut report)?;
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
         let mut snapshots = Vec::new();
@@ -194,9 +197,11 @@ impl Log {
                 let outcome = segment.rebuild(interval, true, true, now_ms)?;
                 report.truncated_bytes += outcome.truncated_bytes;
                 torn = outcome.problem;
-                if torn.is_none() && next_base.is_some_and(|nb| nb != segment.next_offset()) {
+                // A segment may end before the next one starts (compaction removed its last
+                // offsets), never after it.
+                if torn.is_none() && next_base.is_some_and(|nb| segment.next_offset() > nb) {
                     torn = Some(format!(
-                        "ends at offset {} but the next segment starts at {}",
+                        "ends at offset {} after the next segment's start {}",
                         segment.next_offset(),
                         next_base.unwrap_or_default()
                     ));
@@ -217,7 +222,7 @@ impl Log {
                     let outcome = segment.rebuild(interval, is_last, is_last, now_ms)?;
                     report.truncated_bytes += outcome.truncated_bytes;
                     torn = outcome.problem;
-                    if let Some(nb) = next_base.filter(|&nb| nb != segment.next_offset()) {
+                    if let Some(nb) = next_base.filter(|&nb| segment.next_offset() > nb) {
                         return Err(LogError::Corrupt {
                             path: segment.path().to_path_buf(),
                             position: segment.size(),
@@ -227,6 +232,11 @@ impl Log {
                             ),
                         });
                     }
+                }
+            }
+            if torn.is_none() {
+                if let Some(nb) = next_base {
+                    segment.extend_next_offset(nb);
                 }
             }
             let path = segment.path().to_path_buf();

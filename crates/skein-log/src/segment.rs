@@ -116,7 +116,8 @@ impl<'a> ChunkReader<'a> {
 /// Options of a scan.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ScanOptions {
-    /// The base offset the first batch must have; later batches must follow contiguously.
+    /// The smallest base offset the first batch may have; each later batch must start after
+    /// the previous one's last offset (gaps left by compaction are allowed).
     pub expected_offset: Option<i64>,
     pub verify_crc: bool,
     pub chunk: usize,
@@ -167,12 +168,14 @@ fn scan_file(
             );
         }
         if let Some(want) = expected {
-            if header.base_offset != want {
+            // Compaction leaves gaps between batches (and a cleaned segment may start after
+            // its base offset), so offsets only have to grow.
+            if header.base_offset < want {
                 return stop(
                     pos,
                     next_offset,
                     format!(
-                        "batch base offset {} where {want} was expected",
+                        "batch base offset {} where {want} or more was expected",
                         header.base_offset
                     ),
                 );
@@ -308,6 +311,11 @@ impl Segment {
 
     pub(crate) fn base_offset(&self) -> i64 {
         self.base_offset
+    }
+    /// Sets the offset after this segment to the next segment's base: for a segment that is
+    /// not the last one, compaction may have removed its last offsets.
+    pub(crate) fn extend_next_offset(&mut self, next_segment_base: i64) {
+        self.next_offset = self.next_offset.max(next_segment_base);
     }
     pub(crate) fn next_offset(&self) -> i64 {
         self.next_offset

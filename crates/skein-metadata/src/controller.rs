@@ -20,7 +20,9 @@
 //!
 //! Partition leadership follows one rule, applied after every broker state change
 //! ([`QuorumController`] reconciles every partition): brokers being fenced or shut down leave
-//! the ISR unless they are its last member (an ISR is never emptied); the current leader stays
+//! the ISR unless they are its last member (an ISR is never emptied, except with KIP-966's
+//! eligible leader replicas on, where a fenced last member moves to the ELR: see the
+//! "KIP-966" section below for the ELR's rules and its place in elections); the current leader stays
 //! if it is still an active ISR member; otherwise the first replica (preferred order) that is in
 //! the ISR and active (unfenced, not shutting down) leads, else an unfenced ISR member that is
 //! shutting down, else nobody (leader -1, offline). Any leader change bumps the leader epoch
@@ -43,7 +45,7 @@ use crate::image::{
     broker_change_record, broker_endpoints, controller_endpoints, partition_change_record,
     partition_record, remove_topic_record, ConfigResource, Endpoint, MetadataImage, PartitionState,
     BROKER_RESOURCE, LEADER_RECOVERED, LEADER_RECOVERING, MAX_TOPIC_NAME_LEN, NO_LEADER,
-    NO_LEADER_CHANGE, TOPIC_RESOURCE,
+    TOPIC_RESOURCE,
 };
 use crate::placement::{place, rack_alternating, Candidate, Stripe};
 use crate::{ApiError, ErrorCode};
@@ -69,6 +71,15 @@ pub struct ControllerConfig {
     /// `leader.imbalance.per.broker.percentage`: a broker whose share of partitions it
     /// should lead (as preferred replica) but does not exceeds this gets them back.
     pub leader_imbalance_per_broker_percentage: u32,
+    /// `min.insync.replicas` of the broker's config file: the default when neither the topic
+    /// nor the cluster-wide dynamic config sets it (KIP-966 needs it for the ELR).
+    pub min_insync_replicas: i32,
+    /// KIP-966 eligible leader replicas (Kafka's `eligible.leader.replicas.version` feature,
+    /// Skein's `skein.eligible.leader.replicas.enable`). Off in this library's default, as in
+    /// Kafka's `PartitionChangeBuilder`; the broker turns it on by default like Kafka 4.1 does
+    /// on new clusters. When off, any ELR left in the image is cleared at the partition's next
+    /// change.
+    pub eligible_leader_replicas: bool,
 }
 
 impl Default for ControllerConfig {
@@ -80,6 +91,8 @@ impl Default for ControllerConfig {
             default_replication_factor: 1,
             unclean_leader_election: false,
             leader_imbalance_per_broker_percentage: 10,
+            min_insync_replicas: 1,
+            eligible_leader_replicas: false,
         }
     }
 }
@@ -100,6 +113,11 @@ pub struct RegisterBroker {
     pub incarnation_id: Uuid,
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
+    /// KIP-966 (BrokerRegistration v3 `PreviousBrokerEpoch`): the epoch of the registration
+    /// this node's log was last known intact under (its clean shutdown), -1 if none. Any other
+    /// value than the current registration's epoch counts as an unclean shutdown: the broker
+    /// leaves every ELR, since its log may have lost committed records.
+    pub previous_broker_epoch: i64,
 }
 
 /// The answer to a registration.
@@ -405,9 +423,15 @@ impl QuorumController {
                     ),
                 ));
             }
-            if !existing.fenced {
+            let unclean = BTreeSet::from([id]);
+            let unclean = if request.previous_broker_epoch != existing.epoch {
+                &unclean
+            } else {
+                &BTreeSet::new()
+            };
+            if !existing.fenced || !unclean.is_empty() {
                 // The old incarnation is gone: it leaves the ISRs and its leaderships move,
-                // as if it had been fenced.
+                // as if it had been fenced; after an unclean shutdown it leaves the ELRs too.
                 let planned = BTreeMap::from([(
                     id,
                     Planned {
@@ -415,7 +439,18 @@ impl QuorumController {
                         shutting_down: false,
                     },
                 )]);
-                records.extend(reconcile(image, &planned, &BTreeSet::from([id])));
+                let removing = if existing.fenced {
+                    BTreeSet::new()
+                } else {
+                    BTreeSet::from([id])
+                };
+                records.extend(reconcile_with(
+                    image,
+                    &self.config,
+                    &planned,
+                    &removing,
+                    unclean,
+                ));
             }
         }
         let highest = image
@@ -495,7 +530,12 @@ impl QuorumController {
                 if !broker.in_controlled_shutdown {
                     records.push(broker_change_record(id, broker.epoch, 0, 1).into());
                 }
-                records.extend(reconcile(image, &planned, &BTreeSet::from([id])));
+                records.extend(reconcile(
+                    image,
+                    &self.config,
+                    &planned,
+                    &BTreeSet::from([id]),
+                ));
                 // Done once the committed image shows it shutting down, it leads nothing another
                 // active ISR member could take, and every other active broker has reported
                 // metadata at least as new as the first image that showed it shutting down
@@ -519,7 +559,12 @@ impl QuorumController {
                             },
                         )]);
                         records.push(broker_change_record(id, broker.epoch, 1, 0).into());
-                        records.extend(reconcile(image, &planned, &BTreeSet::from([id])));
+                        records.extend(reconcile(
+                            image,
+                            &self.config,
+                            &planned,
+                            &BTreeSet::from([id]),
+                        ));
                         reply.is_fenced = true;
                     }
                 }
@@ -534,7 +579,12 @@ impl QuorumController {
                     },
                 )]);
                 records.push(broker_change_record(id, broker.epoch, 1, 0).into());
-                records.extend(reconcile(image, &planned, &BTreeSet::from([id])));
+                records.extend(reconcile(
+                    image,
+                    &self.config,
+                    &planned,
+                    &BTreeSet::from([id]),
+                ));
             }
             reply.is_fenced = true;
         } else if broker.fenced && is_caught_up {
@@ -546,7 +596,7 @@ impl QuorumController {
                 },
             )]);
             records.push(broker_change_record(id, broker.epoch, -1, 0).into());
-            records.extend(reconcile(image, &planned, &BTreeSet::new()));
+            records.extend(reconcile(image, &self.config, &planned, &BTreeSet::new()));
             reply.is_fenced = false;
         }
         Ok(Outcome { records, reply })
@@ -582,7 +632,7 @@ impl QuorumController {
         }
         let removing: BTreeSet<i32> = fenced.iter().copied().collect();
         if !fenced.is_empty() {
-            records.extend(reconcile(image, &planned, &removing));
+            records.extend(reconcile(image, &self.config, &planned, &removing));
         }
         Outcome {
             records,
@@ -930,7 +980,7 @@ impl QuorumController {
                     "the same partition is changed twice in the request",
                 ))
             } else {
-                plan_isr_change(image, broker_id, c).map(|(state, record)| {
+                plan_isr_change(image, &self.config, broker_id, c).map(|(state, record)| {
                     if let Some(record) = record {
                         records.push(record);
                     }
@@ -1215,10 +1265,11 @@ pub(crate) fn choose_leader(
 /// Checks one ISR change; the partition after it, and the record (none if nothing changes).
 fn plan_isr_change(
     image: &MetadataImage,
+    config: &ControllerConfig,
     broker_id: i32,
     c: &AlterPartition,
 ) -> Result<(PartitionState, Option<MetadataRecord>), ApiError> {
-    plan_isr_change_recovering(image, broker_id, c, None)
+    plan_isr_change_recovering(image, config, broker_id, c, None)
 }
 
 /// [`plan_isr_change`] with the leader recovery state the leader reports (KIP-704): `None`
@@ -1226,6 +1277,7 @@ fn plan_isr_change(
 /// RECOVERED never goes back to RECOVERING.
 fn plan_isr_change_recovering(
     image: &MetadataImage,
+    config: &ControllerConfig,
     broker_id: i32,
     c: &AlterPartition,
     recovering: Option<bool>,
@@ -1338,11 +1390,31 @@ fn plan_isr_change_recovering(
             return Ok(done);
         }
     }
-    if isr == part.isr && leader == part.leader && !recovered_now {
+    let topic = image.topic(c.topic_id).map_or("", |t| t.name.as_str());
+    let (elr, last_known_elr) = elr_after(
+        part,
+        &isr,
+        elr_rules(image, config, topic),
+        &BTreeSet::new(),
+    );
+    if isr == part.isr
+        && leader == part.leader
+        && !recovered_now
+        && elr == part.elr
+        && last_known_elr == part.last_known_elr
+    {
         return Ok((part.clone(), None));
     }
     let mut after = part.clone();
     let mut change = partition_change_record(c.topic_id, c.partition);
+    if elr != part.elr {
+        change.eligible_leader_replicas = Some(elr.clone());
+    }
+    if last_known_elr != part.last_known_elr {
+        change.last_known_elr = Some(last_known_elr.clone());
+    }
+    after.elr = elr;
+    after.last_known_elr = last_known_elr;
     if recovered_now {
         after.leader_recovering = false;
         change.leader_recovery_state = LEADER_RECOVERED;
@@ -1429,8 +1501,21 @@ fn plan_configs(image: &MetadataImage, r: &AlterConfigs) -> Result<Vec<MetadataR
 /// another active member exists, and where there is none and a member is back.
 fn reconcile(
     image: &MetadataImage,
+    config: &ControllerConfig,
     planned: &BTreeMap<i32, Planned>,
     removing: &BTreeSet<i32>,
+) -> Vec<MetadataRecord> {
+    reconcile_with(image, config, planned, removing, &BTreeSet::new())
+}
+
+/// [`reconcile`], with brokers that shut down uncleanly (`unclean`, KIP-966): they leave
+/// every ELR. With the ELR on, a fenced last ISR member leaves the ISR too (into the ELR).
+fn reconcile_with(
+    image: &MetadataImage,
+    config: &ControllerConfig,
+    planned: &BTreeMap<i32, Planned>,
+    removing: &BTreeSet<i32>,
+    unclean: &BTreeSet<i32>,
 ) -> Vec<MetadataRecord> {
     let state = |id: i32| -> Option<Planned> {
         planned.get(&id).copied().or_else(|| {
@@ -1443,31 +1528,211 @@ fn reconcile(
     let active = |id: i32| state(id).is_some_and(|s| !s.fenced && !s.shutting_down);
     let unfenced = |id: i32| state(id).is_some_and(|s| !s.fenced);
     let mut records = Vec::new();
+    let none = BTreeSet::new();
     for topic in image.topics().values() {
+        let rules = elr_rules(image, config, &topic.name);
         for (p, part) in topic.partitions.iter().enumerate() {
             let mut isr = part.isr.clone();
-            for r in removing {
-                if isr.len() > 1 {
+            let unclean: &BTreeSet<i32> = if rules.enabled { unclean } else { &none };
+            for r in removing.iter().chain(unclean) {
+                // The last member stays unless the ELR can take it (it is fenced, so the
+                // partition waits for an eligible replica) or its log is not to be trusted.
+                let may_empty = rules.enabled && (!unfenced(*r) || unclean.contains(r));
+                if isr.len() > 1 || may_empty {
                     isr.retain(|m| m != r);
                 }
             }
-            let leader = choose_leader(part, &isr, &active, &unfenced);
-            if leader == part.leader && isr == part.isr {
-                continue;
+            let next = plan_partition(part, isr, rules, unclean, &active, &unfenced);
+            if let Some(change) = change_record(topic.id, p as i32, part, &next) {
+                records.push(change.into());
             }
-            let mut change = partition_change_record(topic.id, p as i32);
-            if isr != part.isr {
-                change.isr = Some(isr.clone());
-            }
-            change.leader = if leader != part.leader {
-                leader
-            } else {
-                NO_LEADER_CHANGE
-            };
-            records.push(change.into());
         }
     }
     records
+}
+
+// ---------------------------------------------------------------------------------------------
+// KIP-966 eligible leader replicas.
+
+/// The KIP-966 rules for one topic: whether the ELR is on, and its `min.insync.replicas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ElrRules {
+    pub enabled: bool,
+    pub min_isr: usize,
+}
+
+/// The config key of the minimum ISR.
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+
+/// The ELR rules for `topic`: its `min.insync.replicas` override, else the static default
+/// (at least 1). The same minimum the leaders freeze their high watermark by (a broker's
+/// effective topic config reads no cluster-wide dynamic value for it), which is what makes
+/// an ELR member hold every committed record.
+pub(crate) fn elr_rules(image: &MetadataImage, config: &ControllerConfig, topic: &str) -> ElrRules {
+    let parse = |v: &String| v.trim().parse::<i32>().ok();
+    let min = image
+        .configs(&ConfigResource::topic(topic))
+        .and_then(|c| c.get(MIN_INSYNC_REPLICAS))
+        .and_then(parse)
+        .unwrap_or(config.min_insync_replicas);
+    ElrRules {
+        enabled: config.eligible_leader_replicas,
+        min_isr: min.max(1) as usize,
+    }
+}
+
+/// A partition's leader, ISR, ELR and last known ELR as a change plans them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartitionPlan {
+    pub leader: i32,
+    pub isr: Vec<i32>,
+    pub elr: Vec<i32>,
+    pub last_known_elr: Vec<i32>,
+    /// The leader came from outside the ISR and ELR (KIP-704 RECOVERING).
+    pub unclean: bool,
+}
+
+/// The ELR and last known ELR of `part` once its ISR is `isr`, KIP-966's rules:
+/// - the ISR at `min.insync.replicas` or more (or the ELR off): both empty;
+/// - else the ELR is the old ELR plus the members leaving the ISR (the high watermark was
+///   frozen once the ISR fell below the minimum, so they hold every committed record), minus
+///   the new ISR and the replicas in `unclean` (their logs may have lost records), trimmed so
+///   that ISR + ELR never exceeds the minimum (the old ELR first, then the old leader, then
+///   the ISR's order);
+/// - the last known ELR gathers those that were eligible and are no longer (an unclean
+///   shutdown), outside the new ISR and ELR.
+pub(crate) fn elr_after(
+    part: &PartitionState,
+    isr: &[i32],
+    rules: ElrRules,
+    unclean: &BTreeSet<i32>,
+) -> (Vec<i32>, Vec<i32>) {
+    if !rules.enabled || isr.len() >= rules.min_isr {
+        return (Vec::new(), Vec::new());
+    }
+    let mut candidates: Vec<i32> = Vec::new();
+    let leader = (part.leader != NO_LEADER).then_some(part.leader);
+    for r in part.elr.iter().chain(leader.iter()).chain(&part.isr) {
+        if !candidates.contains(r) && part.replicas.contains(r) {
+            candidates.push(*r);
+        }
+    }
+    let room = rules.min_isr - isr.len();
+    let elr: Vec<i32> = candidates
+        .iter()
+        .copied()
+        .filter(|r| !isr.contains(r) && !unclean.contains(r))
+        .take(room)
+        .collect();
+    let mut last_known: Vec<i32> = part
+        .last_known_elr
+        .iter()
+        .copied()
+        .filter(|r| part.replicas.contains(r))
+        .collect();
+    for r in candidates.iter().filter(|r| unclean.contains(r)) {
+        if !last_known.contains(r) {
+            last_known.push(*r);
+        }
+    }
+    last_known.retain(|r| !isr.contains(r) && !elr.contains(r));
+    (elr, last_known)
+}
+
+/// The partition after its ISR becomes `isr`: the ELR per [`elr_after`], then the leader:
+/// the current one if still an active ISR member, else from the ISR ([`choose_leader`]),
+/// else (the ISR empty) the first ELR member in replica order that is active, else unfenced;
+/// an ELR member elected becomes the whole ISR and leaves the ELR.
+pub(crate) fn plan_partition(
+    part: &PartitionState,
+    isr: Vec<i32>,
+    rules: ElrRules,
+    unclean: &BTreeSet<i32>,
+    active: &dyn Fn(i32) -> bool,
+    unfenced: &dyn Fn(i32) -> bool,
+) -> PartitionPlan {
+    let (elr, last_known_elr) = elr_after(part, &isr, rules, unclean);
+    let leader = choose_leader(part, &isr, active, unfenced);
+    let mut plan = PartitionPlan {
+        leader,
+        isr,
+        elr,
+        last_known_elr,
+        unclean: false,
+    };
+    if leader == NO_LEADER && plan.isr.is_empty() {
+        if let Some(l) = elect_from_elr(part, &plan.elr, active, unfenced) {
+            let mut with_leader = part.clone();
+            with_leader.isr = Vec::new();
+            with_leader.elr = plan.elr.clone();
+            with_leader.last_known_elr = plan.last_known_elr.clone();
+            with_leader.leader = NO_LEADER;
+            let isr = vec![l];
+            let (elr, last_known_elr) = elr_after(&with_leader, &isr, rules, unclean);
+            plan = PartitionPlan {
+                leader: l,
+                isr,
+                elr,
+                last_known_elr,
+                unclean: false,
+            };
+        }
+    }
+    plan
+}
+
+/// The ELR member to lead a partition whose ISR is empty: the first in replica order that is
+/// active, else one that is unfenced (shutting down).
+fn elect_from_elr(
+    part: &PartitionState,
+    elr: &[i32],
+    active: &dyn Fn(i32) -> bool,
+    unfenced: &dyn Fn(i32) -> bool,
+) -> Option<i32> {
+    let in_elr = |r: &i32| elr.contains(r);
+    part.replicas
+        .iter()
+        .copied()
+        .find(|r| in_elr(r) && active(*r))
+        .or_else(|| {
+            part.replicas
+                .iter()
+                .copied()
+                .find(|r| in_elr(r) && unfenced(*r))
+        })
+}
+
+/// The record taking `part` to `next` (`None` when nothing changes). An ELR change alone does
+/// not bump the leader epoch (KIP-966); an unclean leader starts RECOVERING (KIP-704).
+fn change_record(
+    topic: Uuid,
+    p: i32,
+    part: &PartitionState,
+    next: &PartitionPlan,
+) -> Option<skein_protocol::metadata_records::PartitionChangeRecord> {
+    let mut change = partition_change_record(topic, p);
+    let mut changed = false;
+    if next.isr != part.isr {
+        change.isr = Some(next.isr.clone());
+        changed = true;
+    }
+    if next.leader != part.leader {
+        change.leader = next.leader;
+        changed = true;
+    }
+    if next.elr != part.elr {
+        change.eligible_leader_replicas = Some(next.elr.clone());
+        changed = true;
+    }
+    if next.last_known_elr != part.last_known_elr {
+        change.last_known_elr = Some(next.last_known_elr.clone());
+        changed = true;
+    }
+    if next.unclean && !part.leader_recovering {
+        change.leader_recovery_state = LEADER_RECOVERING;
+        changed = true;
+    }
+    changed.then_some(change)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1556,27 +1821,13 @@ fn plan_preferred(
     Ok(change.into())
 }
 
-/// The leader an unclean election gives a leaderless `part`, and whether it is unclean: an
-/// active ISR member first, then an unfenced one (shutting down), then the first active
-/// replica outside the ISR. `None` when no replica is live.
-fn unclean_choice(image: &MetadataImage, part: &PartitionState) -> Option<(i32, bool)> {
-    let active = |id: i32| image.broker(id).is_some_and(|b| b.is_active());
-    let unfenced = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
-    let clean = choose_leader(part, &part.isr, &active, &unfenced);
-    if clean != NO_LEADER {
-        return Some((clean, false));
-    }
-    part.replicas
-        .iter()
-        .copied()
-        .find(|r| active(*r))
-        .map(|r| (r, true))
-}
-
-/// An unclean election of `part` (which has no leader): the change record (an unclean one
-/// makes the new leader the whole ISR and marks it RECOVERING, KIP-704) and the new leader.
+/// An unclean election of `part` (which has no leader): an active or unfenced ISR member
+/// first, then (the ISR empty) an ELR member (KIP-966), then the first active replica, which
+/// becomes the whole ISR, RECOVERING (KIP-704), with the ELR and last known ELR cleared. The
+/// change record, the new leader and whether it was unclean.
 fn plan_unclean(
     image: &MetadataImage,
+    config: &ControllerConfig,
     topic_id: Uuid,
     p: i32,
     part: &PartitionState,
@@ -1587,21 +1838,42 @@ fn plan_unclean(
             format!("broker {} leads already", part.leader),
         ));
     }
-    let Some((leader, unclean)) = unclean_choice(image, part) else {
-        return Err(err(
-            ErrorCode::ELIGIBLE_LEADERS_NOT_AVAILABLE,
-            format!("no replica of {:?} is live", part.replicas),
-        ));
-    };
-    let mut change = partition_change_record(topic_id, p);
-    change.leader = leader;
-    if unclean {
-        change.isr = Some(vec![leader]);
-        if !part.leader_recovering {
-            change.leader_recovery_state = LEADER_RECOVERING;
-        }
+    let active = |id: i32| image.broker(id).is_some_and(|b| b.is_active());
+    let unfenced = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
+    let topic = image.topic(topic_id).map_or("", |t| t.name.as_str());
+    let rules = elr_rules(image, config, topic);
+    let mut plan = plan_partition(
+        part,
+        part.isr.clone(),
+        rules,
+        &BTreeSet::new(),
+        &active,
+        &unfenced,
+    );
+    if plan.leader == NO_LEADER {
+        let Some(r) = part.replicas.iter().copied().find(|r| active(*r)) else {
+            return Err(err(
+                ErrorCode::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                format!("no replica of {:?} is live", part.replicas),
+            ));
+        };
+        plan = PartitionPlan {
+            leader: r,
+            isr: vec![r],
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
+            unclean: true,
+        };
     }
-    Ok((change.into(), leader, unclean))
+    let mut change = change_record(topic_id, p, part, &plan).unwrap_or_else(|| {
+        let mut c = partition_change_record(topic_id, p);
+        c.leader = plan.leader;
+        c
+    });
+    if plan.unclean && change.isr.is_none() {
+        change.isr = Some(plan.isr.clone());
+    }
+    Ok((change.into(), plan.leader, plan.unclean))
 }
 
 /// Whether unclean elections are allowed for `topic`: its own override, else the cluster-wide
@@ -1657,7 +1929,9 @@ impl QuorumController {
             } else {
                 let planned = match election {
                     ElectionType::Preferred => plan_preferred(image, t.id, p, part),
-                    ElectionType::Unclean => plan_unclean(image, t.id, p, part).map(|(r, ..)| r),
+                    ElectionType::Unclean => {
+                        plan_unclean(image, &self.config, t.id, p, part).map(|(r, ..)| r)
+                    }
                 };
                 planned.map(|record| records.push(record))
             };
@@ -1784,7 +2058,9 @@ impl QuorumController {
                 if part.leader != NO_LEADER || records.len() >= MAX_RECORDS_PER_OP {
                     continue;
                 }
-                if let Ok((record, to, unclean)) = plan_unclean(image, t.id, p as i32, part) {
+                if let Ok((record, to, unclean)) =
+                    plan_unclean(image, &self.config, t.id, p as i32, part)
+                {
                     records.push(record);
                     moved.push(LeaderMoved {
                         topic: t.name.clone(),
@@ -1813,7 +2089,8 @@ impl QuorumController {
         change: &AlterPartition,
     ) -> Result<Outcome<PartitionState>, ApiError> {
         check_broker_epoch(image, broker_id, broker_epoch)?;
-        let (state, record) = plan_isr_change_recovering(image, broker_id, change, Some(false))?;
+        let (state, record) =
+            plan_isr_change_recovering(image, &self.config, broker_id, change, Some(false))?;
         Ok(Outcome {
             records: record.into_iter().collect(),
             reply: state,

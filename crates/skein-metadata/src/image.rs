@@ -92,6 +92,13 @@ pub struct PartitionState {
     pub adding_replicas: Vec<i32>,
     /// A reassignment in progress: replicas to remove once every target replica is in the ISR.
     pub removing_replicas: Vec<i32>,
+    /// KIP-966 eligible leader replicas: replicas that left the ISR while it was below
+    /// `min.insync.replicas` (so the high watermark was frozen and they hold every committed
+    /// record); electable when the ISR is empty. Disjoint from the ISR.
+    pub elr: Vec<i32>,
+    /// KIP-966 last known ELR: members that left the ELR because they shut down uncleanly
+    /// (their log may have lost records), kept for operators; cleared with the ELR.
+    pub last_known_elr: Vec<i32>,
 }
 
 /// `LeaderRecoveryState` RECOVERED and RECOVERING, as the records carry them.
@@ -173,6 +180,15 @@ impl PartitionState {
         }
         if self.target_replicas().is_empty() {
             return Err("a reassignment removes every replica".into());
+        }
+        if has_duplicates(&self.elr) || has_duplicates(&self.last_known_elr) {
+            return Err("duplicate eligible leader replicas".into());
+        }
+        if let Some(r) = self.elr.iter().find(|r| !self.replicas.contains(r)) {
+            return Err(format!("eligible leader replica {r} is not a replica"));
+        }
+        if let Some(r) = self.elr.iter().find(|r| self.isr.contains(r)) {
+            return Err(format!("replica {r} is both in the ISR and the ELR"));
         }
         Ok(())
     }
@@ -928,6 +944,8 @@ impl MetadataImage {
                     },
                     adding_replicas: r.adding_replicas.clone(),
                     removing_replicas: r.removing_replicas.clone(),
+                    elr: r.eligible_leader_replicas.clone().unwrap_or_default(),
+                    last_known_elr: r.last_known_elr.clone().unwrap_or_default(),
                 };
                 state.validate()?;
                 let Some(topic) = self.topics.get(&r.topic_id) else {
@@ -978,6 +996,12 @@ impl MetadataImage {
                 }
                 if let Some(removing) = &r.removing_replicas {
                     state.removing_replicas = removing.clone();
+                }
+                if let Some(elr) = &r.eligible_leader_replicas {
+                    state.elr = elr.clone();
+                }
+                if let Some(last) = &r.last_known_elr {
+                    state.last_known_elr = last.clone();
                 }
                 match r.leader {
                     NO_LEADER_CHANGE => {}
@@ -1110,6 +1134,9 @@ pub fn partition_record(topic: Uuid, p: i32, state: &PartitionState) -> Partitio
         },
         adding_replicas: state.adding_replicas.clone(),
         removing_replicas: state.removing_replicas.clone(),
+        // Null when empty, as Kafka writes them.
+        eligible_leader_replicas: (!state.elr.is_empty()).then(|| state.elr.clone()),
+        last_known_elr: (!state.last_known_elr.is_empty()).then(|| state.last_known_elr.clone()),
         ..Default::default()
     }
 }

@@ -300,8 +300,19 @@ fn to_change(
     before: &PartitionState,
     shape: &PartitionState,
 ) -> Option<(PartitionState, MetadataRecord)> {
+    // KIP-966: the eligible leader replicas stay replicas and outside the ISR.
+    let kept = |list: &[i32]| -> Vec<i32> {
+        list.iter()
+            .copied()
+            .filter(|r| shape.replicas.contains(r) && !shape.isr.contains(r))
+            .collect()
+    };
+    let elr = kept(&shape.elr);
+    let last_known_elr = kept(&shape.last_known_elr);
     let same = shape.replicas == before.replicas
         && shape.isr == before.isr
+        && elr == before.elr
+        && last_known_elr == before.last_known_elr
         && shape.leader == before.leader
         && shape.adding_replicas == before.adding_replicas
         && shape.removing_replicas == before.removing_replicas;
@@ -322,6 +333,12 @@ fn to_change(
     if shape.removing_replicas != before.removing_replicas {
         change.removing_replicas = Some(shape.removing_replicas.clone());
     }
+    if elr != before.elr {
+        change.eligible_leader_replicas = Some(elr.clone());
+    }
+    if last_known_elr != before.last_known_elr {
+        change.last_known_elr = Some(last_known_elr.clone());
+    }
     let removed_replica = before.replicas.iter().any(|r| !shape.replicas.contains(r));
     change.leader = if shape.leader != before.leader || removed_replica {
         shape.leader
@@ -336,6 +353,8 @@ fn to_change(
     after.leader = shape.leader;
     after.adding_replicas = shape.adding_replicas.clone();
     after.removing_replicas = shape.removing_replicas.clone();
+    after.elr = elr;
+    after.last_known_elr = last_known_elr;
     after.partition_epoch = before.partition_epoch.saturating_add(1);
     Some((after, change.into()))
 }

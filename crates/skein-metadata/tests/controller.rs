@@ -109,6 +109,7 @@ fn request(id: i32, incarnation: u8, rack: Option<&str>) -> RegisterBroker {
             security_protocol: 0,
         }],
         rack: rack.map(String::from),
+        previous_broker_epoch: -1,
     }
 }
 

@@ -17,6 +17,14 @@
 //! restored and compared along the way. After the chaos every broker comes back and the
 //! cluster must settle with every broker unfenced and every partition led.
 //!
+//! Every other seed runs with KIP-966 eligible leader replicas on (and a random
+//! `min.insync.replicas` of 1-3; restarting brokers now and then lost their logs): the ISR
+//! may then empty (never holding a fenced broker), a non-empty ELR means ISR < min ISR and
+//! ISR + ELR <= min ISR, the ELR is disjoint from the ISR, a new leader comes from the ISR or
+//! the ELR (unless elected uncleanly), no partition is offline while its ISR is empty and an
+//! unfenced ELR member exists, and a settled cluster leads every partition except those whose
+//! eligible replicas all lost their logs (they wait for an unclean election).
+//!
 //! Re-run one seed with `SKEIN_SIM_SEED=<seed> cargo test -p skein-metadata --test sim`;
 //! `SKEIN_SIM_STATS=1` prints what each seed exercised, `SKEIN_SIM_TRACE=1` every call,
 //! `SKEIN_SIM_SEEDS=<n>` runs seeds 1..=n instead of the default 100.
@@ -91,6 +99,9 @@ struct Sim {
     stats: BTreeMap<&'static str, u64>,
     /// Faults on (brokers ask to be fenced now and then).
     chaos: bool,
+    /// KIP-966 eligible leader replicas on (every other seed), with this `min.insync.replicas`.
+    elr: bool,
+    min_isr: usize,
 }
 
 impl Sim {
@@ -117,8 +128,12 @@ impl Sim {
                 shutting_down: false,
             })
             .collect();
+        let elr = seed.is_multiple_of(2);
+        let min_isr = 1 + rng.below(3) as i32;
         let config = ControllerConfig {
             session_timeout_ms: SESSION_TIMEOUT,
+            eligible_leader_replicas: elr,
+            min_insync_replicas: min_isr,
             ..ControllerConfig::default()
         };
         let mut ctl = QuorumController::new(config);
@@ -134,6 +149,8 @@ impl Sim {
             brokers,
             stats: BTreeMap::new(),
             chaos: true,
+            elr,
+            min_isr: min_isr as usize,
         }
     }
 
@@ -186,6 +203,17 @@ impl Sim {
         }
         self.check_transition(&before);
         self.check_image();
+        for ((topic, p), d) in &delta.partitions {
+            let Some(was) = before.partition(*topic, *p) else {
+                continue;
+            };
+            if was.elr.is_empty() && !d.after.elr.is_empty() {
+                self.count("ELRs formed");
+            }
+            if d.after.leader != was.leader && was.elr.contains(&d.after.leader) {
+                self.count("leaders elected from an ELR");
+            }
+        }
     }
 
     fn check_transition(&self, before: &MetadataImage) {
@@ -210,6 +238,20 @@ impl Sim {
                         format!("{}-{p}: {was:?} -> {now:?}", t.name),
                     );
                 }
+                if now.leader != was.leader
+                    && now.leader != NO_LEADER
+                    && !now.leader_recovering
+                    && !was.isr.contains(&now.leader)
+                    && !was.elr.contains(&now.leader)
+                    // A live leader's AlterPartition may add a caught-up member and hand over
+                    // to it (the leader shutting down) in one change.
+                    && (was.leader == NO_LEADER || now.isr.iter().all(|r| was.isr.contains(r)))
+                {
+                    self.fail(
+                        "a new leader comes from the ISR or the ELR (unless unclean)",
+                        format!("{}-{p}: {was:?} -> {now:?}", t.name),
+                    );
+                }
                 if now != was && now.partition_epoch <= was.partition_epoch {
                     self.fail(
                         "the partition epoch grows on every change",
@@ -230,8 +272,39 @@ impl Sim {
                 if s.replicas.is_empty() || distinct.len() != s.replicas.len() {
                     self.fail("replicas are distinct and non-empty", name());
                 }
-                if s.isr.is_empty() {
+                if s.isr.is_empty() && !self.elr {
                     self.fail("the ISR is never empty", name());
+                }
+                if s.isr.is_empty() && s.leader != NO_LEADER {
+                    self.fail("an empty ISR has no leader", name());
+                }
+                let has_elr = !s.elr.is_empty() || !s.last_known_elr.is_empty();
+                if !self.elr && has_elr {
+                    self.fail("no ELR while it is off", name());
+                }
+                if !s
+                    .elr
+                    .iter()
+                    .all(|r| s.replicas.contains(r) && !s.isr.contains(r))
+                {
+                    self.fail("ELR ⊆ replicas, disjoint from the ISR", name());
+                }
+                if !s.elr.is_empty()
+                    && (s.isr.len() >= self.min_isr || s.isr.len() + s.elr.len() > self.min_isr)
+                {
+                    self.fail(
+                        "a non-empty ELR means ISR < min ISR and ISR + ELR <= min ISR",
+                        name(),
+                    );
+                }
+                if self.elr && s.isr.iter().any(|r| !unfenced(*r)) {
+                    self.fail("with the ELR on, no fenced broker is in an ISR", name());
+                }
+                if s.leader == NO_LEADER && s.isr.is_empty() && s.elr.iter().any(|r| unfenced(*r)) {
+                    self.fail(
+                        "no partition offline while the ISR is empty and an unfenced ELR member exists",
+                        name(),
+                    );
                 }
                 if !s.isr.iter().all(|r| s.replicas.contains(r)) {
                     self.fail("ISR ⊆ replicas", name());
@@ -301,6 +374,16 @@ impl Sim {
     }
 
     fn register(&mut self, i: usize) {
+        // With the ELR on, now and then the broker lost its log (an unclean shutdown).
+        let id = self.brokers[i].id;
+        let lost = self.elr && self.rng.chance(4);
+        let previous_broker_epoch = match self.image.broker(id) {
+            Some(r) if !lost => r.epoch,
+            _ => -1,
+        };
+        if lost && self.image.broker(id).is_some() {
+            self.count("unclean shutdowns");
+        }
         let b = &self.brokers[i];
         let request = RegisterBroker {
             broker_id: b.id,
@@ -329,6 +412,7 @@ impl Sim {
                 security_protocol: 0,
             }],
             rack: b.rack.clone(),
+            previous_broker_epoch,
         };
         let result = self.ctl.register_broker(&self.image, &request, self.now);
         self.trace(|| {
@@ -909,7 +993,13 @@ impl Sim {
         }
         for t in self.image.topics().values() {
             for (p, s) in t.partitions.iter().enumerate() {
-                if s.leader == NO_LEADER {
+                // With the ELR on, a partition whose eligible replicas all lost their logs
+                // waits for an unclean election (they are in its last known ELR).
+                let lost = self.elr
+                    && s.isr.is_empty()
+                    && s.elr.is_empty()
+                    && !s.last_known_elr.is_empty();
+                if s.leader == NO_LEADER && !lost {
                     self.fail(
                         "a settled cluster leads every partition",
                         format!("{}-{p}", t.name),

@@ -143,11 +143,10 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
         data_dir.display(),
         started.elapsed().as_millis()
     );
-    let retention = every(retention_every, &broker, |b| {
-        b.apply_retention();
-        b.clean_offsets_topic();
-    });
+    // `__consumer_offsets` is compacted by the log cleaner (`start_cleaner` below).
+    let retention = every(retention_every, &broker, |b| b.apply_retention());
     let producer_expiry = every(producer_expiry_every, &broker, |b| b.expire_producers());
+    let _cleaner = broker.start_cleaner();
     let checkpoints = every(CHECKPOINT_INTERVAL, &broker, |b| b.checkpoint());
     let quorum_broker = broker.clone();
     let heartbeat_every = Duration::from_millis(broker.config.cluster.broker_heartbeat_interval_ms);

@@ -18,6 +18,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_log_dirs;
 mod describe_producers;
+mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
 mod find_coordinator;
@@ -95,6 +96,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
@@ -192,6 +194,11 @@ impl Broker {
             RequestBody::DescribeProducers(r) => Reply::Now(ResponseBody::DescribeProducers(
                 describe_producers::handle(self, r),
             )),
+            RequestBody::DescribeTopicPartitions(r) => {
+                Reply::Now(ResponseBody::DescribeTopicPartitions(
+                    describe_topic_partitions::handle(self, v, r),
+                ))
+            }
             RequestBody::ElectLeaders(r) => elect_leaders::handle(self, v, r),
             RequestBody::OffsetForLeaderEpoch(r) => Reply::Now(ResponseBody::OffsetForLeaderEpoch(
                 offset_for_leader_epoch::handle(self, r),

@@ -196,7 +196,9 @@ fn check_timestamps(
 const COMPACTED_DECOMPRESSED_MAX: usize = 128 * 1024 * 1024;
 
 /// A compacted topic keeps the newest record of each key, so a record without one could never
-/// be compacted away: like Kafka, such a batch is refused, naming the first keyless record.
+/// be compacted away: like Kafka (KIP-467), such a batch is refused with INVALID_RECORD and a
+/// record error for each keyless record, so that clients fail those records with the error and
+/// the rest of the batch as collateral.
 fn check_keys(version: i16, batch: &[u8], count: i32) -> Result<(), Failure> {
     let corrupt = |e: records::RecordsError| {
         ApiError::new(
@@ -206,18 +208,21 @@ fn check_keys(version: i16, batch: &[u8], count: i32) -> Result<(), Failure> {
     };
     let body = records::records_section(batch, COMPACTED_DECOMPRESSED_MAX).map_err(corrupt)?;
     let decoded = records::decode_record_section(&body, count).map_err(corrupt)?;
-    match (0..).zip(&decoded).find(|(_, r)| r.key.is_none()) {
-        None => Ok(()),
-        Some((i, _)) => Err(Failure {
-            error: invalid_record(
-                version,
-                format!(
-                    "This topic is compacted (cleanup.policy=compact), so every record needs a key; record {i} of the batch has none."
-                ),
-            ),
-            records: vec![i],
-        }),
+    let keyless: Vec<i32> = (0..)
+        .zip(&decoded)
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    if keyless.is_empty() {
+        return Ok(());
     }
+    Err(Failure {
+        error: invalid_record(
+            version,
+            "Compacted topic cannot accept message without key (cleanup.policy=compact).",
+        ),
+        records: keyless,
+    })
 }
 
 /// Validates and appends one partition's records as its leader. `acks` is the request's.
@@ -298,7 +303,7 @@ fn failure_response(
     log_start_offset: i64,
 ) -> PartitionProduceResponse {
     let e = f.error;
-    let record_errors = if e.code == ErrorCode::INVALID_RECORD {
+    let record_errors = if e.code == ErrorCode::INVALID_RECORD && f.records.is_empty() {
         vec![BatchIndexAndErrorMessage {
             batch_index: 0,
             batch_index_error_message: Some(e.message.clone()),

@@ -34,6 +34,7 @@ impl Cluster {
                     security_protocol: 0,
                 }],
                 rack: None,
+                previous_broker_epoch: -1,
             };
             let out = c.ctl.register_broker(&c.image, &req, c.now).unwrap();
             c.commit(out);

@@ -97,6 +97,7 @@ exchanges! {
     RemoveRaftVoter: RemoveRaftVoterRequest => RemoveRaftVoterResponse, tested up to 0;
     AlterPartitionReassignments: AlterPartitionReassignmentsRequest => AlterPartitionReassignmentsResponse, tested up to 0;
     ListPartitionReassignments: ListPartitionReassignmentsRequest => ListPartitionReassignmentsResponse, tested up to 0;
+    DescribeTopicPartitions: DescribeTopicPartitionsRequest => DescribeTopicPartitionsResponse, tested up to 0;
 }
 
 /// One broker's advertised version range for one API.

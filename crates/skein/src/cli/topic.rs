@@ -1,5 +1,7 @@
 //! `skein topic create|list|describe|delete|add-partitions|alter-config|reassign`.
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use skein_protocol::messages::create_partitions_request::{
@@ -380,6 +382,58 @@ fn partition_sizes(cluster: &mut Cluster, info: &TopicInfo) -> std::collections:
     sizes
 }
 
+/// A partition's KIP-966 eligible leader replicas and last known ELR.
+type Eligible = (Vec<i32>, Vec<i32>);
+
+/// KIP-966's eligible leader replicas and last known ELR of each partition of `topic`, from
+/// DescribeTopicPartitions (paged by its cursor); empty when the broker does not serve it.
+fn eligible_leaders(cluster: &mut Cluster, topic: &str) -> Result<BTreeMap<i32, Eligible>> {
+    use skein_protocol::messages::describe_topic_partitions_request::{
+        Cursor, DescribeTopicPartitionsRequest, TopicRequest,
+    };
+    let conn = cluster.any()?;
+    let mut out = BTreeMap::new();
+    if conn.version(ApiKey::DescribeTopicPartitions).is_err() {
+        return Ok(out);
+    }
+    let mut cursor: Option<Cursor> = None;
+    // A bound on pages, whatever the broker answers.
+    for _ in 0..10_000 {
+        let response = conn.send(DescribeTopicPartitionsRequest {
+            topics: vec![TopicRequest {
+                name: topic.to_owned(),
+                ..Default::default()
+            }],
+            response_partition_limit: 2000,
+            cursor: cursor.take(),
+            ..Default::default()
+        })?;
+        for t in &response.topics {
+            KafkaError::check(t.error_code, None).context("DescribeTopicPartitions")?;
+            for p in &t.partitions {
+                out.insert(
+                    p.partition_index,
+                    (
+                        p.eligible_leader_replicas.clone().unwrap_or_default(),
+                        p.last_known_elr.clone().unwrap_or_default(),
+                    ),
+                );
+            }
+        }
+        match response.next_cursor {
+            Some(c) if c.topic_name == topic => {
+                cursor = Some(Cursor {
+                    topic_name: c.topic_name,
+                    partition_index: c.partition_index,
+                    ..Default::default()
+                })
+            }
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
 fn describe(args: NameArgs) -> Result<()> {
     let mut cluster = args.common.connect()?;
     let info = cluster.topic(&args.name)?;
@@ -390,6 +444,11 @@ fn describe(args: NameArgs) -> Result<()> {
         list_offsets(&mut cluster, &args.name, &partitions, LATEST).context("log end offsets")?;
     let configs = describe_configs(&mut cluster, &args.name)?;
     let sizes = partition_sizes(&mut cluster, &info);
+    let elrs = eligible_leaders(&mut cluster, &args.name).context("eligible leader replicas")?;
+    let elr = |p: i32| elrs.get(&p).map_or(&[][..], |e| &e.0[..]);
+    let last_known_elr = |p: i32| elrs.get(&p).map_or(&[][..], |e| &e.1[..]);
+    // The ELR columns appear only when some partition has one (KIP-966).
+    let show_elr = elrs.values().any(|(e, l)| !e.is_empty() || !l.is_empty());
     let size = |p: i32| sizes.get(&p).copied();
     let start = |p: i32| starts.get(&p).copied().flatten();
     let end = |p: i32| ends.get(&p).copied().flatten();
@@ -428,7 +487,7 @@ fn describe(args: NameArgs) -> Result<()> {
                 .partitions
                 .iter()
                 .map(|p| {
-                    vec![
+                    let mut row = vec![
                         p.partition.to_string(),
                         if p.leader >= 0 {
                             p.leader.to_string()
@@ -441,25 +500,36 @@ fn describe(args: NameArgs) -> Result<()> {
                         or_dash(end(p.partition)),
                         or_dash(size(p.partition)),
                         status(p.leader, &p.replicas, &p.isr).to_owned(),
-                    ]
+                    ];
+                    if show_elr {
+                        let list = |ids: &[i32]| {
+                            if ids.is_empty() {
+                                "-".to_owned()
+                            } else {
+                                nodes(ids)
+                            }
+                        };
+                        row.insert(4, list(elr(p.partition)));
+                        row.insert(5, list(last_known_elr(p.partition)));
+                    }
+                    row
                 })
                 .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "PARTITION",
-                        "LEADER",
-                        "REPLICAS",
-                        "ISR",
-                        "START-OFFSET",
-                        "END-OFFSET",
-                        "SIZE",
-                        "STATUS"
-                    ],
-                    &rows
-                )
-            );
+            let mut headers = vec![
+                "PARTITION",
+                "LEADER",
+                "REPLICAS",
+                "ISR",
+                "START-OFFSET",
+                "END-OFFSET",
+                "SIZE",
+                "STATUS",
+            ];
+            if show_elr {
+                headers.insert(4, "ELR");
+                headers.insert(5, "LAST-KNOWN-ELR");
+            }
+            print!("{}", table(&headers, &rows));
             println!();
             let rows: Vec<Vec<String>> = configs
                 .iter()
@@ -486,6 +556,8 @@ fn describe(args: NameArgs) -> Result<()> {
                 "leader": (p.leader >= 0).then_some(p.leader),
                 "replicas": p.replicas,
                 "isr": p.isr,
+                "eligible_leader_replicas": elr(p.partition),
+                "last_known_elr": last_known_elr(p.partition),
                 "log_start_offset": start(p.partition),
                 "log_end_offset": end(p.partition),
                 "size_bytes": size(p.partition),

@@ -1,0 +1,133 @@
+//! Requests from this broker to another one over the Kafka protocol: the transaction
+//! coordinator's WriteTxnMarkers to partition leaders, and a leader's AddPartitionsToTxn
+//! check with a transaction coordinator (KIP-890 part 1).
+//!
+//! One connection per peer, kept open and reused; requests to one peer go one at a time
+//! (they are small and rare next to replication, which has its own connections in
+//! `fetcher.rs`). A failed exchange drops the connection, so the next call reconnects.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use skein_protocol::ResponseBody;
+use skein_protocol::{decode_response, encode_request, ApiKey, RequestBody, RequestHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::broker::Broker;
+
+/// The longest a connection attempt to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest response accepted from a peer (these answers are a few bytes per partition).
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The connections of this broker to its peers.
+#[derive(Default)]
+pub struct Peers {
+    conns: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<Conn>>>>,
+}
+
+#[derive(Default)]
+struct Conn {
+    stream: Option<TcpStream>,
+    correlation: i32,
+}
+
+impl Peers {
+    fn conn(&self, node: i32) -> Arc<tokio::sync::Mutex<Conn>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node)
+            .or_default()
+            .clone()
+    }
+}
+
+impl Broker {
+    /// Sends one request to broker `node` and waits at most `timeout` for its response.
+    pub async fn call_peer(
+        &self,
+        node: i32,
+        api: ApiKey,
+        version: i16,
+        body: RequestBody,
+        timeout: Duration,
+    ) -> std::io::Result<ResponseBody> {
+        let conn = self.peers().conn(node);
+        let mut conn = conn.lock().await;
+        let attempt = async {
+            if conn.stream.is_none() {
+                conn.stream = Some(self.connect_peer(node).await?);
+            }
+            conn.correlation = conn.correlation.wrapping_add(1);
+            let correlation = conn.correlation;
+            let stream = conn.stream.as_mut().expect("connected above");
+            exchange(stream, correlation, api, version, body).await
+        };
+        let result = match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from broker {node} within {timeout:?}"),
+            )),
+        };
+        if result.is_err() {
+            conn.stream = None;
+        }
+        result
+    }
+
+    async fn connect_peer(&self, node: i32) -> std::io::Result<TcpStream> {
+        let endpoint = self.broker_endpoint(node).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("broker {node} is not registered"),
+            )
+        })?;
+        let addr = format!("{}:{}", endpoint.host, endpoint.port);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// Writes one request on `stream` and reads its response.
+async fn exchange(
+    stream: &mut TcpStream,
+    correlation: i32,
+    api: ApiKey,
+    version: i16,
+    body: RequestBody,
+) -> std::io::Result<ResponseBody> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let header = RequestHeader {
+        api_key: api as i16,
+        api_version: version,
+        correlation_id: correlation,
+        client_id: Some("skein-broker".into()),
+    };
+    let frame =
+        encode_request(&header, &body).map_err(|e| invalid(format!("encoding {api:?}: {e}")))?;
+    stream.write_all(&frame).await?;
+    let len = stream.read_i32().await?;
+    if len < 0 || len as usize > MAX_RESPONSE_BYTES {
+        return Err(invalid(format!("{api:?} response frame of {len} bytes")));
+    }
+    let mut buf = BytesMut::zeroed(len as usize);
+    stream.read_exact(&mut buf).await?;
+    let (id, response) = decode_response(api, version, buf.freeze())
+        .map_err(|e| invalid(format!("decoding the {api:?} response: {e}")))?;
+    if id != correlation {
+        return Err(invalid(format!(
+            "response to request {id}, expected {correlation}"
+        )));
+    }
+    Ok(response)
+}
