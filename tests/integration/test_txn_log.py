@@ -96,7 +96,8 @@ class Raw:
             for _ in range(r.i32()):
                 name = r.string()
                 for _ in range(r.i32()):
-                    out[(got_pid, name, r.i32())] = r.i16()
+                    index = r.i32()
+                    out[(got_pid, name, index)] = r.i16()
         r.assert_at_end("a WriteTxnMarkers v0 response")
         assert list(out) == [(pid, topic, 0)], out
         return out[(pid, topic, 0)]

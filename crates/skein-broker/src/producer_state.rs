@@ -326,9 +326,7 @@ impl ProducerStates {
         transactional: bool,
     ) -> Option<ErrorCode> {
         let entry = self.producers.get(&producer_id)?;
-        if entry.txn_first_offset.is_none() {
-            return None;
-        }
+        entry.txn_first_offset?;
         (!transactional || epoch != entry.epoch).then_some(ErrorCode::INVALID_TXN_STATE)
     }
 

@@ -200,8 +200,11 @@ fn read_once(broker: &Broker, version: i16, req: &FetchRequest, max_bytes: usize
                 p,
                 unknown,
                 max_bytes,
-                (replica, replica_epoch),
-                req.isolation_level == READ_COMMITTED,
+                (
+                    replica,
+                    replica_epoch,
+                    req.isolation_level == READ_COMMITTED,
+                ),
                 &mut pass,
             );
             tr.partitions.push(pd);
@@ -218,8 +221,7 @@ fn read_partition(
     p: &FetchPartition,
     unknown: ErrorCode,
     max_bytes: usize,
-    (replica, replica_epoch): (i32, i64),
-    read_committed: bool,
+    (replica, replica_epoch, read_committed): (i32, i64, bool),
     pass: &mut Pass,
 ) -> (PartitionData, Vec<FileRange>) {
     let Some((topic, partition)) =
