@@ -714,8 +714,12 @@ impl Broker {
                 Ok(changed) if t.name == crate::groups::OFFSETS_TOPIC => {
                     self.reload_group_partitions(&changed)
                 }
-                Ok(changed) if t.name == crate::txns::TXN_TOPIC => {
-                    self.reload_txn_partitions(&changed)
+                // Every listed partition, not only those whose leadership changed: the
+                // coordinator takes ownership of a new topic's partitions too (loading is
+                // skipped where it already owns a partition at its epoch).
+                Ok(_) if t.name == crate::txns::TXN_TOPIC => {
+                    let all: Vec<i32> = parts.iter().map(|(p, _)| *p).collect();
+                    self.reload_txn_partitions(&all)
                 }
                 Ok(_) => {}
                 Err(e) => {

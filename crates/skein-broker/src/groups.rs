@@ -175,10 +175,15 @@ impl Broker {
                 Some(r) => {
                     let count = self
                         .topic(OFFSETS_TOPIC)
-                        .map_or(self.config.offsets_topic_partitions, |t| t.partition_count());
+                        .map_or(self.config.offsets_topic_partitions, |t| {
+                            t.partition_count()
+                        });
                     let index = offsets_partition_for(&group_id, count);
-                    let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-                        r.records.iter().map(|rec| (rec.key(), rec.value())).collect();
+                    let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = r
+                        .records
+                        .iter()
+                        .map(|rec| (rec.key(), rec.value()))
+                        .collect();
                     let borrowed: Vec<(&[u8], Option<&[u8]>)> = encoded
                         .iter()
                         .map(|(k, v)| (k.as_slice(), v.as_deref()))
@@ -214,9 +219,11 @@ impl Broker {
             Err(ErrorCode::NOT_LEADER_OR_FOLLOWER | ErrorCode::KAFKA_STORAGE_ERROR) => {
                 Some(ErrorCode::NOT_COORDINATOR)
             }
-            Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            Err(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
                 | ErrorCode::NOT_ENOUGH_REPLICAS
-                | ErrorCode::REQUEST_TIMED_OUT) => Some(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+                | ErrorCode::REQUEST_TIMED_OUT,
+            ) => Some(ErrorCode::COORDINATOR_NOT_AVAILABLE),
             Err(e) => Some(e),
         };
         if let Some(e) = error {
@@ -234,10 +241,14 @@ impl Broker {
     pub(crate) fn group_txn_completed(&self, index: i32, producer_id: i64, committed: bool) {
         let count = self
             .topic(OFFSETS_TOPIC)
-            .map_or(self.config.offsets_topic_partitions, |t| t.partition_count());
-        self.groups().lock().complete_txn(producer_id, committed, |g| {
-            offsets_partition_for(g, count) == index
-        });
+            .map_or(self.config.offsets_topic_partitions, |t| {
+                t.partition_count()
+            });
+        self.groups()
+            .lock()
+            .complete_txn(producer_id, committed, |g| {
+                offsets_partition_for(g, count) == index
+            });
     }
 
     /// Appends one group record to its partition of the offsets topic. Returns what to wait
@@ -364,30 +375,31 @@ impl Broker {
                 continue;
             }
             loaded.push(index);
-            skipped += self.for_each_internal_record(&partition, OFFSETS_TOPIC, |item| match item {
-                InternalItem::Record {
-                    key,
-                    value,
-                    transactional,
-                } => match GroupRecord::decode(key, value) {
-                    Ok(rec) => {
-                        match transactional {
-                            // Offsets committed in a transaction stay pending until its
-                            // marker, replayed below, commits or aborts them.
-                            Some(producer_id) => coordinator.replay_txn(producer_id, &rec),
-                            None => coordinator.replay(&rec),
+            skipped +=
+                self.for_each_internal_record(&partition, OFFSETS_TOPIC, |item| match item {
+                    InternalItem::Record {
+                        key,
+                        value,
+                        transactional,
+                    } => match GroupRecord::decode(key, value) {
+                        Ok(rec) => {
+                            match transactional {
+                                // Offsets committed in a transaction stay pending until its
+                                // marker, replayed below, commits or aborts them.
+                                Some(producer_id) => coordinator.replay_txn(producer_id, &rec),
+                                None => coordinator.replay(&rec),
+                            }
+                            replayed += 1;
                         }
-                        replayed += 1;
-                    }
-                    Err(_) => skipped += 1,
-                },
-                InternalItem::Marker {
-                    producer_id,
-                    committed,
-                } => coordinator.complete_txn(producer_id, committed, |g| {
-                    offsets_partition_for(g, count) == index
-                }),
-            });
+                        Err(_) => skipped += 1,
+                    },
+                    InternalItem::Marker {
+                        producer_id,
+                        committed,
+                    } => coordinator.complete_txn(producer_id, committed, |g| {
+                        offsets_partition_for(g, count) == index
+                    }),
+                });
         }
         drop(coordinator);
         if replayed > 0 || skipped > 0 || unloaded > 0 {

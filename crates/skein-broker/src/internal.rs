@@ -68,7 +68,9 @@ impl Broker {
         let now = self.now_ms();
         let mut builder = RecordBatchBuilder::new(now);
         if let Some((producer_id, producer_epoch)) = txn {
-            builder = builder.producer(producer_id, producer_epoch, -1).transactional();
+            builder = builder
+                .producer(producer_id, producer_epoch, -1)
+                .transactional();
         }
         for (key, value) in records {
             builder = builder.push(Some(key), *value, now);
@@ -87,7 +89,10 @@ impl Broker {
                 return Err(ErrorCode::INVALID_PRODUCER_EPOCH);
             }
         }
-        let log = state.log.as_mut().ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+        let log = state
+            .log
+            .as_mut()
+            .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
         let info = match log.append(&mut batch, now) {
             Ok(info) => info,
             Err(e) => {
@@ -101,11 +106,11 @@ impl Broker {
                 .record(producer_id, epoch, -1, -1, info.base_offset, now);
             state.producers.begin_txn(producer_id, info.base_offset);
         }
-        let log = state.log.as_mut().ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
-        let sync = self
-            .config
-            .acks_all_fsync
-            .then(|| log.sync_handle());
+        let log = state
+            .log
+            .as_mut()
+            .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+        let sync = self.config.acks_all_fsync.then(|| log.sync_handle());
         let offset = log.log_end_offset() - 1;
         partition.advance_high_watermark(state, min_insync);
         drop(guard);
@@ -120,7 +125,11 @@ impl Broker {
     /// Waits until every append is fsynced (where acks=all writes are) and below its
     /// partition's high watermark, so the ISR holds it and a new leader replays it. False
     /// when `timeout` passed first.
-    pub(crate) async fn wait_internal_durable(&self, appends: &[Appended], timeout: Duration) -> bool {
+    pub(crate) async fn wait_internal_durable(
+        &self,
+        appends: &[Appended],
+        timeout: Duration,
+    ) -> bool {
         for a in appends {
             let Some(handle) = a.sync.clone() else {
                 continue;

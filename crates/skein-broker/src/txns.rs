@@ -96,11 +96,17 @@ impl Transactions {
     }
 
     fn spare_id(&self) -> Option<i64> {
-        self.spare_ids.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        self.spare_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
     }
 
     fn return_id(&self, id: i64) {
-        self.spare_ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        self.spare_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id);
     }
 }
 
@@ -118,12 +124,7 @@ impl Broker {
 
     /// InitProducerId with a transactional id. The producer id a new id needs comes from
     /// the broker's block, taken before the coordinator's lock (it may ask the controller).
-    pub fn txn_init_producer_id(
-        &self,
-        token: Token,
-        version: i16,
-        req: skein_txn::InitProducerId,
-    ) {
+    pub fn txn_init_producer_id(&self, token: Token, version: i16, req: skein_txn::InitProducerId) {
         let txns = self.transactions();
         let mut candidate = txns.spare_id().map(Ok);
         if candidate.is_none() {
@@ -145,7 +146,10 @@ impl Broker {
                     )),
                 }
             };
-            ((), c.init_producer_id(now, token, version, req, &mut allocate))
+            (
+                (),
+                c.init_producer_id(now, token, version, req, &mut allocate),
+            )
         });
         if let (false, Some(id)) = (used, candidate_id) {
             txns.return_id(id);
@@ -210,7 +214,8 @@ impl Broker {
     /// whose topic is gone counts as written, as in Kafka) or this node no longer coordinates
     /// the id at that coordinator epoch; then tells the coordinator.
     async fn write_markers(self: Arc<Self>, m: Markers) {
-        let state_partition = skein_txn::partition_for(&m.transactional_id, self.transactions().partitions);
+        let state_partition =
+            skein_txn::partition_for(&m.transactional_id, self.transactions().partitions);
         let mut remaining: Vec<(String, i32)> = m.partitions.clone();
         let mut backoff = MARKER_RETRY_MIN;
         loop {
@@ -337,10 +342,7 @@ impl Broker {
         for marker in resp.markers {
             for t in marker.topics {
                 for p in t.partitions {
-                    found.insert(
-                        (t.name.clone(), p.partition_index),
-                        ErrorCode(p.error_code),
-                    );
+                    found.insert((t.name.clone(), p.partition_index), ErrorCode(p.error_code));
                 }
             }
         }
@@ -370,14 +372,23 @@ impl Broker {
     ) -> Result<(), ErrorCode> {
         // As Kafka does, a coordinator that cannot answer now becomes an error producers
         // retry (NOT_ENOUGH_REPLICAS) rather than one that fails the transaction.
-        self.ask_txn_verification(transactional_id, producer_id, producer_epoch, topic, partition)
-            .await
-            .map_err(|e| match e {
+        self.ask_txn_verification(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            topic,
+            partition,
+        )
+        .await
+        .map_err(|e| match e {
                 ErrorCode::NOT_COORDINATOR
                 | ErrorCode::COORDINATOR_NOT_AVAILABLE
                 | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
                 | ErrorCode::REQUEST_TIMED_OUT
                 | ErrorCode(51) /* CONCURRENT_TRANSACTIONS */ => ErrorCode::NOT_ENOUGH_REPLICAS,
+                // Produce answers a fenced producer with the code every client version
+                // knows (as Kafka's broker does).
+                ErrorCode(90) /* PRODUCER_FENCED */ => ErrorCode::INVALID_PRODUCER_EPOCH,
                 other => other,
             })
     }
@@ -397,7 +408,13 @@ impl Broker {
         let coordinator = self.txn_coordinator(transactional_id)?;
         if coordinator.id == self.node_id() {
             let results = self.transactions().read(|c| {
-                c.verify_partitions(VERIFY_VERSION, transactional_id, producer_id, producer_epoch, &parts)
+                c.verify_partitions(
+                    VERIFY_VERSION,
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    &parts,
+                )
             });
             return match results.first() {
                 Some((_, e)) if e.is_none() => Ok(()),

@@ -344,6 +344,8 @@ impl Log {
         checkpoint::sync_dir(&self.dir)?;
         let bases: Vec<i64> = group.replaces.iter().map(|r| r.base_offset).collect();
         finish_swap(&self.dir, base, &bases, budget)?;
+        // The aborted-transaction entries of the merged segments now belong to `base`.
+        self.txn.merge_segments(&self.dir, base, &bases[1..])?;
         let (mut segment, _) = Segment::open(&self.dir, base)?;
         segment.rebuild(self.config.index_interval_bytes, false, false, now_ms)?;
         segment.extend_next_offset(self.segments[i + n].base_offset());

@@ -130,6 +130,7 @@ impl Log {
         crate::cleaner::recover_swaps(dir, &mut report)?;
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
+        let mut txn_index_files = Vec::new();
         let mut snapshots = Vec::new();
         for entry in fs::read_dir(dir).at(dir)? {
             let entry = entry.at(dir)?;
@@ -144,12 +145,19 @@ impl Log {
                 snapshots.push(offset);
             } else if let Some(base) = parse_base_offset(name, INDEX_SUFFIX)
                 .or_else(|| parse_base_offset(name, TIME_INDEX_SUFFIX))
-                .or_else(|| parse_base_offset(name, TXN_INDEX_SUFFIX))
             {
                 index_files.push((base, entry.path()));
+            } else if let Some(base) = parse_base_offset(name, TXN_INDEX_SUFFIX) {
+                txn_index_files.push((base, entry.path()));
             }
         }
         bases.sort_unstable();
+        // An aborted-transaction index inside the log's range without its segment was left
+        // by a cleaner swap that merged that segment into an earlier one: its entries are
+        // moved when the indexes load. One before the first segment is a leftover of a
+        // deletion, like the other index files.
+        let first_base = bases.first().copied().unwrap_or(i64::MAX);
+        index_files.extend(txn_index_files.into_iter().filter(|(b, _)| *b < first_base));
         for (base, path) in index_files {
             if bases.binary_search(&base).is_err() {
                 // Left behind by a deletion interrupted after removing the log file.

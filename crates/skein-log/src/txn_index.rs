@@ -100,6 +100,7 @@ impl TxnIndexes {
         leo: i64,
         problems: &mut Vec<String>,
     ) -> Result<TxnIndexes, LogError> {
+        merge_orphans(dir, bases)?;
         let mut indexes = TxnIndexes::default();
         for (i, &base) in bases.iter().enumerate() {
             let p = path(dir, base);
@@ -208,6 +209,39 @@ impl TxnIndexes {
         Ok(())
     }
 
+    /// The cleaner merged segments `others` into the one based at `base`: their entries
+    /// move into `base`'s index (its file rewritten atomically), then their files go. A
+    /// crash in between is finished by [`TxnIndexes::load`] (`merge_orphans`).
+    pub(crate) fn merge_segments(
+        &mut self,
+        dir: &Path,
+        base: i64,
+        others: &[i64],
+    ) -> Result<(), LogError> {
+        let mut merged = self.by_segment.remove(&base).unwrap_or_default();
+        let mut moved = false;
+        for b in others {
+            if let Some(entries) = self.by_segment.remove(b) {
+                merged.extend(entries);
+                moved = true;
+            }
+            self.dirty.remove(b);
+        }
+        if moved {
+            merged.sort_by_key(|t| t.last_offset);
+            merged.dedup();
+            write_atomically(dir, base, &merged)?;
+            self.dirty.remove(&base);
+        }
+        for b in others {
+            remove(dir, *b)?;
+        }
+        if !merged.is_empty() {
+            self.by_segment.insert(base, merged);
+        }
+        Ok(())
+    }
+
     /// Forgets the entries of segments no longer in the log (their files were deleted with
     /// the segment).
     pub(crate) fn retain_segments(&mut self, first_base: i64) {
@@ -232,6 +266,70 @@ impl TxnIndexes {
     pub(crate) fn all(&self) -> Vec<AbortedTxn> {
         self.by_segment.values().flatten().copied().collect()
     }
+}
+
+/// Reads every whole, decodable entry of an index file (none if it is missing).
+fn read_entries(p: &Path) -> Result<Vec<AbortedTxn>, LogError> {
+    let bytes = match fs::read(p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(LogError::File {
+                path: p.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    Ok(bytes
+        .chunks_exact(ENTRY_LEN)
+        .map_while(|c| AbortedTxn::decode(c).ok())
+        .collect())
+}
+
+/// Writes segment `base`'s index as exactly `entries` (a temporary file renamed over it,
+/// fsynced with its directory).
+fn write_atomically(dir: &Path, base: i64, entries: &[AbortedTxn]) -> Result<(), LogError> {
+    let p = path(dir, base);
+    let tmp = p.with_extension("txnindex.tmp");
+    {
+        let mut f = File::create(&tmp).at(&tmp)?;
+        for t in entries {
+            f.write_all(&t.encode()).at(&tmp)?;
+        }
+        f.sync_all().at(&tmp)?;
+    }
+    fs::rename(&tmp, &p).at(&p)?;
+    crate::checkpoint::sync_dir(dir)
+}
+
+/// Index files of segments that no longer exist (the cleaner merged them into the segment
+/// before, and a crash came before it moved their entries): their entries move into the
+/// index of the segment now holding those offsets (duplicates dropped), then they go.
+fn merge_orphans(dir: &Path, bases: &[i64]) -> Result<(), LogError> {
+    let mut orphans = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(b) = crate::recovery::parse_base_offset(name, TXN_INDEX_SUFFIX) {
+            if bases.binary_search(&b).is_err() {
+                orphans.push(b);
+            }
+        }
+    }
+    orphans.sort_unstable();
+    for orphan in orphans {
+        let owner = bases.iter().copied().take_while(|&b| b < orphan).last();
+        if let Some(owner) = owner {
+            let mut entries = read_entries(&path(dir, owner))?;
+            entries.extend(read_entries(&path(dir, orphan))?);
+            entries.sort_by_key(|t| t.last_offset);
+            entries.dedup();
+            write_atomically(dir, owner, &entries)?;
+        }
+        remove(dir, orphan)?;
+    }
+    Ok(())
 }
 
 /// Cuts an index file to `entries` entries.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use skein_log::cleaner::{self, CleanStats, OffsetMap};
-use skein_log::{CleanParams, CleanerCheckpoint, Log, LogConfig};
+use skein_log::{AbortedTxn, CleanParams, CleanerCheckpoint, Log, LogConfig};
 use skein_protocol::records::{self, compute_crc, RecordBatchBuilder};
 
 use common::read_all;
@@ -384,4 +384,89 @@ fn a_crash_before_any_step_of_a_swap_loses_nothing_and_the_log_opens() {
         }
         crash_after += 1;
     }
+}
+
+#[test]
+fn aborted_transaction_entries_follow_the_segments_the_cleaner_merges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = open(tmp.path());
+    // Three small segments; the second and third each hold an aborted transaction's marker.
+    log.append(&mut keyed(&[("a", Some("1"))], NOW), NOW)
+        .unwrap();
+    log.append(&mut keyed(&[("a", Some("2"))], NOW), NOW)
+        .unwrap();
+    log.roll().unwrap();
+    let mut aborted = Vec::new();
+    for (pid, seg) in [(9i64, 0), (10, 1)] {
+        let first = log.log_end_offset();
+        let data = set_attributes(keyed(&[("t", Some("aborted"))], NOW), 0x10, Some((pid, 0)));
+        log.append(&mut data.clone(), NOW).unwrap();
+        let marker = set_attributes(keyed(&[("x", Some("abort"))], NOW), 0x30, Some((pid, -1)));
+        let info = log.append(&mut marker.clone(), NOW).unwrap();
+        let txn = AbortedTxn {
+            producer_id: pid,
+            first_offset: first,
+            last_offset: info.base_offset,
+            last_stable_offset: info.base_offset + 1,
+        };
+        log.append_aborted_txn(txn).unwrap();
+        aborted.push(txn);
+        log.append(&mut keyed(&[("a", Some("3"))], NOW), NOW)
+            .unwrap();
+        log.roll().unwrap();
+        let _ = seg;
+    }
+    log.append(&mut keyed(&[("tail", Some("t"))], NOW), NOW)
+        .unwrap();
+    log.set_high_watermark(log.log_end_offset());
+    let segments_before = log.segment_count();
+    let stats = pass(&mut log, 100, NOW);
+    assert!(stats.records_removed > 0, "{stats:?}");
+    assert!(
+        log.segment_count() < segments_before,
+        "the pass merged segments"
+    );
+    assert_eq!(log.all_aborted_txns(), aborted);
+    assert_eq!(log.aborted_txns(0, i64::MAX), aborted);
+    drop(log);
+    // Reopened: the merged index file holds both entries and no orphan file is left.
+    let log = open(tmp.path());
+    assert_eq!(log.all_aborted_txns(), aborted);
+    let files: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".txnindex"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+}
+
+#[test]
+fn an_orphaned_index_file_left_by_a_crash_is_merged_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = open(tmp.path());
+    log.append(&mut keyed(&[("a", Some("1"))], NOW), NOW)
+        .unwrap();
+    let data = set_attributes(keyed(&[("t", Some("aborted"))], NOW), 0x10, Some((9, 0)));
+    log.append(&mut data.clone(), NOW).unwrap();
+    let marker = set_attributes(keyed(&[("x", Some("abort"))], NOW), 0x30, Some((9, -1)));
+    let info = log.append(&mut marker.clone(), NOW).unwrap();
+    let txn = AbortedTxn {
+        producer_id: 9,
+        first_offset: 1,
+        last_offset: info.base_offset,
+        last_stable_offset: info.base_offset + 1,
+    };
+    log.append_aborted_txn(txn).unwrap();
+    log.roll().unwrap();
+    log.append(&mut keyed(&[("b", Some("1"))], NOW), NOW)
+        .unwrap();
+    drop(log);
+    // As if a swap had merged everything into segment 0 and the crash came before the
+    // index entries moved: the entry sits in a file named after offset 1 with no segment.
+    let name = |base: i64, suffix: &str| tmp.path().join(format!("{base:020}.{suffix}"));
+    std::fs::rename(name(0, "txnindex"), name(1, "txnindex")).unwrap();
+    let log = open(tmp.path());
+    assert_eq!(log.all_aborted_txns(), vec![txn]);
+    assert!(!name(1, "txnindex").exists());
+    assert!(name(0, "txnindex").exists());
 }

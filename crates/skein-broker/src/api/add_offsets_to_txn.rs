@@ -18,7 +18,9 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: AddOffsetsToTxnRequest) -
     Reply::Later(Box::pin(async move {
         let count = broker
             .topic(OFFSETS_TOPIC)
-            .map_or(broker.config.offsets_topic_partitions, |t| t.partition_count());
+            .map_or(broker.config.offsets_topic_partitions, |t| {
+                t.partition_count()
+            });
         let partition = offsets_partition_for(&req.group_id, count);
         let (token, rx) = broker.transactions().wait();
         broker.txn_op(|c, now| {

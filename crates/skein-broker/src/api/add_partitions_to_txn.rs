@@ -54,8 +54,12 @@ fn by_topic(results: &[(TopicPartition, i16)]) -> Vec<AddPartitionsToTxnTopicRes
 
 /// Partitions of topics this cluster does not have: they get UNKNOWN_TOPIC_OR_PARTITION and
 /// the rest OPERATION_NOT_ATTEMPTED, as Kafka answers, without asking the coordinator.
-fn unknown_partitions(broker: &Broker, parts: &[TopicPartition]) -> Option<Vec<(TopicPartition, i16)>> {
-    let known = |(t, p): &TopicPartition| broker.topic(t).is_some_and(|t| t.partition(*p).is_some());
+fn unknown_partitions(
+    broker: &Broker,
+    parts: &[TopicPartition],
+) -> Option<Vec<(TopicPartition, i16)>> {
+    let known =
+        |(t, p): &TopicPartition| broker.topic(t).is_some_and(|t| t.partition(*p).is_some());
     if parts.iter().all(known) {
         return None;
     }
@@ -85,9 +89,9 @@ async fn one(
     parts: Vec<TopicPartition>,
 ) -> (String, Vec<(TopicPartition, i16)>) {
     if verify_only {
-        let results = broker.transactions().read(|c| {
-            c.verify_partitions(version, &id, producer_id, producer_epoch, &parts)
-        });
+        let results = broker
+            .transactions()
+            .read(|c| c.verify_partitions(version, &id, producer_id, producer_epoch, &parts));
         let results = results.into_iter().map(|(tp, e)| (tp, e.0)).collect();
         return (id, results);
     }
@@ -98,7 +102,15 @@ async fn one(
     broker.txn_op(|c, now| {
         (
             (),
-            c.add_partitions(now, token, version, &id, producer_id, producer_epoch, &parts),
+            c.add_partitions(
+                now,
+                token,
+                version,
+                &id,
+                producer_id,
+                producer_epoch,
+                &parts,
+            ),
         )
     });
     let code = match rx.await {

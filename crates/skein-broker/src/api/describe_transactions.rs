@@ -14,7 +14,10 @@ use skein_protocol::messages::list_transactions_response::{
 
 use crate::broker::Broker;
 
-pub fn describe(broker: &Arc<Broker>, req: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
+pub fn describe(
+    broker: &Arc<Broker>,
+    req: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
     let described = broker
         .transactions()
         .read(|c| c.describe(&req.transactional_ids));
@@ -45,13 +48,21 @@ pub fn describe(broker: &Arc<Broker>, req: DescribeTransactionsRequest) -> Descr
     }
 }
 
-pub fn list(broker: &Arc<Broker>, version: i16, req: ListTransactionsRequest) -> ListTransactionsResponse {
+pub fn list(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: ListTransactionsRequest,
+) -> ListTransactionsResponse {
     // The duration filter arrived in version 1; -1 (its default) means none.
-    let duration = if version >= 1 { req.duration_filter } else { -1 };
+    let duration = if version >= 1 {
+        req.duration_filter
+    } else {
+        -1
+    };
     let now = broker.now_ms();
-    let listed = broker.transactions().read(|c| {
-        c.list(now, &req.state_filters, &req.producer_id_filters, duration)
-    });
+    let listed = broker
+        .transactions()
+        .read(|c| c.list(now, &req.state_filters, &req.producer_id_filters, duration));
     ListTransactionsResponse {
         error_code: listed.error.0,
         unknown_state_filters: listed.unknown_state_filters,

@@ -184,9 +184,9 @@ impl Broker {
             RequestBody::AddOffsetsToTxn(r) => add_offsets_to_txn::handle(self, v, r),
             RequestBody::EndTxn(r) => end_txn::handle(self, v, r),
             RequestBody::TxnOffsetCommit(r) => txn_offset_commit::handle(self, v, r),
-            RequestBody::DescribeTransactions(r) => Reply::Now(
-                ResponseBody::DescribeTransactions(describe_transactions::describe(self, r)),
-            ),
+            RequestBody::DescribeTransactions(r) => Reply::Now(ResponseBody::DescribeTransactions(
+                describe_transactions::describe(self, r),
+            )),
             RequestBody::ListTransactions(r) => Reply::Now(ResponseBody::ListTransactions(
                 describe_transactions::list(self, v, r),
             )),

@@ -48,7 +48,9 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: TxnOffsetCommitRequest) -
             // (AddOffsetsToTxn added it).
             let count = broker
                 .topic(OFFSETS_TOPIC)
-                .map_or(broker.config.offsets_topic_partitions, |t| t.partition_count());
+                .map_or(broker.config.offsets_topic_partitions, |t| {
+                    t.partition_count()
+                });
             let partition = offsets_partition_for(&req.group_id, count);
             match broker
                 .verify_txn_partition(
@@ -69,8 +71,16 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: TxnOffsetCommitRequest) -
                         producer_id: req.producer_id,
                         producer_epoch: req.producer_epoch,
                         generation_id: if members { req.generation_id } else { -1 },
-                        member_id: if members { req.member_id.clone() } else { String::new() },
-                        group_instance_id: if members { req.group_instance_id.clone() } else { None },
+                        member_id: if members {
+                            req.member_id.clone()
+                        } else {
+                            String::new()
+                        },
+                        group_instance_id: if members {
+                            req.group_instance_id.clone()
+                        } else {
+                            None
+                        },
                         offsets: offsets.clone(),
                     };
                     broker

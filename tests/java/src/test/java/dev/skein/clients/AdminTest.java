@@ -451,8 +451,6 @@ class AdminTest extends BrokerTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("targets")
     void transactionsCommitAndAbort(Target t) throws Exception {
-        t.skipOnSkein("transactions (transactional InitProducerId, AddPartitionsToTxn, "
-                + "EndTxn, read_committed) are not served");
         try (Clients c = new Clients(t)) {
             String topic = c.topic("txn", 1);
             TopicPartition tp = new TopicPartition(topic, 0);

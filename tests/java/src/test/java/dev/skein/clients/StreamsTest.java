@@ -39,7 +39,6 @@ class StreamsTest extends BrokerTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("targets")
     void exactlyOnceV2MapAndCount(Target t) throws Exception {
-        t.skipOnSkein("transactions are not served yet (issue 13)");
         try (Clients c = new Clients(t)) {
             String input = c.topic("streams-in", 2);
             String mapped = c.topic("streams-mapped", 2);

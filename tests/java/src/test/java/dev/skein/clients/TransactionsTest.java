@@ -33,12 +33,9 @@ import org.junit.jupiter.params.provider.MethodSource;
  */
 class TransactionsTest extends BrokerTest {
 
-    private static final String SKIP = "transactions are not served yet (issue 13)";
-
     @ParameterizedTest(name = "{0}")
     @MethodSource("targets")
     void describeAndListTransactions(Target t) throws Exception {
-        t.skipOnSkein(SKIP);
         try (Clients c = new Clients(t)) {
             String topic = c.topic("txn-admin", 2);
             String id = Clients.name("txn-admin-id");
@@ -93,7 +90,6 @@ class TransactionsTest extends BrokerTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("targets")
     void aSecondProducerFencesTheFirst(Target t) throws Exception {
-        t.skipOnSkein(SKIP);
         try (Clients c = new Clients(t)) {
             String topic = c.topic("txn-fence", 1);
             String id = Clients.name("txn-fence-id");
@@ -125,7 +121,6 @@ class TransactionsTest extends BrokerTest {
     @ParameterizedTest(name = "{0}")
     @MethodSource("targets")
     void offsetsCommittedInATransactionShowOnlyOnCommit(Target t) throws Exception {
-        t.skipOnSkein(SKIP);
         try (Clients c = new Clients(t)) {
             String input = c.topic("txn-offsets-in", 1);
             String output = c.topic("txn-offsets-out", 1);
