@@ -39,13 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "compat"
 TIMEOUT = 60.0
 
-KNOWN_DIFFERENCES = {
-    "clients.transactional_producer": (
-        "Skein has no transactions yet: it has no transaction coordinator (FindCoordinator "
-        "answers COORDINATOR_NOT_AVAILABLE), so init_transactions() times out. Idempotent "
-        "producers work. Open item: transactions."
-    ),
-}
+KNOWN_DIFFERENCES = {}
 
 SCENARIOS = {}
 

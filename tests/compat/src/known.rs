@@ -6,8 +6,9 @@
 pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     (
         "api_versions.advertised",
-        "Skein serves a subset of Kafka's APIs: no transactions, ACLs, SASL, quotas, \
-         delegation tokens, SCRAM, share groups or KRaft/controller APIs \
+        "Skein serves a subset of Kafka's APIs: no ACLs, SASL, quotas, delegation tokens, \
+         SCRAM, share groups or KRaft/controller APIs, and transactions only in version 1 \
+         (EndTxn up to v4: no KIP-890 part 2) \
          (docs/compatibility.md lists every API either side advertises). It still \
          advertises Produce from v0 (librdkafka turns compression off when Produce starts \
          above v0) and other old versions Kafka 4 dropped (KIP-896), and its newest versions \
@@ -42,12 +43,6 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "As for classic groups (group.list_after_last_member_leaves): Skein forgets a KIP-848 \
          group with no members and no committed offsets once its last member leaves, Kafka \
          lists it as Empty until its periodic cleanup. Open item, as above.",
-    ),
-    (
-        "group.find_coordinator_transaction",
-        "Skein has no transactions yet, so it has no transaction coordinator and answers \
-         COORDINATOR_NOT_AVAILABLE; a transactional producer fails to initialise (see \
-         clients.transactional_producer). Open item: transactions.",
     ),
 ];
 
