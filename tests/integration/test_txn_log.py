@@ -1,8 +1,11 @@
-"""The transactional data plane of a partition, with no transaction coordinator yet.
+"""The transactional data plane of a partition, driven by hand.
 
-Transactional batches are produced on raw sockets (Produce v3 with a transactional id, the
-transactional attribute set), and the COMMIT/ABORT markers a coordinator would send are
-written with raw WriteTxnMarkers v0 requests. confluent-kafka consumers then read the
+Each transactional producer registers with the transaction coordinator (InitProducerId with
+its transactional id, AddPartitionsToTxn for the partition, so the leader's KIP-890 check
+passes), then its transactional batches are produced on raw sockets (Produce v3 with the
+transactional id, the transactional attribute set), and the COMMIT/ABORT markers are written
+with raw WriteTxnMarkers v0 requests instead of EndTxn, so the test chooses every marker's
+epochs. confluent-kafka consumers then read the
 partition: read_committed sees only committed (and non-transactional) records, in order,
 and stops at the last stable offset while a transaction is open; read_uncommitted sees
 everything; ListOffsets with read_committed answers the LSO. All of it holds again after
@@ -24,6 +27,8 @@ INVALID_TXN_STATE = 48
 TRANSACTION_COORDINATOR_FENCED = 52
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 API_WRITE_TXN_MARKERS = 27
+API_ADD_PARTITIONS_TO_TXN = 24
+API_FIND_COORDINATOR = 10
 TXN_ID = "txn-log-test"
 
 
@@ -69,6 +74,30 @@ class Raw:
         _, r = wire.recv_frame(self.sock)
         error, pid, epoch = wire.parse_init_producer_id_v0(r)
         assert error == NONE, error
+        return pid, epoch
+
+    def txn_producer(self, transactional_id, topic):
+        """A transactional producer id and epoch (InitProducerId v0 with `transactional_id`)
+        whose transaction holds partition 0 of `topic` (AddPartitionsToTxn v0). This broker
+        is the coordinator (the only one); FindCoordinator creates __transaction_state."""
+
+        def coordinator_found():
+            r = self.call(API_FIND_COORDINATOR, 1, string(transactional_id) + i8(1))
+            r.i32()  # throttle
+            return r.i16() == NONE
+
+        wait_until(coordinator_found, 30, "the transaction coordinator")
+        r = self.call(wire.API_INIT_PRODUCER_ID, 0, string(transactional_id) + i32(900000))
+        r.i32()  # throttle
+        error, pid, epoch = r.i16(), r.i64(), r.i16()
+        assert error == NONE, error
+        body = string(transactional_id) + i64(pid) + i16(epoch)
+        body += array([string(topic) + array([i32(0)])])
+        r = self.call(API_ADD_PARTITIONS_TO_TXN, 0, body)
+        r.i32()  # throttle
+        assert r.i32() == 1 and r.string() == topic and r.i32() == 1
+        index, error = r.i32(), r.i16()
+        assert (index, error) == (0, NONE), (index, error)
         return pid, epoch
 
     def produce(self, topic, batch, transactional_id=TXN_ID):
@@ -157,21 +186,24 @@ def test_markers_lso_and_read_committed_survive_kill9(broker):
     topic = unique_topic("txnlog")
     create_topic(broker, topic, partitions=1)
     raw = Raw(broker)
-    a_pid, a_epoch = raw.init_producer()
-    b_pid, b_epoch = raw.init_producer()
+    a_pid, a_epoch = raw.txn_producer(TXN_ID + "-a", topic)
+    b_pid, b_epoch = raw.txn_producer(TXN_ID + "-b", topic)
     c_pid, c_epoch = raw.init_producer()
+    A, B = TXN_ID + "-a", TXN_ID + "-b"
 
     # A transactional batch needs the request's transactional id.
     assert raw.produce(topic, txn_batch([b"x"], a_pid, a_epoch, 0), None)[0] == (
         TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     )
-    assert raw.produce(topic, txn_batch([b"a1", b"a2"], a_pid, a_epoch, 0)) == (NONE, 0)
-    assert raw.produce(topic, txn_batch([b"b1"], b_pid, b_epoch, 0)) == (NONE, 2)
-    assert raw.produce(topic, txn_batch([b"a3"], a_pid, a_epoch, 2)) == (NONE, 3)
-    # Inside its transaction A may not write a non-transactional batch, nor a newer epoch.
+    assert raw.produce(topic, txn_batch([b"a1", b"a2"], a_pid, a_epoch, 0), A) == (NONE, 0)
+    assert raw.produce(topic, txn_batch([b"b1"], b_pid, b_epoch, 0), B) == (NONE, 2)
+    assert raw.produce(topic, txn_batch([b"a3"], a_pid, a_epoch, 2), A) == (NONE, 3)
+    # Inside its transaction A may not write a non-transactional batch.
     plain = txn_batch([b"no"], a_pid, a_epoch, 3, transactional=False)
-    assert raw.produce(topic, plain)[0] == INVALID_TXN_STATE
-    assert raw.produce(topic, txn_batch([b"no"], a_pid, a_epoch + 1, 0))[0] == INVALID_TXN_STATE
+    assert raw.produce(topic, plain, A)[0] == INVALID_TXN_STATE
+    # A newer epoch opens no transaction the coordinator knows (KIP-890 part 1): fenced.
+    newer = txn_batch([b"no"], a_pid, a_epoch + 1, 0)
+    assert raw.produce(topic, newer, A)[0] == INVALID_PRODUCER_EPOCH
     # Both transactions open: read_committed sees nothing, the LSO is A's first offset.
     assert Raw(broker).latest(topic, 1) == 0
 
@@ -182,7 +214,7 @@ def test_markers_lso_and_read_committed_survive_kill9(broker):
     assert raw.marker(topic, a_pid, a_epoch, True, 2) == TRANSACTION_COORDINATOR_FENCED
     assert raw.produce(topic, txn_batch([b"c1"], c_pid, c_epoch, 0, False), None) == (NONE, 6)
     # A opens a new transaction at 7, left open.
-    assert raw.produce(topic, txn_batch([b"a4"], a_pid, a_epoch, 3)) == (NONE, 7)
+    assert raw.produce(topic, txn_batch([b"a4"], a_pid, a_epoch, 3), A) == (NONE, 7)
     raw.close()
 
     committed = [(0, "a1"), (1, "a2"), (3, "a3"), (6, "c1")]
@@ -197,7 +229,7 @@ def test_markers_lso_and_read_committed_survive_kill9(broker):
     raw = Raw(broker)
     assert raw.marker(topic, a_pid, a_epoch, True, 2) == TRANSACTION_COORDINATOR_FENCED
     plain = txn_batch([b"no"], a_pid, a_epoch, 4, transactional=False)
-    assert raw.produce(topic, plain)[0] == INVALID_TXN_STATE
+    assert raw.produce(topic, plain, A)[0] == INVALID_TXN_STATE
     assert raw.marker(topic, a_pid, a_epoch, committed=False, coordinator_epoch=3) == NONE  # 8
     assert raw.produce(topic, txn_batch([b"c2"], c_pid, c_epoch, 1, False), None) == (NONE, 9)
     raw.close()
@@ -217,7 +249,7 @@ def test_fetch_answers_the_aborted_transactions_of_the_range(broker):
     topic = unique_topic("txnfetch")
     create_topic(broker, topic, partitions=1)
     raw = Raw(broker)
-    pid, epoch = raw.init_producer()
+    pid, epoch = raw.txn_producer(TXN_ID, topic)
     assert raw.produce(topic, txn_batch([b"x1", b"x2"], pid, epoch, 0)) == (NONE, 0)
     assert raw.marker(topic, pid, epoch, committed=False) == NONE  # 2
     assert raw.produce(topic, txn_batch([b"y1"], pid, epoch, 2)) == (NONE, 3)

@@ -35,8 +35,6 @@ use crate::partition::{Partition, ProducerRebuild};
 const REPLICA_FETCH_VERSION: i16 = 15;
 /// How often leaders look at their followers for ISR changes.
 const ISR_CHECK: Duration = Duration::from_millis(500);
-/// The longest a fetcher waits for a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than its own wait a fetch may take before the connection is dropped.
 const RESPONSE_SLACK: Duration = Duration::from_secs(30);
 
@@ -352,20 +350,7 @@ impl Broker {
     }
 
     async fn connect_to(&self, leader: i32) -> std::io::Result<TcpStream> {
-        let endpoint = self.broker_endpoint(leader).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("broker {leader} is not registered"),
-            )
-        })?;
-        let addr = format!("{}:{}", endpoint.host, endpoint.port);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
-        Ok(stream)
+        self.connect_peer(leader).await
     }
 
     /// The fetch of every followed partition; also returns, per partition, the leader epoch

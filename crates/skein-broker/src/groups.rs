@@ -6,9 +6,8 @@
 //! the log holds the records in the order the coordinator made its decisions; waiting for
 //! the fsync and answering happen outside it.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use skein_group::{
@@ -19,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::error::ErrorCode;
-use crate::internal::{Appended, InternalItem};
+use crate::internal::{Appended, InternalItem, Waiters};
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -39,8 +38,7 @@ pub enum Waited {
 /// The coordinator and the requests waiting on it.
 pub struct Groups {
     coordinator: Mutex<Coordinator>,
-    waiters: Arc<Mutex<HashMap<Token, oneshot::Sender<Waited>>>>,
-    next_token: AtomicU64,
+    waiters: Arc<Waiters<Waited>>,
     partitions: i32,
     /// Set once the start-up load began: from then on, leadership changes of offsets
     /// partitions load and unload their groups.
@@ -60,8 +58,7 @@ impl Groups {
     pub fn new(config: GroupConfig, partitions: i32) -> Groups {
         Groups {
             coordinator: Mutex::new(Coordinator::new(config)),
-            waiters: Arc::new(Mutex::new(HashMap::new())),
-            next_token: AtomicU64::new(1),
+            waiters: Arc::new(Waiters::new()),
             partitions,
             follow_leadership: std::sync::atomic::AtomicBool::new(false),
         }
@@ -73,13 +70,7 @@ impl Groups {
 
     /// Registers a waiting request; its answer arrives on the receiver.
     pub fn wait(&self) -> (Token, oneshot::Receiver<Waited>) {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token, tx);
-        (token, rx)
+        self.waiters.wait()
     }
 
     /// Reads the coordinator without changing it.
@@ -143,11 +134,8 @@ impl Broker {
                     tracing::warn!("group records not replicated within {OFFSET_COMMIT_TIMEOUT:?}; answering anyway");
                 }
             }
-            let mut waiters = waiters.lock().unwrap_or_else(|e| e.into_inner());
             for (token, answer) in answers {
-                if let Some(tx) = waiters.remove(&token) {
-                    let _ = tx.send(answer);
-                }
+                waiters.answer(token, answer);
             }
             let _ = done_tx.send(());
         };

@@ -3,8 +3,12 @@
 //! waiting until such appends are durable and in the ISR, and reading a partition back at
 //! load time.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use skein_log::SyncHandle;
 use skein_protocol::records::{self, BatchIter, RecordBatchBuilder};
@@ -215,6 +219,44 @@ impl Broker {
             }
         }
         skipped
+    }
+}
+
+/// Requests waiting for a coordinator's delayed answer, by token.
+pub(crate) struct Waiters<T> {
+    map: Mutex<HashMap<u64, oneshot::Sender<T>>>,
+    next: AtomicU64,
+}
+
+impl<T> Waiters<T> {
+    pub(crate) fn new() -> Waiters<T> {
+        Waiters {
+            map: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// Registers a waiting request; its answer arrives on the receiver.
+    pub(crate) fn wait(&self) -> (u64, oneshot::Receiver<T>) {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, tx);
+        (token, rx)
+    }
+
+    /// Sends `value` to the request waiting on `token`, if it still waits.
+    pub(crate) fn answer(&self, token: u64, value: T) {
+        let tx = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token);
+        if let Some(tx) = tx {
+            let _ = tx.send(value);
+        }
     }
 }
 

@@ -80,7 +80,8 @@ impl Broker {
         result
     }
 
-    async fn connect_peer(&self, node: i32) -> std::io::Result<TcpStream> {
+    /// A new connection to broker `node`'s client listener (TCP_NODELAY set).
+    pub(crate) async fn connect_peer(&self, node: i32) -> std::io::Result<TcpStream> {
         let endpoint = self.broker_endpoint(node).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,

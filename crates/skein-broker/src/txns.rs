@@ -9,7 +9,7 @@
 //! [`TxnCoordinator::persisted`] and [`TxnCoordinator::markers_written`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::error::ErrorCode;
-use crate::internal::InternalItem;
+use crate::internal::{InternalItem, Waiters};
 
 /// Kafka's internal topic for the transaction coordinator's state.
 pub const TXN_TOPIC: &str = skein_txn::TRANSACTION_STATE_TOPIC;
@@ -40,8 +40,7 @@ const MARKER_RETRY_MAX: Duration = Duration::from_secs(1);
 /// The coordinator, the requests waiting on it, and spare producer ids.
 pub struct Transactions {
     coordinator: Mutex<TxnCoordinator>,
-    waiters: Mutex<HashMap<Token, oneshot::Sender<Response>>>,
-    next_token: AtomicU64,
+    waiters: Waiters<Response>,
     /// Producer ids taken from the broker's block for an InitProducerId that then did not
     /// need one; the next one uses them first.
     spare_ids: Mutex<Vec<i64>>,
@@ -56,8 +55,7 @@ impl Transactions {
         let partitions = config.state_partitions;
         Transactions {
             coordinator: Mutex::new(TxnCoordinator::new(config)),
-            waiters: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(1),
+            waiters: Waiters::new(),
             spare_ids: Mutex::new(Vec::new()),
             partitions,
             follow_leadership: AtomicBool::new(false),
@@ -70,13 +68,7 @@ impl Transactions {
 
     /// Registers a waiting request; its answer arrives on the receiver.
     pub fn wait(&self) -> (Token, oneshot::Receiver<Response>) {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token, tx);
-        (token, rx)
+        self.waiters.wait()
     }
 
     /// Reads the coordinator without changing it.
@@ -85,14 +77,7 @@ impl Transactions {
     }
 
     fn answer(&self, token: Token, response: Response) {
-        let tx = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&token);
-        if let Some(tx) = tx {
-            let _ = tx.send(response);
-        }
+        self.waiters.answer(token, response);
     }
 
     fn spare_id(&self) -> Option<i64> {
@@ -572,13 +557,15 @@ impl Broker {
             let count = records.len();
             let fx = coordinator.load_partition(index, epoch, records);
             self.carry_out_txn_effects(&mut coordinator, fx);
-            tracing::info!(
-                partition = index,
-                coordinator_epoch = epoch,
-                records = count,
-                skipped = bad,
-                "loaded transactional ids from {TXN_TOPIC}"
-            );
+            if count > 0 || bad > 0 {
+                tracing::info!(
+                    partition = index,
+                    coordinator_epoch = epoch,
+                    records = count,
+                    skipped = bad,
+                    "loaded transactional ids from {TXN_TOPIC}"
+                );
+            }
         }
     }
 
