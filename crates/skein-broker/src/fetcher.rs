@@ -19,9 +19,8 @@ use skein_protocol::messages::fetch_request::{
     FetchPartition, FetchRequest, FetchTopic, ReplicaState,
 };
 use skein_protocol::records::{BatchHeader, BATCH_HEADER_LEN};
-use skein_protocol::{decode_response, encode_request, ApiKey, RequestBody, RequestHeader};
+use skein_protocol::{ApiKey, RequestBody};
 use skein_protocol::{ResponseBody, Uuid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -318,10 +317,12 @@ impl Broker {
             let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
             let response = tokio::time::timeout(
                 wait + RESPONSE_SLACK,
-                exchange(
+                crate::peer::exchange(
                     stream,
                     correlation,
-                    request,
+                    "skein-replica-fetcher",
+                    (ApiKey::Fetch, REPLICA_FETCH_VERSION),
+                    RequestBody::Fetch(request),
                     self.config.socket_request_max_bytes,
                 ),
             )
@@ -534,51 +535,4 @@ fn whole_batches(records: Bytes) -> BytesMut {
         end += h.total_len();
     }
     BytesMut::from(&records[..end])
-}
-
-/// Sends one request and reads its response on `stream`.
-async fn exchange(
-    stream: &mut TcpStream,
-    correlation: i32,
-    request: FetchRequest,
-    max_frame: usize,
-) -> std::io::Result<ResponseBody> {
-    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-    let header = RequestHeader {
-        api_key: ApiKey::Fetch as i16,
-        api_version: REPLICA_FETCH_VERSION,
-        correlation_id: correlation,
-        client_id: Some("skein-replica-fetcher".into()),
-    };
-    let frame = encode_request(&header, &RequestBody::Fetch(request))
-        .map_err(|e| invalid(format!("encoding the fetch: {e}")))?;
-    stream.write_all(&frame).await?;
-    let len = stream.read_i32().await?;
-    if len < 0 || len as usize > max_frame {
-        return Err(invalid(format!("response frame of {len} bytes")));
-    }
-    // Read into uninitialised capacity: zero-filling a buffer of up to
-    // replica.fetch.response.max.bytes first cost a follower a tenth of its CPU (S7 profile).
-    let len = len as usize;
-    let mut buf = BytesMut::with_capacity(len);
-    let mut frame = (&mut *stream).take(len as u64);
-    while buf.len() < len {
-        if frame.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!(
-                    "the leader closed the connection after {} of {len} bytes",
-                    buf.len()
-                ),
-            ));
-        }
-    }
-    let (id, body) = decode_response(ApiKey::Fetch, REPLICA_FETCH_VERSION, buf.freeze())
-        .map_err(|e| invalid(format!("decoding the fetch response: {e}")))?;
-    if id != correlation {
-        return Err(invalid(format!(
-            "response to request {id}, expected {correlation}"
-        )));
-    }
-    Ok(body)
 }

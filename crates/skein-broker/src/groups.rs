@@ -161,12 +161,7 @@ impl Broker {
             let appended = match records {
                 None => Ok(None),
                 Some(r) => {
-                    let count = self
-                        .topic(OFFSETS_TOPIC)
-                        .map_or(self.config.offsets_topic_partitions, |t| {
-                            t.partition_count()
-                        });
-                    let index = offsets_partition_for(&group_id, count);
+                    let index = offsets_partition_for(&group_id, self.offsets_partition_count());
                     let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = r
                         .records
                         .iter()
@@ -224,14 +219,19 @@ impl Broker {
         results
     }
 
+    /// Partitions of the offsets topic: the topic's, or the configured count before it
+    /// exists.
+    pub(crate) fn offsets_partition_count(&self) -> i32 {
+        self.topic(OFFSETS_TOPIC)
+            .map_or(self.config.offsets_topic_partitions, |t| {
+                t.partition_count()
+            })
+    }
+
     /// A COMMIT or ABORT marker of `producer_id` reached partition `index` of the offsets
     /// topic: the groups of that partition commit or drop the producer's pending offsets.
     pub(crate) fn group_txn_completed(&self, index: i32, producer_id: i64, committed: bool) {
-        let count = self
-            .topic(OFFSETS_TOPIC)
-            .map_or(self.config.offsets_topic_partitions, |t| {
-                t.partition_count()
-            });
+        let count = self.offsets_partition_count();
         self.groups()
             .lock()
             .complete_txn(producer_id, committed, |g| {

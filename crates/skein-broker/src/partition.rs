@@ -161,6 +161,20 @@ impl Partition {
         Self::compare_epochs(current_leader_epoch, a.leader_epoch)
     }
 
+    /// The log of this replica for a write as leader `node`: NOT_LEADER_OR_FOLLOWER if this
+    /// node does not lead, the deleted error if the replica has no log any more. Call it
+    /// under the partition's lock (`log` is its state's), which assignment changes also take.
+    fn leader_log<'s>(&self, node: i32, log: &'s mut Option<Log>) -> Result<&'s mut Log, ApiError> {
+        let check = self.check_leader(node, -1);
+        if !check.is_ok() {
+            return Err(ApiError::new(
+                check,
+                "This node is not the leader of this partition.",
+            ));
+        }
+        log.as_mut().ok_or_else(deleted)
+    }
+
     /// Like [`Partition::check_leader`] for a replica that need not lead (a debugging
     /// ListOffsets, replica id -2): only the client's leader epoch is checked.
     pub fn check_epoch(&self, current_leader_epoch: i32) -> ErrorCode {
@@ -258,16 +272,7 @@ impl Partition {
         let state = &mut *state;
         // Read under the partition's lock, which assignment changes also take: the batch is
         // appended by the leader of the epoch it is stamped with.
-        let check = self.check_leader(node, -1);
-        if !check.is_ok() {
-            return Err(ApiError::new(
-                check,
-                "This node is not the leader of this partition.",
-            ));
-        }
-        let Some(log) = state.log.as_mut() else {
-            return Err(deleted());
-        };
+        let log = self.leader_log(node, &mut state.log)?;
         let leader_epoch = self.leader_epoch();
         if acks_all {
             let min = min_insync;
@@ -429,16 +434,7 @@ impl Partition {
     ) -> Result<Appended, ApiError> {
         let mut state = self.lock();
         let state = &mut *state;
-        let check = self.check_leader(node, -1);
-        if !check.is_ok() {
-            return Err(ApiError::new(
-                check,
-                "This node is not the leader of this partition.",
-            ));
-        }
-        let Some(log) = state.log.as_mut() else {
-            return Err(deleted());
-        };
+        let log = self.leader_log(node, &mut state.log)?;
         if let Some(code) =
             state
                 .producers
@@ -838,16 +834,7 @@ impl Partition {
     ) -> Result<DeletedRecords, ApiError> {
         let mut state = self.lock();
         let state = &mut *state;
-        let check = self.check_leader(node, -1);
-        if !check.is_ok() {
-            return Err(ApiError::new(
-                check,
-                "This node is not the leader of this partition.",
-            ));
-        }
-        let Some(log) = state.log.as_mut() else {
-            return Err(deleted());
-        };
+        let log = self.leader_log(node, &mut state.log)?;
         if !log.config().delete_retention {
             return Err(ApiError::new(
                 ErrorCode::POLICY_VIOLATION,

@@ -366,16 +366,16 @@ impl Broker {
         )
         .await
         .map_err(|e| match e {
-                ErrorCode::NOT_COORDINATOR
-                | ErrorCode::COORDINATOR_NOT_AVAILABLE
-                | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
-                | ErrorCode::REQUEST_TIMED_OUT
-                | ErrorCode(51) /* CONCURRENT_TRANSACTIONS */ => ErrorCode::NOT_ENOUGH_REPLICAS,
-                // Produce answers a fenced producer with the code every client version
-                // knows (as Kafka's broker does).
-                ErrorCode(90) /* PRODUCER_FENCED */ => ErrorCode::INVALID_PRODUCER_EPOCH,
-                other => other,
-            })
+            ErrorCode::NOT_COORDINATOR
+            | ErrorCode::COORDINATOR_NOT_AVAILABLE
+            | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+            | ErrorCode::REQUEST_TIMED_OUT
+            | ErrorCode::CONCURRENT_TRANSACTIONS => ErrorCode::NOT_ENOUGH_REPLICAS,
+            // Produce answers a fenced producer with the code every client version
+            // knows (as Kafka's broker does).
+            ErrorCode::PRODUCER_FENCED => ErrorCode::INVALID_PRODUCER_EPOCH,
+            other => other,
+        })
     }
 
     async fn ask_txn_verification(

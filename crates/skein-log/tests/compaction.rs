@@ -386,6 +386,24 @@ fn a_crash_before_any_step_of_a_swap_loses_nothing_and_the_log_opens() {
     }
 }
 
+/// Appends one transactional record of `pid` and its ABORT marker, and indexes the aborted
+/// transaction as the broker does.
+fn append_aborted(log: &mut Log, pid: i64) -> AbortedTxn {
+    let first = log.log_end_offset();
+    let data = set_attributes(keyed(&[("t", Some("aborted"))], NOW), 0x10, Some((pid, 0)));
+    log.append(&mut data.clone(), NOW).unwrap();
+    let marker = set_attributes(keyed(&[("x", Some("abort"))], NOW), 0x30, Some((pid, -1)));
+    let info = log.append(&mut marker.clone(), NOW).unwrap();
+    let txn = AbortedTxn {
+        producer_id: pid,
+        first_offset: first,
+        last_offset: info.base_offset,
+        last_stable_offset: info.base_offset + 1,
+    };
+    log.append_aborted_txn(txn).unwrap();
+    txn
+}
+
 #[test]
 fn aborted_transaction_entries_follow_the_segments_the_cleaner_merges() {
     let tmp = tempfile::tempdir().unwrap();
@@ -397,24 +415,11 @@ fn aborted_transaction_entries_follow_the_segments_the_cleaner_merges() {
         .unwrap();
     log.roll().unwrap();
     let mut aborted = Vec::new();
-    for (pid, seg) in [(9i64, 0), (10, 1)] {
-        let first = log.log_end_offset();
-        let data = set_attributes(keyed(&[("t", Some("aborted"))], NOW), 0x10, Some((pid, 0)));
-        log.append(&mut data.clone(), NOW).unwrap();
-        let marker = set_attributes(keyed(&[("x", Some("abort"))], NOW), 0x30, Some((pid, -1)));
-        let info = log.append(&mut marker.clone(), NOW).unwrap();
-        let txn = AbortedTxn {
-            producer_id: pid,
-            first_offset: first,
-            last_offset: info.base_offset,
-            last_stable_offset: info.base_offset + 1,
-        };
-        log.append_aborted_txn(txn).unwrap();
-        aborted.push(txn);
+    for pid in [9, 10] {
+        aborted.push(append_aborted(&mut log, pid));
         log.append(&mut keyed(&[("a", Some("3"))], NOW), NOW)
             .unwrap();
         log.roll().unwrap();
-        let _ = seg;
     }
     log.append(&mut keyed(&[("tail", Some("t"))], NOW), NOW)
         .unwrap();
@@ -446,17 +451,8 @@ fn an_orphaned_index_file_left_by_a_crash_is_merged_at_open() {
     let mut log = open(tmp.path());
     log.append(&mut keyed(&[("a", Some("1"))], NOW), NOW)
         .unwrap();
-    let data = set_attributes(keyed(&[("t", Some("aborted"))], NOW), 0x10, Some((9, 0)));
-    log.append(&mut data.clone(), NOW).unwrap();
-    let marker = set_attributes(keyed(&[("x", Some("abort"))], NOW), 0x30, Some((9, -1)));
-    let info = log.append(&mut marker.clone(), NOW).unwrap();
-    let txn = AbortedTxn {
-        producer_id: 9,
-        first_offset: 1,
-        last_offset: info.base_offset,
-        last_stable_offset: info.base_offset + 1,
-    };
-    log.append_aborted_txn(txn).unwrap();
+    let txn = append_aborted(&mut log, 9);
+    assert_eq!(txn.first_offset, 1);
     log.roll().unwrap();
     log.append(&mut keyed(&[("b", Some("1"))], NOW), NOW)
         .unwrap();

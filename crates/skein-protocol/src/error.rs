@@ -41,8 +41,10 @@ impl ErrorCode {
     pub const DUPLICATE_SEQUENCE_NUMBER: ErrorCode = ErrorCode(46);
     pub const INVALID_PRODUCER_EPOCH: ErrorCode = ErrorCode(47);
     pub const INVALID_TXN_STATE: ErrorCode = ErrorCode(48);
+    pub const CONCURRENT_TRANSACTIONS: ErrorCode = ErrorCode(51);
     pub const TRANSACTION_COORDINATOR_FENCED: ErrorCode = ErrorCode(52);
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
+    pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode(55);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
     pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(59);
     pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode(74);
@@ -56,6 +58,7 @@ impl ErrorCode {
     pub const NO_REASSIGNMENT_IN_PROGRESS: ErrorCode = ErrorCode(85);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
     pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode(95);
+    pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
     pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
     pub const DUPLICATE_BROKER_REGISTRATION: ErrorCode = ErrorCode(101);
     pub const INVALID_CLUSTER_ID: ErrorCode = ErrorCode(104);
@@ -107,7 +110,10 @@ impl fmt::Display for ErrorCode {
             ErrorCode::DUPLICATE_SEQUENCE_NUMBER => "DUPLICATE_SEQUENCE_NUMBER",
             ErrorCode::INVALID_PRODUCER_EPOCH => "INVALID_PRODUCER_EPOCH",
             ErrorCode::INVALID_TXN_STATE => "INVALID_TXN_STATE",
+            ErrorCode::CONCURRENT_TRANSACTIONS => "CONCURRENT_TRANSACTIONS",
             ErrorCode::TRANSACTION_COORDINATOR_FENCED => "TRANSACTION_COORDINATOR_FENCED",
+            ErrorCode::OPERATION_NOT_ATTEMPTED => "OPERATION_NOT_ATTEMPTED",
+            ErrorCode::PRODUCER_FENCED => "PRODUCER_FENCED",
             ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED => {
                 "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
             }

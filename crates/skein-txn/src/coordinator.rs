@@ -226,6 +226,33 @@ impl TxnCoordinator {
         }
     }
 
+    /// The transaction of `id` if the request's producer id and epoch are its current ones:
+    /// INVALID_REQUEST for an empty id, the [`TxnCoordinator::owner`] errors,
+    /// INVALID_PRODUCER_ID_MAPPING for an unknown id or another producer id, PRODUCER_FENCED
+    /// for another epoch.
+    fn producer_txn(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<&Txn, ErrorCode> {
+        if id.is_empty() {
+            return Err(ErrorCode::INVALID_REQUEST);
+        }
+        self.owner(id)?;
+        let txn = self
+            .txns
+            .get(id)
+            .ok_or(ErrorCode::INVALID_PRODUCER_ID_MAPPING)?;
+        if txn.meta.producer_id != producer_id {
+            return Err(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if txn.meta.producer_epoch != producer_epoch {
+            return Err(ErrorCode::PRODUCER_FENCED);
+        }
+        Ok(txn)
+    }
+
     fn owns(&self, partition: i32) -> bool {
         matches!(
             self.partitions.get(&partition),
@@ -740,21 +767,8 @@ impl TxnCoordinator {
         producer_epoch: i16,
         partitions: &[TopicPartition],
     ) -> Result<Option<Meta>, ErrorCode> {
-        if id.is_empty() {
-            return Err(ErrorCode::INVALID_REQUEST);
-        }
-        self.owner(id)?;
-        let txn = self
-            .txns
-            .get(id)
-            .ok_or(ErrorCode::INVALID_PRODUCER_ID_MAPPING)?;
+        let txn = self.producer_txn(id, producer_id, producer_epoch)?;
         let m = &txn.meta;
-        if m.producer_id != producer_id {
-            return Err(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
-        }
-        if m.producer_epoch != producer_epoch {
-            return Err(ErrorCode::PRODUCER_FENCED);
-        }
         if txn.pending.is_some()
             || matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
         {
@@ -826,22 +840,11 @@ impl TxnCoordinator {
         partitions: &[TopicPartition],
     ) -> Vec<(TopicPartition, ErrorCode)> {
         let all = |e: ErrorCode| partitions.iter().map(|tp| (tp.clone(), e)).collect();
-        if transactional_id.is_empty() {
-            return all(ErrorCode::INVALID_REQUEST);
-        }
-        if let Err(e) = self.owner(transactional_id) {
-            return all(e);
-        }
-        let Some(txn) = self.txns.get(transactional_id) else {
-            return all(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        let txn = match self.producer_txn(transactional_id, producer_id, producer_epoch) {
+            Ok(txn) => txn,
+            Err(e) => return all(e),
         };
         let m = &txn.meta;
-        if m.producer_id != producer_id {
-            return all(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
-        }
-        if m.producer_epoch != producer_epoch {
-            return all(ErrorCode::PRODUCER_FENCED);
-        }
         if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
             return all(ErrorCode::CONCURRENT_TRANSACTIONS);
         }
@@ -924,22 +927,11 @@ impl TxnCoordinator {
         if version > 4 {
             return respond(ErrorCode::UNSUPPORTED_VERSION);
         }
-        if transactional_id.is_empty() {
-            return respond(ErrorCode::INVALID_REQUEST);
-        }
-        if let Err(e) = self.owner(transactional_id) {
-            return respond(e);
-        }
-        let Some(txn) = self.txns.get(transactional_id) else {
-            return respond(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        let txn = match self.producer_txn(transactional_id, producer_id, producer_epoch) {
+            Ok(txn) => txn,
+            Err(e) => return respond(e),
         };
         let m = &txn.meta;
-        if m.producer_id != producer_id {
-            return respond(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
-        }
-        if m.producer_epoch != producer_epoch {
-            return respond(ErrorCode::PRODUCER_FENCED);
-        }
         if txn.pending.is_some() {
             return respond(ErrorCode::CONCURRENT_TRANSACTIONS);
         }

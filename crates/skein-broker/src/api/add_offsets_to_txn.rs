@@ -11,16 +11,12 @@ use skein_protocol::ResponseBody;
 use super::Reply;
 use crate::broker::Broker;
 use crate::error::ErrorCode;
-use crate::groups::{offsets_partition_for, OFFSETS_TOPIC};
+use crate::groups::offsets_partition_for;
 
 pub fn handle(broker: &Arc<Broker>, version: i16, req: AddOffsetsToTxnRequest) -> Reply {
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
-        let count = broker
-            .topic(OFFSETS_TOPIC)
-            .map_or(broker.config.offsets_topic_partitions, |t| {
-                t.partition_count()
-            });
+        let count = broker.offsets_partition_count();
         let partition = offsets_partition_for(&req.group_id, count);
         let (token, rx) = broker.transactions().wait();
         broker.txn_op(|c, now| {

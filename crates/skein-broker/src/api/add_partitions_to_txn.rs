@@ -21,8 +21,6 @@ use crate::error::ErrorCode;
 
 /// The first version that batches transactions (and is sent by brokers only).
 const FIRST_BATCHED_VERSION: i16 = 4;
-/// OPERATION_NOT_ATTEMPTED: the other partitions of a request that named an unknown one.
-const OPERATION_NOT_ATTEMPTED: i16 = 55;
 
 fn flatten(topics: &[AddPartitionsToTxnTopic]) -> Vec<TopicPartition> {
     topics
@@ -68,7 +66,7 @@ fn unknown_partitions(
             .iter()
             .map(|tp| {
                 let code = if known(tp) {
-                    OPERATION_NOT_ATTEMPTED
+                    ErrorCode::OPERATION_NOT_ATTEMPTED.code()
                 } else {
                     ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()
                 };

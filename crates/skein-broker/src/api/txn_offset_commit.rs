@@ -46,11 +46,7 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: TxnOffsetCommitRequest) -
         } else {
             // KIP-890 part 1: the group's offsets partition must be in the transaction
             // (AddOffsetsToTxn added it).
-            let count = broker
-                .topic(OFFSETS_TOPIC)
-                .map_or(broker.config.offsets_topic_partitions, |t| {
-                    t.partition_count()
-                });
+            let count = broker.offsets_partition_count();
             let partition = offsets_partition_for(&req.group_id, count);
             match broker
                 .verify_txn_partition(
