@@ -43,6 +43,10 @@ pub struct GroupConfig {
     pub max_group_size: usize,
     /// `offsets.retention.minutes`, in milliseconds.
     pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are removed and
+    /// empty groups without offsets are deleted (until then an emptied group stays listed
+    /// as Empty, as in Kafka).
+    pub offsets_retention_check_interval_ms: i64,
     /// `offset.metadata.max.bytes`: longer commit metadata is OFFSET_METADATA_TOO_LARGE.
     pub offset_metadata_max_bytes: usize,
     /// How long a new classic member waiting in its first JoinGroup may stay silent
@@ -64,6 +68,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3_000,
             max_group_size: i32::MAX as usize,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
             new_member_join_timeout_ms: 5 * 60 * 1000,
             consumer_session_timeout_ms: 45_000,

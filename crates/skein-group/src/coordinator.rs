@@ -98,6 +98,9 @@ pub struct Coordinator {
     groups: BTreeMap<String, Group>,
     /// The last [`OffsetEntry::seq`] handed out.
     seq: u64,
+    /// When the next periodic cleanup (offset expiry, deletion of empty groups) runs;
+    /// `None` until the first tick, which runs one and schedules the next an interval later.
+    next_cleanup_ms: Option<i64>,
 }
 
 fn persist_offset(fx: &mut Vec<Effect>, group: &str, topic: &str, partition: i32, e: &OffsetEntry) {
@@ -137,6 +140,7 @@ impl Coordinator {
             rng: SplitMix64::new(seed),
             groups: BTreeMap::new(),
             seq: 0,
+            next_cleanup_ms: None,
         }
     }
 
@@ -627,10 +631,18 @@ impl Coordinator {
 
     /// Fires everything due at `now_ms`: pending-member, session, rebalance and sync
     /// timeouts, the initial rebalance delay, KIP-848 session and revocation timeouts,
-    /// offset expiry, and the deletion of empty groups without offsets.
+    /// and, once per `offsets_retention_check_interval_ms`, offset expiry and the deletion of
+    /// empty groups without offsets.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut fx = Vec::new();
         let retention = self.config.offsets_retention_ms;
+        // Offset expiry and the deletion of empty groups run once per
+        // `offsets.retention.check.interval.ms`, as Kafka's periodic cleanup does.
+        let interval = self.config.offsets_retention_check_interval_ms.max(1);
+        let cleanup = self.next_cleanup_ms.is_none_or(|at| now_ms >= at);
+        if cleanup {
+            self.next_cleanup_ms = Some(now_ms.saturating_add(interval));
+        }
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
             let g = self.groups.get_mut(&id).expect("listed");
@@ -648,6 +660,9 @@ impl Coordinator {
                     c.tick(now_ms, &self.config);
                     Self::persist_consumer(c, &mut fx);
                 }
+            }
+            if !cleanup {
+                continue;
             }
             let expired: Vec<(String, i32)> = g
                 .offsets
@@ -674,6 +689,8 @@ impl Coordinator {
     /// (for example right after a replay).
     pub fn next_deadline(&self) -> Option<i64> {
         let retention = self.config.offsets_retention_ms;
+        // Cleanup work waits for the next periodic cleanup (the first tick runs one).
+        let cleanup_at = |d: i64| Some(self.next_cleanup_ms.map_or(d, |c| c.max(d)));
         let mut next: Option<i64> = None;
         let mut consider = |d: Option<i64>| {
             if let Some(d) = d {
@@ -686,10 +703,10 @@ impl Coordinator {
                 GroupKind::Consumer(c) => consider(c.next_deadline()),
             }
             if g.has_no_members() && g.offsets.is_empty() && g.pending_txn.is_empty() {
-                consider(Some(i64::MIN));
+                consider(cleanup_at(i64::MIN));
             }
             for ((t, _), e) in &g.offsets {
-                consider(g.expiry_ms(t, e, retention));
+                consider(g.expiry_ms(t, e, retention).and_then(cleanup_at));
             }
         }
         next

@@ -129,6 +129,14 @@ fn pending_member_expires() {
     assert_eq!(c.pending_member_ids(G).len(), 1);
     c.tick(SESSION_MS as i64);
     assert!(c.pending_member_ids(G).is_empty());
+    // Kafka keeps the emptied group listed until its periodic cleanup, which the first
+    // tick scheduled one `offsets.retention.check.interval.ms` later.
+    assert_eq!(c.group_ids(), vec![G.to_string()]);
+    let cleanup = SESSION_MS as i64 - 1 + cfg().offsets_retention_check_interval_ms;
+    assert_eq!(c.next_deadline(), Some(cleanup));
+    c.tick(cleanup - 1);
+    assert_eq!(c.group_ids(), vec![G.to_string()]);
+    c.tick(cleanup);
     assert!(c.group_ids().is_empty());
     // Rejoining with the expired id is now unknown.
     r.member_id = j.member_id;
@@ -288,11 +296,19 @@ fn session_expiry_removes_member_and_last_one_empties_group() {
     assert!(records(&c.tick(14_999)).is_empty());
     let fx = c.tick(15_000);
     let recs = records(&fx);
-    // The group becomes Empty (new generation persisted) and, having no offsets, is deleted.
+    // The group becomes Empty (new generation persisted) and stays listed as Empty ...
     assert!(
-        matches!(&recs[..], [GroupRecord::GroupMetadata(g), GroupRecord::GroupDelete { .. }] if g.members.is_empty() && g.generation == gen1 + 1),
+        matches!(&recs[..], [GroupRecord::GroupMetadata(g)] if g.members.is_empty() && g.generation == gen1 + 1),
         "{recs:?}"
     );
+    assert_eq!(c.describe_group(G).state, "Empty");
+    assert_eq!(c.list_groups(&[], &[]).len(), 1);
+    // ... until the periodic cleanup (first scheduled by the tick at 14_999) deletes it,
+    // having no offsets.
+    let cleanup = 14_999 + cfg().offsets_retention_check_interval_ms;
+    assert!(records(&c.tick(cleanup - 1)).is_empty());
+    let recs = records(&c.tick(cleanup));
+    assert!(matches!(&recs[..], [GroupRecord::GroupDelete { .. }]), "{recs:?}");
     assert_eq!(c.describe_group(G).state, "Dead");
 }
 

@@ -32,6 +32,19 @@ fn errors(r: &[((String, i32), ErrorCode)]) -> Vec<ErrorCode> {
     r.iter().map(|(_, e)| *e).collect()
 }
 
+
+/// These tests check expiry at exact times: a cleanup every millisecond
+/// (`offsets.retention.check.interval.ms=1`) runs at each of their ticks.
+fn coordinator() -> Coordinator {
+    Coordinator::new_with_seed(
+        GroupConfig {
+            offsets_retention_check_interval_ms: 1,
+            ..cfg()
+        },
+        42,
+    )
+}
+
 #[test]
 fn standalone_commit_and_fetch() {
     let mut c = coordinator();

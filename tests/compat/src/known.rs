@@ -29,21 +29,6 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
          UNKNOWN_TOPIC_OR_PARTITION or LEADER_NOT_AVAILABLE (both retriable). Clients retry \
          either way and then see the same topic.",
     ),
-    (
-        "group.list_after_last_member_leaves",
-        "Skein forgets a classic group with no members and no committed offsets as soon as \
-         its last member leaves; Kafka keeps listing it as Empty (and DeleteGroups accepts \
-         it) until its periodic cleanup (offsets.retention.check.interval.ms, 10 minutes by \
-         default). The group holds no state, so no consumer loses anything; only tools that \
-         list or delete groups right after such a consumer stops see GROUP_ID_NOT_FOUND on \
-         Skein. Open item: keep empty groups until a cleanup interval, as Kafka does.",
-    ),
-    (
-        "consumer_group.leave",
-        "As for classic groups (group.list_after_last_member_leaves): Skein forgets a KIP-848 \
-         group with no members and no committed offsets once its last member leaves, Kafka \
-         lists it as Empty until its periodic cleanup. Open item, as above.",
-    ),
 ];
 
 /// The reason a scenario is allowed to differ, if it is.
