@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from conftest import _new_broker
 from helpers import (
@@ -308,3 +308,143 @@ def test_keyless_records_to_a_compacted_topic_are_refused_per_record(cleaner_bro
     assert read_partition(cleaner_broker, topic) == []
     produce_updates(cleaner_broker, topic, [(b"ok", b"1")])
     assert [(k, v) for _, k, v in read_partition(cleaner_broker, topic)] == [(b"ok", b"1")]
+
+
+def log_batches(part_dir):
+    """(base offset, records count, is control) of every batch in the segment files of a
+    partition directory, read from the files (a torn active tail ends its file's list)."""
+    out = []
+    for seg in sorted(part_dir.glob("*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            base = int.from_bytes(data[pos:pos + 8], "big", signed=True)
+            length = int.from_bytes(data[pos + 8:pos + 12], "big", signed=True)
+            if length < 49 or pos + 12 + length > len(data):
+                break
+            attributes = int.from_bytes(data[pos + 21:pos + 23], "big", signed=True)
+            count = int.from_bytes(data[pos + 57:pos + 61], "big", signed=True)
+            out.append((base, count, bool(attributes & 0x20)))
+            pos += 12 + length
+    return out
+
+
+def read_isolated(broker, topic, isolation, timeout=60):
+    """Every record of partition 0 a consumer with `isolation` reads now (to partition EOF,
+    which librdkafka reports at the high watermark or at the last stable offset)."""
+    c = consumer_client(broker, **{"isolation.level": isolation, "enable.partition.eof": True})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            assert time.monotonic() < deadline, f"timed out reading {topic} ({isolation})"
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error() is not None:
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+                if not m.topic() and not m.error().fatal():
+                    continue
+                raise AssertionError(f"consumer error: {m.error()}")
+            out.append((m.offset(), m.key(), m.value()))
+    finally:
+        c.close()
+
+
+def test_committed_transactions_are_compacted_and_aborted_ones_removed(cleaner_broker):
+    """A transactional producer updates every key in each transaction, committing some and
+    aborting others, with plain updates in between. After cleaning, both isolation levels read
+    exactly the latest committed value of each key and nothing aborted; the aborted records
+    are gone from the files, and the markers of transactions without data go after
+    delete.retention.ms (the producer's last marker and those of kept data stay)."""
+    topic = unique_topic("txncompact")
+    create_topic(cleaner_broker, topic, partitions=1, config=COMPACTED)
+    keys = [f"key-{i}".encode() for i in range(10)]
+    producer = Producer({"bootstrap.servers": cleaner_broker.bootstrap,
+                         "transactional.id": unique_topic("tid"), "linger.ms": 5})
+    producer.init_transactions(30)
+    want = {}
+    aborted_values = set()
+    delivered = []
+
+    def on_delivery(err, msg):
+        delivered.append((err, msg.offset()))
+
+    rounds = 12
+    for r in range(rounds):
+        commit = r % 3 != 1 and r != rounds - 1  # rounds 1, 4, 7, 10 and the last abort
+        producer.begin_transaction()
+        for k in keys:
+            value = f"{k.decode()}-txn{r}-{'c' if commit else 'a'}".encode()
+            producer.produce(topic, key=k, value=value, partition=0, on_delivery=on_delivery)
+            if commit:
+                want[k] = value
+            else:
+                aborted_values.add(value)
+        # Written before the outcome (abort_transaction would purge unsent records).
+        assert producer.flush(30) == 0
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+        if r == 5:
+            # Plain updates between transactions, then committed ones supersede them.
+            plain = [(k, f"{k.decode()}-plain".encode()) for k in keys[:5]]
+            produce_updates(cleaner_broker, topic, plain)
+    # The last committed round wrote every key.
+    assert all(v.endswith(b"-txn9-c") for v in want.values()), want
+    # Every transactional record reached the log, the aborted ones included.
+    assert len(delivered) == rounds * len(keys)
+    assert all(err is None and offset >= 0 for err, offset in delivered), delivered[:5]
+    produce_updates(cleaner_broker, topic, filler(100))
+    part_dir = cleaner_broker.data_dir / f"{topic}-0"
+    produced = (rounds * len(keys) + 5 + 100, rounds)
+
+    def mine(records):
+        return [(o, k, v) for o, k, v in records if k in want]
+
+    def cleaned():
+        got = mine(read_isolated(cleaner_broker, topic, "read_uncommitted"))
+        return len(got) == len(want)
+
+    wait_until(cleaned, 90, "the aborted and older values to be cleaned away")
+    for isolation in ("read_uncommitted", "read_committed"):
+        got = mine(read_isolated(cleaner_broker, topic, isolation))
+        assert {k: v for _, k, v in got} == want, isolation
+        assert not {v for _, _, v in got} & aborted_values, isolation
+        offsets = [o for o, _, _ in got]
+        assert offsets == sorted(offsets), isolation
+
+    # In the files: the aborted and older records are gone, not only hidden (left: the latest
+    # of each key and the filler), and the markers of transactions without data go once
+    # delete.retention.ms (3 s) has passed. Left are the last committed round's COMMIT (its
+    # data is the latest) and the producer's last marker (its state); never a marker whose
+    # data is still there.
+    def file_counts():
+        batches = log_batches(part_dir)
+        return (sum(c for _, c, control in batches if not control),
+                sum(1 for _, _, control in batches if control))
+
+    wait_until(lambda: file_counts() == (len(want) + 100, 2), 90,
+               f"the files to hold {len(want) + 100} records and 2 markers (produced {produced})")
+    batches = log_batches(part_dir)
+    control_offsets = [b for b, _, control in batches if control]
+    data_offsets = {o for o, _, _ in mine(read_isolated(cleaner_broker, topic, "read_uncommitted"))}
+    # The kept COMMIT comes right after the latest values.
+    assert control_offsets[0] == max(data_offsets) + 1, (control_offsets, sorted(data_offsets))
+    for isolation in ("read_uncommitted", "read_committed"):
+        assert {k: v for _, k, v in mine(read_isolated(cleaner_broker, topic, isolation))} == want
+    # A restart reopens the cleaned log and its aborted-transaction index: the same reads.
+    cleaner_broker.restart()
+    for isolation in ("read_uncommitted", "read_committed"):
+        got = mine(read_isolated(cleaner_broker, topic, isolation))
+        assert {k: v for _, k, v in got} == want, isolation
+    assert "truncated" not in cleaner_broker.log()
+    # The producer goes on after the restart (its state survived the cleaning).
+    producer.begin_transaction()
+    producer.produce(topic, key=keys[0], value=b"after", partition=0)
+    producer.commit_transaction(30)
+    got = read_isolated(cleaner_broker, topic, "read_committed")
+    assert got[-1][1:] == (keys[0], b"after")
