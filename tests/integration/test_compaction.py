@@ -448,3 +448,74 @@ def test_committed_transactions_are_compacted_and_aborted_ones_removed(cleaner_b
     producer.commit_transaction(30)
     got = read_isolated(cleaner_broker, topic, "read_committed")
     assert got[-1][1:] == (keys[0], b"after")
+
+
+def cleaned_to_offsets(broker, topic):
+    """The `cleaned_to` of every pass the broker logged over partition 0 of `topic`."""
+    import re
+
+    pattern = re.compile(rf"cleaned log topic={re.escape(topic)} partition=0 cleaned_to=(\d+)")
+    return [int(m.group(1)) for m in pattern.finditer(broker.log())]
+
+
+def test_an_open_transaction_stops_cleaning_at_the_last_stable_offset(cleaner_broker):
+    """While a transaction is open the cleaner cleans only below its first offset (the LSO):
+    the updates after it keep their older values; once it commits, cleaning goes on and its
+    record, now committed, is kept as the latest of its key."""
+    topic = unique_topic("lsocompact")
+    create_topic(cleaner_broker, topic, partitions=1, config=COMPACTED)
+    keys = [f"key-{i}".encode() for i in range(10)]
+    produce_updates(cleaner_broker, topic, [(k, b"r0") for k in keys] + filler(40, "a"))
+    producer = Producer({"bootstrap.servers": cleaner_broker.bootstrap,
+                         "transactional.id": unique_topic("tid"), "linger.ms": 5})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    offsets = []
+    producer.produce(topic, key=b"t", value=b"open", partition=0,
+                     on_delivery=lambda err, msg: offsets.append((err, msg.offset())))
+    assert producer.flush(30) == 0
+    assert offsets == [(None, 50)], offsets
+    lso = 50
+    later = [(k, b"r1") for k in keys] + [(k, b"r2") for k in keys]
+    # In batches of their own, so that a segment past the LSO holds them (cleanable but for
+    # the open transaction) and the filler's batch rolls to a new active segment.
+    produce_updates(cleaner_broker, topic, later[:10])
+    produce_updates(cleaner_broker, topic, later[10:])
+    produce_updates(cleaner_broker, topic, filler(100, "b"))
+
+    # The segments below the LSO get cleaned (they are dirty), never past it.
+    wait_until(lambda: cleaned_to_offsets(cleaner_broker, topic), 60,
+               "a pass over the segments below the open transaction")
+    # Later loops of the cleaner find nothing more to clean in it while the transaction is
+    # open: wait for passes over two other topics, one after the other (the cleaner loops
+    # at once after a pass, so it has looked at this topic again in between).
+    for i in range(2):
+        other = unique_topic(f"pace{i}")
+        create_topic(cleaner_broker, other, partitions=1, config=COMPACTED)
+        produce_updates(cleaner_broker, other, [(b"x", b"1"), (b"x", b"2")])
+        produce_updates(cleaner_broker, other, filler(60, "c"))
+        wait_until(lambda: cleaned_to_offsets(cleaner_broker, other), 60,
+                   f"a pass over another topic ({i})")
+    passes = cleaned_to_offsets(cleaner_broker, topic)
+    assert passes and max(passes) <= lso, passes
+    records = read_isolated(cleaner_broker, topic, "read_uncommitted")
+    past = [(k, v) for o, k, v in records if o > lso and k in keys]
+    assert past == later, "records after the LSO must be untouched"
+    assert (lso, b"t", b"open") in records
+    committed = read_isolated(cleaner_broker, topic, "read_committed")
+    assert max(o for o, _, _ in committed) < lso
+
+    # Committed: the LSO moves to the end and cleaning goes on past the old one.
+    producer.commit_transaction(30)
+
+    def latest_only():
+        got = [(k, v) for _, k, v in read_isolated(cleaner_broker, topic, "read_uncommitted")
+               if k in keys]
+        return sorted(got) == sorted((k, b"r2") for k in keys)
+
+    wait_until(latest_only, 90, "the updates after the old LSO to be cleaned")
+    assert max(cleaned_to_offsets(cleaner_broker, topic)) > lso
+    for isolation in ("read_uncommitted", "read_committed"):
+        records = read_isolated(cleaner_broker, topic, isolation)
+        assert (lso, b"t", b"open") in records, isolation
+        assert sorted((k, v) for _, k, v in records if k in keys) == sorted((k, b"r2") for k in keys)
