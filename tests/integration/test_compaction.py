@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from conftest import _new_broker
 from helpers import (
@@ -308,3 +308,214 @@ def test_keyless_records_to_a_compacted_topic_are_refused_per_record(cleaner_bro
     assert read_partition(cleaner_broker, topic) == []
     produce_updates(cleaner_broker, topic, [(b"ok", b"1")])
     assert [(k, v) for _, k, v in read_partition(cleaner_broker, topic)] == [(b"ok", b"1")]
+
+
+def log_batches(part_dir):
+    """(base offset, records count, is control) of every batch in the segment files of a
+    partition directory, read from the files (a torn active tail ends its file's list)."""
+    out = []
+    for seg in sorted(part_dir.glob("*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            base = int.from_bytes(data[pos:pos + 8], "big", signed=True)
+            length = int.from_bytes(data[pos + 8:pos + 12], "big", signed=True)
+            if length < 49 or pos + 12 + length > len(data):
+                break
+            attributes = int.from_bytes(data[pos + 21:pos + 23], "big", signed=True)
+            count = int.from_bytes(data[pos + 57:pos + 61], "big", signed=True)
+            out.append((base, count, bool(attributes & 0x20)))
+            pos += 12 + length
+    return out
+
+
+def read_isolated(broker, topic, isolation, timeout=60):
+    """Every record of partition 0 a consumer with `isolation` reads now (to partition EOF,
+    which librdkafka reports at the high watermark or at the last stable offset)."""
+    c = consumer_client(broker, **{"isolation.level": isolation, "enable.partition.eof": True})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            assert time.monotonic() < deadline, f"timed out reading {topic} ({isolation})"
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error() is not None:
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+                if not m.topic() and not m.error().fatal():
+                    continue
+                raise AssertionError(f"consumer error: {m.error()}")
+            out.append((m.offset(), m.key(), m.value()))
+    finally:
+        c.close()
+
+
+def test_committed_transactions_are_compacted_and_aborted_ones_removed(cleaner_broker):
+    """A transactional producer updates every key in each transaction, committing some and
+    aborting others, with plain updates in between. After cleaning, both isolation levels read
+    exactly the latest committed value of each key and nothing aborted; the aborted records
+    are gone from the files, and the markers of transactions without data go after
+    delete.retention.ms (the producer's last marker and those of kept data stay)."""
+    topic = unique_topic("txncompact")
+    create_topic(cleaner_broker, topic, partitions=1, config=COMPACTED)
+    keys = [f"key-{i}".encode() for i in range(10)]
+    producer = Producer({"bootstrap.servers": cleaner_broker.bootstrap,
+                         "transactional.id": unique_topic("tid"), "linger.ms": 5})
+    producer.init_transactions(30)
+    want = {}
+    aborted_values = set()
+    delivered = []
+
+    def on_delivery(err, msg):
+        delivered.append((err, msg.offset()))
+
+    rounds = 12
+    for r in range(rounds):
+        commit = r % 3 != 1 and r != rounds - 1  # rounds 1, 4, 7, 10 and the last abort
+        producer.begin_transaction()
+        for k in keys:
+            value = f"{k.decode()}-txn{r}-{'c' if commit else 'a'}".encode()
+            producer.produce(topic, key=k, value=value, partition=0, on_delivery=on_delivery)
+            if commit:
+                want[k] = value
+            else:
+                aborted_values.add(value)
+        # Written before the outcome (abort_transaction would purge unsent records).
+        assert producer.flush(30) == 0
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+        if r == 5:
+            # Plain updates between transactions, then committed ones supersede them.
+            plain = [(k, f"{k.decode()}-plain".encode()) for k in keys[:5]]
+            produce_updates(cleaner_broker, topic, plain)
+    # The last committed round wrote every key.
+    assert all(v.endswith(b"-txn9-c") for v in want.values()), want
+    # Every transactional record reached the log, the aborted ones included.
+    assert len(delivered) == rounds * len(keys)
+    assert all(err is None and offset >= 0 for err, offset in delivered), delivered[:5]
+    produce_updates(cleaner_broker, topic, filler(100))
+    part_dir = cleaner_broker.data_dir / f"{topic}-0"
+    produced = (rounds * len(keys) + 5 + 100, rounds)
+
+    def mine(records):
+        return [(o, k, v) for o, k, v in records if k in want]
+
+    def cleaned():
+        got = mine(read_isolated(cleaner_broker, topic, "read_uncommitted"))
+        return len(got) == len(want)
+
+    wait_until(cleaned, 90, "the aborted and older values to be cleaned away")
+    for isolation in ("read_uncommitted", "read_committed"):
+        got = mine(read_isolated(cleaner_broker, topic, isolation))
+        assert {k: v for _, k, v in got} == want, isolation
+        assert not {v for _, _, v in got} & aborted_values, isolation
+        offsets = [o for o, _, _ in got]
+        assert offsets == sorted(offsets), isolation
+
+    # In the files: the aborted and older records are gone, not only hidden (left: the latest
+    # of each key and the filler), and the markers of transactions without data go once
+    # delete.retention.ms (3 s) has passed. Left are the last committed round's COMMIT (its
+    # data is the latest) and the producer's last marker (its state); never a marker whose
+    # data is still there.
+    def file_counts():
+        batches = log_batches(part_dir)
+        return (sum(c for _, c, control in batches if not control),
+                sum(1 for _, _, control in batches if control))
+
+    wait_until(lambda: file_counts() == (len(want) + 100, 2), 90,
+               f"the files to hold {len(want) + 100} records and 2 markers (produced {produced})")
+    batches = log_batches(part_dir)
+    control_offsets = [b for b, _, control in batches if control]
+    data_offsets = {o for o, _, _ in mine(read_isolated(cleaner_broker, topic, "read_uncommitted"))}
+    # The kept COMMIT comes right after the latest values.
+    assert control_offsets[0] == max(data_offsets) + 1, (control_offsets, sorted(data_offsets))
+    for isolation in ("read_uncommitted", "read_committed"):
+        assert {k: v for _, k, v in mine(read_isolated(cleaner_broker, topic, isolation))} == want
+    # A restart reopens the cleaned log and its aborted-transaction index: the same reads.
+    cleaner_broker.restart()
+    for isolation in ("read_uncommitted", "read_committed"):
+        got = mine(read_isolated(cleaner_broker, topic, isolation))
+        assert {k: v for _, k, v in got} == want, isolation
+    assert "truncated" not in cleaner_broker.log()
+    # The producer goes on after the restart (its state survived the cleaning).
+    producer.begin_transaction()
+    producer.produce(topic, key=keys[0], value=b"after", partition=0)
+    producer.commit_transaction(30)
+    got = read_isolated(cleaner_broker, topic, "read_committed")
+    assert got[-1][1:] == (keys[0], b"after")
+
+
+def cleaned_to_offsets(broker, topic):
+    """The `cleaned_to` of every pass the broker logged over partition 0 of `topic`."""
+    import re
+
+    pattern = re.compile(rf"cleaned log topic={re.escape(topic)} partition=0 cleaned_to=(\d+)")
+    return [int(m.group(1)) for m in pattern.finditer(broker.log())]
+
+
+def test_an_open_transaction_stops_cleaning_at_the_last_stable_offset(cleaner_broker):
+    """While a transaction is open the cleaner cleans only below its first offset (the LSO):
+    the updates after it keep their older values; once it commits, cleaning goes on and its
+    record, now committed, is kept as the latest of its key."""
+    topic = unique_topic("lsocompact")
+    create_topic(cleaner_broker, topic, partitions=1, config=COMPACTED)
+    keys = [f"key-{i}".encode() for i in range(10)]
+    produce_updates(cleaner_broker, topic, [(k, b"r0") for k in keys] + filler(40, "a"))
+    producer = Producer({"bootstrap.servers": cleaner_broker.bootstrap,
+                         "transactional.id": unique_topic("tid"), "linger.ms": 5})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    offsets = []
+    producer.produce(topic, key=b"t", value=b"open", partition=0,
+                     on_delivery=lambda err, msg: offsets.append((err, msg.offset())))
+    assert producer.flush(30) == 0
+    assert offsets == [(None, 50)], offsets
+    lso = 50
+    later = [(k, b"r1") for k in keys] + [(k, b"r2") for k in keys]
+    # In batches of their own, so that a segment past the LSO holds them (cleanable but for
+    # the open transaction) and the filler's batch rolls to a new active segment.
+    produce_updates(cleaner_broker, topic, later[:10])
+    produce_updates(cleaner_broker, topic, later[10:])
+    produce_updates(cleaner_broker, topic, filler(100, "b"))
+
+    # The segments below the LSO get cleaned (they are dirty), never past it.
+    wait_until(lambda: cleaned_to_offsets(cleaner_broker, topic), 60,
+               "a pass over the segments below the open transaction")
+    # Later loops of the cleaner find nothing more to clean in it while the transaction is
+    # open: wait for passes over two other topics, one after the other (the cleaner loops
+    # at once after a pass, so it has looked at this topic again in between).
+    for i in range(2):
+        other = unique_topic(f"pace{i}")
+        create_topic(cleaner_broker, other, partitions=1, config=COMPACTED)
+        produce_updates(cleaner_broker, other, [(b"x", b"1"), (b"x", b"2")])
+        produce_updates(cleaner_broker, other, filler(60, "c"))
+        wait_until(lambda: cleaned_to_offsets(cleaner_broker, other), 60,
+                   f"a pass over another topic ({i})")
+    passes = cleaned_to_offsets(cleaner_broker, topic)
+    assert passes and max(passes) <= lso, passes
+    records = read_isolated(cleaner_broker, topic, "read_uncommitted")
+    past = [(k, v) for o, k, v in records if o > lso and k in keys]
+    assert past == later, "records after the LSO must be untouched"
+    assert (lso, b"t", b"open") in records
+    committed = read_isolated(cleaner_broker, topic, "read_committed")
+    assert max(o for o, _, _ in committed) < lso
+
+    # Committed: the LSO moves to the end and cleaning goes on past the old one.
+    producer.commit_transaction(30)
+
+    def latest_only():
+        got = [(k, v) for _, k, v in read_isolated(cleaner_broker, topic, "read_uncommitted")
+               if k in keys]
+        return sorted(got) == sorted((k, b"r2") for k in keys)
+
+    wait_until(latest_only, 90, "the updates after the old LSO to be cleaned")
+    assert max(cleaned_to_offsets(cleaner_broker, topic)) > lso
+    for isolation in ("read_uncommitted", "read_committed"):
+        records = read_isolated(cleaner_broker, topic, isolation)
+        assert (lso, b"t", b"open") in records, isolation
+        assert sorted((k, v) for _, k, v in records if k in keys) == sorted((k, b"r2") for k in keys)

@@ -156,7 +156,9 @@ impl Broker {
                 if busy {
                     continue;
                 }
-                let cleanable = log.cleanable(&shared.checkpoint(&dir), &params);
+                // Never at or past the last stable offset (open transactions, high watermark).
+                let lso = Partition::last_stable_offset(&state);
+                let cleanable = log.cleanable_below(&shared.checkpoint(&dir), &params, lso);
                 drop(state);
                 if !cleanable.should_clean(&params) {
                     continue;
@@ -247,7 +249,8 @@ impl Broker {
             let Some(log) = state.log.as_ref() else {
                 return Ok(None);
             };
-            let cleanable = log.cleanable(&checkpoint, &params);
+            let lso = Partition::last_stable_offset(&state);
+            let cleanable = log.cleanable_below(&checkpoint, &params, lso);
             if !cleanable.should_clean(&params) {
                 return Ok(None);
             }

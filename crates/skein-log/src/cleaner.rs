@@ -2,9 +2,10 @@
 //!
 //! The cleaner works like Kafka's: a pass over one log
 //!
-//! 1. decides the cleanable range ([`Log::cleanable`]): from the cleaner checkpoint (or the log
-//!    start) up to the first uncleanable offset: never the active segment, never a segment
-//!    reaching the high watermark, never a segment holding a record younger than
+//! 1. decides the cleanable range ([`Log::cleanable_below`]): from the cleaner checkpoint (or
+//!    the log start) up to the first uncleanable offset: never the active segment, never a
+//!    segment reaching the last stable offset (the high watermark, or the first offset of the
+//!    oldest open transaction when lower), never a segment holding a record younger than
 //!    `min.compaction.lag.ms`;
 //! 2. builds a key → last offset map over that dirty range ([`OffsetMap`], bounded: when it is
 //!    full, the pass cleans up to where it got);
@@ -29,14 +30,28 @@
 //! tombstones of a batch whose horizon has passed. The earliest pending horizon is kept in the
 //! cleaner checkpoint so that a log is cleaned again when it passes, even without new writes.
 //!
-//! **Transactions.** Control batches and transactional batches are copied unchanged, and
-//! transactional records never enter the offset map (an aborted record must not hide an older
-//! value). Removing aborted records and old markers remains to be done.
+//! **Transactions** (as Kafka's cleaner). Nothing at or past the last stable offset is cleaned,
+//! so every transaction a pass sees has ended. The aborted transactions of the range come from
+//! the aborted-transaction index: a transactional batch of producer P inside the span
+//! `[first offset, ABORT marker]` of an aborted transaction of P is aborted data; it never
+//! enters the offset map (it must not hide an older value) and is removed (kept empty when it
+//! is P's last batch). Committed transactional records are compacted like any other record.
+//! A marker stays while data of its transaction is left in the log (followed through the pass
+//! in log order, group to group); once none is left it is removed like a tombstone (KIP-534):
+//! the pass that finds it alone sets its delete horizon (`now + delete.retention.ms`, attribute
+//! bit 6 and base timestamp), a pass after the horizon drops it. A marker that is its
+//! producer's last batch is kept whatever its age. The index entry of an aborted transaction
+//! without data left is dropped from the cleaned segment's `.txnindex`: after the swap when
+//! the pass removed that data (the old segments still hold it), before the swap otherwise (the
+//! swap may remove the marker, and a read_committed client given an entry whose marker is gone
+//! would skip the producer's later committed batches).
 //!
 //! **Crash safety.** A group is written to `<base>.log.cleaned` and fsynced; under the lock the
 //! group is checked to be unchanged and the file is renamed to `<base>.log.swap` (the commit
 //! point, directory fsynced); then the replaced segments' indexes and other log files are
-//! removed and the swap file is renamed over `<base>.log`. [`recover_swaps`] (run by
+//! removed, the swap file is renamed over `<base>.log` and the aborted-transaction entries are
+//! merged into `<base>.txnindex` (a crash before that leaves entries of transactions without
+//! data whose markers are still there: harmless, the next pass drops them). [`recover_swaps`] (run by
 //! `Log::open`) deletes `.cleaned` files and finishes any `.swap`: the segments whose base lies
 //! in the swap file's offset range are removed and the swap file becomes the segment. Every
 //! intermediate state holds either the old records or the cleaned ones, both correct.
@@ -56,6 +71,7 @@ use crate::index::remove_if_exists;
 use crate::log::Log;
 use crate::recovery::{parse_base_offset, RecoveryReport};
 use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::txn_index::AbortedTxn;
 
 /// The cleaner checkpoint file in a partition directory: version `0`, the offset the log is
 /// cleaned up to, and the earliest pending tombstone delete horizon (-1 for none).
@@ -184,6 +200,9 @@ pub struct CleanJob {
     pub first_uncleanable: i64,
     /// `segment.bytes`: the largest a cleaned group may be.
     pub segment_bytes: u64,
+    /// The aborted transactions that start below `first_uncleanable` (from the
+    /// aborted-transaction index): their transactional batches are removed.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// A cleaned group written to its `.cleaned` file, waiting to be swapped in.
@@ -194,8 +213,26 @@ pub struct CleanedGroup {
     pub cleaned_path: PathBuf,
     pub bytes_read: u64,
     pub bytes_written: u64,
-    /// The earliest delete horizon of a tombstone batch kept in it.
+    /// The earliest delete horizon of a tombstone batch or marker kept in it.
     pub delete_horizon: Option<i64>,
+    /// The markers in it whose transaction has no data left after this pass: their
+    /// aborted-transaction entries (if any) go from the index.
+    pub finished_txns: Vec<FinishedTxn>,
+}
+
+/// A transaction whose marker a cleaned group holds (or removed) and none of whose data
+/// batches is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishedTxn {
+    pub producer_id: i64,
+    /// The offset of its marker.
+    pub marker_offset: i64,
+    /// Whether the pass removed data of it. If not, the old segments hold none either, so its
+    /// index entry may go before the swap (and must, when the marker goes with the swap: a
+    /// read_committed client given an aborted transaction whose marker is gone would skip the
+    /// producer's later committed batches). If so, the entry goes only once the cleaned
+    /// segment is in (the old segments still hold the aborted records).
+    pub data_removed: bool,
 }
 
 /// What a pass did.
@@ -216,6 +253,20 @@ impl Log {
     /// How dirty this log is, from the cleaner checkpoint (the caller knows the log is
     /// compacted).
     pub fn cleanable(&self, checkpoint: &CleanerCheckpoint, params: &CleanParams) -> Cleanable {
+        self.cleanable_below(checkpoint, params, i64::MAX)
+    }
+
+    /// Like [`Log::cleanable`], for a partition whose last stable offset is
+    /// `last_stable_offset` (the first offset of its oldest open transaction, or its high
+    /// watermark): a segment reaching it is not cleanable, so a pass never sees a transaction
+    /// whose outcome is unknown.
+    pub fn cleanable_below(
+        &self,
+        checkpoint: &CleanerCheckpoint,
+        params: &CleanParams,
+        last_stable_offset: i64,
+    ) -> Cleanable {
+        let upper = self.high_watermark.min(last_stable_offset);
         let log_start = self.log_start_offset;
         let mut first_dirty = checkpoint.cleaned_to.max(log_start);
         if first_dirty > self.log_end_offset() {
@@ -236,7 +287,7 @@ impl Log {
                 continue;
             }
             let too_young = seg.max_timestamp().is_some_and(|m| m.timestamp > lag_limit);
-            if end > self.high_watermark || too_young {
+            if end > upper || too_young {
                 first_uncleanable = seg.base_offset();
                 break;
             }
@@ -277,12 +328,18 @@ impl Log {
                 path: seg.path().to_path_buf(),
             });
         }
+        let aborted = self
+            .all_aborted_txns()
+            .into_iter()
+            .filter(|t| t.first_offset < cleanable.first_uncleanable)
+            .collect();
         CleanJob {
             dir: self.dir.clone(),
             segments,
             first_dirty: cleanable.first_dirty,
             first_uncleanable: cleanable.first_uncleanable,
             segment_bytes: self.config.segment_bytes.min(i32::MAX as u64),
+            aborted,
         }
     }
 
@@ -339,13 +396,33 @@ impl Log {
         };
         let base = first.base_offset;
         let swap = self.dir.join(segment::file_name(base, SWAP_SUFFIX));
+        let bases: Vec<i64> = group.replaces.iter().map(|r| r.base_offset).collect();
+        // Entries of transactions with no data in the old segments either go first: the
+        // swap may remove their markers.
+        let early: Vec<(i64, i64)> = group
+            .finished_txns
+            .iter()
+            .filter(|f| !f.data_removed)
+            .map(|f| (f.producer_id, f.marker_offset))
+            .collect();
+        if self.txn.has_any(&bases, &early) {
+            step(budget)?;
+            self.txn.drop_entries(&self.dir, &bases, &early)?;
+        }
         step(budget)?;
         fs::rename(&group.cleaned_path, &swap).at(&swap)?;
         checkpoint::sync_dir(&self.dir)?;
-        let bases: Vec<i64> = group.replaces.iter().map(|r| r.base_offset).collect();
         finish_swap(&self.dir, base, &bases, budget)?;
-        // The aborted-transaction entries of the merged segments now belong to `base`.
-        self.txn.merge_segments(&self.dir, base, &bases[1..])?;
+        // The aborted-transaction entries of the merged segments now belong to `base`, less
+        // those of transactions without data left. A crash before this leaves extra entries
+        // whose markers are still in the log, which read_committed clients ignore.
+        let all: Vec<(i64, i64)> = group
+            .finished_txns
+            .iter()
+            .map(|f| (f.producer_id, f.marker_offset))
+            .collect();
+        self.txn
+            .merge_segments(&self.dir, base, &bases[1..], &all)?;
         let (mut segment, _) = Segment::open(&self.dir, base)?;
         segment.rebuild(self.config.index_interval_bytes, false, false, now_ms)?;
         segment.extend_next_offset(self.segments[i + n].base_offset());
@@ -632,9 +709,55 @@ fn corrupt(path: &Path, reason: String) -> LogError {
     }
 }
 
-/// Whether the cleaner may look into (and rewrite) the records of a batch.
-fn is_plain(h: &BatchHeader) -> bool {
-    !h.is_control() && !h.is_transactional()
+/// The aborted transactions of a pass by producer: `(first offset, marker offset)` spans,
+/// ascending (a producer has one transaction at a time, so they do not overlap).
+struct AbortedSpans(HashMap<i64, Vec<(i64, i64)>>);
+
+impl AbortedSpans {
+    fn new(txns: &[AbortedTxn]) -> AbortedSpans {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for t in txns {
+            by_producer
+                .entry(t.producer_id)
+                .or_default()
+                .push((t.first_offset, t.last_offset));
+        }
+        for spans in by_producer.values_mut() {
+            spans.sort_unstable();
+        }
+        AbortedSpans(by_producer)
+    }
+
+    /// Whether `h` is a data batch of an aborted transaction: transactional, of a producer
+    /// with an aborted transaction spanning it.
+    fn holds(&self, h: &BatchHeader) -> bool {
+        if h.is_control() || !h.is_transactional() {
+            return false;
+        }
+        let Some(spans) = self.0.get(&h.producer_id) else {
+            return false;
+        };
+        let i = spans.partition_point(|s| s.0 <= h.base_offset);
+        i > 0 && h.last_offset() <= spans[i - 1].1
+    }
+}
+
+/// Which transactions of a pass still have data (Kafka's cleaned transaction metadata):
+/// a producer's transactional batches seen since its last marker, and whether any was kept.
+#[derive(Default)]
+struct TxnTracker {
+    open: HashMap<i64, bool>,
+}
+
+impl TxnTracker {
+    fn on_data(&mut self, producer_id: i64, kept: bool) {
+        *self.open.entry(producer_id).or_insert(false) |= kept;
+    }
+
+    /// The marker of `producer_id`'s transaction: `Some(kept)` if data of it was seen.
+    fn on_marker(&mut self, producer_id: i64) -> Option<bool> {
+        self.open.remove(&producer_id)
+    }
 }
 
 /// Builds the offset map over the dirty range `[first_dirty, first_uncleanable)` of `job`.
@@ -645,6 +768,7 @@ pub fn build_offset_map(
     map: &mut OffsetMap,
     io: &mut dyn FnMut(u64),
 ) -> Result<i64, LogError> {
+    let aborted = AbortedSpans::new(&job.aborted);
     for seg in &job.segments {
         if seg.end_offset <= job.first_dirty {
             continue;
@@ -653,7 +777,9 @@ pub fn build_offset_map(
         let mut reader = BatchReader::new(file, &seg.path);
         while let Some((h, batch)) = reader.next_batch()? {
             io(batch.len() as u64);
-            if h.last_offset() < job.first_dirty || !is_plain(&h) {
+            // Markers hold no keys; aborted records must not hide older values. Committed
+            // transactional records count like any other.
+            if h.last_offset() < job.first_dirty || h.is_control() || aborted.holds(&h) {
                 continue;
             }
             if h.base_offset >= job.first_uncleanable {
@@ -727,21 +853,88 @@ enum Cleaned {
     Rewritten(Vec<u8>),
 }
 
-/// Cleans one batch: keeps a record unless the map holds a later offset for its key, or it
-/// is a tombstone whose delete horizon has passed.
+/// Folds a kept delete horizon into the earliest one.
+fn note_horizon(out: &mut Option<i64>, t: i64) {
+    *out = Some(out.map_or(t, |o| o.min(t)));
+}
+
+/// Cleans one control batch (a transaction marker). `keep`: its transaction still has data,
+/// or it is its producer's last batch. Otherwise it is removed like a tombstone (KIP-534, as
+/// Kafka does for markers): the first pass that finds it alone sets its delete horizon
+/// (`now + delete.retention.ms`), a pass after the horizon drops it. `data_removed`: this
+/// pass removed the last data of its transaction, so the marker stays at least until the
+/// horizon set now.
+#[allow(clippy::too_many_arguments)]
+fn clean_marker(
+    h: &BatchHeader,
+    batch: &[u8],
+    params: &CleanParams,
+    keep: bool,
+    data_removed: bool,
+    removed: &mut u64,
+    horizon_out: &mut Option<i64>,
+    path: &Path,
+) -> Result<Cleaned, LogError> {
+    if h.records_count <= 0 {
+        // An empty control batch marks nothing.
+        return Ok(if keep {
+            Cleaned::Unchanged
+        } else {
+            Cleaned::Dropped
+        });
+    }
+    if keep {
+        return Ok(Cleaned::Unchanged);
+    }
+    let body = records::records_section(batch, DECOMPRESSED_MAX)
+        .map_err(|e| corrupt(path, e.to_string()))?;
+    let recs = parse_records(&body, h.records_count).map_err(|e| corrupt(path, e))?;
+    let is_marker = recs
+        .first()
+        .and_then(|r| r.key)
+        .is_some_and(|k| k.len() >= 4 && matches!(i16::from_be_bytes([k[2], k[3]]), 0 | 1));
+    if !is_marker {
+        // Not a control type the cleaner knows: kept, as Kafka does.
+        return Ok(Cleaned::Unchanged);
+    }
+    if h.attributes & DELETE_HORIZON_FLAG != 0 {
+        let t = h.base_timestamp;
+        if t <= params.now_ms && !data_removed {
+            *removed += recs.len() as u64;
+            return Ok(Cleaned::Dropped);
+        }
+        note_horizon(horizon_out, t);
+        return Ok(Cleaned::Unchanged);
+    }
+    let t = params.now_ms.saturating_add(params.delete_retention_ms);
+    note_horizon(horizon_out, t);
+    let kept: Vec<&RawRecord> = recs.iter().collect();
+    Ok(Cleaned::Rewritten(rebuild_batch(h, &kept, Some(t))))
+}
+
+/// Cleans one data batch: keeps a record unless the map holds a later offset for its key, it
+/// is a tombstone whose delete horizon has passed, or the batch belongs to an aborted
+/// transaction (`aborted`: every record goes).
 #[allow(clippy::too_many_arguments)]
 fn clean_batch(
     h: &BatchHeader,
     batch: &[u8],
     map: &OffsetMap,
     params: &CleanParams,
+    aborted: bool,
     keep_if_empty: bool,
     removed: &mut u64,
     horizon_out: &mut Option<i64>,
     path: &Path,
 ) -> Result<Cleaned, LogError> {
-    if !is_plain(h) {
-        return Ok(Cleaned::Unchanged);
+    if aborted {
+        if !keep_if_empty {
+            *removed += h.records_count.max(0) as u64;
+            return Ok(Cleaned::Dropped);
+        }
+        if h.records_count <= 0 {
+            return Ok(Cleaned::Unchanged);
+        }
     }
     let body = records::records_section(batch, DECOMPRESSED_MAX)
         .map_err(|e| corrupt(path, e.to_string()))?;
@@ -756,7 +949,7 @@ fn clean_batch(
             .and_then(|k| map.get(k))
             .is_some_and(|latest| offset < latest);
         let expired_tombstone = r.value_is_null && horizon.is_some_and(|t| t <= params.now_ms);
-        if superseded || expired_tombstone {
+        if aborted || superseded || expired_tombstone {
             continue;
         }
         tombstones |= r.value_is_null;
@@ -770,7 +963,7 @@ fn clean_batch(
     };
     if tombstones {
         if let Some(t) = new_horizon {
-            *horizon_out = Some(horizon_out.map_or(t, |o: i64| o.min(t)));
+            note_horizon(horizon_out, t);
         }
     }
     if kept.len() == recs.len() && (horizon.is_some() || !tombstones) {
@@ -779,16 +972,23 @@ fn clean_batch(
     if kept.is_empty() && !keep_if_empty {
         return Ok(Cleaned::Dropped);
     }
-    let set_horizon = horizon.is_none() && tombstones;
-    let base_timestamp = if set_horizon {
-        new_horizon.unwrap_or(h.base_timestamp)
+    let set_horizon = if horizon.is_none() && tombstones {
+        new_horizon
     } else {
-        h.base_timestamp
+        None
     };
-    let mut section = Vec::with_capacity(body.len());
+    Ok(Cleaned::Rewritten(rebuild_batch(h, &kept, set_horizon)))
+}
+
+/// Writes batch `h` anew holding only `kept` of its records (the same header fields, an empty
+/// uncompressed batch when none), with `set_horizon` as its delete horizon if given (record
+/// timestamps unchanged).
+fn rebuild_batch(h: &BatchHeader, kept: &[&RawRecord], set_horizon: Option<i64>) -> Vec<u8> {
+    let base_timestamp = set_horizon.unwrap_or(h.base_timestamp);
+    let mut section = Vec::with_capacity(kept.iter().map(|r| r.raw.len() + 5).sum());
     let mut max_ts = i64::MIN;
     let mut rec = Vec::new();
-    for r in &kept {
+    for r in kept {
         let ts = h.base_timestamp.saturating_add(r.timestamp_delta);
         max_ts = max_ts.max(ts);
         rec.clear();
@@ -810,7 +1010,7 @@ fn clean_batch(
             skein_protocol::compression::compress(codec, &section),
         )
     };
-    let attributes = if set_horizon {
+    let attributes = if set_horizon.is_some() {
         attributes | DELETE_HORIZON_FLAG
     } else {
         attributes
@@ -838,7 +1038,7 @@ fn clean_batch(
     out.extend_from_slice(&records_bytes);
     let crc = records::compute_crc(&out);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(Cleaned::Rewritten(out))
+    out
 }
 
 /// Writes the cleaned copy of one group to `<base>.log.cleaned` (fsynced).
@@ -849,6 +1049,7 @@ fn clean_group(
     map: &OffsetMap,
     params: &CleanParams,
     last_of_producer: &HashMap<i64, i64>,
+    txns: &mut PassTxns,
     stats: &mut CleanStats,
     io: &mut dyn FnMut(u64),
 ) -> Result<CleanedGroup, LogError> {
@@ -864,6 +1065,7 @@ fn clean_group(
     let mut written = 0u64;
     let mut read = 0u64;
     let mut horizon = None;
+    let mut finished_txns = Vec::new();
     for seg in group {
         let file = File::open(&seg.path).at(&seg.path)?;
         let mut reader = BatchReader::new(file, &seg.path);
@@ -872,16 +1074,44 @@ fn clean_group(
             read += batch.len() as u64;
             let keep_if_empty =
                 h.producer_id >= 0 && last_of_producer.get(&h.producer_id) == Some(&h.base_offset);
-            let cleaned = clean_batch(
-                &h,
-                &batch,
-                map,
-                params,
-                keep_if_empty,
-                &mut stats.records_removed,
-                &mut horizon,
-                &seg.path,
-            )?;
+            let cleaned = if h.is_control() {
+                let seen = txns.tracker.on_marker(h.producer_id);
+                let data_kept = seen == Some(true);
+                if !data_kept {
+                    finished_txns.push(FinishedTxn {
+                        producer_id: h.producer_id,
+                        marker_offset: h.base_offset,
+                        data_removed: seen.is_some(),
+                    });
+                }
+                clean_marker(
+                    &h,
+                    &batch,
+                    params,
+                    data_kept || keep_if_empty,
+                    seen.is_some(),
+                    &mut stats.records_removed,
+                    &mut horizon,
+                    &seg.path,
+                )?
+            } else {
+                let cleaned = clean_batch(
+                    &h,
+                    &batch,
+                    map,
+                    params,
+                    txns.aborted.holds(&h),
+                    keep_if_empty,
+                    &mut stats.records_removed,
+                    &mut horizon,
+                    &seg.path,
+                )?;
+                if h.is_transactional() && h.producer_id >= 0 {
+                    txns.tracker
+                        .on_data(h.producer_id, !matches!(cleaned, Cleaned::Dropped));
+                }
+                cleaned
+            };
             let bytes: &[u8] = match &cleaned {
                 Cleaned::Unchanged => &batch,
                 Cleaned::Dropped => continue,
@@ -903,7 +1133,14 @@ fn clean_group(
         bytes_read: read,
         bytes_written: written,
         delete_horizon: horizon,
+        finished_txns,
     })
+}
+
+/// The transactional state of one pass, carried from group to group in log order.
+struct PassTxns {
+    aborted: AbortedSpans,
+    tracker: TxnTracker,
 }
 
 /// Runs one pass over `job` with `map` (empty; reused by the caller): builds the map, cleans
@@ -924,8 +1161,21 @@ pub fn clean(
         cleaned_to: end_offset,
         ..CleanStats::default()
     };
+    let mut txns = PassTxns {
+        aborted: AbortedSpans::new(&job.aborted),
+        tracker: TxnTracker::default(),
+    };
     for group in &groups {
-        let cleaned = clean_group(job, group, map, params, &last_of_producer, &mut stats, io)?;
+        let cleaned = clean_group(
+            job,
+            group,
+            map,
+            params,
+            &last_of_producer,
+            &mut txns,
+            &mut stats,
+            io,
+        )?;
         stats.bytes_read += cleaned.bytes_read;
         stats.bytes_written += cleaned.bytes_written;
         if let Some(h) = cleaned.delete_horizon {

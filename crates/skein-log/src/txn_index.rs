@@ -209,28 +209,76 @@ impl TxnIndexes {
         Ok(())
     }
 
+    /// Whether segments `bases` hold an entry of one of `txns` (producer id, marker offset).
+    pub(crate) fn has_any(&self, bases: &[i64], txns: &[(i64, i64)]) -> bool {
+        bases.iter().any(|b| {
+            self.by_segment.get(b).is_some_and(|v| {
+                v.iter()
+                    .any(|t| txns.contains(&(t.producer_id, t.last_offset)))
+            })
+        })
+    }
+
+    /// Drops the entries of `txns` (producer id, marker offset) from the indexes of segments
+    /// `bases` (each changed file rewritten atomically, or removed when left empty).
+    pub(crate) fn drop_entries(
+        &mut self,
+        dir: &Path,
+        bases: &[i64],
+        txns: &[(i64, i64)],
+    ) -> Result<(), LogError> {
+        for &b in bases {
+            let Some(entries) = self.by_segment.get_mut(&b) else {
+                continue;
+            };
+            let before = entries.len();
+            entries.retain(|t| !txns.contains(&(t.producer_id, t.last_offset)));
+            if entries.len() == before {
+                continue;
+            }
+            if entries.is_empty() {
+                self.by_segment.remove(&b);
+                remove(dir, b)?;
+                crate::checkpoint::sync_dir(dir)?;
+            } else {
+                write_atomically(dir, b, entries)?;
+            }
+            self.dirty.remove(&b);
+        }
+        Ok(())
+    }
+
     /// The cleaner merged segments `others` into the one based at `base`: their entries
-    /// move into `base`'s index (its file rewritten atomically), then their files go. A
-    /// crash in between is finished by [`TxnIndexes::load`] (`merge_orphans`).
+    /// move into `base`'s index (its file rewritten atomically), less those of `gone`
+    /// (producer id, marker offset: transactions the cleaner left without data), then their
+    /// files go. A crash in between is finished by [`TxnIndexes::load`] (`merge_orphans`).
     pub(crate) fn merge_segments(
         &mut self,
         dir: &Path,
         base: i64,
         others: &[i64],
+        gone: &[(i64, i64)],
     ) -> Result<(), LogError> {
         let mut merged = self.by_segment.remove(&base).unwrap_or_default();
-        let mut moved = false;
+        let mut changed = false;
         for b in others {
             if let Some(entries) = self.by_segment.remove(b) {
                 merged.extend(entries);
-                moved = true;
+                changed = true;
             }
             self.dirty.remove(b);
         }
-        if moved {
+        let before = merged.len();
+        merged.retain(|t| !gone.contains(&(t.producer_id, t.last_offset)));
+        changed |= merged.len() != before;
+        if changed {
             merged.sort_by_key(|t| t.last_offset);
             merged.dedup();
-            write_atomically(dir, base, &merged)?;
+            if merged.is_empty() {
+                remove(dir, base)?;
+            } else {
+                write_atomically(dir, base, &merged)?;
+            }
             self.dirty.remove(&base);
         }
         for b in others {
