@@ -12,7 +12,10 @@
 //! COMMIT/ABORT markers the coordinator asks for ([`Partition::append_marker_as_leader`]),
 //! the aborted-transaction index they feed, and the last stable offset
 //! ([`Partition::last_stable_offset`]); a follower and a restart rebuild the same from the
-//! batches.
+//! batches. And the reads, so that the Fetch and ListOffsets handlers only map requests and
+//! answers: [`Partition::read_for_fetch`] (leadership and epochs, a follower's progress, the
+//! bound by isolation level, the aborted transactions of the range read) and
+//! [`Partition::lookup_offset`] (earliest, latest, by timestamp, max timestamp, KIP-207).
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
