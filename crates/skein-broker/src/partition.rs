@@ -12,7 +12,10 @@
 //! COMMIT/ABORT markers the coordinator asks for ([`Partition::append_marker_as_leader`]),
 //! the aborted-transaction index they feed, and the last stable offset
 //! ([`Partition::last_stable_offset`]); a follower and a restart rebuild the same from the
-//! batches.
+//! batches. And the reads, so that the Fetch and ListOffsets handlers only map requests and
+//! answers: [`Partition::read_for_fetch`] (leadership and epochs, a follower's progress, the
+//! bound by isolation level, the aborted transactions of the range read) and
+//! [`Partition::lookup_offset`] (earliest, latest, by timestamp, max timestamp, KIP-207).
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -666,7 +669,7 @@ fn record_producer(
 /// Where a follower's fetch stands: the offset it fetches from (its log end), its log start
 /// (-1 before Fetch v5) and the leader epoch of its last fetched batch (-1: unknown).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct FetchPosition {
+pub struct FetchPosition {
     pub fetch_offset: i64,
     pub log_start_offset: i64,
     pub last_fetched_epoch: i32,
@@ -1057,5 +1060,403 @@ impl Partition {
             .map_err(storage)?;
         state.producers = loaded.producers;
         Ok(log.log_end_offset())
+    }
+}
+
+/// Who reads a partition with Fetch, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchRead {
+    pub fetch_offset: i64,
+    /// The leader epoch the reader believes in (-1: no check, KIP-320).
+    pub current_leader_epoch: i32,
+    /// A follower's fetch; `None` for a consumer's.
+    pub follower: Option<FollowerRead>,
+    /// A consumer reading below the last stable offset rather than the high watermark.
+    pub read_committed: bool,
+    /// The most bytes this partition may return: its `partition_max_bytes` within what the
+    /// response has left.
+    pub max_bytes: usize,
+    /// The bytes the response has left.
+    pub remaining: usize,
+    /// Whether the response already carries records: then this partition returns none over
+    /// `remaining`, and none at all when `max_bytes` is 0 (KIP-74 lets only the first
+    /// partition with data go over the limits, so that a large batch still makes progress).
+    pub response_has_data: bool,
+}
+
+/// A follower's side of a Fetch read.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerRead {
+    /// The follower's node id, and its broker epoch (-1 before Fetch v15).
+    pub id: (i32, i64),
+    pub at: FetchPosition,
+    pub now: i64,
+    /// The topic's `min.insync.replicas`, for the high watermark the fetch may move.
+    pub min_insync: usize,
+}
+
+/// What a Fetch read of one partition found.
+#[derive(Debug)]
+pub enum FetchOutcome {
+    /// Records from the fetch offset (none when there are none yet, or when they do not fit),
+    /// with the partition's watermarks.
+    Data(FetchedData),
+    /// A follower whose log diverged from this leader's: it truncates to `end_offset` of
+    /// `epoch` before fetching again.
+    Diverging {
+        epoch: i32,
+        end_offset: i64,
+        high_watermark: i64,
+        log_start_offset: i64,
+    },
+    /// Refused with `code`. A follower's refusal carries this leader's log start and high
+    /// watermark (to recover from an offset out of range, and a safe place to cut to); the
+    /// others carry -1, as Kafka answers (clients look offsets up with ListOffsets).
+    Refused {
+        code: ErrorCode,
+        high_watermark: i64,
+        log_start_offset: i64,
+    },
+    /// This node leads the partition but has no log of it any more (deleted meanwhile).
+    NoLog,
+}
+
+/// Records a Fetch read returns, with the partition's watermarks.
+#[derive(Debug)]
+pub struct FetchedData {
+    pub high_watermark: i64,
+    /// A consumer's last stable offset; the high watermark for a follower.
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// The file ranges of the batches read; `None` when nothing was returned.
+    pub records: Option<skein_log::RangeRead>,
+    /// For a read_committed consumer that got records: the aborted transactions those
+    /// batches may hold records of. `None` otherwise.
+    pub aborted: Option<Vec<AbortedTxn>>,
+}
+
+/// A Fetch read and whether it moved what waiters wait for (see
+/// [`Partition::follower_fetched`]).
+#[derive(Debug)]
+pub struct FetchResult {
+    pub outcome: FetchOutcome,
+    pub hw_advanced: bool,
+}
+
+impl Partition {
+    /// Reads for Fetch as this partition's leader (`node`): checks leadership and the
+    /// reader's leader epoch; for a follower, records its progress as the leader sees it
+    /// (which may move the high watermark) and reads up to the log end; for a consumer,
+    /// reads below the high watermark (the last stable offset when read_committed) and
+    /// returns the aborted transactions of the range read when read_committed.
+    pub fn read_for_fetch(&self, node: i32, r: FetchRead) -> FetchResult {
+        let refused = |code: ErrorCode| FetchResult {
+            outcome: FetchOutcome::Refused {
+                code,
+                high_watermark: -1,
+                log_start_offset: -1,
+            },
+            hw_advanced: false,
+        };
+        let check = self.check_leader(node, r.current_leader_epoch);
+        if !check.is_ok() {
+            return refused(check);
+        }
+        let mut state = self.lock();
+        if state.log.is_none() {
+            return FetchResult {
+                outcome: FetchOutcome::NoLog,
+                hw_advanced: false,
+            };
+        }
+        let mut hw_advanced = false;
+        if let Some(f) = r.follower {
+            match self.follower_fetched(&mut state, f.id, f.at, f.now, f.min_insync) {
+                Ok((FollowerFetch::Serve, advanced)) => hw_advanced = advanced,
+                Ok((FollowerFetch::Diverging { epoch, end_offset }, _)) => {
+                    let log = state.log.as_ref().expect("checked above");
+                    return FetchResult {
+                        outcome: FetchOutcome::Diverging {
+                            epoch,
+                            end_offset,
+                            high_watermark: log.high_watermark(),
+                            log_start_offset: log.log_start_offset(),
+                        },
+                        hw_advanced: false,
+                    };
+                }
+                Err(code) => {
+                    let log = state.log.as_ref().expect("checked above");
+                    return FetchResult {
+                        outcome: FetchOutcome::Refused {
+                            code,
+                            high_watermark: log.high_watermark(),
+                            log_start_offset: log.log_start_offset(),
+                        },
+                        hw_advanced: false,
+                    };
+                }
+            }
+        }
+        let consumer = r.follower.is_none();
+        let log = state.log.as_ref().expect("checked above");
+        let hw = log.high_watermark();
+        // Consumers read below the high watermark, read_committed ones below the last stable
+        // offset (no record of a transaction still open); followers up to the log end.
+        let lso = Self::last_stable_offset(&state);
+        let max_offset = consumer.then_some(if r.read_committed { lso } else { hw });
+        let mut data = FetchedData {
+            high_watermark: hw,
+            last_stable_offset: if consumer { lso } else { hw },
+            log_start_offset: log.log_start_offset(),
+            records: None,
+            aborted: None,
+        };
+        if r.max_bytes == 0 && r.response_has_data {
+            return FetchResult {
+                outcome: FetchOutcome::Data(data),
+                hw_advanced,
+            };
+        }
+        let outcome = match log.read_ranges(r.fetch_offset, r.max_bytes.max(1), max_offset) {
+            Ok(read) if read.bytes > 0 && (!r.response_has_data || read.bytes <= r.remaining) => {
+                if r.read_committed && consumer {
+                    data.aborted = Some(log.aborted_txns(r.fetch_offset, read.next_offset));
+                }
+                data.records = Some(read);
+                FetchOutcome::Data(data)
+            }
+            Ok(_) => FetchOutcome::Data(data),
+            Err(skein_log::LogError::OffsetOutOfRange { .. }) => {
+                return FetchResult {
+                    hw_advanced,
+                    ..refused(ErrorCode::OFFSET_OUT_OF_RANGE)
+                }
+            }
+            Err(e) => {
+                tracing::error!(topic = %self.topic, partition = self.index, "read failed: {e}");
+                return FetchResult {
+                    hw_advanced,
+                    ..refused(ErrorCode::KAFKA_STORAGE_ERROR)
+                };
+            }
+        };
+        FetchResult {
+            outcome,
+            hw_advanced,
+        }
+    }
+}
+
+/// What ListOffsets asks of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    /// The log start offset.
+    Earliest,
+    /// The local log start offset (the same here: no tiered storage).
+    EarliestLocal,
+    /// The last fetchable offset: the high watermark (a read_committed consumer: the last
+    /// stable offset), or the log end for a replica or a debugging request.
+    Latest,
+    /// The offset and timestamp of the record with the newest timestamp.
+    MaxTimestamp,
+    /// The first offset whose timestamp is at or after this one (ms).
+    Timestamp(i64),
+    /// A special value with no answer here (such as latest tiered): answered with none.
+    Unanswered,
+}
+
+/// Who asks ListOffsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetsReader {
+    /// A consumer (replica id -1): only the leader answers, below the high watermark (the
+    /// last stable offset when read_committed), and not at all while a new leader's high
+    /// watermark lags the start of its epoch (KIP-207).
+    Consumer { read_committed: bool },
+    /// A replica: only the leader answers, up to the log end.
+    Replica,
+    /// A debugging request (replica id -2): any replica answers, up to the log end.
+    Debugging,
+}
+
+/// What a ListOffsets lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoundOffset {
+    pub offset: i64,
+    /// The record's timestamp for a lookup by timestamp, else -1.
+    pub timestamp: i64,
+    /// The partition's leader epoch when it answered.
+    pub leader_epoch: i32,
+}
+
+impl Partition {
+    /// Answers one ListOffsets lookup on this replica (this node is `node`), checking
+    /// leadership (unless a debugging request) and the reader's leader epoch: the offset
+    /// found, none (no error, -1 in the answer), or an error; OFFSET_NOT_AVAILABLE when a
+    /// consumer asks a new leader whose high watermark still lags the start of its epoch for
+    /// the latest offset or for one not found below the high watermark (KIP-207).
+    pub fn lookup_offset(
+        &self,
+        node: i32,
+        reader: OffsetsReader,
+        current_leader_epoch: i32,
+        query: OffsetQuery,
+    ) -> Result<Option<FoundOffset>, ErrorCode> {
+        let check = match reader {
+            OffsetsReader::Debugging => self.check_epoch(current_leader_epoch),
+            _ => self.check_leader(node, current_leader_epoch),
+        };
+        if !check.is_ok() {
+            return Err(check);
+        }
+        let state = self.lock();
+        let Some(log) = state.log.as_ref() else {
+            // A node without a replica, asked by a debugging request: another node has it.
+            return Err(if reader == OffsetsReader::Debugging {
+                ErrorCode::NOT_LEADER_OR_FOLLOWER
+            } else {
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            });
+        };
+        let found = match query {
+            OffsetQuery::MaxTimestamp => log.max_timestamp(),
+            OffsetQuery::Timestamp(ts) => log.offset_for_timestamp(ts),
+            _ => Ok(None),
+        };
+        let found = found.map_err(|e| {
+            tracing::error!(topic = %self.topic, partition = self.index, "offset lookup failed: {e}");
+            ErrorCode::KAFKA_STORAGE_ERROR
+        })?;
+        let (last_fetchable, not_available) = match reader {
+            OffsetsReader::Consumer { read_committed } => (
+                if read_committed {
+                    Self::last_stable_offset(&state)
+                } else {
+                    log.high_watermark()
+                },
+                Self::high_watermark_lags_epoch_start(&state),
+            ),
+            _ => (log.log_end_offset(), false),
+        };
+        let answer = answer_lookup(OffsetLookup {
+            query,
+            log_start: log.log_start_offset(),
+            found,
+            last_fetchable,
+            not_available,
+        })?;
+        let leader_epoch = self.leader_epoch();
+        Ok(answer.map(|(offset, timestamp)| FoundOffset {
+            offset,
+            timestamp,
+            leader_epoch,
+        }))
+    }
+}
+
+/// What the replica knows for one ListOffsets lookup.
+#[derive(Debug, Clone, Copy)]
+struct OffsetLookup {
+    query: OffsetQuery,
+    log_start: i64,
+    /// What a lookup by timestamp found in the whole log: `(offset, timestamp)`.
+    found: Option<(i64, i64)>,
+    /// The high watermark (or last stable offset) for a consumer, the log end otherwise.
+    last_fetchable: i64,
+    /// A consumer asks while the leader's high watermark lags the start of its epoch.
+    not_available: bool,
+}
+
+/// The answer to one lookup: `(offset, timestamp)`, none, or OFFSET_NOT_AVAILABLE.
+fn answer_lookup(l: OffsetLookup) -> Result<Option<(i64, i64)>, ErrorCode> {
+    let unavailable = || {
+        if l.not_available {
+            Err(ErrorCode::OFFSET_NOT_AVAILABLE)
+        } else {
+            Ok(None)
+        }
+    };
+    match l.query {
+        OffsetQuery::Earliest | OffsetQuery::EarliestLocal => Ok(Some((l.log_start, -1))),
+        OffsetQuery::Latest if l.not_available => Err(ErrorCode::OFFSET_NOT_AVAILABLE),
+        OffsetQuery::Latest => Ok(Some((l.last_fetchable, -1))),
+        // By timestamp and max timestamp: only what lies below the last fetchable offset.
+        OffsetQuery::MaxTimestamp | OffsetQuery::Timestamp(_) => match l.found {
+            Some((offset, ts)) if offset < l.last_fetchable => Ok(Some((offset, ts))),
+            _ => unavailable(),
+        },
+        OffsetQuery::Unanswered => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(query: OffsetQuery, found: Option<(i64, i64)>, not_available: bool) -> OffsetLookup {
+        OffsetLookup {
+            query,
+            log_start: 3,
+            found,
+            last_fetchable: 10,
+            not_available,
+        }
+    }
+
+    #[test]
+    fn a_lagging_new_leader_refuses_latest_and_lookups_past_its_high_watermark() {
+        use OffsetQuery::*;
+        // Normal answers.
+        assert_eq!(
+            answer_lookup(lookup(Latest, None, false)),
+            Ok(Some((10, -1)))
+        );
+        assert_eq!(
+            answer_lookup(lookup(Earliest, None, false)),
+            Ok(Some((3, -1)))
+        );
+        assert_eq!(
+            answer_lookup(lookup(Timestamp(500), Some((7, 600)), false)),
+            Ok(Some((7, 600)))
+        );
+        assert_eq!(
+            answer_lookup(lookup(Timestamp(500), Some((12, 600)), false)),
+            Ok(None)
+        );
+        assert_eq!(answer_lookup(lookup(Timestamp(500), None, false)), Ok(None));
+        assert_eq!(
+            answer_lookup(lookup(MaxTimestamp, Some((12, 900)), false)),
+            Ok(None)
+        );
+        // In the window: latest and whatever lies at or past the high watermark are not
+        // available; what lies below it, and the earliest offset, still are.
+        let na = Err(ErrorCode::OFFSET_NOT_AVAILABLE);
+        assert_eq!(answer_lookup(lookup(Latest, None, true)), na);
+        assert_eq!(
+            answer_lookup(lookup(Timestamp(500), Some((12, 600)), true)),
+            na
+        );
+        assert_eq!(answer_lookup(lookup(Timestamp(500), None, true)), na);
+        assert_eq!(
+            answer_lookup(lookup(MaxTimestamp, Some((12, 900)), true)),
+            na
+        );
+        assert_eq!(
+            answer_lookup(lookup(MaxTimestamp, Some((9, 900)), true)),
+            Ok(Some((9, 900)))
+        );
+        assert_eq!(
+            answer_lookup(lookup(Timestamp(500), Some((7, 600)), true)),
+            Ok(Some((7, 600)))
+        );
+        assert_eq!(
+            answer_lookup(lookup(Earliest, None, true)),
+            Ok(Some((3, -1)))
+        );
+        assert_eq!(
+            answer_lookup(lookup(EarliestLocal, None, true)),
+            Ok(Some((3, -1)))
+        );
+        assert_eq!(answer_lookup(lookup(Unanswered, None, true)), Ok(None));
     }
 }

@@ -1,6 +1,9 @@
 //! Fetch (v4+): read stored batches, long-polling until `min_bytes` arrive or `max_wait_ms`
 //! passes. Appends wake waiting fetches at once. Fetch sessions are declined (session id 0),
-//! which every client accepts by sending full fetches.
+//! which every client accepts by sending full fetches. Each partition's read (leadership and
+//! epochs, a follower's progress, the bound by isolation level, aborted transactions) is
+//! [`Partition::read_for_fetch`](crate::partition::Partition::read_for_fetch); this maps the
+//! request onto it, shares the response's byte budget and holds the files until sent.
 //!
 //! Records are not copied: the read names the byte ranges of the segment files that hold the
 //! batches, and the network layer sends them with `sendfile(2)` after the encoded fields
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use skein_log::{FileRange, LogError};
+use skein_log::FileRange;
 use skein_protocol::messages::fetch_request::{FetchPartition, FetchRequest};
 use skein_protocol::messages::fetch_response::{
     AbortedTransaction, EpochEndOffset, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch,
@@ -23,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::broker::{Broker, Topic};
 use crate::error::ErrorCode;
-use crate::partition::{FetchPosition, FollowerFetch, Partition};
+use crate::partition::{FetchOutcome, FetchPosition, FetchRead, FollowerRead};
 
 /// Fetch v13 replaced topic names with topic ids.
 const FIRST_TOPIC_ID_VERSION: i16 = 13;
@@ -236,133 +239,107 @@ fn read_partition(
         };
         return (empty_partition(p.partition, code), Vec::new());
     };
-    let epoch_check = partition.check_leader(broker.node_id(), p.current_leader_epoch);
-    if !epoch_check.is_ok() {
-        pass.any_error = true;
-        return (empty_partition(p.partition, epoch_check), Vec::new());
-    }
-    let mut state = partition.lock();
-    if state.log.is_none() {
-        pass.any_error = true;
-        return (empty_partition(p.partition, unknown), Vec::new());
-    }
-    // A follower's fetch: it tells the leader how far the follower got, which may move the
-    // high watermark, and it reads up to the log end rather than the high watermark.
-    let mut max_offset = None;
-    if replica >= 0 {
-        let min_insync = topic.effective().min_insync_replicas;
-        let at = FetchPosition {
+    // A follower's fetch tells the leader how far the follower got, which may move the high
+    // watermark, and reads up to the log end rather than the high watermark.
+    let follower = (replica >= 0).then(|| FollowerRead {
+        id: (replica, replica_epoch),
+        at: FetchPosition {
             fetch_offset: p.fetch_offset,
             log_start_offset: p.log_start_offset,
             last_fetched_epoch: p.last_fetched_epoch,
-        };
-        match partition.follower_fetched(
-            &mut state,
-            (replica, replica_epoch),
-            at,
-            broker.now_ms(),
-            min_insync,
-        ) {
-            Ok((FollowerFetch::Serve, advanced)) => pass.hw_advanced |= advanced,
-            Ok((FollowerFetch::Diverging { epoch, end_offset }, _)) => {
-                let log = state.log.as_ref().expect("checked above");
-                let pd = PartitionData {
-                    partition_index: p.partition,
-                    high_watermark: log.high_watermark(),
-                    last_stable_offset: log.high_watermark(),
-                    log_start_offset: log.log_start_offset(),
-                    diverging_epoch: EpochEndOffset {
-                        epoch,
-                        end_offset,
-                        ..Default::default()
-                    },
-                    preferred_read_replica: -1,
-                    records: Some(Bytes::new()),
+        },
+        now: broker.now_ms(),
+        min_insync: topic.effective().min_insync_replicas,
+    });
+    let remaining = max_bytes.saturating_sub(pass.bytes);
+    let read = FetchRead {
+        fetch_offset: p.fetch_offset,
+        current_leader_epoch: p.current_leader_epoch,
+        follower,
+        read_committed,
+        max_bytes: (p.partition_max_bytes.max(0) as usize).min(remaining),
+        remaining,
+        response_has_data: pass.bytes > 0,
+    };
+    let result = partition.read_for_fetch(broker.node_id(), read);
+    pass.hw_advanced |= result.hw_advanced;
+    let data = match result.outcome {
+        FetchOutcome::Data(data) => data,
+        FetchOutcome::Diverging {
+            epoch,
+            end_offset,
+            high_watermark,
+            log_start_offset,
+        } => {
+            pass.any_error = true; // answer at once: the follower has work to do
+            let pd = PartitionData {
+                partition_index: p.partition,
+                high_watermark,
+                last_stable_offset: high_watermark,
+                log_start_offset,
+                diverging_epoch: EpochEndOffset {
+                    epoch,
+                    end_offset,
                     ..Default::default()
-                };
-                pass.any_error = true; // answer at once: the follower has work to do
-                return (pd, Vec::new());
-            }
-            Err(code) => {
-                pass.any_error = true;
-                let log = state.log.as_ref().expect("checked above");
-                let mut pd = empty_partition(p.partition, code);
-                // The follower needs the leader's log start to recover from an offset out
-                // of range, and its high watermark as a safe place to cut to.
-                pd.log_start_offset = log.log_start_offset();
-                pd.high_watermark = log.high_watermark();
-                return (pd, Vec::new());
-            }
+                },
+                preferred_read_replica: -1,
+                records: Some(Bytes::new()),
+                ..Default::default()
+            };
+            return (pd, Vec::new());
         }
-    }
-    let log = state.log.as_ref().expect("checked above");
-    let hw = log.high_watermark();
-    // Consumers read below the high watermark, read_committed ones below the last stable
-    // offset (no record of a transaction still open).
-    let lso = Partition::last_stable_offset(&state);
-    if replica < 0 {
-        max_offset = Some(if read_committed { lso } else { hw });
-    }
+        FetchOutcome::Refused {
+            code,
+            high_watermark,
+            log_start_offset,
+        } => {
+            pass.any_error = true;
+            let mut pd = empty_partition(p.partition, code);
+            pd.high_watermark = high_watermark;
+            pd.log_start_offset = log_start_offset;
+            return (pd, Vec::new());
+        }
+        FetchOutcome::NoLog => {
+            pass.any_error = true;
+            return (empty_partition(p.partition, unknown), Vec::new());
+        }
+    };
     let mut pd = PartitionData {
         partition_index: p.partition,
-        high_watermark: hw,
-        last_stable_offset: if replica < 0 { lso } else { hw },
-        log_start_offset: log.log_start_offset(),
+        high_watermark: data.high_watermark,
+        last_stable_offset: data.last_stable_offset,
+        log_start_offset: data.log_start_offset,
         preferred_read_replica: -1,
         records: Some(Bytes::new()),
+        aborted_transactions: data.aborted.map(|aborted| {
+            aborted
+                .into_iter()
+                .map(|t| AbortedTransaction {
+                    producer_id: t.producer_id,
+                    first_offset: t.first_offset,
+                    ..Default::default()
+                })
+                .collect()
+        }),
         ..Default::default()
     };
-    let remaining = max_bytes.saturating_sub(pass.bytes);
-    let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
-    if limit == 0 && pass.bytes > 0 {
+    let Some(read) = data.records else {
         return (pd, Vec::new());
+    };
+    pass.bytes += read.bytes;
+    pass.fetched.push((topic.clone(), read.bytes, read.records));
+    let counter = &broker.fetch_files_held;
+    let max = broker.config.fetch_max_open_files;
+    if pass.held.try_add(counter, read.ranges.len(), max) {
+        return (pd, read.ranges);
     }
-    match log.read_ranges(p.fetch_offset, limit.max(1), max_offset) {
-        // Only the first partition with data may go over the limits (KIP-74), so that a
-        // batch larger than the limit still makes progress.
-        Ok(read) if read.bytes > 0 && (pass.bytes == 0 || read.bytes <= remaining) => {
-            if read_committed && replica < 0 {
-                // The aborted transactions the returned batches may hold records of.
-                let aborted = log.aborted_txns(p.fetch_offset, read.next_offset);
-                pd.aborted_transactions = Some(
-                    aborted
-                        .into_iter()
-                        .map(|t| AbortedTransaction {
-                            producer_id: t.producer_id,
-                            first_offset: t.first_offset,
-                            ..Default::default()
-                        })
-                        .collect(),
-                );
-            }
-            pass.bytes += read.bytes;
-            pass.fetched.push((topic.clone(), read.bytes, read.records));
-            let counter = &broker.fetch_files_held;
-            let max = broker.config.fetch_max_open_files;
-            if pass.held.try_add(counter, read.ranges.len(), max) {
-                return (pd, read.ranges);
-            }
-            // Too many files held by unsent responses: copy the records instead.
-            match read_ranges(&read.ranges) {
-                Ok(records) => pd.records = Some(records),
-                Err(e) => {
-                    pass.any_error = true;
-                    tracing::error!(topic = %partition.topic, partition = p.partition, "read failed: {e}");
-                    pd.error_code = ErrorCode::KAFKA_STORAGE_ERROR.code();
-                }
-            }
-        }
-        Ok(_) => {}
-        // A read that fails answers like Kafka's: no watermarks, only the error (clients
-        // look the offsets up with ListOffsets when resetting).
-        Err(LogError::OffsetOutOfRange { .. }) => {
-            pass.any_error = true;
-            pd = empty_partition(p.partition, ErrorCode::OFFSET_OUT_OF_RANGE);
-        }
+    // Too many files held by unsent responses: copy the records instead.
+    match read_ranges(&read.ranges) {
+        Ok(records) => pd.records = Some(records),
         Err(e) => {
             pass.any_error = true;
             tracing::error!(topic = %partition.topic, partition = p.partition, "read failed: {e}");
-            pd = empty_partition(p.partition, ErrorCode::KAFKA_STORAGE_ERROR);
+            pd.error_code = ErrorCode::KAFKA_STORAGE_ERROR.code();
         }
     }
     (pd, Vec::new())
