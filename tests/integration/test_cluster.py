@@ -1072,7 +1072,7 @@ def admin_exchange(bootstrap, api_key, version, body, parse, timeout):
 def test_without_a_quorum_admin_requests_fail_within_their_timeout(cluster):
     """Two of three voters gone: no metadata change can commit. Every admin request that
     changes metadata, sent to the survivor, is answered with Kafka's retriable NOT_CONTROLLER
-    or REQUEST_TIMED_OUT within its own timeout (never a hang): CreateTopics (three topics in
+    or REQUEST_TIMED_OUT within its own timeout (never a hang): CreateTopics (five topics in
     one request share its deadline), DeleteTopics and CreatePartitions within their
     `timeout_ms`, AlterConfigs and IncrementalAlterConfigs (no timeout field) within the 30 s
     call limit. They run at once, each on its own connection. Creation succeeds once a quorum
@@ -1096,7 +1096,9 @@ def test_without_a_quorum_admin_requests_fail_within_their_timeout(cluster):
     for i in others:
         cluster.kill9(i)
     timeout_ms = 3000
-    created = [unique_topic("noquorum") for _ in range(3)]
+    # Five topics in one request: one deadline for all (five times the timeout would exceed
+    # the margin below).
+    created = [unique_topic("noquorum") for _ in range(5)]
     requests = {
         "CreateTopics": (wire.API_CREATE_TOPICS, 1, create_topics_v1(created, 3, timeout_ms), parse_create_topics_v1, timeout_ms / 1000),
         "DeleteTopics": (wire.API_DELETE_TOPICS, 0, delete_topics_v0([existing], timeout_ms), parse_delete_topics_v0, timeout_ms / 1000),
