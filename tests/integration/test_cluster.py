@@ -11,7 +11,11 @@ One test per line of the issue's "Done means" list:
   offline; SIGCONT brings it back;
 - SIGTERM is a controlled shutdown;
 - a broker-only node joins and leads partitions of new topics;
-- consumer groups of both protocols with coordinators on different nodes.
+- consumer groups of both protocols with coordinators on different nodes;
+
+and beyond that list: admin requests without a quorum answered within their timeout,
+CreatePartitions with manual replica assignments, and a waiting JoinGroup answered
+NOT_COORDINATOR when its coordinator moves.
 
 Every topic here has replication factor 1 (replication is issue 12), so a partition whose only
 replica is down has no leader: the tests assert that, and that the other nodes keep serving.
@@ -20,6 +24,7 @@ after 3 s of silence (`broker.session.timeout.ms`), and every wait has a deadlin
 """
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 import shutil
 import time
 import urllib.request
@@ -28,13 +33,14 @@ from collections import Counter
 import confluent_kafka
 import pytest
 import wire
-from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, ElectionType, KafkaError, Producer, TopicPartition
 from confluent_kafka import ConsumerGroupTopicPartitions
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 
 from cluster import (
+    metadata_of,
     BASE_SETS,
     HEARTBEAT_INTERVAL_MS,
     SESSION_TIMEOUT_MS,
@@ -49,6 +55,7 @@ from cluster import (
     try_metadata_of,
 )
 from helpers import (
+    future_error,
     assert_contiguous,
     assert_delivered,
     consume_to_end,
@@ -973,44 +980,355 @@ def test_consumer_groups_with_coordinators_on_different_nodes(start_cluster):
 
 # -- 7. no controller: admin requests get a retriable error within their timeout -----------------
 
+NOT_CONTROLLER = 41
+REQUEST_TIMED_OUT = 7
+INVALID_REPLICA_ASSIGNMENT = 39
+NOT_COORDINATOR = 16
+NO_QUORUM_CODES = {NOT_CONTROLLER, REQUEST_TIMED_OUT}  # both retriable in Kafka's table
+TOPIC_RESOURCE = 2
+
+
+def create_topics_v1(names, partitions, timeout_ms, validate_only=False):
+    """CreateTopics v1 body: each topic with `partitions` partitions, replication factor 1."""
+    topics = [wire.string(n) + wire.i32(partitions) + wire.i16(1) + wire.array([]) + wire.array([]) for n in names]
+    return wire.array(topics) + wire.i32(timeout_ms) + wire.i8(1 if validate_only else 0)
+
+
+def parse_create_topics_v1(r):
+    out = {}
+    for _ in range(r.i32()):
+        name = r.string()
+        out[name] = (r.i16(), r.string())
+    r.assert_at_end("CreateTopics v1 response")
+    return out
+
+
+def delete_topics_v0(names, timeout_ms):
+    return wire.array([wire.string(n) for n in names]) + wire.i32(timeout_ms)
+
+
+def parse_delete_topics_v0(r):
+    out = {}
+    for _ in range(r.i32()):
+        name = r.string()
+        out[name] = (r.i16(), None)
+    r.assert_at_end("DeleteTopics v0 response")
+    return out
+
+
+def create_partitions_v0(topic, count, timeout_ms, assignments=None, validate_only=False):
+    if assignments is None:
+        encoded = wire.i32(-1)
+    else:
+        encoded = wire.array([wire.array([wire.i32(b) for b in replicas]) for replicas in assignments])
+    body = wire.array([wire.string(topic) + wire.i32(count) + encoded])
+    return body + wire.i32(timeout_ms) + wire.i8(1 if validate_only else 0)
+
+
+def parse_create_partitions_v0(r):
+    r.i32()  # throttle_time_ms
+    out = {}
+    for _ in range(r.i32()):
+        name = r.string()
+        out[name] = (r.i16(), r.string())
+    r.assert_at_end("CreatePartitions v0 response")
+    return out
+
+
+def alter_configs_v0(topic, configs):
+    entries = [wire.string(k) + wire.string(v) for k, v in configs.items()]
+    return wire.array([wire.i8(TOPIC_RESOURCE) + wire.string(topic) + wire.array(entries)]) + wire.i8(0)
+
+
+def incremental_alter_configs_v0(topic, configs):
+    entries = [wire.string(k) + wire.i8(0) + wire.string(v) for k, v in configs.items()]  # 0: SET
+    return wire.array([wire.i8(TOPIC_RESOURCE) + wire.string(topic) + wire.array(entries)]) + wire.i8(0)
+
+
+def parse_alter_configs_v0(r, what):
+    r.i32()  # throttle_time_ms
+    out = {}
+    for _ in range(r.i32()):
+        code = r.i16()
+        message = r.string()
+        r.i8()  # resource type
+        out[r.string()] = (code, message)
+    r.assert_at_end(what)
+    return out
+
+
+def admin_exchange(bootstrap, api_key, version, body, parse, timeout):
+    """One request on its own connection: (seconds until the answer, parsed answer). The read
+    waits `timeout` at most, so a broker that never answers fails the test."""
+    started = time.monotonic()
+    with wire.connect(bootstrap) as sock:
+        sock.sendall(wire.request(api_key, version, 1, body))
+        correlation, r = wire.recv_frame(sock, timeout)
+    took = time.monotonic() - started
+    assert correlation == 1
+    return took, parse(r)
+
 
 def test_without_a_quorum_admin_requests_fail_within_their_timeout(cluster):
-    """Two of three voters gone: no metadata change can commit. CreateTopics through the
-    survivor is answered with Kafka's retriable NOT_CONTROLLER or REQUEST_TIMED_OUT within
-    the request's own timeout (never a hang), and succeeds once a quorum is back."""
+    """Two of three voters gone: no metadata change can commit. Every admin request that
+    changes metadata, sent to the survivor, is answered with Kafka's retriable NOT_CONTROLLER
+    or REQUEST_TIMED_OUT within its own timeout (never a hang): CreateTopics (five topics in
+    one request share its deadline), DeleteTopics and CreatePartitions within their
+    `timeout_ms`, AlterConfigs and IncrementalAlterConfigs (no timeout field) within the 30 s
+    call limit. They run at once, each on its own connection. Creation succeeds once a quorum
+    is back. A `timeout_ms` of 0 sets no deadline of its own: with a quorum the topic is
+    created and the answer is NONE, as Kafka 4.1 answers (checked against the reference
+    broker)."""
     info = wait_settled(cluster, via=1)
     survivor = info["quorum"]["leader_id"]  # the hardest case: a leader that lost its quorum
     others = [i for i in (1, 2, 3) if i != survivor]
+    bootstrap = cluster[survivor].bootstrap
+    existing = unique_topic("noquorum-existing")
+    create_topics(bootstrap, {existing: 1})
+    wait_agreed_leaders(cluster, {existing: 1})
+
+    zero = unique_topic("zero-timeout")
+    took, answer = admin_exchange(
+        bootstrap, wire.API_CREATE_TOPICS, 1, create_topics_v1([zero], 1, 0), parse_create_topics_v1, 30
+    )
+    assert answer[zero][0] == 0, answer
+    assert zero in metadata_of(bootstrap).topics
+
     for i in others:
         cluster.kill9(i)
-    admin = AdminClient({"bootstrap.servers": cluster[survivor].bootstrap})
-    topic = unique_topic("noquorum")
-    started = time.monotonic()
-    future = admin.create_topics(
-        [NewTopic(topic, 3, 1)], operation_timeout=3, request_timeout=30
-    )[topic]
-    with pytest.raises(KafkaException) as refused:
-        future.result()
-    took = time.monotonic() - started
-    code = refused.value.args[0].code()
-    assert code in (KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT), refused.value
-    # (Both are retriable in Kafka's error table; librdkafka does not flag admin results as
-    # retriable, so the code is what is checked.)
-    # The request asked for 3 s; allow for a busy machine, but far below the 30 s the
-    # client would have waited.
-    assert took < 15, f"answered after {took:.1f}s"
+    timeout_ms = 3000
+    # Five topics in one request: one deadline for all (five times the timeout would exceed
+    # the margin below).
+    created = [unique_topic("noquorum") for _ in range(5)]
+    requests = {
+        "CreateTopics": (wire.API_CREATE_TOPICS, 1, create_topics_v1(created, 3, timeout_ms), parse_create_topics_v1, timeout_ms / 1000),
+        "DeleteTopics": (wire.API_DELETE_TOPICS, 0, delete_topics_v0([existing], timeout_ms), parse_delete_topics_v0, timeout_ms / 1000),
+        "CreatePartitions": (wire.API_CREATE_PARTITIONS, 0, create_partitions_v0(existing, 2, timeout_ms), parse_create_partitions_v0, timeout_ms / 1000),
+        "AlterConfigs": (
+            wire.API_ALTER_CONFIGS, 0, alter_configs_v0(existing, {"retention.ms": "1234567"}),
+            lambda r: parse_alter_configs_v0(r, "AlterConfigs v0 response"), 30.0,
+        ),
+        "IncrementalAlterConfigs": (
+            wire.API_INCREMENTAL_ALTER_CONFIGS, 0, incremental_alter_configs_v0(existing, {"retention.ms": "7654321"}),
+            lambda r: parse_alter_configs_v0(r, "IncrementalAlterConfigs v0 response"), 30.0,
+        ),
+    }
+    # A busy 2-core machine gets a margin, far below what a hang would take (the reads
+    # themselves give up at limit + 30 s).
+    margin = 10.0
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = {
+            name: pool.submit(admin_exchange, bootstrap, key, version, body, parse, limit + 30)
+            for name, (key, version, body, parse, limit) in requests.items()
+        }
+        answers = {name: f.result() for name, f in futures.items()}
+    for name, (took, results) in answers.items():
+        limit = requests[name][4]
+        assert results, f"{name}: no results"
+        for item, (code, message) in results.items():
+            assert code in NO_QUORUM_CODES, f"{name} {item}: error {code} ({message})"
+        assert took < limit + margin, f"{name} answered after {took:.1f}s (limit {limit:.0f}s)"
+    assert set(answers["CreateTopics"][1]) == set(created)
     cluster[survivor].assert_alive()
 
-    # A quorum again (one voter back). The timed-out creation "may or may not have been
-    # made" (REQUEST_TIMED_OUT's meaning): the leader had it in its log, so it can commit now.
-    # Either way the topic is there once retried.
+    # A quorum again (one voter back). A timed-out creation "may or may not have been made"
+    # (REQUEST_TIMED_OUT's meaning): the leader had it in its log, so it can commit now.
+    # Either way the topics are there once retried.
     cluster.restart(others[0])
     try:
-        create_topics(cluster[survivor].bootstrap, {topic: 3}, timeout=WAIT_S)
+        create_topics(bootstrap, {t: 3 for t in created}, timeout=WAIT_S)
     except AssertionError as e:
         if "TOPIC_ALREADY_EXISTS" not in str(e):
             raise
-    wait_agreed_leaders(cluster, {topic: 3}, nodes=[cluster[survivor], cluster[others[0]]], allow_offline=True)
+    wait_agreed_leaders(
+        cluster, {t: 3 for t in created}, nodes=[cluster[survivor], cluster[others[0]]], allow_offline=True
+    )
+
+
+# -- 7b. CreatePartitions with a manual assignment ---------------------------------------------
+
+
+def test_create_partitions_with_manual_replica_assignments(cluster):
+    """NewPartitions(topic, n, replica_assignment=...) through librdkafka places the new
+    partitions on the named brokers, in the named order (the first is the preferred leader);
+    assignments Kafka refuses get INVALID_REPLICA_ASSIGNMENT (39) with a message, through
+    librdkafka and raw CreatePartitions (also with validate_only), and change nothing."""
+    wait_settled(cluster, via=1)
+    topic = unique_topic("manual-parts")
+    create_topics(cluster[1].bootstrap, {topic: 1}, replication_factor=2)
+    wait_agreed_leaders(cluster, {topic: 1})
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_all()})
+
+    def grow(count, assignment, validate_only=False):
+        f = admin.create_partitions(
+            [NewPartitions(topic, count, replica_assignment=assignment)],
+            validate_only=validate_only,
+            operation_timeout=30,
+            request_timeout=45,
+        )[topic]
+        return future_error(f, timeout=60)
+
+    # Refused: too few assignments, a broker named twice, an unknown broker, a replication
+    # factor other than the topic's (2).
+    for count, assignment in [
+        (3, [[1, 2]]),
+        (2, [[1, 1]]),
+        (2, [[1, 9]]),
+        (2, [[1]]),
+        (2, [[1, 2, 3]]),
+    ]:
+        for validate_only in (False, True):
+            err = grow(count, assignment, validate_only)
+            assert err is not None, f"{assignment} (validate_only={validate_only}) was accepted"
+            assert err.code() == INVALID_REPLICA_ASSIGNMENT, f"{assignment}: {err}"
+            assert err.str(), f"{assignment}: no message"
+    # The same through the wire, for the message itself.
+    _, answer = admin_exchange(
+        cluster[2].bootstrap, wire.API_CREATE_PARTITIONS, 0,
+        create_partitions_v0(topic, 2, 30000, assignments=[[3, 3]]), parse_create_partitions_v0, 60,
+    )
+    code, message = answer[topic]
+    assert code == INVALID_REPLICA_ASSIGNMENT and message and "3" in message, answer
+    # validate_only with a good assignment changes nothing.
+    assert grow(3, [[2, 3], [3, 1]], validate_only=True) is None
+    assert len(metadata_of(cluster[1].bootstrap).topics[topic]) == 1
+
+    assert grow(3, [[2, 3], [3, 1]]) is None
+
+    def placed(seen):
+        views = [seen(try_metadata_of(n.bootstrap)) for n in cluster.running()]
+        if any(v is None or topic not in v.topics or len(v.topics[topic]) != 3 for v in views):
+            return None
+        parts = views[0].topics[topic]
+        if any(v.topics[topic] != parts for v in views):
+            return None
+        if parts[1].leader < 0 or parts[2].leader < 0:
+            return None
+        return parts
+
+    parts = wait_observing(placed, WAIT_S, f"{topic} with 3 partitions on every node")
+    assert parts[1].replicas == [2, 3], parts
+    assert parts[2].replicas == [3, 1], parts
+    assert parts[1].leader == 2 and parts[2].leader == 3, parts
+    assert len(parts[0].replicas) == 2
+
+
+# -- 7c. a group's coordinator moves: its waiting JoinGroup is answered at once ----------------
+
+
+def find_coordinator_v0(bootstrap, group):
+    """FindCoordinator v0 answered by the node at `bootstrap`: (error, node id)."""
+    _, r = wire.roundtrip(bootstrap, wire.request(10, 0, 1, wire.string(group)))
+    error, node_id = r.i16(), r.i32()
+    r.string()  # host
+    r.i32()  # port
+    r.assert_at_end("FindCoordinator v0 response")
+    return error, node_id
+
+
+def join_group_v1(group, member_id="", session_timeout_ms=30000, rebalance_timeout_ms=60000):
+    """A JoinGroup v1 frame of a consumer subscribed to nothing (v1: no KIP-394 round trip)."""
+    body = (
+        wire.string(group)
+        + wire.i32(session_timeout_ms)
+        + wire.i32(rebalance_timeout_ms)
+        + wire.string(member_id)
+        + wire.string("consumer")
+        + wire.array([wire.string("range") + wire.bytes_(b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")])
+    )
+    return wire.request(11, 1, 1, body)
+
+
+def parse_join_group_v1(r):
+    """(error, generation, member id) of a JoinGroup v1 response."""
+    error, generation = r.i16(), r.i32()
+    r.string()  # protocol name
+    r.string()  # leader
+    member_id = r.string()
+    for _ in range(r.i32()):
+        r.string()
+        r.take(r.i32())
+    r.assert_at_end("JoinGroup v1 response")
+    return error, generation, member_id
+
+
+def test_a_waiting_join_is_answered_not_coordinator_when_the_coordinator_moves(start_cluster):
+    """Kafka's coordinator answers the waiting JoinGroup/SyncGroup requests of the groups it
+    unloads with NOT_COORDINATOR, so their clients go to the new coordinator at once instead of
+    waiting out the rebalance. Here member B's JoinGroup waits (member A has not rejoined, the
+    rebalance timeout is 60 s) when ElectLeaders moves the group's `__consumer_offsets`
+    partition (RF 3) back to its preferred replica: B is answered NOT_COORDINATOR within
+    seconds, and FindCoordinator names the new leader. (Heartbeats, classic or KIP-848, are
+    answered at once, so none is ever left waiting.)"""
+    cluster = start_cluster(sets=GROUP_SETS + ["auto.leader.rebalance.enable=false", "offsets.topic.num.partitions=6"])
+    wait_settled(cluster, via=1)
+    group = unique_topic("moving-group")
+    wait_until(
+        lambda: find_coordinator_v0(cluster[1].bootstrap, group)[0] == 0,
+        WAIT_S,
+        f"a coordinator for {group} (FindCoordinator creates {OFFSETS_TOPIC})",
+    )
+    partition = offsets_partition(group, 6)
+
+    def state(seen):
+        """(leader, replicas) of the group's offsets partition once every node agrees and the
+        ISR is all three replicas; else None."""
+        views = set()
+        for n in cluster.running():
+            md = seen(try_metadata_of(n.bootstrap))
+            info = (md.topics.get(OFFSETS_TOPIC) or {}).get(partition) if md else None
+            if info is None or info.leader < 0 or sorted(info.isr) != [1, 2, 3]:
+                return None
+            views.add((info.leader, tuple(info.replicas)))
+        return views.pop() if len(views) == 1 else None
+
+    _, replicas = wait_observing(state, WAIT_S, f"{OFFSETS_TOPIC}-{partition} with a full ISR on every node")
+    preferred = replicas[0]
+    # Move the leadership off the preferred replica: a controlled shutdown moves it away and
+    # the restarted node comes back as a follower (automatic rebalancing is off).
+    cluster.restart(preferred)
+    leader, _ = wait_observing(
+        lambda seen: (lambda v: v if v and v[0] != preferred else None)(state(seen)),
+        WAIT_S,
+        f"{OFFSETS_TOPIC}-{partition} led by another node than {preferred}, full ISR",
+    )
+    wait_until(
+        lambda: find_coordinator_v0(cluster[1].bootstrap, group) == (0, leader),
+        WAIT_S,
+        f"FindCoordinator naming node {leader}",
+    )
+
+    coordinator = cluster[leader].bootstrap
+    with wire.connect(coordinator) as a, wire.connect(coordinator) as b:
+        a.sendall(join_group_v1(group))
+        _, r = wire.recv_frame(a, timeout=30)
+        error, generation, _ = parse_join_group_v1(r)
+        assert (error, generation) == (0, 1), (error, generation)
+        # B's join starts a rebalance that waits for A to rejoin (up to 60 s).
+        b.sendall(join_group_v1(group))
+        b.setblocking(False)
+        try:
+            early = b.recv(1)
+        except BlockingIOError:
+            early = None
+        b.setblocking(True)
+        assert early is None, "B's JoinGroup was answered before the coordinator moved"
+
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap_all()})
+        started = time.monotonic()
+        result = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(OFFSETS_TOPIC, partition)]).result(90)
+        for tp, e in result.items():
+            assert e is None, f"electing {tp}: {e}"
+        _, r = wire.recv_frame(b, timeout=30)
+        took = time.monotonic() - started
+        error, _, _ = parse_join_group_v1(r)
+        assert error == NOT_COORDINATOR, f"B's JoinGroup answered {error}"
+        assert took < 20, f"B waited {took:.1f}s for its answer (the rebalance timeout is 60 s)"
+    wait_until(
+        lambda: find_coordinator_v0(cluster[leader].bootstrap, group) == (0, preferred),
+        WAIT_S,
+        f"FindCoordinator naming node {preferred} again",
+    )
 
 
 # -- 8. a wiped voter is refused until an operator replaces it (KIP-853) -------------------------

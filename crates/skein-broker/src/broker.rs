@@ -723,6 +723,7 @@ impl Broker {
         &self,
         topic: &Arc<Topic>,
         count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
         timeout: std::time::Duration,
     ) -> Result<(), ApiError> {
         let current = topic.partition_count();
@@ -747,6 +748,7 @@ impl Broker {
                 name: topic.name.clone(),
                 count,
                 seed,
+                assignments,
             },
             timeout,
         )?;

@@ -42,6 +42,34 @@ use crate::error::{ApiError, ErrorCode};
 /// answer) before answering REQUEST_TIMED_OUT.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The deadline of an admin request that carries a `timeout_ms` (CreateTopics, DeleteTopics,
+/// CreatePartitions): now plus the timeout, as Kafka's controller computes it, and never
+/// past [`CALL_TIMEOUT`]. A timeout of 0 or less sets no deadline of its own (Kafka's
+/// controller reads it as "no deadline"; Kafka 4.1 creates, grows and deletes topics asked
+/// with `timeout_ms=0`), so the call limit applies.
+pub(crate) fn request_deadline(timeout_ms: i32) -> std::time::Instant {
+    let wanted = match u64::try_from(timeout_ms) {
+        Ok(ms) if ms > 0 => Duration::from_millis(ms).min(CALL_TIMEOUT),
+        _ => CALL_TIMEOUT,
+    };
+    std::time::Instant::now() + wanted
+}
+
+/// What is left of a request's time until `deadline`, or REQUEST_TIMED_OUT once it has
+/// passed: Kafka's controller fails an operation whose deadline passed before it ran, and
+/// the items of one request share one deadline, so a request is answered within its
+/// timeout however many topics it names.
+pub(crate) fn time_left(deadline: std::time::Instant) -> Result<Duration, ApiError> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Err(api(
+            ErrorCode::REQUEST_TIMED_OUT,
+            "The request's timeout passed before the controller was asked; nothing was changed.",
+        ));
+    }
+    Ok(left)
+}
+
 /// A listener of a registration: (name, host, port, security protocol).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WireEndpoint {
@@ -120,6 +148,9 @@ pub enum ControllerCall {
         name: String,
         count: i32,
         seed: u64,
+        /// A manual assignment: the replicas of each new partition, in order.
+        #[serde(default)]
+        assignments: Option<Vec<Vec<i32>>>,
     },
     /// Incremental changes of a topic's overrides: `Some` sets, `None` deletes.
     AlterTopicConfig {
@@ -366,11 +397,16 @@ pub(crate) fn decide(
             first_error(o.reply.iter().map(|r| r.result.clone().map(|_| ())))?;
             Ok(done(o, Answer::Done))
         }
-        ControllerCall::CreatePartitions { name, count, seed } => {
+        ControllerCall::CreatePartitions {
+            name,
+            count,
+            seed,
+            assignments,
+        } => {
             let growth = NewPartitions {
                 name: name.clone(),
                 count: *count,
-                assignments: None,
+                assignments: assignments.clone(),
             };
             let o = c.create_partitions(image, std::slice::from_ref(&growth), false, *seed);
             first_error(o.reply.iter().map(|r| r.result.clone()))?;
@@ -675,7 +711,7 @@ impl Broker {
                     return Err(api(
                         ErrorCode::REQUEST_TIMED_OUT,
                         format!(
-                            "The change was committed at metadata offset {offset}, but this broker had not applied it within {CALL_TIMEOUT:?}."
+                            "The change was committed at metadata offset {offset}, but this broker had not applied it in time."
                         ),
                     ))
                 }

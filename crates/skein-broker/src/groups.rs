@@ -352,7 +352,7 @@ impl Broker {
         let mut coordinator = groups.lock();
         let mut replayed = 0u64;
         let mut skipped = 0u64;
-        let unloaded =
+        let (unloaded, unload_answers) =
             coordinator.unload_groups(|g| indexes.contains(&offsets_partition_for(g, count)));
         let mut loaded = Vec::new();
         for &index in indexes {
@@ -390,11 +390,22 @@ impl Broker {
                 });
         }
         drop(coordinator);
+        // The unloaded groups' waiting JoinGroup/SyncGroup requests: NOT_COORDINATOR now
+        // (nothing to persist), so their clients go to the new coordinator at once.
+        let answered = unload_answers.len();
+        for effect in unload_answers {
+            match effect {
+                Effect::Join(token, r) => groups.waiters.answer(token, Waited::Join(r)),
+                Effect::Sync(token, r) => groups.waiters.answer(token, Waited::Sync(r)),
+                Effect::Persist(_) => {}
+            }
+        }
         if replayed > 0 || skipped > 0 || unloaded > 0 {
             tracing::info!(
                 replayed,
                 skipped,
                 unloaded,
+                answered,
                 partitions = ?loaded,
                 "loaded consumer groups from {OFFSETS_TOPIC}"
             );

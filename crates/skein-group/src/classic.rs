@@ -145,6 +145,19 @@ impl ClassicGroup {
         self.state == ClassicState::Empty
     }
 
+    /// Answers every waiting JoinGroup and SyncGroup of the group with `error` (the group is
+    /// being unloaded: its coordinator moved).
+    pub(crate) fn answer_waiting(mut self, error: ErrorCode, fx: &mut Vec<Effect>) {
+        for m in self.members.values_mut() {
+            if let Some(t) = m.join_token.take() {
+                fx.push(Effect::Join(t, JoinResult::error(error, &m.member_id)));
+            }
+            if let Some(t) = m.sync_token.take() {
+                fx.push(Effect::Sync(t, SyncResult::error(error)));
+            }
+        }
+    }
+
     /// No members, no pending members: nothing but (maybe) offsets.
     pub(crate) fn has_no_members(&self) -> bool {
         self.members.is_empty() && self.pending_members.is_empty()

@@ -149,11 +149,28 @@ impl Coordinator {
     }
 
     /// Forgets every group whose id `belongs` says (its partition of the offsets topic is now
-    /// led elsewhere, or is about to be replayed); returns how many went.
-    pub fn unload_groups(&mut self, mut belongs: impl FnMut(&str) -> bool) -> usize {
-        let before = self.groups.len();
-        self.groups.retain(|id, _| !belongs(id));
-        before - self.groups.len()
+    /// led elsewhere, or is about to be replayed); returns how many went, and the answers of
+    /// their waiting JoinGroup and SyncGroup requests: NOT_COORDINATOR at once, as Kafka's
+    /// coordinator answers them when it unloads a group, so their clients look up the new
+    /// coordinator rather than wait out the rebalance.
+    pub fn unload_groups(&mut self, mut belongs: impl FnMut(&str) -> bool) -> (usize, Vec<Effect>) {
+        let gone: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|id| belongs(id))
+            .cloned()
+            .collect();
+        let mut fx = Vec::new();
+        for id in &gone {
+            if let Some(Group {
+                kind: GroupKind::Classic(c),
+                ..
+            }) = self.groups.remove(id)
+            {
+                c.answer_waiting(ErrorCode::NOT_COORDINATOR, &mut fx);
+            }
+        }
+        (gone.len(), fx)
     }
 
     /// The ids of all groups (any type, any state).

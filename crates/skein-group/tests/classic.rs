@@ -615,3 +615,47 @@ fn list_groups_filters() {
     let b = c.list_groups(&["Empty".into()], &["classic".into()]);
     assert_eq!(b[0].protocol_type, "");
 }
+
+#[test]
+fn unloading_answers_waiting_joins_and_syncs_not_coordinator() {
+    let mut c = coordinator();
+    // A waiting JoinGroup: B joins a stable-ish group, A has not rejoined yet.
+    let a = join_of(&c.join_group(0, 1, join_req(G, "")), 1);
+    assert_eq!(a.error, ErrorCode::NONE);
+    let fx = c.join_group(0, 2, join_req(G, ""));
+    assert!(joins(&fx).is_empty(), "B waits for A to rejoin: {fx:#?}");
+    // A waiting SyncGroup in another group: the follower syncs before the leader.
+    let h = "h";
+    let first = join_of(&c.join_group(0, 3, join_req(h, "")), 3);
+    assert!(joins(&c.join_group(0, 4, join_req(h, ""))).is_empty());
+    let fx = c.join_group(0, 5, join_req(h, &first.member_id));
+    let (x, y) = (join_of(&fx, 4), join_of(&fx, 5));
+    assert_eq!((x.error, y.error), (ErrorCode::NONE, ErrorCode::NONE));
+    let follower = if x.leader == x.member_id { &y } else { &x };
+    let fx = c.sync_group(
+        0,
+        6,
+        sync_req(h, follower.generation_id, &follower.member_id),
+    );
+    assert!(
+        syncs(&fx).is_empty(),
+        "the follower waits for the leader: {fx:#?}"
+    );
+
+    // A third group, with nothing waiting, stays.
+    let other = join_of(&c.join_group(0, 7, join_req("keep", "")), 7);
+    assert_eq!(other.error, ErrorCode::NONE);
+
+    let (unloaded, fx) = c.unload_groups(|g| g == G || g == h);
+    assert_eq!(unloaded, 2);
+    assert_eq!(joins(&fx).len(), 1, "{fx:#?}");
+    assert_eq!(join_of(&fx, 2).error, ErrorCode::NOT_COORDINATOR);
+    assert_eq!(syncs(&fx).len(), 1, "{fx:#?}");
+    assert_eq!(sync_of(&fx, 6).error, ErrorCode::NOT_COORDINATOR);
+    assert!(records(&fx).is_empty(), "unloading writes nothing");
+    assert_eq!(c.group_ids(), vec!["keep".to_string()]);
+    // Nothing is left to answer later: unloading again answers nothing.
+    let (again, fx) = c.unload_groups(|_| true);
+    assert_eq!(again, 1);
+    assert!(fx.is_empty(), "{fx:#?}");
+}

@@ -1221,6 +1221,13 @@ fn plan_partitions(
         .collect())
 }
 
+/// Checks a growth as the controller would (count, manual assignment, replication factor)
+/// without planning it: CreatePartitions with `validate_only` on any broker's image.
+pub fn validate_new_partitions(image: &MetadataImage, r: &NewPartitions) -> Result<(), ApiError> {
+    let arranged = rack_alternating(&candidates(image));
+    plan_partitions(image, &arranged, r, &mut 0).map(|_| ())
+}
+
 /// STALE_BROKER_EPOCH unless `broker_id` is registered with `broker_epoch`.
 fn check_broker_epoch(
     image: &MetadataImage,

@@ -1,8 +1,9 @@
-//! CreateTopics: validation, validate-only, and the created topic's configs (v5+).
+//! CreateTopics: validation, validate-only, and the created topic's configs (v5+). The
+//! request is answered within its `timeout_ms` (REQUEST_TIMED_OUT for the topics the
+//! controller could not commit in time).
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use skein_protocol::messages::create_topics_request::CreateTopicsRequest;
 use skein_protocol::messages::create_topics_response::{
@@ -11,6 +12,7 @@ use skein_protocol::messages::create_topics_response::{
 
 use crate::broker::Broker;
 use crate::config::{TopicConfig, TOPIC_CONFIGS};
+use crate::controller_link::{request_deadline, time_left};
 use crate::error::{ApiError, ErrorCode};
 
 pub fn handle(
@@ -27,8 +29,9 @@ pub fn handle(
         .map(|t| t.name.clone())
         .collect();
     let mut answered = HashSet::new();
-    // Answered within the request's timeout (at least a second), never later.
-    let timeout = Duration::from_millis(req.timeout_ms.max(1000) as u64);
+    // One deadline for the whole request: it is answered within its timeout (at most the
+    // 30 s call limit), however many topics it names.
+    let deadline = request_deadline(req.timeout_ms);
     for t in req.topics {
         // A name given more than once gets one (error) result, as in Kafka.
         if duplicates.contains(&t.name) && !answered.insert(t.name.clone()) {
@@ -79,6 +82,7 @@ pub fn handle(
                 partitions = t.assignments.len() as i32;
             }
             if !req.validate_only {
+                let timeout = time_left(deadline)?;
                 let mut sorted: Vec<_> = t.assignments.iter().collect();
                 sorted.sort_by_key(|a| a.partition_index);
                 let assignments: Vec<Vec<i32>> =

@@ -1,4 +1,5 @@
-//! DeleteTopics, by name (all versions) or by topic id (v6+).
+//! DeleteTopics, by name (all versions) or by topic id (v6+), answered within the request's
+//! `timeout_ms` (REQUEST_TIMED_OUT for the topics the controller could not commit in time).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use skein_protocol::messages::delete_topics_response::{
 use skein_protocol::Uuid;
 
 use crate::broker::Broker;
+use crate::controller_link::{request_deadline, time_left};
 use crate::error::ErrorCode;
 
 pub fn handle(
@@ -28,8 +30,9 @@ pub fn handle(
             .map(|n| (Some(n), Uuid::default()))
             .collect()
     };
-    // Answered within the request's timeout (at least a second), never later.
-    let timeout = std::time::Duration::from_millis(req_timeout_ms.max(1000) as u64);
+    // One deadline for the whole request: it is answered within its timeout (at most the
+    // 30 s call limit), however many topics it names.
+    let deadline = request_deadline(req_timeout_ms);
     let mut resp = DeleteTopicsResponse::default();
     for (name, id) in targets {
         let mut result = DeletableTopicResult {
@@ -59,7 +62,8 @@ pub fn handle(
             Some(topic) => {
                 result.name = Some(topic.name.clone());
                 result.topic_id = topic.id;
-                if let Err(e) = broker.delete_topic(&topic, timeout) {
+                let deleted = time_left(deadline).and_then(|t| broker.delete_topic(&topic, t));
+                if let Err(e) = deleted {
                     result.error_code = e.code.code();
                     result.error_message = Some(e.message);
                 }

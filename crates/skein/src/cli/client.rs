@@ -79,7 +79,7 @@ exchanges! {
     CreatePartitions: CreatePartitionsRequest => CreatePartitionsResponse, tested up to 3;
     DescribeConfigs: DescribeConfigsRequest => DescribeConfigsResponse, tested up to 4;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse, tested up to 1;
-    DescribeCluster: DescribeClusterRequest => DescribeClusterResponse, tested up to 1;
+    DescribeCluster: DescribeClusterRequest => DescribeClusterResponse, tested up to 2;
     DescribeLogDirs: DescribeLogDirsRequest => DescribeLogDirsResponse, tested up to 4;
     FindCoordinator: FindCoordinatorRequest => FindCoordinatorResponse, tested up to 6;
     JoinGroup: JoinGroupRequest => JoinGroupResponse, tested up to 9;
@@ -273,57 +273,6 @@ impl Connection {
             )
         })?;
         R::response(body).ok_or_else(|| anyhow!("{} answered with another API", self.addr))
-    }
-
-    /// Sends a request body this client encoded itself, for a version of a flexible API that
-    /// the generated codec does not have yet, in request header v2; returns the response body
-    /// after its v1 header. The caller checks that the broker advertises `version`.
-    pub fn send_flexible_raw(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        body: &[u8],
-    ) -> Result<bytes::Bytes> {
-        if self.broken {
-            bail!(
-                "the connection to {} is out of step after an error",
-                self.addr
-            );
-        }
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id = self.next_correlation_id.wrapping_add(1).max(1);
-        let mut frame = bytes::BytesMut::new();
-        skein_protocol::codec::put_i32(&mut frame, 0); // the size, filled in below
-        skein_protocol::codec::put_i16(&mut frame, key as i16);
-        skein_protocol::codec::put_i16(&mut frame, version);
-        skein_protocol::codec::put_i32(&mut frame, correlation_id);
-        skein_protocol::codec::put_opt_string(&mut frame, Some(CLIENT_ID), false, true, "ClientId")
-            .context("cannot encode the request header")?;
-        skein_protocol::codec::put_uvarint(&mut frame, 0);
-        frame.extend_from_slice(body);
-        let size = i32::try_from(frame.len() - 4).context("request too large")?;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.set_read_timeout(Some(REQUEST_TIMEOUT)).ok();
-        if let Err(e) = self.stream.write_all(&frame) {
-            self.broken = true;
-            return Err(anyhow!(e).context(format!("cannot send {key} to {}", self.addr)));
-        }
-        let reply = self.read_frame().map_err(|e| {
-            self.broken = true;
-            e.context(format!("no {key} reply from {}", self.addr))
-        })?;
-        let mut reply = bytes::Bytes::from(reply);
-        let got = skein_protocol::codec::get_i32(&mut reply).ok();
-        if got != Some(correlation_id) {
-            self.broken = true;
-            bail!(
-                "{} answered correlation id {got:?} to request {correlation_id}",
-                self.addr
-            );
-        }
-        skein_protocol::codec::get_tagged_fields(&mut reply, |_, _| Ok(()))
-            .with_context(|| format!("undecodable {key} v{version} response header"))?;
-        Ok(reply)
     }
 
     /// Sends a request that gets no reply (Produce with acks=0).

@@ -15,11 +15,10 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
-use skein_protocol::codec as c;
 use skein_protocol::messages::add_raft_voter_request::{AddRaftVoterRequest, Listener};
 use skein_protocol::messages::describe_cluster_request::DescribeClusterRequest;
+use skein_protocol::messages::describe_cluster_response::DescribeClusterResponse;
 use skein_protocol::messages::describe_configs_request::{
     DescribeConfigsRequest, DescribeConfigsResource,
 };
@@ -29,7 +28,7 @@ use skein_protocol::messages::describe_quorum_request::{
 use skein_protocol::messages::describe_quorum_response::{self, DescribeQuorumResponse};
 use skein_protocol::messages::metadata_response::MetadataResponse;
 use skein_protocol::messages::remove_raft_voter_request::RemoveRaftVoterRequest;
-use skein_protocol::{ApiKey, DecodeError, Uuid};
+use skein_protocol::{ApiKey, Uuid};
 
 use super::client::{negotiate, Cluster};
 use super::errors::{self, KafkaError};
@@ -382,34 +381,27 @@ struct DescribedCluster {
     brokers: Vec<BrokerRow>,
 }
 
-/// DescribeCluster, the admin client's source of brokers: v2 with fenced brokers included
-/// where the broker serves it, else the highest version the codec and broker share; `None`
-/// when the broker serves none (Metadata is then the source).
+/// DescribeCluster, the admin client's source of brokers: the highest version the codec and
+/// the broker share, with fenced brokers included from v2 (KIP-1073); `None` when the broker
+/// serves none (Metadata is then the source).
 fn describe_cluster(cluster: &mut Cluster) -> Result<Option<DescribedCluster>> {
     let conn = cluster.any()?;
-    let serves_v2 = conn
-        .broker_versions()
-        .get(&(ApiKey::DescribeCluster as i16))
-        .is_some_and(|r| r.min <= 2 && r.max >= 2);
-    if serves_v2 {
-        let reply = conn.send_flexible_raw(
-            ApiKey::DescribeCluster,
-            2,
-            &encode_describe_cluster_v2_request(),
-        )?;
-        return decode_describe_cluster_v2_response(reply)
-            .map(Some)
-            .context("undecodable DescribeCluster v2 response");
-    }
-    if !conn.supports(ApiKey::DescribeCluster) {
+    let Ok(version) = conn.version(ApiKey::DescribeCluster) else {
         return Ok(None);
-    }
+    };
     let response = conn.send(DescribeClusterRequest {
         include_cluster_authorized_operations: false,
         endpoint_type: 1,
+        include_fenced_brokers: true,
         ..Default::default()
     })?;
-    Ok(Some(DescribedCluster {
+    Ok(Some(described(response, version)))
+}
+
+/// A DescribeCluster response of `version`: brokers are marked fenced or not from v2 on
+/// (before v2 the broker lists unfenced brokers only, and says nothing).
+fn described(response: DescribeClusterResponse, version: i16) -> DescribedCluster {
+    DescribedCluster {
         error_code: response.error_code,
         error_message: response.error_message,
         cluster_id: response.cluster_id,
@@ -422,64 +414,10 @@ fn describe_cluster(cluster: &mut Cluster) -> Result<Option<DescribedCluster>> {
                 host: b.host,
                 port: b.port,
                 rack: b.rack,
-                fenced: None,
+                fenced: (version >= 2).then_some(b.is_fenced),
             })
             .collect(),
-    }))
-}
-
-// DescribeCluster v2 (Kafka 4.0, KIP-1073) adds `IncludeFencedBrokers` to the request and
-// `IsFenced` to each broker. The generated codec is built from older specs that stop at v1, so
-// these two messages are written here with the codec's primitives; once the codec is
-// regenerated from Kafka 4.x specs they can go.
-
-/// The v2 request body: no authorized operations, broker endpoints, fenced brokers included.
-fn encode_describe_cluster_v2_request() -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    c::put_bool(&mut buf, false); // IncludeClusterAuthorizedOperations
-    c::put_i8(&mut buf, 1); // EndpointType: brokers
-    c::put_bool(&mut buf, true); // IncludeFencedBrokers
-    c::put_uvarint(&mut buf, 0); // no tagged fields
-    buf.to_vec()
-}
-
-/// The v2 response body (after its header).
-fn decode_describe_cluster_v2_response(mut buf: Bytes) -> Result<DescribedCluster, DecodeError> {
-    let _throttle_time_ms = c::get_i32(&mut buf)?;
-    let error_code = c::get_i16(&mut buf)?;
-    let error_message = c::get_opt_string(&mut buf, true, true, "ErrorMessage")?;
-    let _endpoint_type = c::get_i8(&mut buf)?;
-    let cluster_id = c::get_string(&mut buf, true, "ClusterId")?;
-    let controller_id = c::get_i32(&mut buf)?;
-    let brokers = c::get_array(&mut buf, true, "Brokers", |buf| {
-        let id = c::get_i32(buf)?;
-        let host = c::get_string(buf, true, "Host")?;
-        let port = c::get_i32(buf)?;
-        let rack = c::get_opt_string(buf, true, true, "Rack")?;
-        let fenced = c::get_bool(buf)?;
-        c::get_tagged_fields(buf, |_, _| Ok(()))?;
-        Ok(BrokerRow {
-            id,
-            host,
-            port,
-            rack,
-            fenced: Some(fenced),
-        })
-    })?;
-    let _cluster_authorized_operations = c::get_i32(&mut buf)?;
-    c::get_tagged_fields(&mut buf, |_, _| Ok(()))?;
-    if !buf.is_empty() {
-        return Err(DecodeError::TrailingBytes {
-            what: "DescribeCluster v2 response",
-        });
     }
-    Ok(DescribedCluster {
-        error_code,
-        error_message,
-        cluster_id,
-        controller_id,
-        brokers,
-    })
 }
 
 /// Every partition in a Metadata response, sorted by topic and partition.
@@ -1544,36 +1482,52 @@ mod tests {
             .contains("22 characters"));
     }
 
-    fn describe_cluster_v2_response(brokers: &[(i32, &str, i32, Option<&str>, bool)]) -> BytesMut {
-        let mut b = BytesMut::new();
-        c::put_i32(&mut b, 0);
-        c::put_i16(&mut b, 0);
-        c::put_opt_string(&mut b, None, true, true, "ErrorMessage").unwrap();
-        c::put_i8(&mut b, 1);
-        c::put_string(&mut b, "cluster-x", true, "ClusterId").unwrap();
-        c::put_i32(&mut b, 2);
-        c::put_uvarint(&mut b, brokers.len() as u32 + 1);
-        for (id, host, port, rack, fenced) in brokers {
-            c::put_i32(&mut b, *id);
-            c::put_string(&mut b, host, true, "Host").unwrap();
-            c::put_i32(&mut b, *port);
-            c::put_opt_string(&mut b, *rack, true, true, "Rack").unwrap();
-            c::put_bool(&mut b, *fenced);
-            c::put_uvarint(&mut b, 0);
+    use skein_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+
+    fn describe_cluster_response(
+        brokers: &[(i32, &str, i32, Option<&str>, bool)],
+    ) -> DescribeClusterResponse {
+        DescribeClusterResponse {
+            endpoint_type: 1,
+            cluster_id: "cluster-x".into(),
+            controller_id: 2,
+            brokers: brokers
+                .iter()
+                .map(|(id, host, port, rack, fenced)| DescribeClusterBroker {
+                    broker_id: *id,
+                    host: host.to_string(),
+                    port: *port,
+                    rack: rack.map(str::to_string),
+                    is_fenced: *fenced,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
         }
-        c::put_i32(&mut b, i32::MIN);
-        c::put_uvarint(&mut b, 0);
-        b
     }
 
     #[test]
-    fn describe_cluster_v2_marks_fenced_brokers() {
-        assert_eq!(encode_describe_cluster_v2_request(), [0, 1, 1, 0]);
-        let raw = describe_cluster_v2_response(&[
+    fn describe_cluster_marks_fenced_brokers_from_v2() {
+        use skein_protocol::{decode_response, encode_response, ResponseBody};
+        let response = describe_cluster_response(&[
             (1, "a", 9092, None, false),
             (2, "b", 9093, Some("r"), true),
         ]);
-        let d = decode_describe_cluster_v2_response(raw.clone().freeze()).unwrap();
+        // Through the generated codec at v2, as the CLI receives it.
+        let frame = encode_response(
+            7,
+            ApiKey::DescribeCluster,
+            2,
+            &ResponseBody::DescribeCluster(response.clone()),
+        )
+        .unwrap()
+        .freeze();
+        // Without the 4-byte size, as the client reads it.
+        let (_, body) = decode_response(ApiKey::DescribeCluster, 2, frame.slice(4..)).unwrap();
+        let ResponseBody::DescribeCluster(decoded) = body else {
+            panic!("another API");
+        };
+        let d = described(decoded, 2);
         assert_eq!(d.cluster_id, "cluster-x");
         assert_eq!(d.controller_id, 2);
         assert_eq!(d.brokers.len(), 2);
@@ -1588,15 +1542,8 @@ mod tests {
                 fenced: Some(true)
             }
         );
-        // Every truncation is an error, never a panic; so are trailing bytes.
-        for cut in 0..raw.len() {
-            assert!(
-                decode_describe_cluster_v2_response(raw.clone().freeze().slice(..cut)).is_err(),
-                "cut at {cut}"
-            );
-        }
-        let mut longer = raw.clone();
-        longer.extend_from_slice(&[0]);
-        assert!(decode_describe_cluster_v2_response(longer.freeze()).is_err());
+        // Before v2 the broker says nothing about fencing.
+        let d = described(response, 1);
+        assert!(d.brokers.iter().all(|b| b.fenced.is_none()));
     }
 }
