@@ -23,13 +23,6 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
          it has, not Kafka's aliases such as log.retention.hours (Skein has log.retention.ms).",
     ),
     (
-        "admin.metadata_unknown_autocreate",
-        "Skein creates an auto-created topic before it answers, so the first Metadata \
-         already lists it with leaders; Kafka asks its controller and first answers \
-         UNKNOWN_TOPIC_OR_PARTITION or LEADER_NOT_AVAILABLE (both retriable). Clients retry \
-         either way and then see the same topic.",
-    ),
-    (
         "group.list_after_last_member_leaves",
         "Skein forgets a classic group with no members and no committed offsets as soon as \
          its last member leaves; Kafka keeps listing it as Empty (and DeleteGroups accepts \
