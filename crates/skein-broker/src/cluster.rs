@@ -883,12 +883,7 @@ impl Broker {
         }
         // All topics at once (the replay at start may hold many), the largest first: each
         // topic opens its partitions in parallel too, with the threads the others left.
-        let mut work: Vec<(
-            Uuid,
-            &str,
-            BTreeMap<String, String>,
-            Vec<(i32, PartitionState)>,
-        )> = by_topic
+        let mut work: Vec<_> = by_topic
             .into_iter()
             .filter_map(|(topic_id, mut parts)| {
                 parts.sort_by_key(|(p, _)| *p);
