@@ -252,3 +252,29 @@ def test_idle_broker_stays_small(start_broker):
     round_trip(broker, unique_topic("idle"))
     rss, _peak = proc_status_mib(broker.proc.pid)
     assert rss < 20, f"idle resident memory {rss:.1f} MiB (limit 20)"
+
+
+# Issue 11's target for a single node: idle resident memory under 20 MiB (README: "idle RSS
+# < 20 MiB"). Measured at ~15 MiB on the 2-core CI machine after start-up and the requests
+# below, so the target itself is the bound. Start-up time (< 100 ms to the first answer) is a
+# benchmark figure (bench/run S0, BENCHMARKS.md), not a timed test.
+IDLE_RSS_LIMIT_MIB = 20
+
+
+def test_idle_single_node_stays_under_20_mib(start_broker):
+    broker = start_broker()
+    pid = broker.proc.pid
+    topic = unique_topic("idle")
+    create_topic(broker, topic, partitions=3)
+    round_trip(broker, topic)
+    # Auto-creation (Metadata for an unknown topic) and a second round trip, as a first
+    # session with a new broker does.
+    auto = unique_topic("idle-auto")
+    reports = produce_all(producer_client(broker), [(auto, {"value": b"x"})])
+    assert reports[0][0] is None, reports
+    round_trip(broker, topic)
+    rss, hwm = proc_status_mib(pid)
+    assert rss < IDLE_RSS_LIMIT_MIB, (
+        f"idle broker RSS {rss:.1f} MiB (peak {hwm:.1f} MiB), over the {IDLE_RSS_LIMIT_MIB} MiB target"
+    )
+    print(f"\nidle single node after start-up and two round trips: RSS {rss:.1f} MiB, peak {hwm:.1f} MiB")

@@ -19,6 +19,7 @@ from helpers import (
     produce_all,
     producer_client,
     unique_topic,
+    wait_until,
 )
 from conftest import Broker
 from test_config import serve_must_fail
@@ -187,5 +188,34 @@ def test_broker_rack_is_reported(tmp_path):
         finally:
             admin.close()
         assert [(x["broker_id"], x["rack"]) for x in brokers] == [(1, "az-1")], brokers
+    finally:
+        b.close()
+
+
+def test_a_topic_deleted_and_created_again_keeps_its_records_across_restarts(tmp_path):
+    # The metadata log holds the first topic's creation and deletion before the second
+    # creation; a restart replays all three. The second topic's records live in the same
+    # directories the first one's did, and must still be there after the restart (a replay
+    # that opened and then deleted the first topic would remove them).
+    b = Broker(tmp_path / "data").start()
+    try:
+        topic = unique_topic("again")
+        admin = admin_client(b)
+        create_topic(b, topic, partitions=2)
+        assert_delivered(produce_all(producer_client(b), [(topic, {"value": b"old", "partition": 0})]))
+        for f in admin.delete_topics([topic], operation_timeout=30).values():
+            f.result(timeout=30)
+        wait_until(lambda: topic not in admin.list_topics(timeout=10).topics, 30, f"{topic} deleted")
+        create_topic(b, topic, partitions=2)
+        values = [f"new-{i}".encode() for i in range(10)]
+        assert_delivered(produce_all(
+            producer_client(b), [(topic, {"value": v, "partition": i % 2}) for i, v in enumerate(values)]
+        ))
+        for _ in range(2):
+            b.restart()
+            records = consume_to_end(b, topic, [0, 1])
+            for p in (0, 1):
+                assert_contiguous(records[p])
+                assert [r.value for r in records[p]] == values[p::2], (p, records[p])
     finally:
         b.close()

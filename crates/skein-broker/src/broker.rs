@@ -1189,9 +1189,14 @@ impl<'a> PartitionOpener<'a> {
 /// creation, so more threads than cores pay off; a few keep the device queue busy.
 const PARTITION_IO_THREADS: usize = 8;
 
-/// `items.iter().map(f)`, run by up to [`PARTITION_IO_THREADS`] threads (the caller's one
-/// included), results in order. If threads cannot be started, the caller does the rest.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// Extra threads of [`parallel_map`] running now, over all its callers.
+static PARTITION_IO_BUSY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `items.iter().map(f)`, run by the calling thread and up to [`PARTITION_IO_THREADS`] - 1
+/// extra threads, results in order. The extra threads are counted over all callers at once
+/// (topics opened together, each opening its partitions: the inner calls get what the outer
+/// one left); if none is free or threads cannot be started, the caller does the rest.
+pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::AtomicUsize;
     if items.len() < 2 {
         return items.iter().map(f).collect();
@@ -1204,8 +1209,15 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         let r = f(item);
         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
     };
+    let wanted = (PARTITION_IO_THREADS - 1).min(items.len() - 1);
+    let reserved = PARTITION_IO_BUSY
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |busy| {
+            let free = (PARTITION_IO_THREADS - 1).saturating_sub(busy);
+            (free > 0).then(|| busy + free.min(wanted))
+        })
+        .map_or(0, |busy| (PARTITION_IO_THREADS - 1 - busy).min(wanted));
     std::thread::scope(|scope| {
-        for _ in 1..PARTITION_IO_THREADS.min(items.len()) {
+        for _ in 0..reserved {
             let spawned = std::thread::Builder::new()
                 .name("skein-partition-io".into())
                 .spawn_scoped(scope, work);
@@ -1215,6 +1227,7 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         }
         work();
     });
+    PARTITION_IO_BUSY.fetch_sub(reserved, Ordering::AcqRel);
     results
         .into_iter()
         .map(|m| {

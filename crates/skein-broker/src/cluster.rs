@@ -14,7 +14,7 @@
 //!   renamed `skein-meta.json.migrated`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, TryLockError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,6 +46,14 @@ pub struct Quorum {
     incarnation: Uuid,
     /// When the active controller next checks leader imbalance (ms; -1: not scheduled).
     pub(crate) next_leader_balance_ms: std::sync::atomic::AtomicI64,
+    /// True from start until the log held at start has been replayed: meanwhile committed
+    /// entries only change the image, and the broker then opens what the image holds once
+    /// ([`Broker::finish_replay`]) rather than entry by entry (a topic created and deleted
+    /// in the log is never opened, `__consumer_offsets` is loaded once).
+    replaying: Arc<Mutex<bool>>,
+    /// Auto-creations by topic name ([`Broker::start_auto_create`]): `None` while under
+    /// way, else the error that ended one, for the next Metadata request to report.
+    auto_creating: Mutex<BTreeMap<String, Option<ErrorCode>>>,
 }
 
 struct Controller {
@@ -88,6 +96,8 @@ impl Quorum {
             previous_broker_epoch: std::sync::OnceLock::new(),
             incarnation: crate::broker::random_uuid(),
             next_leader_balance_ms: std::sync::atomic::AtomicI64::new(-1),
+            replaying: Arc::new(Mutex::new(true)),
+            auto_creating: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -226,14 +236,141 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Starts creating topic `name` on first use (Metadata with auto-creation), as Kafka
+    /// does: the controller commits it in the background while the request is answered
+    /// LEADER_NOT_AVAILABLE for the topic, and the client asks again. No request worker waits
+    /// for the commit, and one creation per name runs at a time. What is wrong at once (the
+    /// name, the partition limit) is the error; so is a non-retriable error that ended the
+    /// previous attempt (reported once: the next request tries again).
+    pub fn start_auto_create(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
+        let (partitions, replication_factor, overrides) =
+            self.check_new_topic(name, -1, -1, &[])?;
+        {
+            let mut creating = self
+                .quorum
+                .auto_creating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match creating.get(name) {
+                Some(None) => return Ok(()),
+                Some(Some(code)) => {
+                    let code = *code;
+                    creating.remove(name);
+                    return Err(api(
+                        code,
+                        format!("The auto-creation of topic '{name}' failed."),
+                    ));
+                }
+                None => {}
+            }
+            creating.insert(name.to_string(), None);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.quorum
+                .auto_creating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+            return Err(api(
+                ErrorCode::UNKNOWN_SERVER_ERROR,
+                "metadata changes need the broker's runtime",
+            ));
+        };
+        let broker = self.clone();
+        let name = name.to_string();
+        let seed = u64::from_le_bytes(
+            crate::broker::random_uuid().0[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        runtime.spawn(async move {
+            let created = broker
+                .controller_call(ControllerCall::CreateTopic {
+                    name: name.clone(),
+                    partitions,
+                    replication_factor,
+                    configs: overrides.into_iter().collect(),
+                    seed,
+                    assignments: Vec::new(),
+                })
+                .await;
+            let failed = match created {
+                Ok(_) => {
+                    tracing::info!(topic = %name, partitions, "auto-created topic");
+                    None
+                }
+                Err(e) if e.code == ErrorCode::TOPIC_ALREADY_EXISTS => None,
+                // The controller was away or slow: the client's next request tries again.
+                Err(e)
+                    if matches!(
+                        e.code,
+                        ErrorCode::NOT_CONTROLLER | ErrorCode::REQUEST_TIMED_OUT
+                    ) =>
+                {
+                    tracing::info!(topic = %name, "auto-creation not done: {}", e.message);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %name, "auto-creation failed: {}", e.message);
+                    Some(e.code)
+                }
+            };
+            let mut creating = broker
+                .quorum
+                .auto_creating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match failed {
+                Some(code) => {
+                    creating.insert(name, Some(code));
+                }
+                None => {
+                    creating.remove(&name);
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
 /// Applies committed entries to the image and the broker.
 struct ImageApplier {
     image: Arc<RwLock<MetadataImage>>,
     broker: Weak<Broker>,
+    /// [`Quorum::replaying`]: while set, entries change the image only.
+    replaying: Arc<Mutex<bool>>,
+}
+
+/// Takes the replay flag; if [`Broker::finish_replay`] holds it (opening partitions), waits
+/// for it with the runtime's other work moved off this thread.
+fn lock_replay(flag: &Mutex<bool>) -> MutexGuard<'_, bool> {
+    match flag.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            blocking_work(true, || flag.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+    }
+}
+
+/// Runs `work` (file work when `file_work`) in `block_in_place` on the multi-threaded
+/// runtime, inline elsewhere. Cheap work always runs inline: each `block_in_place` may start
+/// a worker thread, and every thread costs the allocator its own heap.
+fn blocking_work<R>(file_work: bool, work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if file_work && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 impl Applier for ImageApplier {
     fn apply(&mut self, offset: u64, entry: &[u8]) {
+        // Held while the image changes, so that an entry is either part of the replay or
+        // applied to the broker after it, never both or neither.
+        let replaying = lock_replay(&self.replaying);
         let delta = {
             let mut image = self.image.write().unwrap_or_else(|e| e.into_inner());
             match image.apply_entry(offset, entry) {
@@ -245,29 +382,19 @@ impl Applier for ImageApplier {
                 }
             }
         };
-        if delta.is_empty() {
+        let replaying = *replaying;
+        if replaying || delta.is_empty() {
             return;
         }
         if let Some(broker) = self.broker.upgrade() {
             let image = self.image.clone();
+            // Opening and deleting partitions is file work: let the runtime move other tasks
+            // meanwhile. Other deltas (registrations, heartbeats, configs) run inline.
             let file_work = !delta.partitions.is_empty() || !delta.topics_deleted.is_empty();
-            let work = move || {
+            blocking_work(file_work, move || {
                 let image = image.read().unwrap_or_else(|e| e.into_inner());
                 broker.apply_delta(&image, &delta);
-            };
-            // Opening and deleting partitions is file work: let the runtime move other tasks
-            // meanwhile. Other deltas (registrations, heartbeats, configs) are cheap and run
-            // inline: each `block_in_place` may start a worker thread, and every thread costs
-            // the allocator its own heap.
-            match tokio::runtime::Handle::try_current() {
-                Ok(h)
-                    if file_work
-                        && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
-                {
-                    tokio::task::block_in_place(work)
-                }
-                _ => work(),
-            }
+            });
         }
     }
 
@@ -281,9 +408,11 @@ impl Applier for ImageApplier {
     fn restore(&mut self, offset: u64, snapshot: &[u8]) -> Result<(), String> {
         let mut fresh = MetadataImage::new();
         fresh.restore(offset, snapshot).map_err(|e| e.to_string())?;
-        let delta = delta_from_empty(&fresh);
+        let replaying = lock_replay(&self.replaying);
+        let delta = (!*replaying).then(|| delta_from_empty(&fresh));
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        if let Some(broker) = self.broker.upgrade() {
+        drop(replaying);
+        if let (Some(broker), Some(delta)) = (self.broker.upgrade(), delta) {
             let image = self.image.read().unwrap_or_else(|e| e.into_inner());
             broker.apply_delta(&image, &delta);
         }
@@ -306,15 +435,31 @@ impl Broker {
     pub async fn start_quorum(self: &Arc<Self>) -> anyhow::Result<()> {
         use anyhow::Context;
         let settings = &self.config.cluster;
-        let listen = settings
-            .controller_listener
-            .unwrap_or_else(|| "127.0.0.1:0".parse().expect("literal address"));
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("could not bind the controller listener {listen}"))?;
+        // A cluster of one with no controller listener configured binds none: no peer ever
+        // calls it (a quorum names its voters' listeners, so a node meant to grow into one
+        // is given `--controller-listen`).
+        let listener = match settings.controller_listener {
+            None if settings.voters.is_empty() => None,
+            listen => {
+                let listen =
+                    listen.unwrap_or_else(|| "127.0.0.1:0".parse().expect("literal address"));
+                Some(
+                    tokio::net::TcpListener::bind(listen)
+                        .await
+                        .with_context(|| {
+                            format!("could not bind the controller listener {listen}")
+                        })?,
+                )
+            }
+        };
         let mut voters = BTreeMap::new();
         if settings.voters.is_empty() {
-            voters.insert(self.node_id() as u64, listener.local_addr()?.to_string());
+            // Recorded in the metadata log's membership; never dialled without a listener.
+            let address = match &listener {
+                Some(l) => l.local_addr()?.to_string(),
+                None => "127.0.0.1:0".to_string(),
+            };
+            voters.insert(self.node_id() as u64, address);
         } else {
             for v in &settings.voters {
                 voters.insert(v.id as u64, v.address.clone());
@@ -334,10 +479,13 @@ impl Broker {
         let applier = ImageApplier {
             image: self.quorum.image.clone(),
             broker: Arc::downgrade(self),
+            replaying: self.quorum.replaying.clone(),
         };
-        let node = RaftNode::start(config, listener, Box::new(applier))
-            .await
-            .context("could not start the metadata log")?;
+        let node = match listener {
+            Some(listener) => RaftNode::start(config, listener, Box::new(applier)).await,
+            None => RaftNode::start_alone(config, Box::new(applier)).await,
+        }
+        .context("could not start the metadata log")?;
         let node = Arc::new(node);
         let _ = self.quorum.node.set(node.clone());
         self.install_controller_handler();
@@ -358,6 +506,7 @@ impl Broker {
         tokio::time::timeout(Duration::from_secs(60), caught_up)
             .await
             .context("the metadata log did not catch up within 60 s")?;
+        self.finish_replay();
         if settings.voters.is_empty() {
             // A cluster of one elects itself at once (a few ms).
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -389,6 +538,35 @@ impl Broker {
         }
         self.register_self().await?;
         Ok(())
+    }
+
+    /// Ends the replay of the log held at start: opens what the image holds, all topics at
+    /// once (in parallel, see [`Broker::apply_delta`]), and from then on applies each
+    /// committed entry as it comes. Entries committed meanwhile wait for this.
+    fn finish_replay(&self) {
+        blocking_work(true, || {
+            let mut replaying = self
+                .quorum
+                .replaying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !*replaying {
+                return;
+            }
+            let started = std::time::Instant::now();
+            let image = self.quorum.image.read().unwrap_or_else(|e| e.into_inner());
+            let delta = delta_from_empty(&image);
+            if !delta.is_empty() {
+                self.apply_delta(&image, &delta);
+            }
+            *replaying = false;
+            tracing::debug!(
+                offset = image.last_offset().unwrap_or(0),
+                topics = image.topics().len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "replayed the metadata log"
+            );
+        });
     }
 
     /// Proposes the topics of a `skein-meta.json` written before the metadata log, once.
@@ -482,25 +660,27 @@ impl Broker {
             .map_err(|_| anyhow::anyhow!("bad directory.id"))?;
         let raft = self.quorum.node.get().expect("started").clone();
         if self.config.cluster.roles.controller {
-            let controller_endpoint = raft.local_addr();
-            let (host, port) = match raft.advertised_addr().rsplit_once(':') {
-                Some((h, p)) if p.parse::<u16>().is_ok() => {
-                    (h.to_string(), p.parse().expect("checked"))
-                }
-                _ => (
-                    controller_endpoint.ip().to_string(),
-                    controller_endpoint.port(),
-                ),
-            };
-            self.controller_call(ControllerCall::RegisterController {
-                node,
-                directory_id: directory.0,
-                endpoints: vec![WireEndpoint {
+            // Without a controller listener (a cluster of one) it registers no endpoint.
+            let endpoints: Vec<WireEndpoint> = raft
+                .local_addr()
+                .map(|local| match raft.advertised_addr().rsplit_once(':') {
+                    Some((h, p)) if p.parse::<u16>().is_ok() => {
+                        (h.to_string(), p.parse().expect("checked"))
+                    }
+                    _ => (local.ip().to_string(), local.port()),
+                })
+                .map(|(host, port)| WireEndpoint {
                     name: "CONTROLLER".into(),
                     host,
                     port,
                     security_protocol: 0,
-                }],
+                })
+                .into_iter()
+                .collect();
+            self.controller_call(ControllerCall::RegisterController {
+                node,
+                directory_id: directory.0,
+                endpoints,
             })
             .await
             .map_err(|e| anyhow::anyhow!("could not register as a controller: {}", e.message))?;
@@ -701,29 +881,39 @@ impl Broker {
                 .or_default()
                 .push((*p, d.after.clone()));
         }
-        for (topic_id, mut parts) in by_topic {
-            parts.sort_by_key(|(p, _)| *p);
-            let Some(t) = image.topic(topic_id) else {
-                continue;
-            };
-            let configs: BTreeMap<String, String> = image
-                .configs(&ConfigResource::topic(t.name.clone()))
-                .cloned()
-                .unwrap_or_default();
-            match self.open_or_update_replicas(topic_id, &t.name, &configs, &parts, node) {
-                Ok(changed) if t.name == crate::groups::OFFSETS_TOPIC => {
+        // All topics at once (the replay at start may hold many), the largest first: each
+        // topic opens its partitions in parallel too, with the threads the others left.
+        let mut work: Vec<_> = by_topic
+            .into_iter()
+            .filter_map(|(topic_id, mut parts)| {
+                parts.sort_by_key(|(p, _)| *p);
+                let t = image.topic(topic_id)?;
+                let configs: BTreeMap<String, String> = image
+                    .configs(&ConfigResource::topic(t.name.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                Some((topic_id, t.name.as_str(), configs, parts))
+            })
+            .collect();
+        work.sort_by_key(|(_, _, _, parts)| std::cmp::Reverse(parts.len()));
+        let results = crate::broker::parallel_map(&work, |(topic_id, name, configs, parts)| {
+            self.open_or_update_replicas(*topic_id, name, configs, parts, node)
+        });
+        for ((_, name, _, parts), result) in work.iter().zip(results) {
+            match result {
+                Ok(changed) if *name == crate::groups::OFFSETS_TOPIC => {
                     self.reload_group_partitions(&changed)
                 }
                 // Every listed partition, not only those whose leadership changed: the
                 // coordinator takes ownership of a new topic's partitions too (loading is
                 // skipped where it already owns a partition at its epoch).
-                Ok(_) if t.name == crate::txns::TXN_TOPIC => {
+                Ok(_) if *name == crate::txns::TXN_TOPIC => {
                     let all: Vec<i32> = parts.iter().map(|(p, _)| *p).collect();
                     self.reload_txn_partitions(&all)
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(topic = %t.name, "could not open partitions: {}", e.message)
+                    tracing::error!(topic = %name, "could not open partitions: {}", e.message)
                 }
             }
         }

@@ -32,7 +32,8 @@ pub struct RaftNode {
     shared: Arc<Shared>,
     raft: Raft,
     role: Role,
-    local_addr: SocketAddr,
+    /// `None` for a quorum of one started without a listener ([`RaftNode::start_alone`]).
+    local_addr: Option<SocketAddr>,
     advertised_addr: String,
     applied_rx: watch::Receiver<Option<u64>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -232,16 +233,43 @@ impl RaftNode {
         listener: TcpListener,
         applier: Box<dyn Applier>,
     ) -> Result<RaftNode, StartError> {
+        Self::start_inner(config, Some(listener), applier).await
+    }
+
+    /// [`RaftNode::start`] for a quorum of one no peer ever reaches (a single node): no
+    /// controller listener is bound. `config.voters` must name this node alone, as a voter;
+    /// its address is recorded in the membership but never used.
+    pub async fn start_alone(
+        config: RaftConfig,
+        applier: Box<dyn Applier>,
+    ) -> Result<RaftNode, StartError> {
+        let alone = config.role == Role::Voter
+            && config.voters.len() == 1
+            && config.voters.contains_key(&config.node_id);
+        if !alone {
+            return Err(StartError::Refused(
+                "a node without a controller listener must be the only voter".into(),
+            ));
+        }
+        Self::start_inner(config, None, applier).await
+    }
+
+    async fn start_inner(
+        config: RaftConfig,
+        listener: Option<TcpListener>,
+        applier: Box<dyn Applier>,
+    ) -> Result<RaftNode, StartError> {
         validate(&config)?;
         let dir = config.metadata_dir.clone();
         fs::create_dir_all(&dir)?;
         check_meta(&dir, &config)?;
-        let local_addr = listener.local_addr()?;
+        let local_addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let advertised_addr = config
             .advertised_addr
             .clone()
             .or_else(|| config.voters.get(&config.node_id).cloned())
-            .unwrap_or_else(|| local_addr.to_string());
+            .or_else(|| local_addr.map(|a| a.to_string()))
+            .unwrap_or_default();
 
         let store = LogStore::open(&dir)?;
         let pristine = store.is_pristine() && !dir.join("snapshot").exists();
@@ -290,7 +318,10 @@ impl RaftNode {
         let _ = shared.raft.set(raft.clone());
         sync_members(&shared, &raft);
 
-        let mut tasks = vec![tokio::spawn(net::serve(listener, shared.clone()))];
+        let mut tasks = Vec::new();
+        if let Some(listener) = listener {
+            tasks.push(tokio::spawn(net::serve(listener, shared.clone())));
+        }
         tasks.push(tokio::spawn(membership_task(shared.clone(), raft.clone())));
 
         if config.role == Role::Voter {
@@ -380,8 +411,8 @@ impl RaftNode {
         self.role
     }
 
-    /// The controller listener's local address.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The controller listener's local address (`None` when started without one).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 

@@ -22,13 +22,6 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
          (Kafka's message.max.bytes is dynamically updatable); and it describes the settings \
          it has, not Kafka's aliases such as log.retention.hours (Skein has log.retention.ms).",
     ),
-    (
-        "admin.metadata_unknown_autocreate",
-        "Skein creates an auto-created topic before it answers, so the first Metadata \
-         already lists it with leaders; Kafka asks its controller and first answers \
-         UNKNOWN_TOPIC_OR_PARTITION or LEADER_NOT_AVAILABLE (both retriable). Clients retry \
-         either way and then see the same topic.",
-    ),
 ];
 
 /// The reason a scenario is allowed to differ, if it is.

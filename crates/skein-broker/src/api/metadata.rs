@@ -108,9 +108,16 @@ pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> Metad
                     },
                     Some(name) => match broker.topic(name) {
                         Some(topic) => topic_entry(&topic),
+                        // Kafka's way: the creation starts and the client, told the
+                        // leader is not available yet, asks again (no worker waits for
+                        // the controller's commit).
                         None if allow_auto_create && broker.config.auto_create_topics => {
-                            match broker.auto_create_topic(name) {
-                                Ok(topic) => topic_entry(&topic),
+                            match broker.start_auto_create(name) {
+                                Ok(()) => error_entry(
+                                    Some(name.clone()),
+                                    Uuid::default(),
+                                    ErrorCode::LEADER_NOT_AVAILABLE,
+                                ),
                                 // Lost a race with another creator: report what exists now.
                                 Err(e) if e.code == ErrorCode::TOPIC_ALREADY_EXISTS => {
                                     match broker.topic(name) {
