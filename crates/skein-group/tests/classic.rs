@@ -308,7 +308,10 @@ fn session_expiry_removes_member_and_last_one_empties_group() {
     let cleanup = 14_999 + cfg().offsets_retention_check_interval_ms;
     assert!(records(&c.tick(cleanup - 1)).is_empty());
     let recs = records(&c.tick(cleanup));
-    assert!(matches!(&recs[..], [GroupRecord::GroupDelete { .. }]), "{recs:?}");
+    assert!(
+        matches!(&recs[..], [GroupRecord::GroupDelete { .. }]),
+        "{recs:?}"
+    );
     assert_eq!(c.describe_group(G).state, "Dead");
 }
 

@@ -32,7 +32,6 @@ fn errors(r: &[((String, i32), ErrorCode)]) -> Vec<ErrorCode> {
     r.iter().map(|(_, e)| *e).collect()
 }
 
-
 /// These tests check expiry at exact times: a cleanup every millisecond
 /// (`offsets.retention.check.interval.ms=1`) runs at each of their ticks.
 fn coordinator() -> Coordinator {
