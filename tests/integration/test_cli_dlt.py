@@ -21,7 +21,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from helpers import REPO, SKEIN_BIN, wait_until
@@ -290,6 +290,49 @@ def test_list_samples_at_most_the_scan_limit_and_says_so(setup):
     text = skein("dlt", "list", "--scan-limit", "2", bootstrap=setup.bootstrap, check=0).stdout
     assert f"{setup.dlt}: counts from a sample, the first 2 of 4 records" in text
     assert "(sample)" in next(l for l in text.splitlines() if l.startswith(setup.dlt + " "))
+
+
+def test_list_counts_offsets_and_transaction_markers_are_no_sample(setup):
+    """A transactional publisher's commit marker takes an offset: RECORDS counts it (offsets),
+    the scan reads the three records, and the counts are not called a sample."""
+    topic = f"txn-{uuid.uuid4().hex[:10]}-dlt"
+    admin = AdminClient({"bootstrap.servers": setup.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)], operation_timeout=30)[topic].result(timeout=60)
+    producer = Producer(
+        {"bootstrap.servers": setup.bootstrap, "transactional.id": f"dlt-{topic}"}
+    )
+    producer.init_transactions(60)
+    producer.begin_transaction()
+    for i, ts in enumerate(setup.ts[:3]):
+        producer.produce(
+            topic,
+            key=f"k{i}".encode(),
+            value=b"{}",
+            timestamp=ts,
+            headers=original(setup.orders, 0, i, ts - 1000) + exception(TIMEOUT, "slow"),
+        )
+    producer.commit_transaction(60)
+    # The coordinator writes the commit marker after it answers EndTxn: wait for it.
+    consumer = Consumer({"bootstrap.servers": setup.bootstrap, "group.id": f"dlt-{topic}"})
+    try:
+        wait_until(
+            lambda: consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1] == 4,
+            60,
+            "the commit marker at offset 3",
+        )
+    finally:
+        consumer.close()
+    _, topics = listed(setup)
+    t = topics[topic]
+    assert t["records"] == 4, "three records and a commit marker"
+    assert (t["scanned"], t["sampled"]) == (3, False)
+    assert counts(t["by_cause"]) == {TIMEOUT: 3}
+    assert (t["oldest_timestamp"], t["newest_timestamp"]) == (setup.ts[0], setup.ts[2])
+    # A scan limit of 2 cuts it: a sample, and the newest record is still found past the marker.
+    _, topics = listed(setup, "--scan-limit", "2")
+    t = topics[topic]
+    assert (t["scanned"], t["sampled"]) == (2, True)
+    assert t["newest_timestamp"] == setup.ts[2]
 
 
 def test_list_suffixes_replace_the_defaults(setup):

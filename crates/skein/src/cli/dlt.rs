@@ -308,6 +308,8 @@ struct Summary {
     /// and transaction markers can leave without a record.
     records: i64,
     scanned: u64,
+    /// True when some partition had more records than its share of the scan limit.
+    sampled: bool,
     oldest: Option<i64>,
     newest: Option<i64>,
     by_cause: BTreeMap<String, u64>,
@@ -315,10 +317,6 @@ struct Summary {
 }
 
 impl Summary {
-    fn sampled(&self) -> bool {
-        (self.scanned as i64) < self.records
-    }
-
     fn see_timestamp(&mut self, ts: i64) {
         if ts < 0 {
             return;
@@ -358,6 +356,7 @@ fn summarize(cluster: &mut Cluster, info: &TopicInfo, scan_limit: u64) -> Result
             })
             .sum(),
         scanned: 0,
+        sampled: false,
         oldest: None,
         newest: None,
         by_cause: BTreeMap::new(),
@@ -372,27 +371,29 @@ fn summarize(cluster: &mut Cluster, info: &TopicInfo, scan_limit: u64) -> Result
         let left = (parts.len() - i) as u64;
         let share = budget.div_ceil(left);
         let mut taken = 0u64;
-        let mut last_ts = None;
-        let stopped = read_range(cluster, topic, *p, start, end, |r| {
+        // Set when a record past the share turns up: the counts are then a sample. (Comparing
+        // the records read with the offsets would not do: transaction markers take offsets.)
+        let mut cut = false;
+        read_range(cluster, topic, *p, start, end, |r| {
+            // With no share left, the first record is still read, for the oldest timestamp.
+            s.see_timestamp(r.timestamp_ms);
             if taken >= share {
-                // Only the first record, for the oldest timestamp.
-                s.see_timestamp(r.timestamp_ms);
+                cut = true;
                 return false;
             }
             taken += 1;
-            s.see_timestamp(r.timestamp_ms);
-            last_ts = Some(r.timestamp_ms);
             let dlt = DltInfo::from_headers(&r.headers);
             let cause = dlt.root_cause().unwrap_or(NO_HEADER).to_owned();
             let origin = dlt.original_topic().unwrap_or(NO_HEADER).to_owned();
             *s.by_cause.entry(cause).or_default() += 1;
             *s.by_origin.entry(origin).or_default() += 1;
-            taken < share
+            true
         })
         .with_context(|| format!("reading partition {p}"))?;
         s.scanned += taken;
+        s.sampled |= cut;
         budget = budget.saturating_sub(taken);
-        if stopped < end || last_ts.is_none() {
+        if cut {
             // The newest record was not read: read the partition's tail, going back further
             // when the last offsets hold no record (transaction markers, compaction).
             for window in [1, 100, 10_000] {
@@ -457,7 +458,7 @@ fn list(args: ListArgs) -> Result<()> {
                 "records": s.records,
                 "records_are_offsets": true,
                 "scanned": s.scanned,
-                "sampled": s.sampled(),
+                "sampled": s.sampled,
                 "oldest_timestamp": s.oldest,
                 "newest_timestamp": s.newest,
                 "oldest_age_ms": age(s.oldest),
@@ -483,7 +484,7 @@ fn list(args: ListArgs) -> Result<()> {
                         s.records.to_string(),
                         or_dash(age(s.oldest).map(human_duration)),
                         or_dash(age(s.newest).map(human_duration)),
-                        if s.sampled() {
+                        if s.sampled {
                             format!("{} (sample)", s.scanned)
                         } else {
                             s.scanned.to_string()
@@ -507,7 +508,7 @@ fn list(args: ListArgs) -> Result<()> {
             );
             for s in summaries.iter().filter(|s| s.scanned > 0) {
                 println!();
-                if s.sampled() {
+                if s.sampled {
                     println!(
                         "{}: counts from a sample, the first {} of {} records",
                         s.topic, s.scanned, s.records

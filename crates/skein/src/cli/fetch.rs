@@ -174,7 +174,8 @@ pub fn read_range(
             max_bytes = (max_bytes * 2).min(PARTITION_MAX_BYTES_CEILING);
             continue;
         }
-        let Some(next) = f.decoded.next_offset else {
+        // No complete batch, or only batches before the position: no progress.
+        let Some(next) = f.decoded.next_offset.filter(|n| *n > position) else {
             empty += 1;
             if empty >= EMPTY_FETCHES_BEFORE_END {
                 return Ok(position);
