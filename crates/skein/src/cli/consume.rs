@@ -12,7 +12,9 @@ use serde_json::json;
 use super::batch::InRecord;
 use super::client::{backoff, is_retriable, Cluster, RETRIES};
 use super::errors::{self, KafkaError};
-use super::fetch::{fetch, FetchPosition, FetchedPartition, PARTITION_MAX_BYTES};
+use super::fetch::{
+    fetch, FetchPosition, FetchedPartition, PARTITION_MAX_BYTES, PARTITION_MAX_BYTES_CEILING,
+};
 use super::membership::{Membership, Status};
 use super::offsets::{self, list_offsets, with_coordinator, EARLIEST, LATEST};
 use super::output::{bytes_json, Output, Progress};
@@ -20,8 +22,6 @@ use super::signal;
 use super::time::parse_rfc3339;
 use super::Common;
 
-/// The largest partition byte limit a fetch grows to for an oversized batch.
-const PARTITION_MAX_BYTES_CEILING: i32 = 64 * 1024 * 1024;
 /// How long a fetch waits for data when one leader is asked...
 const MAX_WAIT_MS: i32 = 500;
 /// ...and per leader when several are asked in turn.

@@ -1,19 +1,26 @@
 //! Fetch from one partition leader: a sessionless (full) fetch of some partitions of one
-//! topic, with the records of each partition decoded.
+//! topic, with the records of each partition decoded; and [`read_range`], which reads one
+//! partition between two offsets through its leader.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use skein_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 
-use super::batch::{decode_batches, Decoded};
-use super::client::{Connection, REQUEST_TIMEOUT};
-use super::errors::KafkaError;
+use super::batch::{decode_batches, Decoded, InRecord};
+use super::client::{backoff, is_retriable, Cluster, Connection, REQUEST_TIMEOUT, RETRIES};
+use super::errors::{self, KafkaError};
+use super::offsets::{list_offsets, EARLIEST};
 
 /// The most one fetch response may carry.
 const FETCH_MAX_BYTES: i32 = 50 * 1024 * 1024;
 /// The most one partition may contribute to a fetch, unless its first batch is larger.
 pub const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+/// The largest partition byte limit a fetch grows to for an oversized batch.
+pub const PARTITION_MAX_BYTES_CEILING: i32 = 64 * 1024 * 1024;
+/// Fetches in a row that return nothing below the end offset before a range read stops (the
+/// rest of the range was compacted away or truncated).
+const EMPTY_FETCHES_BEFORE_END: u32 = 3;
 
 /// Where to read one partition from.
 #[derive(Debug, Clone, Copy)]
@@ -91,4 +98,105 @@ pub fn fetch(
         }
     }
     Ok(out)
+}
+
+/// Reads partition `partition` of `topic` from offset `start` up to (not including) `end`
+/// through its leader, handing each data record to `visit` in offset order until `visit`
+/// returns false. Transaction markers and offsets left empty by compaction are skipped; when
+/// the log start moved past the position (retention, DeleteRecords), reading goes on from the
+/// new log start. Returns the offset reading stopped at.
+pub fn read_range(
+    cluster: &mut Cluster,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    end: i64,
+    mut visit: impl FnMut(&InRecord) -> bool,
+) -> Result<i64> {
+    let mut position = start;
+    let mut max_bytes = PARTITION_MAX_BYTES;
+    let mut leader = None;
+    let mut failures = 0;
+    let mut empty = 0;
+    while position < end {
+        let node = match leader {
+            Some(n) => n,
+            None => {
+                let n = cluster.topic(topic)?.leader(partition).ok_or_else(|| {
+                    anyhow::anyhow!("partition {partition} of {topic} has no leader")
+                })?;
+                leader = Some(n);
+                n
+            }
+        };
+        let conn = cluster.broker(node)?;
+        let positions = [FetchPosition {
+            partition,
+            offset: position,
+            max_bytes,
+        }];
+        let Some(f) = fetch(conn, topic, &positions, 0)?
+            .into_iter()
+            .find(|f| f.partition == partition)
+        else {
+            bail!("the leader of partition {partition} of {topic} did not answer for it");
+        };
+        match f.error_code {
+            errors::NONE => failures = 0,
+            errors::OFFSET_OUT_OF_RANGE => {
+                let starts = list_offsets(cluster, topic, &[partition], EARLIEST)?;
+                match starts.get(&partition).copied().flatten() {
+                    Some(s) if s > position => {
+                        position = s;
+                        continue;
+                    }
+                    // The log was truncated below the position: nothing more to read.
+                    _ => return Ok(position),
+                }
+            }
+            code if is_retriable(code) && failures < RETRIES => {
+                failures += 1;
+                backoff(failures);
+                leader = None;
+                continue;
+            }
+            code => {
+                return Err(KafkaError::new(code, None))
+                    .with_context(|| format!("partition {partition} of {topic}"))
+            }
+        }
+        if f.batch_too_large {
+            if max_bytes >= PARTITION_MAX_BYTES_CEILING {
+                bail!(
+                    "partition {partition} of {topic}: a batch at offset {position} is larger than {PARTITION_MAX_BYTES_CEILING} bytes"
+                );
+            }
+            max_bytes = (max_bytes * 2).min(PARTITION_MAX_BYTES_CEILING);
+            continue;
+        }
+        // No complete batch, or only batches before the position: no progress.
+        let Some(next) = f.decoded.next_offset.filter(|n| *n > position) else {
+            empty += 1;
+            if empty >= EMPTY_FETCHES_BEFORE_END {
+                return Ok(position);
+            }
+            backoff(empty);
+            continue;
+        };
+        empty = 0;
+        for r in &f.decoded.records {
+            if r.offset < position {
+                continue;
+            }
+            if r.offset >= end {
+                return Ok(end);
+            }
+            position = r.offset + 1;
+            if !visit(r) {
+                return Ok(position);
+            }
+        }
+        position = position.max(next);
+    }
+    Ok(position.min(end))
 }

@@ -1,4 +1,4 @@
-//! The operator's tool: `skein topic`, `produce`, `consume`, `group` and `cluster`. Each
+//! The operator's tool: `skein topic`, `produce`, `consume`, `group`, `cluster` and `dlt`. Each
 //! command speaks the Kafka protocol (through Skein's own codec) to any Kafka-compatible
 //! broker, prints text or JSON on stdout, and reports a failure as one line on stderr
 //! (`skein: topic create orders: TOPIC_ALREADY_EXISTS: …`) with a non-zero exit code.
@@ -10,6 +10,7 @@ mod batch;
 mod client;
 mod cluster;
 mod consume;
+mod dlt;
 mod errors;
 mod fetch;
 mod group;
@@ -65,6 +66,10 @@ pub enum Command {
     /// add or remove controller quorum voters.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Dead-letter topics: list them with counts by cause and by original topic, and show
+    /// their records with the headers decoded.
+    #[command(subcommand)]
+    Dlt(dlt::DltCommand),
 }
 
 /// Runs one operator command; errors are printed as one line on stderr.
@@ -74,6 +79,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Produce(a) => produce::run(a),
         Command::Consume(a) => consume::run(a),
         Command::Group(c) => group::run(c),
+        Command::Dlt(c) => dlt::run(c),
         Command::Cluster(c) => return report(cluster::run(c)),
     };
     report(result.map(|()| ExitCode::SUCCESS))

@@ -1,5 +1,5 @@
 //! Wall-clock time for the CLI: now in milliseconds, and RFC 3339 timestamps
-//! (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00.250+02:00`) as Unix milliseconds.
+//! (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00.250+02:00`) as Unix milliseconds and back.
 
 use anyhow::{bail, Result};
 
@@ -19,6 +19,36 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// The proleptic Gregorian date of a day count from 1970-01-01 (the inverse of
+/// [`days_from_civil`]).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Unix milliseconds as an RFC 3339 date-time in UTC with milliseconds
+/// (`2024-05-01T12:00:00.250Z`).
+pub fn format_rfc3339(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -141,6 +171,27 @@ mod tests {
             951_782_400_000
         );
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z").unwrap(), -1000);
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(1_714_564_800_250),
+            "2024-05-01T12:00:00.250Z"
+        );
+        assert_eq!(format_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_rfc3339(-1000), "1969-12-31T23:59:59.000Z");
+        for ms in [
+            0,
+            1,
+            86_399_999,
+            1_714_564_800_250,
+            4_102_444_800_000,
+            -86_400_001,
+        ] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(ms)).unwrap(), ms);
+        }
     }
 
     #[test]

@@ -1,0 +1,451 @@
+"""`skein dlt list|show` against a Skein broker and the reference Apache Kafka.
+
+Dead letters are produced with confluent-kafka carrying the headers Spring Kafka 3.x/4.x's
+DeadLetterPublishingRecoverer writes, with its encodings: `kafka_dlt-original-topic` and the
+exception class names, message and stack trace as UTF-8, `kafka_dlt-original-partition` as a
+4-byte and `-offset`/`-timestamp` as 8-byte big-endian integers, `retry_topic-attempts` as a
+4-byte integer and `retry_topic-backoff-timestamp` as `BigInteger` bytes. One record went
+through two retry topics, so it carries three `kafka_dlt-original-*` sets (appended at each
+hop); the first names the real origin. The topics: a `-dlt` topic of two partitions, a `.DLT`
+topic, a `-dlq` topic that only `--suffix -dlq` finds, and a plain topic and a retry topic
+that must never be listed. Every name carries a unique tag, and assertions look only at the
+tagged topics, since the reference broker is shared with other suites.
+"""
+
+import json
+import os
+import struct
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from helpers import REPO, SKEIN_BIN, wait_until
+
+CLI_TIMEOUT_S = 60.0
+
+LEFE = "org.springframework.kafka.listener.ListenerExecutionFailedException"
+TIMEOUT = "java.net.SocketTimeoutException"
+STOCK = "com.example.commerce.InsufficientStockException"
+DESER = "org.springframework.kafka.support.serializer.DeserializationException"
+ILLEGAL = "java.lang.IllegalArgumentException"
+
+
+def skein(*args, bootstrap, check=None):
+    proc = subprocess.run(
+        [SKEIN_BIN, *args, "--bootstrap", bootstrap],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
+    if check is not None:
+        assert proc.returncode == check, (
+            f"skein {' '.join(args)} exited {proc.returncode}, expected {check}\n"
+            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
+        )
+    return proc
+
+
+def skein_json(*args, bootstrap):
+    proc = skein(*args, "--output", "json", bootstrap=bootstrap, check=0)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, f"one JSON line expected: {proc.stdout!r}"
+    return json.loads(lines[0])
+
+
+# -- the reference broker ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap():
+    """The reference Kafka: KAFKA_REFERENCE_BOOTSTRAP, or one started for this module."""
+    bootstrap = os.environ.get("KAFKA_REFERENCE_BOOTSTRAP")
+    if bootstrap:
+        yield bootstrap
+        return
+    script = REPO / "scripts" / "kafka-reference"
+    directory = tempfile.mkdtemp(prefix="skein-cli-dlt-kafka")
+    run = subprocess.run(
+        [str(script), "start", "--dir", directory],
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=600,
+    )
+    lines = [l for l in run.stdout.splitlines() if l.startswith("bootstrap=")]
+    if run.returncode == 0 and lines:
+        yield lines[0].split("=", 1)[1].strip()
+        subprocess.run([str(script), "stop", "--dir", directory], stdout=subprocess.DEVNULL)
+        return
+    reason = (
+        f"KAFKA_REFERENCE_BOOTSTRAP is unset and scripts/kafka-reference start failed "
+        f"({run.returncode})"
+    )
+    if os.environ.get("SKEIN_REQUIRE_REFERENCE") == "1":
+        pytest.fail(f"SKEIN_REQUIRE_REFERENCE=1 but there is no reference broker: {reason}")
+    print(f"\n*** SKIPPED: skein dlt against the reference Kafka ({reason}) ***")
+    pytest.skip(f"no reference Kafka broker: {reason}")
+
+
+# -- Spring Kafka's headers ----------------------------------------------------------------------
+
+
+def i32(n):
+    return struct.pack(">i", n)
+
+
+def i64(n):
+    return struct.pack(">q", n)
+
+
+def big_integer(n):
+    """Java's BigInteger.toByteArray: big-endian two's complement, as short as possible."""
+    length = (n.bit_length() + 8) // 8
+    return n.to_bytes(length, "big", signed=True)
+
+
+def original(topic, partition, offset, timestamp):
+    """The `kafka_dlt-original-*` set DeadLetterPublishingRecoverer adds at one hop."""
+    return [
+        ("kafka_dlt-original-topic", topic.encode()),
+        ("kafka_dlt-original-partition", i32(partition)),
+        ("kafka_dlt-original-offset", i64(offset)),
+        ("kafka_dlt-original-timestamp", i64(timestamp)),
+        ("kafka_dlt-original-timestamp-type", b"CreateTime"),
+        ("kafka_dlt-original-consumer-group", b"orders-service"),
+    ]
+
+
+def stacktrace(cause, message):
+    return (
+        f"{LEFE}: Listener method 'public void com.example.commerce.OrderListener.on(Order)' "
+        f"threw exception\n"
+        f"\tat org.springframework.kafka.listener.KafkaMessageListenerContainer"
+        f"$ListenerConsumer.decorateException(KafkaMessageListenerContainer.java:2996)\n"
+        f"Caused by: {cause}: {message}\n"
+        f"\tat com.example.commerce.OrderListener.on(OrderListener.java:42)\n"
+    )
+
+
+def exception(cause, message, wrapper=LEFE):
+    """The exception headers (Spring replaces them at each hop, so there is one set)."""
+    headers = [("kafka_dlt-exception-fqcn", wrapper.encode())]
+    if cause is not None:
+        headers.append(("kafka_dlt-exception-cause-fqcn", cause.encode()))
+    headers += [
+        ("kafka_dlt-exception-message", f"Listener failed; {message}".encode()),
+        ("kafka_dlt-exception-stacktrace", stacktrace(cause or wrapper, message).encode()),
+    ]
+    return headers
+
+
+class Setup:
+    """The topics and records of one broker, with what the CLI must say about them."""
+
+    def __init__(self, bootstrap):
+        self.bootstrap = bootstrap
+        tag = uuid.uuid4().hex[:10]
+        self.orders = f"orders-{tag}"
+        self.payments = f"payments-{tag}"
+        self.dlt = f"{self.orders}-dlt"
+        self.retry = f"{self.orders}-retry-0"
+        self.legacy = f"{self.payments}.DLT"
+        self.dlq = f"events-{tag}-dlq"
+        now = int(time.time() * 1000)
+        # Record timestamps, oldest first, all in the past.
+        self.ts = [now - 3_600_000, now - 600_000, now - 60_000, now - 30_000]
+        self.two_hops = (
+            original(self.orders, 2, 41, self.ts[1] - 5000)
+            + original(self.retry, 0, 7, self.ts[1] - 4000)
+            + original(f"{self.orders}-retry-1", 0, 3, self.ts[1] - 2000)
+            + exception(TIMEOUT, "Read timed out")
+            + [
+                ("retry_topic-attempts", i32(3)),
+                ("retry_topic-backoff-timestamp", big_integer(self.ts[1] - 1000)),
+            ]
+        )
+        # (topic, partition, key, value, timestamp, headers)
+        self.records = [
+            (self.dlt, 0, b"order-1", b'{"orderId":1}', self.ts[0],
+             original(self.orders, 2, 40, self.ts[0] - 1000) + exception(TIMEOUT, "Read timed out")),
+            (self.dlt, 0, b"order-2", b'{"orderId":2}', self.ts[1], self.two_hops),
+            (self.dlt, 1, b"order-3", b'{"orderId":3}', self.ts[2],
+             original(self.payments, 0, 5, self.ts[2] - 1000)
+             + exception(STOCK, "only 0 left of product 9")),
+            # A poison record: neither key nor value is UTF-8; no cause header, so the
+            # exception class is its root cause.
+            (self.dlt, 1, b"\xff\x00", b"\x00\x01\xfe", self.ts[3],
+             original(self.orders, 1, 12, self.ts[3] - 1000)
+             + exception(None, "failed to deserialize", wrapper=DESER)),
+            (self.legacy, 0, b"p-1", b"{}", self.ts[1],
+             original(self.payments, 0, 1, self.ts[1] - 1000) + exception(ILLEGAL, "bad amount")),
+            (self.legacy, 0, b"p-2", b"{}", self.ts[2],
+             original(self.payments, 0, 2, self.ts[2] - 1000) + exception(ILLEGAL, "bad amount")),
+            (self.dlq, 0, b"e-1", b"{}", self.ts[2],
+             original("events", 0, 1, self.ts[2] - 1000) + exception(ILLEGAL, "bad event")),
+            (self.orders, 0, b"order-9", b'{"orderId":9}', self.ts[3], []),
+            (self.retry, 0, b"order-2", b'{"orderId":2}', self.ts[1], self.two_hops[:6]),
+        ]
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        topics = {self.dlt: 2, self.legacy: 1, self.dlq: 1, self.orders: 1, self.retry: 1}
+        futures = admin.create_topics(
+            [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items()],
+            operation_timeout=30,
+        )
+        for f in futures.values():
+            f.result(timeout=60)
+        wait_until(
+            lambda: set(topics) <= set(admin.list_topics(timeout=10).topics),
+            60,
+            "the topics in metadata",
+        )
+        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        failures = []
+        for topic, partition, key, value, ts, headers in self.records:
+            producer.produce(
+                topic,
+                key=key,
+                value=value,
+                partition=partition,
+                timestamp=ts,
+                headers=headers,
+                on_delivery=lambda err, msg: err and failures.append(err),
+            )
+        assert producer.flush(60) == 0, "records not delivered within 60 s"
+        assert failures == [], failures
+
+
+@pytest.fixture(scope="module", params=["skein", "kafka"])
+def setup(request):
+    if request.param == "skein":
+        bootstrap = request.getfixturevalue("module_broker").bootstrap
+    else:
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+    return Setup(bootstrap)
+
+
+def listed(setup, *args):
+    out = skein_json("dlt", "list", *args, bootstrap=setup.bootstrap)
+    return out, {t["topic"]: t for t in out["topics"]}
+
+
+def counts(entries):
+    return {e["name"]: e["count"] for e in entries}
+
+
+# -- list ----------------------------------------------------------------------------------------
+
+
+def test_list_finds_the_dlts_with_counts_causes_origins_and_ages(setup):
+    out, topics = listed(setup)
+    assert out["suffixes"] == ["-dlt", ".DLT"]
+    assert out["scan_limit"] == 10000
+    mine = {t for t in topics if setup.orders in t or setup.payments in t or setup.dlq in t}
+    # Neither the plain topic, nor the retry topic, nor the -dlq topic is a DLT by default.
+    assert mine == {setup.dlt, setup.legacy}, mine
+
+    t = topics[setup.dlt]
+    assert t["partitions"] == 2
+    assert t["records"] == 4 and t["records_are_offsets"] is True
+    assert t["scanned"] == 4 and t["sampled"] is False
+    # The root cause is the cause header, else the exception header.
+    assert counts(t["by_cause"]) == {TIMEOUT: 2, STOCK: 1, DESER: 1}
+    assert t["by_cause"][0] == {"name": TIMEOUT, "count": 2}, "largest count first"
+    # The two-hop record counts for its first original topic, not for a retry topic.
+    assert counts(t["by_original_topic"]) == {setup.orders: 3, setup.payments: 1}
+    assert t["oldest_timestamp"] == setup.ts[0]
+    assert t["newest_timestamp"] == setup.ts[3]
+    assert t["oldest_age_ms"] > t["newest_age_ms"] >= 25_000
+
+    t = topics[setup.legacy]
+    assert (t["partitions"], t["records"], t["scanned"], t["sampled"]) == (1, 2, 2, False)
+    assert counts(t["by_cause"]) == {ILLEGAL: 2}
+    assert counts(t["by_original_topic"]) == {setup.payments: 2}
+    assert (t["oldest_timestamp"], t["newest_timestamp"]) == (setup.ts[1], setup.ts[2])
+
+    text = skein("dlt", "list", bootstrap=setup.bootstrap, check=0).stdout
+    row = next(l for l in text.splitlines() if l.startswith(setup.dlt + " "))
+    assert row.split()[1:3] == ["2", "4"], row
+    assert f"{setup.dlt}:" in text
+    assert f"2  {TIMEOUT}" in text
+    assert f"3  {setup.orders}" in text
+    assert "counts offsets" in text
+
+
+def test_list_samples_at_most_the_scan_limit_and_says_so(setup):
+    _, topics = listed(setup, "--scan-limit", "2")
+    t = topics[setup.dlt]
+    assert t["records"] == 4
+    assert t["scanned"] == 2 and t["sampled"] is True
+    assert sum(counts(t["by_cause"]).values()) == 2
+    assert sum(counts(t["by_original_topic"]).values()) == 2
+    # Ages still span the whole topic: each partition's last record is read.
+    assert (t["oldest_timestamp"], t["newest_timestamp"]) == (setup.ts[0], setup.ts[3])
+    assert topics[setup.legacy]["sampled"] is False
+
+    text = skein("dlt", "list", "--scan-limit", "2", bootstrap=setup.bootstrap, check=0).stdout
+    assert f"{setup.dlt}: counts from a sample, the first 2 of 4 records" in text
+    assert "(sample)" in next(l for l in text.splitlines() if l.startswith(setup.dlt + " "))
+
+
+def test_list_counts_offsets_and_transaction_markers_are_no_sample(setup):
+    """A transactional publisher's commit marker takes an offset: RECORDS counts it (offsets),
+    the scan reads the three records, and the counts are not called a sample."""
+    topic = f"txn-{uuid.uuid4().hex[:10]}-dlt"
+    admin = AdminClient({"bootstrap.servers": setup.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)], operation_timeout=30)[topic].result(timeout=60)
+    producer = Producer(
+        {"bootstrap.servers": setup.bootstrap, "transactional.id": f"dlt-{topic}"}
+    )
+    producer.init_transactions(60)
+    producer.begin_transaction()
+    for i, ts in enumerate(setup.ts[:3]):
+        producer.produce(
+            topic,
+            key=f"k{i}".encode(),
+            value=b"{}",
+            timestamp=ts,
+            headers=original(setup.orders, 0, i, ts - 1000) + exception(TIMEOUT, "slow"),
+        )
+    producer.commit_transaction(60)
+    # The coordinator writes the commit marker after it answers EndTxn: wait for it.
+    consumer = Consumer({"bootstrap.servers": setup.bootstrap, "group.id": f"dlt-{topic}"})
+    try:
+        wait_until(
+            lambda: consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1] == 4,
+            60,
+            "the commit marker at offset 3",
+        )
+    finally:
+        consumer.close()
+    _, topics = listed(setup)
+    t = topics[topic]
+    assert t["records"] == 4, "three records and a commit marker"
+    assert (t["scanned"], t["sampled"]) == (3, False)
+    assert counts(t["by_cause"]) == {TIMEOUT: 3}
+    assert (t["oldest_timestamp"], t["newest_timestamp"]) == (setup.ts[0], setup.ts[2])
+    # A scan limit of 2 cuts it: a sample, and the newest record is still found past the marker.
+    _, topics = listed(setup, "--scan-limit", "2")
+    t = topics[topic]
+    assert (t["scanned"], t["sampled"]) == (2, True)
+    assert t["newest_timestamp"] == setup.ts[2]
+
+
+def test_list_suffixes_replace_the_defaults(setup):
+    _, topics = listed(setup, "--suffix", "-dlq", "--suffix", ".DLT")
+    assert setup.dlq in topics and setup.legacy in topics
+    assert setup.dlt not in topics
+    assert counts(topics[setup.dlq]["by_cause"]) == {ILLEGAL: 1}
+    assert counts(topics[setup.dlq]["by_original_topic"]) == {"events": 1}
+
+
+# -- show ----------------------------------------------------------------------------------------
+
+
+def show(setup, *args):
+    return skein_json("dlt", "show", setup.dlt, *args, bootstrap=setup.bootstrap)
+
+
+def header_values(record, name):
+    return [(h["value"], h["encoding"]) for h in record["headers"] if h["key"] == name]
+
+
+def test_show_decodes_spring_headers(setup):
+    out = show(setup)
+    assert out["topic"] == setup.dlt and out["partitions"] == [0, 1]
+    records = out["records"]
+    assert [(r["partition"], r["offset"]) for r in records] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [r["timestamp"] for r in records] == setup.ts
+    assert records[0]["key"] == "order-1" and records[0]["value"] == '{"orderId":1}'
+
+    two = records[1]
+    assert header_values(two, "kafka_dlt-original-topic") == [
+        (setup.orders, "utf8"),
+        (setup.retry, "utf8"),
+        (f"{setup.orders}-retry-1", "utf8"),
+    ]
+    assert header_values(two, "kafka_dlt-original-partition") == [
+        (2, "int32"), (0, "int32"), (0, "int32")
+    ]
+    assert header_values(two, "kafka_dlt-original-offset") == [
+        (41, "int64"), (7, "int64"), (3, "int64")
+    ]
+    assert header_values(two, "kafka_dlt-original-timestamp")[0] == (setup.ts[1] - 5000, "int64")
+    assert header_values(two, "retry_topic-attempts") == [(3, "int32")]
+    assert header_values(two, "retry_topic-backoff-timestamp") == [(setup.ts[1] - 1000, "bigint")]
+    d = two["dlt"]
+    assert d["original_topic"] == setup.orders
+    assert d["original_topics"] == [setup.orders, setup.retry, f"{setup.orders}-retry-1"]
+    assert (d["original_partition"], d["original_offset"]) == (2, 41)
+    assert d["original_timestamp"] == setup.ts[1] - 5000
+    assert d["consumer_group"] == "orders-service"
+    assert (d["exception"], d["cause"], d["root_cause"]) == (LEFE, TIMEOUT, TIMEOUT)
+    assert d["message"] == "Listener failed; Read timed out"
+    assert d["stacktrace"].startswith(LEFE) and f"Caused by: {TIMEOUT}" in d["stacktrace"]
+
+    poison = records[3]
+    assert poison["key"] == {"base64": "/wA="}
+    assert poison["value"] == {"base64": "AAH+"}
+    assert poison["dlt"]["cause"] is None and poison["dlt"]["root_cause"] == DESER
+
+    text = skein("dlt", "show", setup.dlt, bootstrap=setup.bootstrap, check=0).stdout
+    assert f"{setup.dlt}  partition 0  offset 1  CreateTime" in text
+    assert (
+        f"original: {setup.orders} partition 2 offset 41 at " in text
+        and f"(then {setup.retry}, {setup.orders}-retry-1)" in text
+    )
+    assert f"root cause: {TIMEOUT}" in text and f"exception: {LEFE}" in text
+    assert "kafka_dlt-original-offset: 41 (int64)" in text
+    assert "retry_topic-attempts: 3 (int32)" in text
+    assert "key: (binary, 2 bytes, hex) ff00" in text
+    assert "payload: (binary, 3 bytes, hex) 0001fe" in text
+    assert f"    Caused by: {TIMEOUT}: Read timed out" in text
+
+
+def test_show_filters(setup):
+    keys = lambda out: [r["key"] for r in out["records"]]  # noqa: E731
+    assert keys(show(setup, "--exception", TIMEOUT)) == ["order-1", "order-2"]
+    assert keys(show(setup, "--exception", "SocketTimeoutException")) == ["order-1", "order-2"]
+    # The wrapper is matched too, and a class no record has matches nothing.
+    assert len(show(setup, "--exception", LEFE)["records"]) == 3
+    assert keys(show(setup, "--exception", "InsufficientStockException")) == ["order-3"]
+    assert show(setup, "--exception", "Timeout")["records"] == []
+    assert [(r["partition"], r["offset"]) for r in show(setup, "--key", "order-3")["records"]] == [
+        (1, 0)
+    ]
+    out = show(setup, "--partition", "1", "--offset", "1")
+    assert out["partitions"] == [1]
+    assert [(r["partition"], r["offset"], r["key"]) for r in out["records"]] == [
+        (1, 1, {"base64": "/wA="})
+    ]
+    # --offset alone: that offset in each partition.
+    assert [(r["partition"], r["key"]) for r in show(setup, "--offset", "0")["records"]] == [
+        (0, "order-1"), (1, "order-3")
+    ]
+    assert show(setup, "--offset", "9")["records"] == []
+    assert keys(show(setup, "--limit", "1")) == ["order-1"]
+    assert keys(show(setup, "--partition", "1", "--limit", "5")) == ["order-3", {"base64": "/wA="}]
+    text = skein("dlt", "show", setup.dlt, "--key", "nobody", bootstrap=setup.bootstrap, check=0)
+    assert f"no records matched in {setup.dlt}" in text.stdout
+
+
+def test_show_errors(setup):
+    missing = f"{setup.orders}-missing-dlt"
+    proc = skein("dlt", "show", missing, bootstrap=setup.bootstrap, check=1)
+    assert proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"skein: dlt show {missing}: UNKNOWN_TOPIC_OR_PARTITION: Topic '{missing}' does not exist."
+    )
+    proc = skein("dlt", "show", setup.dlt, "--partition", "7", bootstrap=setup.bootstrap, check=1)
+    assert proc.stderr.strip() == (
+        f"skein: dlt show {setup.dlt}: partition 7 does not exist (the topic has 2 partitions)"
+    )
+    # The filters exclude each other (clap's usage error).
+    proc = skein(
+        "dlt", "show", setup.dlt, "--offset", "1", "--key", "k", bootstrap=setup.bootstrap, check=2
+    )
+    assert "cannot be used with" in proc.stderr
