@@ -5,16 +5,18 @@ by side. A broker that dies when a test did not ask for it, or that logs a panic
 test with its stderr.
 """
 
+import os
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import SKEIN_BIN, broker_env
+from helpers import REPO, SKEIN_BIN, broker_env
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
@@ -256,3 +258,35 @@ def pytest_runtest_makereport(item, call):
                 seen.add(id(b))
                 tail = "\n".join(b.log().splitlines()[-200:])
                 report.sections.append((f"skein log ({b.data_dir})", tail))
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(request):
+    """The reference Kafka: KAFKA_REFERENCE_BOOTSTRAP, or one started for this module (and
+    stopped after it). Without one the test is skipped saying why, or fails under
+    SKEIN_REQUIRE_REFERENCE=1."""
+    bootstrap = os.environ.get("KAFKA_REFERENCE_BOOTSTRAP")
+    if bootstrap:
+        yield bootstrap
+        return
+    script = REPO / "scripts" / "kafka-reference"
+    directory = tempfile.mkdtemp(prefix="skein-kafka-reference")
+    run = subprocess.run(
+        [str(script), "start", "--dir", directory],
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=600,
+    )
+    lines = [l for l in run.stdout.splitlines() if l.startswith("bootstrap=")]
+    if run.returncode == 0 and lines:
+        yield lines[0].split("=", 1)[1].strip()
+        subprocess.run([str(script), "stop", "--dir", directory], stdout=subprocess.DEVNULL)
+        return
+    reason = (
+        f"KAFKA_REFERENCE_BOOTSTRAP is unset and scripts/kafka-reference start failed "
+        f"({run.returncode})"
+    )
+    if os.environ.get("SKEIN_REQUIRE_REFERENCE") == "1":
+        pytest.fail(f"SKEIN_REQUIRE_REFERENCE=1 but there is no reference broker: {reason}")
+    print(f"\n*** SKIPPED: {request.module.__name__} against the reference Kafka ({reason}) ***")
+    pytest.skip(f"no reference Kafka broker: {reason}")

@@ -10,14 +10,11 @@ voter set, so `kraft.version` 0) shows the full picture.
 """
 
 import json
-import os
 import subprocess
-import tempfile
 
-import pytest
 from confluent_kafka.admin import AdminClient
 
-from helpers import REPO, SKEIN_BIN, unique_topic, wait_until
+from helpers import SKEIN_BIN, unique_topic, wait_until
 
 CLI_TIMEOUT_S = 60.0
 # The directory id of a voter that does not exist (any 22 characters of URL-safe base64).
@@ -53,33 +50,6 @@ def described_cluster(bootstrap):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     d = admin.describe_cluster(request_timeout=30).result(timeout=30)
     return d.cluster_id, d.controller.id, {n.id: (n.host, n.port) for n in d.nodes}
-
-
-@pytest.fixture(scope="module")
-def kafka_bootstrap():
-    """The reference Kafka: KAFKA_REFERENCE_BOOTSTRAP, or one started for this module."""
-    bootstrap = os.environ.get("KAFKA_REFERENCE_BOOTSTRAP")
-    if bootstrap:
-        yield bootstrap
-        return
-    script = REPO / "scripts" / "kafka-reference"
-    directory = tempfile.mkdtemp(prefix="skein-cli-cluster-kafka")
-    run = subprocess.run(
-        [str(script), "start", "--dir", directory],
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=600,
-    )
-    lines = [l for l in run.stdout.splitlines() if l.startswith("bootstrap=")]
-    if run.returncode == 0 and lines:
-        yield lines[0].split("=", 1)[1].strip()
-        subprocess.run([str(script), "stop", "--dir", directory], stdout=subprocess.DEVNULL)
-        return
-    reason = f"KAFKA_REFERENCE_BOOTSTRAP is unset and scripts/kafka-reference start failed ({run.returncode})"
-    if os.environ.get("SKEIN_REQUIRE_REFERENCE") == "1":
-        pytest.fail(f"SKEIN_REQUIRE_REFERENCE=1 but there is no reference broker: {reason}")
-    print(f"\n*** SKIPPED: skein cluster against the reference Kafka ({reason}) ***")
-    pytest.skip(f"no reference Kafka broker: {reason}")
 
 
 def port_of(bootstrap):

@@ -13,10 +13,8 @@ tagged topics, since the reference broker is shared with other suites.
 """
 
 import json
-import os
 import struct
 import subprocess
-import tempfile
 import time
 import uuid
 
@@ -24,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from helpers import REPO, SKEIN_BIN, wait_until
+from helpers import SKEIN_BIN, wait_until
 
 CLI_TIMEOUT_S = 60.0
 
@@ -59,36 +57,6 @@ def skein_json(*args, bootstrap):
 
 
 # -- the reference broker ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def kafka_bootstrap():
-    """The reference Kafka: KAFKA_REFERENCE_BOOTSTRAP, or one started for this module."""
-    bootstrap = os.environ.get("KAFKA_REFERENCE_BOOTSTRAP")
-    if bootstrap:
-        yield bootstrap
-        return
-    script = REPO / "scripts" / "kafka-reference"
-    directory = tempfile.mkdtemp(prefix="skein-cli-dlt-kafka")
-    run = subprocess.run(
-        [str(script), "start", "--dir", directory],
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=600,
-    )
-    lines = [l for l in run.stdout.splitlines() if l.startswith("bootstrap=")]
-    if run.returncode == 0 and lines:
-        yield lines[0].split("=", 1)[1].strip()
-        subprocess.run([str(script), "stop", "--dir", directory], stdout=subprocess.DEVNULL)
-        return
-    reason = (
-        f"KAFKA_REFERENCE_BOOTSTRAP is unset and scripts/kafka-reference start failed "
-        f"({run.returncode})"
-    )
-    if os.environ.get("SKEIN_REQUIRE_REFERENCE") == "1":
-        pytest.fail(f"SKEIN_REQUIRE_REFERENCE=1 but there is no reference broker: {reason}")
-    print(f"\n*** SKIPPED: skein dlt against the reference Kafka ({reason}) ***")
-    pytest.skip(f"no reference Kafka broker: {reason}")
 
 
 # -- Spring Kafka's headers ----------------------------------------------------------------------

@@ -171,19 +171,29 @@ def test_coordinator_and_partition_leaders_on_different_nodes(cluster):
         assert stable_end(b, topic, part) == (33, 33), part
 
 
-def test_the_coordinator_killed_mid_transaction_is_replaced(cluster):
+def kill_the_coordinator_mid_transaction(cluster, name, tag, timeout_ms):
+    """Opens a transaction on every partition of a new RF=3 topic (its records acknowledged),
+    then kill -9 the transaction coordinator. Returns (topic, transactional id, producer, the
+    killed node, {partition: values sent})."""
     b = cluster.bootstrap_all()
-    topic = unique_topic("txn-failover")
+    topic = unique_topic(name)
     replicated_topic(cluster, topic)
     tid = unique_topic("tid")
-    p = txn_producer(b, tid, **{"transaction.timeout.ms": 60000})
+    p = txn_producer(b, tid, **{"transaction.timeout.ms": timeout_ms})
     p.init_transactions(WAIT_S)
     coordinator = transaction_coordinator(b, tid)
-
     p.begin_transaction()
-    first = produce_round(p, topic, "before-kill")
+    sent = produce_round(p, topic, tag)
     p.flush(WAIT_S)  # acknowledged: in the logs, the transaction open on every partition
     cluster.kill9(coordinator)
+    return topic, tid, p, coordinator, sent
+
+
+def test_the_coordinator_killed_mid_transaction_is_replaced(cluster):
+    b = cluster.bootstrap_all()
+    topic, tid, p, coordinator, first = kill_the_coordinator_mid_transaction(
+        cluster, "txn-failover", "before-kill", 60000
+    )
     survivors = cluster.bootstrap_all(exclude=(coordinator,))
     # A survivor now leads the coordinator's `__transaction_state` partition, replays it and
     # commits the transaction the dead node had open.
@@ -209,17 +219,9 @@ def test_the_coordinator_killed_mid_transaction_is_replaced(cluster):
 
 
 def test_an_abandoned_transaction_is_aborted_by_the_new_coordinator(cluster):
-    b = cluster.bootstrap_all()
-    topic = unique_topic("txn-abandoned")
-    replicated_topic(cluster, topic)
-    tid = unique_topic("tid")
-    zombie = txn_producer(b, tid, **{"transaction.timeout.ms": 4000})
-    zombie.init_transactions(WAIT_S)
-    coordinator = transaction_coordinator(b, tid)
-    zombie.begin_transaction()
-    abandoned = produce_round(zombie, topic, "abandoned")
-    zombie.flush(WAIT_S)
-    cluster.kill9(coordinator)
+    topic, _, zombie, coordinator, abandoned = kill_the_coordinator_mid_transaction(
+        cluster, "txn-abandoned", "abandoned", 4000
+    )
     survivors = cluster.bootstrap_all(exclude=(coordinator,))
 
     # Written after the abandoned transaction began: read_committed consumers see it only

@@ -107,23 +107,35 @@ fn fill(log: &mut Log) {
 
 /// One pass with the cleaner checkpoint of `dir`, installing directly; writes the checkpoint.
 fn pass(log: &mut Log, map_capacity: usize, now_ms: i64) -> CleanStats {
-    let dir = log.dir().to_path_buf();
-    let checkpoint = CleanerCheckpoint::read(&dir);
+    pass_below(log, map_capacity, now_ms, i64::MAX)
+}
+
+/// One pass from `checkpoint` whose swap stops (as a crash would) after `crash_after` file
+/// steps; the log is then abandoned without closing. Returns whether the crash came, i.e.
+/// whether the pass had that many steps.
+fn pass_crashing(
+    mut log: Log,
+    checkpoint: &CleanerCheckpoint,
+    now_ms: i64,
+    crash_after: usize,
+) -> bool {
     let p = params(now_ms);
-    let cleanable = log.cleanable(&checkpoint, &p);
+    let cleanable = log.cleanable(checkpoint, &p);
     let job = log.clean_job(&cleanable);
-    let mut map = OffsetMap::with_capacity(map_capacity);
-    let stats = cleaner::clean(&job, &mut map, &p, &mut |_| {}, &mut |g| {
-        log.install_cleaned(g, now_ms)
-    })
-    .unwrap();
-    CleanerCheckpoint {
-        cleaned_to: stats.cleaned_to,
-        delete_horizon: stats.delete_horizon,
-    }
-    .write(&dir)
-    .unwrap();
-    stats
+    let mut map = OffsetMap::with_capacity(1000);
+    let mut crashed = false;
+    let result = cleaner::clean(&job, &mut map, &p, &mut |_| {}, &mut |g| match log
+        .install_cleaned_crashing(g, now_ms, crash_after)
+    {
+        Err(e) => {
+            crashed = true;
+            Err(e)
+        }
+        ok => ok,
+    });
+    assert_eq!(result.is_err(), crashed);
+    log.abandon();
+    crashed
 }
 
 /// Like [`pass`], for a partition whose last stable offset is `lso`.
@@ -389,22 +401,7 @@ fn a_crash_before_any_step_of_a_swap_loses_nothing_and_the_log_opens() {
         log.flush().unwrap();
         let before = records_of(&log);
         let want = latest(&before);
-        let p = params(NOW);
-        let cleanable = log.cleanable(&CleanerCheckpoint::default(), &p);
-        let job = log.clean_job(&cleanable);
-        let mut map = OffsetMap::with_capacity(1000);
-        let mut crashed = false;
-        let result = cleaner::clean(&job, &mut map, &p, &mut |_| {}, &mut |g| match log
-            .install_cleaned_crashing(g, NOW, crash_after)
-        {
-            Err(e) => {
-                crashed = true;
-                Err(e)
-            }
-            ok => ok,
-        });
-        assert_eq!(result.is_err(), crashed);
-        log.abandon();
+        let crashed = pass_crashing(log, &CleanerCheckpoint::default(), NOW, crash_after);
         let log = open(tmp.path());
         let after = records_of(&log);
         assert_eq!(latest(&after), want, "crash after {crash_after} steps");
@@ -797,22 +794,8 @@ fn a_crash_at_any_step_of_a_transactional_pass_keeps_the_index_right() {
                 }
             }
             log.flush().unwrap();
-            let p = params(now);
-            let cleanable = log.cleanable(&CleanerCheckpoint::read(log.dir()), &p);
-            let job = log.clean_job(&cleanable);
-            let mut map = OffsetMap::with_capacity(1000);
-            let mut crashed = false;
-            let result = cleaner::clean(&job, &mut map, &p, &mut |_| {}, &mut |g| match log
-                .install_cleaned_crashing(g, now, crash_after)
-            {
-                Err(e) => {
-                    crashed = true;
-                    Err(e)
-                }
-                ok => ok,
-            });
-            assert_eq!(result.is_err(), crashed);
-            log.abandon();
+            let checkpoint = CleanerCheckpoint::read(log.dir());
+            let crashed = pass_crashing(log, &checkpoint, now, crash_after);
             let log = open(tmp.path());
             let at = format!("pass {setup_passes}, crash after {crash_after} steps");
             assert_eq!(latest(&committed_view(&log)), want, "{at}");
