@@ -322,10 +322,12 @@ impl Broker {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             match failed {
-                Some(code) => {
+                // Failures are remembered for at most AUTO_CREATE_FAILURES_KEPT names, so
+                // clients asking for many names cannot grow the map without bound.
+                Some(code) if creating.len() <= AUTO_CREATE_FAILURES_KEPT => {
                     creating.insert(name, Some(code));
                 }
-                None => {
+                _ => {
                     creating.remove(&name);
                 }
             }
@@ -333,6 +335,9 @@ impl Broker {
         Ok(())
     }
 }
+
+/// How many failed auto-creations are kept to be reported to the next request.
+const AUTO_CREATE_FAILURES_KEPT: usize = 1024;
 
 /// Applies committed entries to the image and the broker.
 struct ImageApplier {
