@@ -5,6 +5,7 @@ synchronise with the broker, because the suite must stay steady on a busy 2-core
 """
 
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -219,3 +220,24 @@ def assert_contiguous(records, start=0):
         f"offsets not contiguous from {start}: first differences at "
         f"{[(i, o) for i, o in enumerate(offsets) if o != start + i][:5]}"
     )
+
+
+CLI_TIMEOUT_S = 60.0
+
+
+def skein(*args, bootstrap, check=None):
+    """Runs the `skein` CLI against `bootstrap`; returns the CompletedProcess. `check` asserts
+    the exit code."""
+    proc = subprocess.run(
+        [SKEIN_BIN, *args, "--bootstrap", bootstrap],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
+    if check is not None:
+        assert proc.returncode == check, (
+            f"skein {' '.join(args)} exited {proc.returncode}, expected {check}\n"
+            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
+        )
+    return proc

@@ -10,32 +10,13 @@ voter set, so `kraft.version` 0) shows the full picture.
 """
 
 import json
-import subprocess
 
 from confluent_kafka.admin import AdminClient
 
-from helpers import SKEIN_BIN, unique_topic, wait_until
+from helpers import skein, unique_topic, wait_until
 
-CLI_TIMEOUT_S = 60.0
 # The directory id of a voter that does not exist (any 22 characters of URL-safe base64).
 NO_SUCH_DIRECTORY = "AAAAAAAAAAAAAAAAAAAAAQ"
-
-
-def skein(*args, bootstrap, check=None):
-    """Runs the CLI; returns the CompletedProcess. `check` asserts the exit code."""
-    proc = subprocess.run(
-        [SKEIN_BIN, *args, "--bootstrap", bootstrap],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-    )
-    if check is not None:
-        assert proc.returncode == check, (
-            f"skein {' '.join(args)} exited {proc.returncode}, expected {check}\n"
-            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
-        )
-    return proc
 
 
 def skein_json(*args, bootstrap, check=0):

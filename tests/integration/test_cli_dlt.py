@@ -14,7 +14,6 @@ tagged topics, since the reference broker is shared with other suites.
 
 import json
 import struct
-import subprocess
 import time
 import uuid
 
@@ -22,31 +21,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from helpers import SKEIN_BIN, wait_until
-
-CLI_TIMEOUT_S = 60.0
+from helpers import skein, wait_until
 
 LEFE = "org.springframework.kafka.listener.ListenerExecutionFailedException"
 TIMEOUT = "java.net.SocketTimeoutException"
 STOCK = "com.example.commerce.InsufficientStockException"
 DESER = "org.springframework.kafka.support.serializer.DeserializationException"
 ILLEGAL = "java.lang.IllegalArgumentException"
-
-
-def skein(*args, bootstrap, check=None):
-    proc = subprocess.run(
-        [SKEIN_BIN, *args, "--bootstrap", bootstrap],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-    )
-    if check is not None:
-        assert proc.returncode == check, (
-            f"skein {' '.join(args)} exited {proc.returncode}, expected {check}\n"
-            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
-        )
-    return proc
 
 
 def skein_json(*args, bootstrap):

@@ -105,6 +105,12 @@ fn fill(log: &mut Log) {
     log.set_high_watermark(log.log_end_offset());
 }
 
+/// Appends one record `key` = `value` at `NOW`.
+fn put(log: &mut Log, key: &str, value: &str) {
+    log.append(&mut keyed(&[(key, Some(value))], NOW), NOW)
+        .unwrap();
+}
+
 /// One pass with the cleaner checkpoint of `dir`, installing directly; writes the checkpoint.
 fn pass(log: &mut Log, map_capacity: usize, now_ms: i64) -> CleanStats {
     pass_below(log, map_capacity, now_ms, i64::MAX)
@@ -303,8 +309,7 @@ fn tombstones_stay_for_delete_retention_then_go() {
         .unwrap();
     log.append(&mut keyed(&[("a", None)], NOW), NOW).unwrap();
     log.roll().unwrap();
-    log.append(&mut keyed(&[("c", Some("1"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "c", "1");
     log.set_high_watermark(log.log_end_offset());
     let stats = pass(&mut log, 100, NOW);
     assert_eq!(stats.delete_horizon, Some(NOW + 1_000));
@@ -351,8 +356,7 @@ fn the_last_batch_of_an_idempotent_producer_is_kept_empty() {
     )
     .unwrap();
     log.roll().unwrap();
-    log.append(&mut keyed(&[("z", Some("1"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "z", "1");
     log.set_high_watermark(log.log_end_offset());
     pass(&mut log, 100, NOW);
     let batches = read_all(&log);
@@ -376,11 +380,9 @@ fn compressed_batches_keep_their_codec() {
         NOW,
     )
     .unwrap();
-    log.append(&mut keyed(&[("a", Some("2"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "a", "2");
     log.roll().unwrap();
-    log.append(&mut keyed(&[("z", Some("1"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "z", "1");
     log.set_high_watermark(log.log_end_offset());
     pass(&mut log, 100, NOW);
     let batches = read_all(&log);
@@ -474,16 +476,13 @@ fn aborted_transaction_entries_follow_the_segments_the_cleaner_merges() {
     let tmp = tempfile::tempdir().unwrap();
     let mut log = open(tmp.path());
     // Three small segments; the second and third each hold an aborted transaction's marker.
-    log.append(&mut keyed(&[("a", Some("1"))], NOW), NOW)
-        .unwrap();
-    log.append(&mut keyed(&[("a", Some("2"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "a", "1");
+    put(&mut log, "a", "2");
     log.roll().unwrap();
     let mut aborted = Vec::new();
     for pid in [9, 10] {
         aborted.push(append_aborted(&mut log, pid));
-        log.append(&mut keyed(&[("a", Some("3"))], NOW), NOW)
-            .unwrap();
+        put(&mut log, "a", "3");
         log.roll().unwrap();
     }
     log.append(&mut keyed(&[("tail", Some("t"))], NOW), NOW)
@@ -520,13 +519,11 @@ fn aborted_transaction_entries_follow_the_segments_the_cleaner_merges() {
 fn an_orphaned_index_file_left_by_a_crash_is_merged_at_open() {
     let tmp = tempfile::tempdir().unwrap();
     let mut log = open(tmp.path());
-    log.append(&mut keyed(&[("a", Some("1"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "a", "1");
     let txn = append_aborted(&mut log, 9);
     assert_eq!(txn.first_offset, 1);
     log.roll().unwrap();
-    log.append(&mut keyed(&[("b", Some("1"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "b", "1");
     drop(log);
     // As if a swap had merged everything into segment 0 and the crash came before the
     // index entries moved: the entry sits in a file named after offset 1 with no segment.
@@ -549,14 +546,12 @@ fn an_orphaned_index_file_left_by_a_crash_is_merged_at_open() {
 /// (Every producer's last batch is a COMMIT whose data stays, so that the ABORT markers are
 /// not kept as their producer's last batch.)
 fn txn_log(log: &mut Log) -> Vec<AbortedTxn> {
-    log.append(&mut keyed(&[("a", Some("1"))], NOW), NOW)
-        .unwrap();
+    put(log, "a", "1");
     let f = append_txn(log, 1, &[("a", Some("c1")), ("b", Some("c1"))]);
     end_txn(log, 1, f, true);
     let f = append_txn(log, 2, &[("a", Some("x")), ("c", Some("x"))]);
     let a2 = end_txn(log, 2, f, false).unwrap();
-    log.append(&mut keyed(&[("b", Some("2"))], NOW), NOW)
-        .unwrap();
+    put(log, "b", "2");
     let f = append_txn(log, 1, &[("c", Some("c2"))]);
     end_txn(log, 1, f, true);
     let f = append_txn(log, 3, &[("d", Some("x"))]);
@@ -662,8 +657,7 @@ fn a_commit_marker_goes_only_after_its_data_and_delete_retention() {
     let mut log = open(tmp.path());
     let f = append_txn(&mut log, 1, &[("a", Some("c1"))]);
     end_txn(&mut log, 1, f, true);
-    log.append(&mut keyed(&[("a", Some("2"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "a", "2");
     let f = append_txn(&mut log, 1, &[("b", Some("c2"))]);
     end_txn(&mut log, 1, f, true);
     log.roll().unwrap();
@@ -697,19 +691,15 @@ fn a_commit_marker_goes_only_after_its_data_and_delete_retention() {
 fn nothing_at_or_past_the_last_stable_offset_is_cleaned() {
     let tmp = tempfile::tempdir().unwrap();
     let mut log = open(tmp.path());
-    log.append(&mut keyed(&[("a", Some("1"))], NOW), NOW)
-        .unwrap();
-    log.append(&mut keyed(&[("a", Some("2"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "a", "1");
+    put(&mut log, "a", "2");
     log.roll().unwrap();
     // P5's transaction opens at 2 and is still open: the LSO is 2.
     let open_at = append_txn(&mut log, 5, &[("a", Some("open"))]);
     assert_eq!(open_at, 2);
-    log.append(&mut keyed(&[("a", Some("3"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "a", "3");
     log.roll().unwrap();
-    log.append(&mut keyed(&[("a", Some("4"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "a", "4");
     log.roll().unwrap();
     log.append(&mut keyed(&[("tail", Some("t"))], NOW), NOW)
         .unwrap();
@@ -744,8 +734,7 @@ fn nothing_at_or_past_the_last_stable_offset_is_cleaned() {
 fn an_aborted_batch_kept_for_its_producer_keeps_its_index_entry() {
     let tmp = tempfile::tempdir().unwrap();
     let mut log = open(tmp.path());
-    log.append(&mut keyed(&[("a", Some("1"))], NOW), NOW)
-        .unwrap();
+    put(&mut log, "a", "1");
     let first = append_txn(&mut log, 8, &[("a", Some("x")), ("b", Some("x"))]);
     log.roll().unwrap();
     // The ABORT marker is in the active segment: the data batch is P8's last batch in the
