@@ -32,7 +32,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-JAR = HERE / "app" / "target" / "commerce-app.jar"
+# COMMERCE_JAR: a jar built elsewhere (then it is never rebuilt here).
+JAR = Path(os.environ.get("COMMERCE_JAR", HERE / "app" / "target" / "commerce-app.jar"))
 
 # The roles of the contract in docs/commerce.md, one JVM each.
 PROFILES = ["api", "stock", "coupon-worker", "ranking", "notification", "analytics"]
@@ -42,10 +43,6 @@ TOPICS = {"orders": 6, "stock-requests": 6, "coupon-admissions": 6}
 # Small heap and a quick-to-start JIT: six JVMs share a busy two-core machine.
 JVM_OPTS = ["-Xmx256m", "-Xss512k", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
-# Settings passed to every app on its command line (standard Spring Boot properties).
-# metadata.max.age.ms: producers and consumers see new partitions within seconds (Kafka's
-# default is 5 minutes), so growing `orders` moves keys while the test runs.
-APP_ARGS = ["--spring.kafka.properties.metadata.max.age.ms=3000"]
 
 START_TIMEOUT_S = float(os.environ.get("COMMERCE_START_TIMEOUT_S", "240"))
 STOP_TIMEOUT_S = 30.0
@@ -120,6 +117,10 @@ def _sources_newer_than(path):
 
 def ensure_jar(log=print):
     """The app's jar, built with Maven when it is missing or older than a source file."""
+    if "COMMERCE_JAR" in os.environ:
+        if not JAR.exists():
+            raise HarnessError(f"COMMERCE_JAR={JAR} does not exist")
+        return JAR
     stale = None if not JAR.exists() else _sources_newer_than(JAR)
     if JAR.exists() and stale is None:
         return JAR
@@ -167,6 +168,12 @@ def missing_prerequisites():
     if not JAR.exists() and shutil.which("mvn") is None:
         missing.append(f"no {JAR} and no mvn to build it")
     return missing
+
+
+def _reachable_by_others(path):
+    """Whether every directory from / down to `path` lets other users through (o+x)."""
+    path = Path(path).resolve()
+    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
 
 
 class Proc:
@@ -291,6 +298,7 @@ class Stack:
         self.redis_port = None
         self.api_port = None
         self.apps = {}
+        self.extra_dirs = []  # removed by stop()
         self.skein_path = None
         self.pg_bin = None
 
@@ -303,7 +311,9 @@ class Stack:
                 "--data-dir", data]
         for kv in self.skein_sets:
             args += ["--set", kv]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SKEIN_")}
+        # SKEIN_* settings around a test run (SKEIN_BIN) are not the broker's; SKEIN_LOG is.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("SKEIN_") or k == "SKEIN_LOG"}
         env.update({"NO_COLOR": "1", "RUST_BACKTRACE": "1"})
         self.skein = Proc("skein", args, self.logs / "skein.log", env=env).start()
         m = self.skein.wait_for_line(
@@ -315,6 +325,12 @@ class Stack:
     def start_postgres(self):
         self.pg_bin = postgres_bindir()
         pg = self.dir / "pg"
+        if os.geteuid() == 0 and not _reachable_by_others(self.dir):
+            # PostgreSQL runs as `postgres`, which cannot reach into e.g. pytest's 0700
+            # base directory: its cluster goes to a directory of its own.
+            pg = Path(tempfile.mkdtemp(prefix="skein-commerce-pg-"))
+            os.chmod(pg, 0o755)
+            self.extra_dirs.append(pg)
         data, sock = pg / "data", pg / "socket"
         for d in (pg, sock):
             d.mkdir(parents=True, exist_ok=True)
@@ -468,7 +484,7 @@ class Stack:
         proc = self.apps.get(profile)
         if proc is None:
             args = [self.java(), *JVM_OPTS, "-jar", JAR,
-                    f"--spring.profiles.active={profile}", *APP_ARGS]
+                    f"--spring.profiles.active={profile}"]
             proc = Proc(profile, args, self.logs / f"{profile}.log", env=self.app_env(profile),
                         cwd=self.dir)
             self.apps[profile] = proc
@@ -536,7 +552,9 @@ class Stack:
             self.postgres.stop(signal.SIGINT)  # PostgreSQL's "fast" shutdown
         if self.skein:
             self.skein.stop()
-        if remove_dir if remove_dir is not None else False:
+        for d in self.extra_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        if remove_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def describe(self):
