@@ -11,8 +11,8 @@ single apps). Everything runs on loopback, on ephemeral ports, in one temporary 
                                                        <dir>/logs/<profile>.log  (each app)
 
 Every wait polls a condition with a deadline; nothing sleeps a fixed time. Children get
-SIGKILL if the Python process that started them dies (PR_SET_PDEATHSIG), so a crashed test
-leaves nothing behind. Only the Python standard library is used (psql and redis-cli are run
+SIGKILL if the Python process that started them dies (PR_SET_PDEATHSIG, for children started
+by the main thread), so a crashed test leaves nothing behind. Only the Python standard library is used (psql and redis-cli are run
 as programs), so the example needs no Python packages beyond the test suite's.
 """
 
@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -211,7 +212,10 @@ class Proc:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,  # Ctrl-C at a terminal reaches only `run`
-                preexec_fn=_die_with_parent,
+                # PR_SET_PDEATHSIG fires when the *thread* that started the child ends, so
+                # only children started by the main thread get it.
+                preexec_fn=(_die_with_parent
+                            if threading.current_thread() is threading.main_thread() else None),
                 **kwargs,
             )
         return self
