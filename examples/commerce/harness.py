@@ -564,15 +564,15 @@ class Stack:
     def describe(self):
         """Where everything listens and logs, as printable lines."""
         lines = [
-            f"skein        kafka {self.bootstrap}  http http://{self.skein_http}  "
+            f"skein         kafka {self.bootstrap}  http http://{self.skein_http}  "
             f"log {self.logs / 'skein.log'}",
-            f"postgresql   127.0.0.1:{self.pg_port} db commerce user commerce  "
+            f"postgresql    127.0.0.1:{self.pg_port} db commerce user commerce  "
             f"(psql -h 127.0.0.1 -p {self.pg_port} -U commerce commerce)  "
             f"log {self.logs / 'postgres.log'}",
-            f"redis        127.0.0.1:{self.redis_port}  (redis-cli -p {self.redis_port})  "
+            f"redis         127.0.0.1:{self.redis_port}  (redis-cli -p {self.redis_port})  "
             f"log {self.logs / 'redis.log'}",
         ]
         for p, proc in self.apps.items():
             where = f"http://127.0.0.1:{self.api_port}" if p == "api" else "no HTTP"
-            lines.append(f"{p:<12} pid {proc.pid}  {where}  log {proc.log_path}")
+            lines.append(f"{p:<13} pid {proc.pid}  {where}  log {proc.log_path}")
         return lines
