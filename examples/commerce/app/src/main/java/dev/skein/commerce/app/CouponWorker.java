@@ -12,6 +12,7 @@ import org.springframework.kafka.annotation.BackOff;
 import org.springframework.kafka.annotation.DltHandler;
 import org.springframework.kafka.annotation.KafkaListener;
 import org.springframework.kafka.annotation.RetryableTopic;
+import org.springframework.kafka.retrytopic.DltStrategy;
 import org.springframework.kafka.retrytopic.TopicSuffixingStrategy;
 import org.springframework.kafka.support.Acknowledgment;
 import org.springframework.stereotype.Component;
@@ -42,7 +43,7 @@ public class CouponWorker {
             backOff = @BackOff(delayString = "${commerce.retry.delay-ms:200}", multiplier = 2.0),
             topicSuffixingStrategy = TopicSuffixingStrategy.SUFFIX_WITH_INDEX_VALUE,
             retryTopicSuffix = "-coupon-worker-retry", dltTopicSuffix = "-coupon-worker-dlt",
-            numPartitions = "6", replicationFactor = "1")
+            numPartitions = "6", replicationFactor = "1", dltStrategy = DltStrategy.FAIL_ON_ERROR)
     @KafkaListener(topics = Topics.COUPON_ADMISSIONS, groupId = GROUP)
     public void onAdmission(ConsumerRecord<String, CouponAdmitted> record, Acknowledgment ack) {
         CouponAdmitted a = record.value();

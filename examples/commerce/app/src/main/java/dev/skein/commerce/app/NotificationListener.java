@@ -13,6 +13,7 @@ import org.springframework.kafka.annotation.BackOff;
 import org.springframework.kafka.annotation.DltHandler;
 import org.springframework.kafka.annotation.KafkaListener;
 import org.springframework.kafka.annotation.RetryableTopic;
+import org.springframework.kafka.retrytopic.DltStrategy;
 import org.springframework.kafka.retrytopic.TopicSuffixingStrategy;
 import org.springframework.stereotype.Component;
 import org.springframework.transaction.support.TransactionTemplate;
@@ -44,7 +45,7 @@ public class NotificationListener {
             backOff = @BackOff(delayString = "${commerce.retry.delay-ms:200}", multiplier = 2.0),
             topicSuffixingStrategy = TopicSuffixingStrategy.SUFFIX_WITH_INDEX_VALUE,
             retryTopicSuffix = "-notification-retry", dltTopicSuffix = "-notification-dlt",
-            numPartitions = "6", replicationFactor = "1")
+            numPartitions = "6", replicationFactor = "1", dltStrategy = DltStrategy.FAIL_ON_ERROR)
     @KafkaListener(topics = Topics.ORDERS, groupId = GROUP)
     public void onOrderEvent(ConsumerRecord<String, OrderEvent> record) throws SocketTimeoutException {
         OrderEvent e = record.value();
