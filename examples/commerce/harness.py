@@ -8,7 +8,7 @@ single apps). Everything runs on loopback, on ephemeral ports, in one temporary 
     <dir>/pg/data       PostgreSQL's cluster (initdb)  <dir>/logs/postgres.log
     <dir>/pg/socket     its Unix socket directory
     <dir>/redis/        Redis' working directory       <dir>/logs/redis.log
-                                                       <dir>/logs/<profile>.log  (each app)
+    <dir>/commerce-app.jar  the apps' copy of the jar  <dir>/logs/<profile>.log  (each app)
 
 Every wait polls a condition with a deadline; nothing sleeps a fixed time. Children get
 SIGKILL if the Python process that started them dies (PR_SET_PDEATHSIG, for children started
@@ -45,7 +45,8 @@ TOPICS = {"orders": 6, "stock-requests": 6, "coupon-admissions": 6}
 JVM_OPTS = ["-Xmx256m", "-Xss512k", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
 
-START_TIMEOUT_S = float(os.environ.get("COMMERCE_START_TIMEOUT_S", "240"))
+# Six JVMs started at once on a busy two-core machine have taken up to 165 s.
+START_TIMEOUT_S = float(os.environ.get("COMMERCE_START_TIMEOUT_S", "300"))
 STOP_TIMEOUT_S = 30.0
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -482,12 +483,20 @@ class Stack:
             return str(candidate)
         return "java"
 
+    def jar(self):
+        """The apps run from a copy of the jar in the stack's directory: a JVM loads classes
+        lazily from its jar, so a Maven rebuild under running apps would break them."""
+        copy = self.dir / "commerce-app.jar"
+        if not copy.exists():
+            shutil.copyfile(ensure_jar(self.say), copy)
+        return copy
+
     def start_app(self, profile, wait=True):
         if self.api_port is None:
             self.api_port = free_port()
         proc = self.apps.get(profile)
         if proc is None:
-            args = [self.java(), *JVM_OPTS, "-jar", JAR,
+            args = [self.java(), *JVM_OPTS, "-jar", self.jar(),
                     f"--spring.profiles.active={profile}"]
             proc = Proc(profile, args, self.logs / f"{profile}.log", env=self.app_env(profile),
                         cwd=self.dir)
@@ -514,7 +523,7 @@ class Stack:
 
     def start_apps(self, profiles=None):
         """Starts the apps side by side, then waits for every one to be ready."""
-        ensure_jar(self.say)
+        self.jar()
         profiles = list(profiles or self.profiles)
         started = time.monotonic()
         for p in profiles:
