@@ -333,11 +333,22 @@ impl Producer {
         loop {
             let node = match self.txn_coordinator {
                 Some(n) => n,
-                None => {
-                    let n = find_txn_coordinator(cluster, &self.transactional_id)?;
-                    self.txn_coordinator = Some(n);
-                    n
-                }
+                None => match find_txn_coordinator(cluster, &self.transactional_id) {
+                    Ok(n) => {
+                        self.txn_coordinator = Some(n);
+                        n
+                    }
+                    // The first transactional id makes the broker create its transaction log.
+                    Err(e)
+                        if Instant::now() < deadline
+                            && kafka_code(&e).is_some_and(is_retriable) =>
+                    {
+                        attempt += 1;
+                        backoff(attempt.min(4));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             let outcome = cluster.broker(node)?.send(request.clone());
             let c = match &outcome {
