@@ -693,3 +693,29 @@ def test_a_replay_killed_midway_then_rerun_gives_each_record_once(setup):
     assert sorted(m.key() for m in records) == sorted(f"k{i}".encode() for i in range(n))
     assert len(records) == n
     assert committed(setup.bootstrap, dlt, 1) == [n]
+
+
+def test_replay_reads_the_dlt_read_committed(setup):
+    """Dead letters of a publisher's aborted transaction are not replayed; its committed ones
+    are."""
+    tag = uuid.uuid4().hex[:10]
+    orig, dlt = f"aborted-{tag}", f"aborted-{tag}-dlt"
+    new_topics(setup.bootstrap, {orig: 1, dlt: 1})
+    producer = Producer({"bootstrap.servers": setup.bootstrap, "transactional.id": f"t-{tag}"})
+    producer.init_transactions(60)
+    for keys, commit in [([b"a1", b"a2"], False), ([b"c1"], True)]:
+        producer.begin_transaction()
+        for k in keys:
+            producer.produce(dlt, key=k, value=b"{}", headers=original(orig, 0, 0, setup.ts[0]))
+        # Written before the abort (abort_transaction drops what is still queued).
+        assert producer.flush(60) == 0
+        if commit:
+            producer.commit_transaction(60)
+        else:
+            producer.abort_transaction(60)
+    # a1, a2, abort marker, c1, commit marker: wait for the last marker.
+    wait_until(lambda: end_offsets(setup.bootstrap, dlt, 1)[0] == 5, 60, "the commit marker")
+    out = replay(setup, dlt)
+    assert [(r["offset"], r["key"]) for r in out["replayed"]] == [(3, "c1")]
+    assert [m.key() for m in read_committed(setup.bootstrap, orig, 1)] == [b"c1"]
+    assert committed(setup.bootstrap, dlt, 1) == [5]

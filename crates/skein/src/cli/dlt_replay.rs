@@ -37,7 +37,7 @@ use super::batch::{InRecord, OutRecord};
 use super::client::{backoff, is_retriable, Cluster, Exchange, TopicInfo, RETRIES};
 use super::dlt::DltInfo;
 use super::errors::{self, KafkaError};
-use super::fetch::read_range;
+use super::fetch::read_range_isolated;
 use super::offsets::{
     commit_offsets, committed_offsets, kafka_code, list_offsets, with_coordinator, EARLIEST, LATEST,
 };
@@ -774,11 +774,14 @@ fn replay(args: ReplayArgs) -> Result<()> {
         let mut position = from;
         while position < to_offset {
             let mut records: Vec<InRecord> = Vec::new();
-            let next = read_range(&mut cluster, &dlt, *p, position, to_offset, |r| {
-                records.push(r.clone());
-                records.len() < chunk
-            })
-            .with_context(|| format!("reading partition {p}"))?;
+            // read_committed: dead letters of a publisher's aborted transactions are no
+            // dead letters.
+            let next =
+                read_range_isolated(&mut cluster, &dlt, *p, position, to_offset, true, |r| {
+                    records.push(r.clone());
+                    records.len() < chunk
+                })
+                .with_context(|| format!("reading partition {p}"))?;
             // The chunk's verdicts, partitions chosen.
             let mut sends: Vec<(String, i32, OutRecord)> = Vec::new();
             let mut sent: Vec<Replayed> = Vec::new();
