@@ -398,3 +398,324 @@ def test_show_errors(setup):
         "dlt", "show", setup.dlt, "--offset", "1", "--key", "k", bootstrap=setup.bootstrap, check=2
     )
     assert "cannot be used with" in proc.stderr
+
+
+# -- replay --------------------------------------------------------------------------------------
+
+COUNT = "skein-dlt-replay-count"
+
+
+def java_partition(key, partitions):
+    """The Java client's default partitioner (kafka-python's port of Kafka's murmur2)."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def new_topics(bootstrap, topics):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items()],
+        operation_timeout=30,
+    )
+    for f in futures.values():
+        f.result(timeout=60)
+    wait_until(
+        lambda: set(topics) <= set(admin.list_topics(timeout=10).topics),
+        60,
+        "the topics in metadata",
+    )
+
+
+def put_all(bootstrap, records):
+    """Produces (topic, partition, key, value, headers) records, in order."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    failures = []
+    for topic, partition, key, value, headers in records:
+        producer.produce(
+            topic,
+            key=key,
+            value=value,
+            partition=partition,
+            headers=headers,
+            on_delivery=lambda err, msg: err and failures.append(err),
+        )
+    assert producer.flush(60) == 0, "records not delivered within 60 s"
+    assert failures == [], failures
+
+
+def read_committed(bootstrap, topic, partitions):
+    """Every committed record of `topic`, read with isolation.level=read_committed until each
+    partition reports its end."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    records, at_end = [], set()
+    deadline = time.monotonic() + 60
+    try:
+        while len(at_end) < partitions:
+            assert time.monotonic() < deadline, f"{topic} not read to its end within 60 s"
+            m = consumer.poll(1.0)
+            if m is None:
+                continue
+            if m.error():
+                assert m.error().code() == -191, m.error()  # _PARTITION_EOF
+                at_end.add(m.partition())
+                continue
+            at_end.discard(m.partition())
+            records.append(m)
+    finally:
+        consumer.close()
+    return records
+
+
+def end_offsets(bootstrap, topic, partitions):
+    """The high watermarks (read_uncommitted: records of open transactions count)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "end-offsets",
+            "isolation.level": "read_uncommitted",
+        }
+    )
+    try:
+        return [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        ]
+    finally:
+        consumer.close()
+
+
+def committed(bootstrap, dlt, partitions):
+    """The replay group's committed offsets (None where it has none)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"skein-dlt-replay.{dlt}"}
+    )
+    try:
+        got = consumer.committed([TopicPartition(dlt, p) for p in range(partitions)], timeout=30)
+    finally:
+        consumer.close()
+    return [tp.offset if tp.offset >= 0 else None for tp in got]
+
+
+def headers_of(message):
+    return message.headers() or []
+
+
+def replay(setup, dlt, *args, check=0):
+    """`skein dlt replay` as JSON; with a non-zero `check`, the process (asserting that exit)."""
+    if check:
+        return skein("dlt", "replay", dlt, *args, bootstrap=setup.bootstrap, check=check)
+    return skein_json("dlt", "replay", dlt, *args, bootstrap=setup.bootstrap)
+
+
+class ReplayTopics:
+    """A 3-partition original topic and its 2-partition DLT with four dead letters: two keyed,
+    one keyless, one without an original-topic header."""
+
+    def __init__(self, setup):
+        tag = uuid.uuid4().hex[:10]
+        self.orig = f"replay-{tag}"
+        self.dlt = f"{self.orig}-dlt"
+        self.other = f"other-{tag}"
+        new_topics(setup.bootstrap, {self.orig: 3, self.dlt: 2, self.other: 1})
+        retry = [
+            ("retry_topic-attempts", i32(3)),
+            ("retry_topic-backoff-timestamp", big_integer(setup.ts[1])),
+            ("retry_topic-original-timestamp", big_integer(setup.ts[0])),
+        ]
+        self.records = [
+            (self.dlt, 0, b"order-1", b'{"orderId":1}',
+             [("traceId", b"trace-1")] + original(self.orig, 2, 40, setup.ts[0])
+             + exception(TIMEOUT, "Read timed out") + retry),
+            (self.dlt, 0, None, b'{"orderId":2}',
+             original(self.orig, 0, 41, setup.ts[0]) + exception(TIMEOUT, "Read timed out")),
+            (self.dlt, 1, b"order-3", b'{"orderId":3}',
+             [("kafka_original-topic", self.orig.encode())]
+             + exception(STOCK, "none left") + retry),
+            (self.dlt, 1, b"order-4", b'{"orderId":4}', exception(ILLEGAL, "no origin")),
+        ]
+        put_all(setup.bootstrap, self.records)
+
+
+def test_replay_to_the_original_topic_once(setup):
+    t = ReplayTopics(setup)
+    out = replay(setup, t.dlt)
+    assert out["group"] == f"skein-dlt-replay.{t.dlt}"
+    assert out["mode"] == "transactional" and out["dry_run"] is False
+    got = {(r["partition"], r["offset"]): r for r in out["replayed"]}
+    assert sorted(got) == [(0, 0), (0, 1), (1, 0)]
+    assert [(r["partition"], r["offset"]) for r in out["refused"]] == [(1, 1)]
+    assert "no original-topic" in out["refused"][0]["reason"]
+    assert got[(0, 0)]["to_partition"] == java_partition(b"order-1", 3)
+    assert got[(1, 0)]["to_partition"] == java_partition(b"order-3", 3)
+    assert all(r["to_topic"] == t.orig and r["replay_count"] == 1 for r in got.values())
+    assert sorted(out["committed"], key=lambda c: c["partition"]) == [
+        {"partition": 0, "offset": 2},
+        {"partition": 1, "offset": 2},
+    ]
+    assert committed(setup.bootstrap, t.dlt, 2) == [2, 2]
+
+    target = read_committed(setup.bootstrap, t.orig, 3)
+    assert len(target) == 3
+    by_value = {m.value(): m for m in target}
+    sources = {r[3]: r for r in t.records[:3]}
+    assert set(by_value) == set(sources)
+    for value, m in by_value.items():
+        _, _, key, _, headers = sources[value]
+        assert m.key() == key
+        names = [k for k, _ in headers_of(m)]
+        assert not [n for n in names if n.startswith("retry_topic-")], names
+        kept = [(k, v) for k, v in headers if not k.startswith("retry_topic-")]
+        assert headers_of(m) == kept + [(COUNT, i32(1))]
+        r = next(r for r in got.values() if r["to_offset"] == m.offset()
+                 and r["to_partition"] == m.partition())
+        assert r["key"] == (key.decode() if key else None)
+    assert dict(headers_of(by_value[b'{"orderId":1}']))["traceId"] == b"trace-1"
+
+    # A second run replays nothing and moves nothing.
+    before = end_offsets(setup.bootstrap, t.orig, 3)
+    again = replay(setup, t.dlt)
+    assert (again["replayed"], again["refused"], again["passed_over"]) == ([], [], 0)
+    assert end_offsets(setup.bootstrap, t.orig, 3) == before
+    assert committed(setup.bootstrap, t.dlt, 2) == [2, 2]
+    text = skein("dlt", "replay", t.dlt, bootstrap=setup.bootstrap, check=0).stdout
+    assert f"{t.dlt}: replayed 0, refused 0" in text
+    assert "exactly once" in text
+
+
+def test_a_dry_run_changes_nothing(setup):
+    t = ReplayTopics(setup)
+    before = end_offsets(setup.bootstrap, t.orig, 3)
+    out = replay(setup, t.dlt, "--dry-run")
+    assert out["dry_run"] is True and out["mode"] is None and out["committed"] is None
+    assert sorted((r["partition"], r["offset"]) for r in out["replayed"]) == [(0, 0), (0, 1), (1, 0)]
+    assert all(r["to_offset"] is None for r in out["replayed"])
+    assert [(r["partition"], r["offset"]) for r in out["refused"]] == [(1, 1)]
+    text = skein("dlt", "replay", t.dlt, "--dry-run", bootstrap=setup.bootstrap, check=0).stdout
+    assert f"would replay {t.dlt} 0:0 key order-1 -> {t.orig} {java_partition(b'order-1', 3)}" in text
+    assert f"refused {t.dlt} 1:1: no original-topic header" in text
+    assert "dry run: nothing was sent and nothing committed" in text
+    assert committed(setup.bootstrap, t.dlt, 2) == [None, None]
+    assert end_offsets(setup.bootstrap, t.orig, 3) == before
+
+
+def test_replay_counts_grow_and_are_refused_at_the_max(setup):
+    t = ReplayTopics(setup)
+    replay(setup, t.dlt, "--partition", "0", "--key", "order-1")
+    (first,) = [m for m in read_committed(setup.bootstrap, t.orig, 3) if m.key() == b"order-1"]
+    assert dict(headers_of(first))[COUNT] == i32(1)
+    # The replayed record fails again: its consumer's recoverer sends it back to the DLT with
+    # its headers (the replay count among them).
+    put_all(setup.bootstrap, [(t.dlt, 0, first.key(), first.value(), headers_of(first))])
+    out = replay(setup, t.dlt, "--partition", "0", "--max-replays", "2")
+    # Offset 1 (keyless) was passed over by the --key run; offset 2 is the record again.
+    assert [(r["offset"], r["replay_count"]) for r in out["replayed"]] == [(2, 2)]
+    seconds = [m for m in read_committed(setup.bootstrap, t.orig, 3) if m.key() == b"order-1"]
+    assert sorted(dict(headers_of(m))[COUNT] for m in seconds) == [i32(1), i32(2)]
+    assert [k for k, _ in headers_of(max(seconds, key=lambda m: dict(headers_of(m))[COUNT]))].count(COUNT) == 1
+    # Back again: at the max it is refused, and reported.
+    second = next(m for m in seconds if dict(headers_of(m))[COUNT] == i32(2))
+    put_all(setup.bootstrap, [(t.dlt, 0, second.key(), second.value(), headers_of(second))])
+    before = end_offsets(setup.bootstrap, t.orig, 3)
+    out = replay(setup, t.dlt, "--partition", "0", "--max-replays", "2")
+    assert out["replayed"] == []
+    assert [(r["offset"], r["reason"]) for r in out["refused"]] == [
+        (3, "replayed 2 times already (--max-replays 2)")
+    ]
+    assert end_offsets(setup.bootstrap, t.orig, 3) == before
+    assert committed(setup.bootstrap, t.dlt, 2)[0] == 4
+
+
+def test_replay_to_another_topic_with_a_filter(setup):
+    t = ReplayTopics(setup)
+    out = replay(setup, t.dlt, "--to", t.other, "--exception", "IllegalArgumentException")
+    assert [(r["partition"], r["offset"], r["to_topic"]) for r in out["replayed"]] == [
+        (1, 1, t.other)
+    ]
+    assert out["passed_over"] == 3
+    (m,) = read_committed(setup.bootstrap, t.other, 1)
+    assert (m.key(), m.value()) == (b"order-4", b'{"orderId":4}')
+    assert dict(headers_of(m))[COUNT] == i32(1)
+    assert end_offsets(setup.bootstrap, t.orig, 3) == [0, 0, 0]
+    # Errors: one line, exit 1.
+    proc = replay(setup, t.dlt, "--to", f"missing-{uuid.uuid4().hex[:6]}", check=1)
+    assert proc.stderr.startswith(f"skein: dlt replay {t.dlt}: --to missing-"), proc.stderr
+    proc = replay(setup, f"missing-{uuid.uuid4().hex[:6]}-dlt", check=1)
+    assert "UNKNOWN_TOPIC_OR_PARTITION" in proc.stderr
+
+
+def test_a_replay_killed_midway_then_rerun_gives_each_record_once(setup):
+    """kill -9 of the CLI in the middle of a chunk's transaction (slowed by --rate): the rerun
+    aborts it (InitProducerId with the same transactional id) and replays from the committed
+    offsets, so a read_committed consumer sees every record exactly once."""
+    import signal
+    import subprocess
+
+    from helpers import SKEIN_BIN
+
+    tag = uuid.uuid4().hex[:10]
+    orig, dlt = f"killed-{tag}", f"killed-{tag}-dlt"
+    new_topics(setup.bootstrap, {orig: 1, dlt: 1})
+    n = 20
+    put_all(setup.bootstrap, [
+        (dlt, 0, f"k{i}".encode(), f"v{i}".encode(), original(orig, 0, i, setup.ts[0]))
+        for i in range(n)
+    ])
+    proc = subprocess.Popen(
+        [SKEIN_BIN, "dlt", "replay", dlt, "--rate", "1/s", "--chunk", "5",
+         "--bootstrap", setup.bootstrap],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # At one record a second, chunk 1 (offsets 0-4, its commit marker at 5) is committed
+        # after about 5 s; chunk 2 has written two records (offsets 6, 7) of its open
+        # transaction by about 7 s, and would commit at about 10 s.
+        wait_until(lambda: end_offsets(setup.bootstrap, orig, 1)[0] >= 8, 60,
+                   "the second chunk under way")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert committed(setup.bootstrap, dlt, 1) == [5]
+    assert len(read_committed(setup.bootstrap, orig, 1)) == 5
+    out = replay(setup, dlt)
+    assert [r["offset"] for r in out["replayed"]] == list(range(5, n))
+    records = read_committed(setup.bootstrap, orig, 1)
+    assert sorted(m.key() for m in records) == sorted(f"k{i}".encode() for i in range(n))
+    assert len(records) == n
+    assert committed(setup.bootstrap, dlt, 1) == [n]
+
+
+def test_replay_reads_the_dlt_read_committed(setup):
+    """Dead letters of a publisher's aborted transaction are not replayed; its committed ones
+    are."""
+    tag = uuid.uuid4().hex[:10]
+    orig, dlt = f"aborted-{tag}", f"aborted-{tag}-dlt"
+    new_topics(setup.bootstrap, {orig: 1, dlt: 1})
+    producer = Producer({"bootstrap.servers": setup.bootstrap, "transactional.id": f"t-{tag}"})
+    producer.init_transactions(60)
+    for keys, commit in [([b"a1", b"a2"], False), ([b"c1"], True)]:
+        producer.begin_transaction()
+        for k in keys:
+            producer.produce(dlt, key=k, value=b"{}", headers=original(orig, 0, 0, setup.ts[0]))
+        # Written before the abort (abort_transaction drops what is still queued).
+        assert producer.flush(60) == 0
+        if commit:
+            producer.commit_transaction(60)
+        else:
+            producer.abort_transaction(60)
+    # a1, a2, abort marker, c1, commit marker: wait for the last marker.
+    wait_until(lambda: end_offsets(setup.bootstrap, dlt, 1)[0] == 5, 60, "the commit marker")
+    out = replay(setup, dlt)
+    assert [(r["offset"], r["key"]) for r in out["replayed"]] == [(3, "c1")]
+    assert [m.key() for m in read_committed(setup.bootstrap, orig, 1)] == [b"c1"]
+    assert committed(setup.bootstrap, dlt, 1) == [5]

@@ -109,7 +109,18 @@ pub struct Decoded {
 
 /// Reads every complete batch of a fetch response's records. A partial batch at the end (a
 /// fetch may cut the last batch short) is ignored; anything else malformed is an error.
+#[cfg(test)]
 pub fn decode_batches(buf: &[u8]) -> Result<Decoded> {
+    decode_batches_filtered(buf, None)
+}
+
+/// [`decode_batches`] for a read_committed fetch: the transactional batches of the aborted
+/// transactions the response lists (producer id, first offset) are left out, as Kafka's
+/// consumer does it: a producer id is aborted from its first offset until its abort marker.
+pub fn decode_batches_filtered(buf: &[u8], aborted: Option<&[(i64, i64)]>) -> Result<Decoded> {
+    let mut pending: Vec<(i64, i64)> = aborted.map(<[_]>::to_vec).unwrap_or_default();
+    pending.sort_by_key(|(_, first)| std::cmp::Reverse(*first));
+    let mut aborting: std::collections::HashSet<i64> = std::collections::HashSet::new();
     let mut out = Decoded::default();
     for item in BatchIter::new(buf) {
         let (header, range) = match item {
@@ -121,7 +132,21 @@ pub fn decode_batches(buf: &[u8]) -> Result<Decoded> {
         records::verify_crc(batch)
             .map_err(|e| anyhow::anyhow!("record batch at offset {}: {e}", header.base_offset))?;
         out.next_offset = Some(header.last_offset() + 1);
+        while let Some((pid, _)) = pending
+            .last()
+            .copied()
+            .filter(|(_, first)| *first <= header.last_offset())
+        {
+            aborting.insert(pid);
+            pending.pop();
+        }
         if header.is_control() {
+            if records::parse_end_txn_marker(batch).is_some_and(|m| !m.committed) {
+                aborting.remove(&header.producer_id);
+            }
+            continue;
+        }
+        if header.is_transactional() && aborting.contains(&header.producer_id) {
             continue;
         }
         out.records.extend(decode_batch(&header, batch)?);
@@ -237,6 +262,43 @@ mod tests {
         let cut = decode_batches(&buf).unwrap();
         assert_eq!(cut.records.len(), 2);
         assert_eq!(cut.next_offset, Some(102));
+    }
+
+    #[test]
+    fn read_committed_leaves_out_aborted_transactions() {
+        let txn = |pid: i64, base: i64, n: usize| {
+            let mut builder = RecordBatchBuilder::new(0)
+                .producer(pid, 0, 0)
+                .transactional();
+            for r in &sample()[..n] {
+                builder = builder.push(r.key.as_deref(), r.value.as_deref(), 0);
+            }
+            let mut b = builder.build().to_vec();
+            records::set_base_offset(&mut b, base);
+            b
+        };
+        let marker = |pid: i64, base: i64, committed: bool| {
+            let m = records::EndTxnMarker {
+                committed,
+                coordinator_epoch: 0,
+            };
+            let mut b = records::end_txn_marker_batch(pid, 0, m, 0).to_vec();
+            records::set_base_offset(&mut b, base);
+            b
+        };
+        // Producer 7 aborts offsets 0-1 (marker 2), producer 8 commits 3-4 (marker 5), then
+        // producer 7 writes again at 6 (a later transaction, not aborted).
+        let mut buf = txn(7, 0, 2);
+        buf.extend(marker(7, 2, false));
+        buf.extend(txn(8, 3, 2));
+        buf.extend(marker(8, 5, true));
+        buf.extend(txn(7, 6, 1));
+        let all = decode_batches(&buf).unwrap();
+        assert_eq!(all.records.len(), 5);
+        let committed = decode_batches_filtered(&buf, Some(&[(7, 0)])).unwrap();
+        let offsets: Vec<i64> = committed.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![3, 4, 6]);
+        assert_eq!(committed.next_offset, Some(7));
     }
 
     #[test]

@@ -98,6 +98,11 @@ exchanges! {
     AlterPartitionReassignments: AlterPartitionReassignmentsRequest => AlterPartitionReassignmentsResponse, tested up to 0;
     ListPartitionReassignments: ListPartitionReassignmentsRequest => ListPartitionReassignmentsResponse, tested up to 0;
     DescribeTopicPartitions: DescribeTopicPartitionsRequest => DescribeTopicPartitionsResponse, tested up to 0;
+    InitProducerId: InitProducerIdRequest => InitProducerIdResponse, tested up to 4;
+    AddPartitionsToTxn: AddPartitionsToTxnRequest => AddPartitionsToTxnResponse, tested up to 3;
+    AddOffsetsToTxn: AddOffsetsToTxnRequest => AddOffsetsToTxnResponse, tested up to 3;
+    TxnOffsetCommit: TxnOffsetCommitRequest => TxnOffsetCommitResponse, tested up to 3;
+    EndTxn: EndTxnRequest => EndTxnResponse, tested up to 3;
 }
 
 /// One broker's advertised version range for one API.

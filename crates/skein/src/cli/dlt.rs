@@ -83,6 +83,9 @@ pub enum DltCommand {
     List(ListArgs),
     /// Show a dead-letter topic's records with their headers decoded.
     Show(ShowArgs),
+    /// Republish dead letters to their original topic (or --to TOPIC), remembering what was
+    /// replayed in the group `skein-dlt-replay.<topic>`.
+    Replay(super::dlt_replay::ReplayArgs),
 }
 
 #[derive(clap::Args)]
@@ -130,6 +133,7 @@ pub fn run(command: DltCommand) -> Result<()> {
             let context = format!("dlt show {}", a.topic);
             show(a).context(context)
         }
+        DltCommand::Replay(a) => super::dlt_replay::run(a),
     }
 }
 
@@ -288,7 +292,7 @@ impl DltInfo {
 
     /// True when the root cause or the exception is `class`, named in full or by its simple
     /// name.
-    fn is_exception(&self, class: &str) -> bool {
+    pub fn is_exception(&self, class: &str) -> bool {
         [&self.cause, &self.exception]
             .into_iter()
             .flatten()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use skein_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 
-use super::batch::{decode_batches, Decoded, InRecord};
+use super::batch::{decode_batches_filtered, Decoded, InRecord};
 use super::client::{backoff, is_retriable, Cluster, Connection, REQUEST_TIMEOUT, RETRIES};
 use super::errors::{self, KafkaError};
 use super::offsets::{list_offsets, EARLIEST};
@@ -49,12 +49,24 @@ pub fn fetch(
     positions: &[FetchPosition],
     max_wait_ms: i32,
 ) -> Result<Vec<FetchedPartition>> {
+    fetch_isolated(conn, topic, positions, max_wait_ms, false)
+}
+
+/// [`fetch`], read_committed when asked: the broker answers up to the last stable offset and
+/// lists the aborted transactions, whose records are left out.
+pub fn fetch_isolated(
+    conn: &mut Connection,
+    topic: &str,
+    positions: &[FetchPosition],
+    max_wait_ms: i32,
+    read_committed: bool,
+) -> Result<Vec<FetchedPartition>> {
     let request = FetchRequest {
         replica_id: -1,
         max_wait_ms,
         min_bytes: 1,
         max_bytes: FETCH_MAX_BYTES,
-        isolation_level: 0,
+        isolation_level: i8::from(read_committed),
         session_id: 0,
         session_epoch: -1,
         topics: vec![FetchTopic {
@@ -82,8 +94,15 @@ pub fn fetch(
     for t in response.responses.into_iter().filter(|t| t.topic == topic) {
         for p in t.partitions {
             let bytes = p.records.as_deref().unwrap_or(&[]);
+            let aborted: Option<Vec<(i64, i64)>> = read_committed.then(|| {
+                p.aborted_transactions
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.producer_id, a.first_offset))
+                    .collect()
+            });
             let decoded = if p.error_code == 0 {
-                decode_batches(bytes).with_context(|| {
+                decode_batches_filtered(bytes, aborted.as_deref()).with_context(|| {
                     format!("records of partition {} of {topic}", p.partition_index)
                 })?
             } else {
@@ -111,6 +130,20 @@ pub fn read_range(
     partition: i32,
     start: i64,
     end: i64,
+    visit: impl FnMut(&InRecord) -> bool,
+) -> Result<i64> {
+    read_range_isolated(cluster, topic, partition, start, end, false, visit)
+}
+
+/// [`read_range`], read_committed when asked: records of aborted transactions are left out,
+/// and reading stops at the last stable offset when that is below `end`.
+pub fn read_range_isolated(
+    cluster: &mut Cluster,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    end: i64,
+    read_committed: bool,
     mut visit: impl FnMut(&InRecord) -> bool,
 ) -> Result<i64> {
     let mut position = start;
@@ -135,7 +168,7 @@ pub fn read_range(
             offset: position,
             max_bytes,
         }];
-        let Some(f) = fetch(conn, topic, &positions, 0)?
+        let Some(f) = fetch_isolated(conn, topic, &positions, 0, read_committed)?
             .into_iter()
             .find(|f| f.partition == partition)
         else {
