@@ -98,6 +98,7 @@ exchanges! {
     AlterPartitionReassignments: AlterPartitionReassignmentsRequest => AlterPartitionReassignmentsResponse, tested up to 0;
     ListPartitionReassignments: ListPartitionReassignmentsRequest => ListPartitionReassignmentsResponse, tested up to 0;
     DescribeTopicPartitions: DescribeTopicPartitionsRequest => DescribeTopicPartitionsResponse, tested up to 0;
+    DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse, tested up to 2;
 }
 
 /// One broker's advertised version range for one API.

@@ -83,6 +83,8 @@ pub enum DltCommand {
     List(ListArgs),
     /// Show a dead-letter topic's records with their headers decoded.
     Show(ShowArgs),
+    /// Delete a dead-letter topic's records before an offset or a time (DeleteRecords).
+    Purge(super::dlt_purge::PurgeArgs),
 }
 
 #[derive(clap::Args)]
@@ -129,6 +131,10 @@ pub fn run(command: DltCommand) -> Result<()> {
         DltCommand::Show(a) => {
             let context = format!("dlt show {}", a.topic);
             show(a).context(context)
+        }
+        DltCommand::Purge(a) => {
+            let context = format!("dlt purge {}", a.topic);
+            super::dlt_purge::run(a).context(context)
         }
     }
 }
