@@ -571,6 +571,11 @@ def test_purge_refuses_dead_letters_never_replayed(purge):
     assert [r["replayed_up_to"] for r in out["partitions"]] == [1, None]
     assert purge.watermarks() == {0: (0, 4), 1: (0, 4)}
 
+    # Partition 1 alone: the group has offsets (in partition 0), none here, so it is refused.
+    proc = purge.purge("--before", "1", "--partition", "1", check=1)
+    assert "refusing to purge 1 dead letters" in proc.stderr
+    assert purge.watermarks() == {0: (0, 4), 1: (0, 4)}
+
     # Up to what was replayed is fine without --force.
     out = purge.purge("--before", "1", "--partition", "0")
     assert rows(out) == {0: (0, 1, 1)} and out["unreplayed"] == 0

@@ -134,7 +134,7 @@ pub fn run(args: PurgeArgs) -> Result<()> {
             "partition {p} does not exist (the topic has {} partitions)",
             all.len()
         ),
-        None => all,
+        None => all.clone(),
     };
     let starts = list_offsets(&mut cluster, &args.topic, &parts, EARLIEST)?;
     let ends = list_offsets(&mut cluster, &args.topic, &parts, LATEST)?;
@@ -143,7 +143,8 @@ pub fn run(args: PurgeArgs) -> Result<()> {
         Before::Offset(_) => None,
     };
     let group = replay_group(&args.topic);
-    let committed = replay_progress(&mut cluster, &group, &args.topic, &parts)
+    // Every partition's progress: a group with offsets elsewhere has used replay on this topic.
+    let committed = replay_progress(&mut cluster, &group, &args.topic, &all)
         .with_context(|| format!("committed offsets of the replay group {group}"))?;
     let group_has_offsets = !committed.is_empty();
 
