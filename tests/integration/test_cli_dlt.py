@@ -16,6 +16,7 @@ import json
 import struct
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -719,3 +720,215 @@ def test_replay_reads_the_dlt_read_committed(setup):
     assert [(r["offset"], r["key"]) for r in out["replayed"]] == [(3, "c1")]
     assert [m.key() for m in read_committed(setup.bootstrap, orig, 1)] == [b"c1"]
     assert committed(setup.bootstrap, dlt, 1) == [5]
+# -- purge ---------------------------------------------------------------------------------------
+
+
+class Purge:
+    """A DLT of two partitions, four dead letters each, one second apart; partition 1's are
+    ten seconds younger than partition 0's, so a time finds different offsets in each."""
+
+    def __init__(self, bootstrap):
+        self.bootstrap = bootstrap
+        self.topic = f"purge-{uuid.uuid4().hex[:10]}-dlt"
+        self.group = f"skein-dlt-replay.{self.topic}"
+        base = int(time.time() * 1000) - 3_600_000
+        self.ts = {p: [base + p * 10_000 + i * 1000 for i in range(4)] for p in (0, 1)}
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(self.topic, 2, 1)], operation_timeout=30)[
+            self.topic
+        ].result(timeout=60)
+        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        for p in (0, 1):
+            for i, ts in enumerate(self.ts[p]):
+                producer.produce(
+                    self.topic,
+                    key=f"k{p}-{i}".encode(),
+                    value=b"{}",
+                    partition=p,
+                    timestamp=ts,
+                    headers=original("orders", p, i, ts - 1000) + exception(TIMEOUT, "slow"),
+                )
+        assert producer.flush(60) == 0
+        assert self.watermarks() == {0: (0, 4), 1: (0, 4)}
+
+    def watermarks(self):
+        """(log start, high watermark) per partition, as confluent-kafka sees them."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"wm-{self.topic}"})
+        try:
+            return {
+                p: c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+                for p in (0, 1)
+            }
+        finally:
+            c.close()
+
+    def remaining(self):
+        """The keys still readable from each partition, read from the beginning."""
+        c = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": f"read-{self.topic}",
+             "enable.auto.commit": False}
+        )
+        try:
+            out = {}
+            for p, (low, high) in self.watermarks().items():
+                keys = []
+                if high > low:
+                    c.assign([TopicPartition(self.topic, p, low)])
+                    deadline = time.time() + 30
+                    while len(keys) < high - low and time.time() < deadline:
+                        m = c.poll(1)
+                        if m is not None and not m.error():
+                            keys.append(m.key().decode())
+                out[p] = keys
+            return out
+        finally:
+            c.close()
+
+    def commit(self, offsets):
+        """Commits the replay group's offsets, as `skein dlt replay` would."""
+        c = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": self.group,
+             "enable.auto.commit": False}
+        )
+        try:
+            tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
+            assert all(tp.error is None for tp in c.commit(offsets=tps, asynchronous=False))
+        finally:
+            c.close()
+
+    def purge(self, *args, check=0):
+        proc = skein("dlt", "purge", self.topic, *args, "--output", "json",
+                     bootstrap=self.bootstrap, check=check)
+        return json.loads(proc.stdout) if check == 0 else proc
+
+
+@pytest.fixture(params=["skein", "kafka"])
+def purge(request):
+    if request.param == "skein":
+        bootstrap = request.getfixturevalue("module_broker").bootstrap
+    else:
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+    return Purge(bootstrap)
+
+
+def rows(out):
+    return {r["partition"]: (r["old_log_start"], r["new_log_start"], r["removed"])
+            for r in out["partitions"]}
+
+
+def test_purge_by_offset_dry_run_and_the_high_watermark_cap(purge):
+    # A dry run says what would go and changes nothing.
+    out = purge.purge("--before", "2", "--dry-run")
+    assert out["dry_run"] is True and out["before"] == {"offset": 2}
+    assert rows(out) == {0: (0, 2, 2), 1: (0, 2, 2)} and out["removed"] == 4
+    assert purge.watermarks() == {0: (0, 4), 1: (0, 4)}
+    assert purge.remaining() == {p: [f"k{p}-{i}" for i in range(4)] for p in (0, 1)}
+
+    # One partition.
+    out = purge.purge("--before", "2", "--partition", "0")
+    assert out["dry_run"] is False
+    assert rows(out) == {0: (0, 2, 2)} and out["removed"] == 2
+    assert out["replay_group"] == purge.group and out["replay_group_has_offsets"] is False
+    assert purge.watermarks() == {0: (2, 4), 1: (0, 4)}
+    assert purge.remaining() == {0: ["k0-2", "k0-3"], 1: [f"k1-{i}" for i in range(4)]}
+
+    # Past the end: capped at each high watermark; below the log start: nothing to do.
+    out = purge.purge("--before", "offset:99")
+    assert rows(out) == {0: (2, 4, 2), 1: (0, 4, 4)} and out["removed"] == 6
+    assert purge.watermarks() == {0: (4, 4), 1: (4, 4)}
+    assert purge.remaining() == {0: [], 1: []}
+    out = purge.purge("--before", "1")
+    assert rows(out) == {0: (4, 4, 0), 1: (4, 4, 0)} and out["removed"] == 0
+
+    text = skein("dlt", "purge", purge.topic, "--before", "4", bootstrap=purge.bootstrap,
+                 check=0).stdout
+    assert f"removed 0 records of {purge.topic} before offset 4" in text
+    assert f"the replay group {purge.group} has no committed offsets" in text
+
+
+def test_purge_by_time(purge):
+    ts0, ts1 = purge.ts[0], purge.ts[1]
+    # Between partition 0's second and third record: partition 1's are all younger.
+    at = ts0[2] - 500
+    rfc = datetime.fromtimestamp(at / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    out = purge.purge("--before", rfc, "--dry-run")
+    assert out["before"] == {"timestamp": at}
+    assert rows(out) == {0: (0, 2, 2), 1: (0, 0, 0)}
+    assert purge.watermarks() == {0: (0, 4), 1: (0, 4)}
+
+    out = purge.purge("--before", rfc)
+    assert rows(out) == {0: (0, 2, 2), 1: (0, 0, 0)}
+    assert purge.watermarks() == {0: (2, 4), 1: (0, 4)}
+    assert purge.remaining() == {0: ["k0-2", "k0-3"], 1: [f"k1-{i}" for i in range(4)]}
+
+    # In milliseconds, partition 1's second record: partition 0 has none that recent, so it
+    # goes up to its high watermark.
+    out = purge.purge("--before", f"timestamp:{ts1[1]}")
+    assert rows(out) == {0: (2, 4, 2), 1: (0, 1, 1)}
+    assert purge.remaining() == {0: [], 1: ["k1-1", "k1-2", "k1-3"]}
+    # After every record: up to the high watermark.
+    out = purge.purge("--before", f"timestamp:{ts1[3] + 1}")
+    assert rows(out) == {0: (4, 4, 0), 1: (1, 4, 3)}
+    assert purge.watermarks() == {0: (4, 4), 1: (4, 4)}
+
+
+def test_purge_refuses_dead_letters_never_replayed(purge):
+    # The replay group has replayed partition 0 up to offset 1, partition 1 not at all.
+    purge.commit({0: 1})
+    proc = purge.purge("--before", "3", check=1)
+    assert proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"skein: dlt purge {purge.topic}: refusing to purge 5 dead letters the replay group "
+        f"{purge.group} has not replayed (partition 0 replayed up to 1, purge up to 3; "
+        f"partition 1 replayed up to nothing, purge up to 3); --force purges them anyway"
+    )
+    assert purge.watermarks() == {0: (0, 4), 1: (0, 4)}
+
+    # A dry run shows it and deletes nothing.
+    out = purge.purge("--before", "3", "--dry-run")
+    assert out["replay_group_has_offsets"] is True and out["unreplayed"] == 5
+    assert [r["replayed_up_to"] for r in out["partitions"]] == [1, None]
+    assert purge.watermarks() == {0: (0, 4), 1: (0, 4)}
+
+    # Partition 1 alone: the group has offsets (in partition 0), none here, so it is refused.
+    proc = purge.purge("--before", "1", "--partition", "1", check=1)
+    assert "refusing to purge 1 dead letters" in proc.stderr
+    assert purge.watermarks() == {0: (0, 4), 1: (0, 4)}
+
+    # Up to what was replayed is fine without --force.
+    out = purge.purge("--before", "1", "--partition", "0")
+    assert rows(out) == {0: (0, 1, 1)} and out["unreplayed"] == 0
+    text = skein("dlt", "purge", purge.topic, "--before", "1", "--partition", "0",
+                 bootstrap=purge.bootstrap, check=0).stdout
+    assert f"the replay group {purge.group} has replayed every record purged" in text
+
+    # --force purges anyway, and warns.
+    proc = skein("dlt", "purge", purge.topic, "--before", "3", "--force", "--output", "json",
+                 bootstrap=purge.bootstrap, check=0)
+    out = json.loads(proc.stdout)
+    assert rows(out) == {0: (1, 3, 2), 1: (0, 3, 3)}
+    assert out["forced"] is True and out["unreplayed"] == 5
+    assert "5 of these dead letters were never replayed" in proc.stderr
+    assert purge.watermarks() == {0: (3, 4), 1: (3, 4)}
+    assert purge.remaining() == {0: ["k0-3"], 1: ["k1-3"]}
+
+
+def test_purge_errors(purge):
+    missing = f"{purge.topic}-missing"
+    cases = [
+        (["dlt", "purge", missing, "--before", "1"],
+         f"skein: dlt purge {missing}: UNKNOWN_TOPIC_OR_PARTITION: Topic '{missing}' does not exist."),
+        (["dlt", "purge", purge.topic, "--before", "1", "--partition", "7"],
+         f"skein: dlt purge {purge.topic}: partition 7 does not exist (the topic has 2 partitions)"),
+        (["dlt", "purge", purge.topic, "--before", "yesterday"],
+         f"skein: dlt purge {purge.topic}: invalid --before \"yesterday\": expected an offset "
+         "(N or offset:N) or a time (RFC 3339, e.g. 2026-12-01T03:00:00Z, or timestamp:MS)"),
+        (["dlt", "purge", purge.topic, "--before", "2026-12-01T03:00:00"],
+         f"skein: dlt purge {purge.topic}: invalid date-time \"2026-12-01T03:00:00\": "
+         "a time zone offset (Z or ±HH:MM) is required"),
+    ]
+    for args, line in cases:
+        proc = skein(*args, bootstrap=purge.bootstrap, check=1)
+        assert proc.stdout == ""
+        assert proc.stderr.strip() == line
+    assert purge.watermarks() == {0: (0, 4), 1: (0, 4)}

@@ -4,6 +4,7 @@ own OpenMetrics parser, checking consumer lag against what the clients see."""
 import json
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -140,3 +141,65 @@ def test_connections_gauge(broker):
     for c in conns:
         c.close()
     wait_until(lambda: sample(scrape(broker.http), "skein_connections") == 0, 30, "connections to close")
+
+
+def dlt_gauges(samples, topic):
+    return tuple(
+        sample(samples, f"skein_dlt_{name}", topic=topic)
+        for name in ("records", "unhandled_records", "oldest_unhandled_age_seconds")
+    )
+
+
+def test_dlt_gauges_follow_dead_letters_and_the_replay_group(start_broker):
+    """skein_dlt_* for a `-dlt` topic: records, unhandled past the replay group's committed
+    offset, and the oldest unhandled record's age; a plain topic has none; a deleted DLT's
+    series go away. The pass runs every 200 ms here (30 s by default)."""
+    b = start_broker(sets=GROUP_SETTINGS + ("skein.dlt.metrics.interval.ms=200",))
+    dlt = unique_topic("orders") + "-dlt"
+    plain = unique_topic("orders")
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    for f in admin.create_topics([NewTopic(dlt, 2, 1), NewTopic(plain, 1, 1)]).values():
+        f.result(30)
+    now = int(time.time() * 1000)
+    # Partition 0: two hours, one hour and 58 minutes old; partition 1: ten and nine minutes.
+    # One batch per record, so each record's batch carries its own timestamp.
+    ages = {0: [7200, 3600, 3480], 1: [600, 540]}
+    p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0})
+    for partition, secs in ages.items():
+        for i, age in enumerate(secs):
+            p.produce(dlt, key=f"order-{i}".encode(), value=b"{}", partition=partition,
+                      timestamp=now - age * 1000,
+                      headers=[("kafka_dlt-original-topic", plain.encode()),
+                               ("kafka_dlt-exception-fqcn", b"java.net.SocketTimeoutException")])
+            assert p.flush(30) == 0
+    produce(b.bootstrap, plain, 0, 3)
+
+    def gauges_are(records, unhandled, min_age, max_age):
+        def check():
+            got = dlt_gauges(scrape(b.http), dlt)
+            return (got[0], got[1]) == (records, unhandled) and min_age <= got[2] < max_age
+        return check
+
+    # Nothing replayed: everything is unhandled, and the oldest is two hours old.
+    wait_until(gauges_are(5, 5, 7200, 7200 + 300), 30, "5 records, 5 unhandled, age 2 h")
+    s = scrape(b.http)
+    assert dlt_gauges(s, plain) == (None, None, None)
+
+    # The replay group has handled partition 0's first record: the oldest is now 1 h old.
+    group = f"skein-dlt-replay.{dlt}"
+    commit(b.bootstrap, group, dlt, {0: 1})
+    wait_until(gauges_are(5, 4, 3600, 3600 + 300), 30, "4 unhandled, age 1 h")
+
+    # Replayed to the end: nothing unhandled, age 0; the records stay.
+    commit(b.bootstrap, group, dlt, {0: 3, 1: 2})
+    wait_until(gauges_are(5, 0, 0, 1e-9), 30, "0 unhandled, age 0")
+
+    # More dead letters arrive: unhandled again, with their (fresh) age.
+    p.produce(dlt, value=b"{}", partition=1, timestamp=now - 60_000)
+    assert p.flush(30) == 0
+    wait_until(gauges_are(6, 1, 60, 60 + 300), 30, "1 unhandled, age 1 min")
+
+    # A deleted DLT's series go.
+    admin.delete_topics([dlt])[dlt].result(30)
+    wait_until(lambda: dlt_gauges(scrape(b.http), dlt) == (None, None, None), 30,
+               "the deleted DLT's series gone")

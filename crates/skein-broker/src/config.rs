@@ -509,6 +509,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "producer.id.expiration.check.interval.ms", ty: ConfigType::Int, default: "600000", validate: int_ge1, doc: "How often idle producers are looked for and forgotten." },
     BrokerConfigDef { name: "skein.producer.ids.max", ty: ConfigType::Int, default: "500000", validate: int_ge1, doc: "Most idempotent producer states (one per producer and partition written) all partitions together keep; past it, the least recently active are forgotten first." },
     BrokerConfigDef { name: "skein.max.partitions", ty: ConfigType::Int, default: "100000", validate: int_ge1, doc: "Most partitions this broker will host." },
+    BrokerConfigDef { name: "skein.dlt.suffixes", ty: ConfigType::List, default: "-dlt,.DLT", validate: any, doc: "Topic-name suffixes that mark a dead-letter topic, for the skein_dlt_* metrics (Spring Kafka's -dlt, and the .DLT of DeadLetterPublishingRecoverer before 3.3). Empty: no DLT metrics." },
+    BrokerConfigDef { name: "skein.dlt.metrics.interval.ms", ty: ConfigType::Long, default: "30000", validate: long_ge1, doc: "How often the skein_dlt_* metrics are recomputed (off the request path)." },
 ];
 
 /// Where a config's value came from, as DescribeConfigs reports it.
@@ -606,6 +608,10 @@ pub struct BrokerConfig {
     pub unclean_leader_election: bool,
     /// `skein.eligible.leader.replicas.enable` (KIP-966).
     pub eligible_leader_replicas: bool,
+    /// `skein.dlt.suffixes`: the suffixes of dead-letter topics, for the DLT metrics.
+    pub dlt_suffixes: Vec<String>,
+    /// `skein.dlt.metrics.interval.ms`.
+    pub dlt_metrics_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -744,6 +750,13 @@ impl BrokerConfig {
                 .get("unclean.leader.election.enable")
                 .is_some_and(|v| v.trim() == "true"),
             eligible_leader_replicas: boolean("skein.eligible.leader.replicas.enable"),
+            dlt_suffixes: get("skein.dlt.suffixes")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            dlt_metrics_interval_ms: int("skein.dlt.metrics.interval.ms") as u64,
             explicit: settings,
         };
         if config.data_dir.as_os_str().is_empty() {

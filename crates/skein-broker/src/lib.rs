@@ -9,6 +9,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod controller_link;
+pub mod dlt_metrics;
 pub mod elections;
 pub mod error;
 pub mod fetcher;

@@ -113,6 +113,10 @@ pub struct Metrics {
     committed: Family<GroupPartitionLabels, Gauge>,
     group_members: Family<GroupLabels, Gauge>,
     group_generation: Family<GroupLabels, Gauge>,
+    /// Dead-letter topics, set by the periodic pass of `dlt_metrics.rs` (not at scrape).
+    dlt_records: Family<TopicLabels, Gauge>,
+    dlt_unhandled: Family<TopicLabels, Gauge>,
+    dlt_oldest_unhandled_age: Family<TopicLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -162,6 +166,9 @@ impl Metrics {
             committed: Family::default(),
             group_members: Family::default(),
             group_generation: Family::default(),
+            dlt_records: Family::default(),
+            dlt_unhandled: Family::default(),
+            dlt_oldest_unhandled_age: Family::default(),
             registry: Registry::default(),
         };
         r.register("requests", "Requests handled, by API", m.requests.clone());
@@ -335,6 +342,21 @@ impl Metrics {
             "Milliseconds since the last cleaning pass ended (-1: none yet)",
             m.cleaner_since_last_pass.clone(),
         );
+        r.register(
+            "dlt_records",
+            "Offsets in a dead-letter topic (high watermark minus log start), summed over the partitions this node leads",
+            m.dlt_records.clone(),
+        );
+        r.register(
+            "dlt_unhandled_records",
+            "Offsets of a dead-letter topic past its replay group's (skein-dlt-replay.<topic>) committed offset, from the log start when it has none",
+            m.dlt_unhandled.clone(),
+        );
+        r.register(
+            "dlt_oldest_unhandled_age_seconds",
+            "Age of a dead-letter topic's oldest unhandled record (0 when none)",
+            m.dlt_oldest_unhandled_age.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -394,6 +416,25 @@ impl Metrics {
         self.records_in
             .get_or_create(&labels)
             .inc_by(records.max(0) as u64);
+    }
+
+    /// Replaces the dead-letter topic gauges (a topic not in `gauges` loses its series), between
+    /// scrapes so that none sees them half set.
+    pub fn set_dlt(&self, gauges: &[crate::dlt_metrics::DltGauges]) {
+        let _guard = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.dlt_records.clear();
+        self.dlt_unhandled.clear();
+        self.dlt_oldest_unhandled_age.clear();
+        for g in gauges {
+            let l = TopicLabels {
+                topic: g.topic.clone(),
+            };
+            self.dlt_records.get_or_create(&l).set(g.records);
+            self.dlt_unhandled.get_or_create(&l).set(g.unhandled);
+            self.dlt_oldest_unhandled_age
+                .get_or_create(&l)
+                .set(g.oldest_unhandled_age_ms as f64 / 1000.0);
+        }
     }
 
     /// The exposition text, after refreshing the gauges read from the broker's state.

@@ -148,6 +148,11 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     let producer_expiry = every(producer_expiry_every, &broker, |b| b.expire_producers());
     let _cleaner = broker.start_cleaner();
     let checkpoints = every(CHECKPOINT_INTERVAL, &broker, |b| b.checkpoint());
+    let dlt_metrics = every(
+        Duration::from_millis(broker.config.dlt_metrics_interval_ms),
+        &broker,
+        |b| b.refresh_dlt_metrics(),
+    );
     let quorum_broker = broker.clone();
     let heartbeat_every = Duration::from_millis(broker.config.cluster.broker_heartbeat_interval_ms);
     let quorum_ticks = tokio::spawn(async move {
@@ -205,6 +210,7 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
         retention,
         checkpoints,
         producer_expiry,
+        dlt_metrics,
     ] {
         task.abort();
         let _ = task.await;

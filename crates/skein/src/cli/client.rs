@@ -103,6 +103,7 @@ exchanges! {
     AddOffsetsToTxn: AddOffsetsToTxnRequest => AddOffsetsToTxnResponse, tested up to 3;
     TxnOffsetCommit: TxnOffsetCommitRequest => TxnOffsetCommitResponse, tested up to 3;
     EndTxn: EndTxnRequest => EndTxnResponse, tested up to 3;
+    DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse, tested up to 2;
 }
 
 /// One broker's advertised version range for one API.

@@ -86,6 +86,8 @@ pub enum DltCommand {
     /// Republish dead letters to their original topic (or --to TOPIC), remembering what was
     /// replayed in the group `skein-dlt-replay.<topic>`.
     Replay(super::dlt_replay::ReplayArgs),
+    /// Delete a dead-letter topic's records before an offset or a time (DeleteRecords).
+    Purge(super::dlt_purge::PurgeArgs),
 }
 
 #[derive(clap::Args)]
@@ -134,6 +136,10 @@ pub fn run(command: DltCommand) -> Result<()> {
             show(a).context(context)
         }
         DltCommand::Replay(a) => super::dlt_replay::run(a),
+        DltCommand::Purge(a) => {
+            let context = format!("dlt purge {}", a.topic);
+            super::dlt_purge::run(a).context(context)
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod client;
 mod cluster;
 mod consume;
 mod dlt;
+mod dlt_purge;
 mod dlt_replay;
 mod errors;
 mod fetch;
