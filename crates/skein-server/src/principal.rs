@@ -158,7 +158,7 @@ fn string_value(value: &Tlv<'_>) -> Option<String> {
         // TeletexString, read as Latin-1 as most decoders do.
         0x14 => Some(value.content.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UCS-2 big-endian.
-        0x1e if value.content.len() % 2 == 0 => char::decode_utf16(
+        0x1e if value.content.len().is_multiple_of(2) => char::decode_utf16(
             value
                 .content
                 .chunks_exact(2)
@@ -167,7 +167,7 @@ fn string_value(value: &Tlv<'_>) -> Option<String> {
         .collect::<Result<String, _>>()
         .ok(),
         // UniversalString: UCS-4 big-endian.
-        0x1c if value.content.len() % 4 == 0 => value
+        0x1c if value.content.len().is_multiple_of(4) => value
             .content
             .chunks_exact(4)
             .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
