@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -188,6 +188,62 @@ pub(crate) async fn read_frame(
                 wait_readable(stream, idle).await?;
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(Frame {
+        bytes: Bytes::from(buf),
+        held,
+    }))
+}
+
+/// How much a frame's buffer may grow ahead of the bytes received on a stream whose waiting
+/// bytes cannot be counted (TLS: the kernel holds ciphertext): one TLS record's plaintext.
+const STREAM_GROWTH: usize = 16 * 1024;
+
+/// [`read_frame`] for a stream read through `AsyncRead` (a TLS session): the same limits,
+/// but the buffer grows by what it holds (at least [`STREAM_GROWTH`]) instead of by the
+/// bytes the kernel counts, so it stays within twice the bytes received plus one record.
+pub(crate) async fn read_frame_io<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    max: usize,
+    budget: &RequestBudget,
+    idle: Duration,
+) -> Result<Option<Frame>, ConnectionError> {
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < prefix.len() {
+        let n = tokio::time::timeout(idle, stream.read(&mut prefix[got..]))
+            .await
+            .map_err(|_| ConnectionError::Idle)??;
+        match n {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(eof()),
+            n => got += n,
+        }
+    }
+    let size = i32::from_be_bytes(prefix);
+    if size < 0 || size as usize > max {
+        return Err(ConnectionError::FrameSize {
+            size: size as i64,
+            max,
+        });
+    }
+    let size = size as usize;
+    let mut held = budget.hold();
+    let mut buf: Vec<u8> = Vec::new();
+    while buf.len() < size {
+        if buf.len() == buf.capacity() {
+            let len = buf.len();
+            let grow = len.max(STREAM_GROWTH).min(size - len);
+            held.grow(grow).await;
+            buf.reserve_exact(grow);
+        }
+        let room = (size - buf.len()).min(buf.capacity() - buf.len());
+        let n = tokio::time::timeout(idle, stream.read_buf(&mut (&mut buf).limit(room)))
+            .await
+            .map_err(|_| ConnectionError::Idle)??;
+        if n == 0 {
+            return Err(eof());
         }
     }
     Ok(Some(Frame {

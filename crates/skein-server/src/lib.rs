@@ -10,6 +10,12 @@
 //! Request frames are read into buffers that grow with the bytes received, under a
 //! broker-wide budget (`queued.max.request.bytes`, see [`frame`]): past it, connections stop
 //! reading instead of allocating.
+//!
+//! Every entry of `listeners` but the controller's is bound here, each connection tagged with
+//! its listener, protocol, peer and principal (`skein_broker::listener::ConnectionContext`).
+//! SSL and SASL_SSL listeners first run a TLS handshake ([`tls`]) under a deadline; a failed
+//! or late handshake closes that connection alone. Over TLS, fetched records are copied
+//! from the segment files (no `sendfile(2)`: the bytes must be encrypted).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,34 +23,79 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use skein_broker::api::{unsupported_version_response, FetchReply, HeldFiles};
+use skein_broker::listener::{ConnectionContext, ListenerSettings};
 use skein_broker::{supported_versions, Broker, Reply, RequestContext};
 use skein_log::FileRange;
 use skein_protocol::{ApiKey, ResponseBody};
 use std::time::Instant;
-use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 mod frame;
 mod http;
+pub mod principal;
+pub mod tls;
 
 use frame::RequestBudget;
+
+/// One bound Kafka listener.
+struct Bound {
+    settings: ListenerSettings,
+    socket: TcpListener,
+    /// The TLS configuration of an SSL or SASL_SSL listener.
+    tls: Option<Arc<tls::TlsListener>>,
+    /// SIGHUP, for a TLS listener: taken when binding, so a SIGHUP after the start line
+    /// reloads certificates instead of ending the process.
+    hangup: Option<tokio::signal::unix::Signal>,
+}
 
 /// The bound listeners.
 pub struct Server {
     broker: Arc<Broker>,
-    kafka: TcpListener,
+    kafka: Vec<Bound>,
     http: TcpListener,
 }
 
 impl Server {
-    /// Binds the Kafka and HTTP listeners and tells the broker its advertised address.
+    /// Binds the Kafka listeners (every client entry of `listeners`) and the HTTP one, and
+    /// tells the broker the addresses it bound.
     pub async fn bind(broker: Arc<Broker>) -> std::io::Result<Server> {
-        let kafka = TcpListener::bind(broker.config.listener).await?;
+        let mut kafka = Vec::new();
+        for l in &broker.config.listeners {
+            let tls = if l.protocol.uses_tls() {
+                Some(Arc::new(
+                    tls::TlsListener::new(&broker.config, &l.name)
+                        .map_err(std::io::Error::other)?,
+                ))
+            } else {
+                None
+            };
+            let socket = TcpListener::bind(l.bind).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("listener {} ({}): {e}", l.name, l.bind))
+            })?;
+            let hangup = match tls {
+                Some(_) => {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    Some(signal(SignalKind::hangup())?)
+                }
+                None => None,
+            };
+            kafka.push(Bound {
+                settings: l.clone(),
+                socket,
+                tls,
+                hangup,
+            });
+        }
         let http = TcpListener::bind(broker.config.http_listener).await?;
-        broker.set_advertised(kafka.local_addr()?);
+        let bound: Vec<(String, SocketAddr)> = kafka
+            .iter()
+            .map(|b| Ok((b.settings.name.clone(), b.socket.local_addr()?)))
+            .collect::<std::io::Result<_>>()?;
+        broker.set_bound(&bound);
         Ok(Server {
             broker,
             kafka,
@@ -52,10 +103,20 @@ impl Server {
         })
     }
 
+    /// The inter-broker listener's bound address (the first listener).
     pub fn kafka_addr(&self) -> SocketAddr {
-        self.kafka
+        self.kafka[0]
+            .socket
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Every Kafka listener's name and bound address.
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.kafka
+            .iter()
+            .filter_map(|b| Some((b.settings.name.clone(), b.socket.local_addr().ok()?)))
+            .collect()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -77,44 +138,230 @@ impl Server {
             broker.metrics().request_bytes_queued.clone(),
         );
         let http_task = tokio::spawn(http::serve(http, broker.clone()));
-        let accept = async {
-            loop {
-                let (stream, peer) = match kafka.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Out of file descriptors and similar: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    broker.metrics().connections_refused.inc();
-                    tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max.connections reached");
-                    drop(stream);
-                    continue;
-                };
-                let broker = broker.clone();
-                let budget = budget.clone();
-                tokio::spawn(async move {
-                    broker.metrics().connections.inc();
-                    let _ = stream.set_nodelay(true);
-                    let client_host = format!("/{}", peer.ip());
-                    if let Err(e) =
-                        serve_connection(broker.clone(), stream, client_host, budget).await
-                    {
-                        tracing::debug!(%peer, "connection closed: {e}");
-                    }
-                    broker.metrics().connections.dec();
-                    drop(permit);
-                });
+        // One accept loop per listener; dropping the set at shutdown stops them all.
+        let mut accept = tokio::task::JoinSet::new();
+        for mut bound in kafka {
+            if let Some(tls) = &bound.tls {
+                accept.spawn(watch_certificates(tls.clone(), bound.hangup.take()));
+            }
+            accept.spawn(accept_loop(
+                broker.clone(),
+                bound,
+                connections.clone(),
+                budget.clone(),
+            ));
+        }
+        shutdown.await;
+        accept.abort_all();
+        http_task.abort();
+    }
+}
+
+/// Re-reads a TLS listener's certificate files when they change (polled) or on SIGHUP.
+async fn watch_certificates(
+    tls: Arc<tls::TlsListener>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+) {
+    let mut tick = tokio::time::interval(tls.reload_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let force = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        let tls = tls.clone();
+        // File reads and key parsing: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || tls.reload(force)).await;
+    }
+}
+
+/// Runs a TLS handshake under the listener's deadline and sets the connection's principal
+/// from the client certificate.
+async fn handshake(
+    tls: &tls::TlsListener,
+    stream: TcpStream,
+    conn: &mut ConnectionContext,
+) -> Result<Conn, ConnectionError> {
+    let accepted = tokio::time::timeout(tls.handshake_timeout, tls.acceptor().accept(stream))
+        .await
+        .map_err(|_| {
+            ConnectionError::Handshake(
+                "no TLS handshake within skein.ssl.handshake.timeout.ms".into(),
+            )
+        })?
+        .map_err(|e| ConnectionError::Handshake(e.to_string()))?;
+    let (_, session) = accepted.get_ref();
+    conn.principal = tls
+        .principal(session.peer_certificates())
+        .map_err(ConnectionError::Handshake)?;
+    tracing::debug!(
+        peer = %conn.peer,
+        listener = %conn.listener,
+        principal = %conn.principal,
+        "TLS handshake done"
+    );
+    Ok(Conn::Tls(Box::new(accepted)))
+}
+
+/// A connection's byte stream: plain TCP or a TLS session over it.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// The read side of a [`Conn`].
+enum Reader {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<TlsStream>),
+}
+
+/// The write side of a [`Conn`].
+enum Writer {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsStream>),
+}
+
+impl Conn {
+    fn split(self) -> (Reader, Writer) {
+        match self {
+            Conn::Plain(s) => {
+                let (r, w) = s.into_split();
+                (Reader::Plain(r), Writer::Plain(w))
+            }
+            Conn::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (Reader::Tls(r), Writer::Tls(w))
+            }
+        }
+    }
+}
+
+impl Reader {
+    async fn read_frame(
+        &mut self,
+        max: usize,
+        budget: &RequestBudget,
+        idle: std::time::Duration,
+    ) -> Result<Option<frame::Frame>, ConnectionError> {
+        match self {
+            Reader::Plain(r) => frame::read_frame(r.as_ref(), max, budget, idle).await,
+            Reader::Tls(r) => frame::read_frame_io(r, max, budget, idle).await,
+        }
+    }
+}
+
+impl Writer {
+    /// Writes (and, over TLS, flushes) one response's bytes.
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Plain(w) => w.write_all(bytes).await,
+            Writer::Tls(w) => {
+                w.write_all(bytes).await?;
+                w.flush().await
+            }
+        }
+    }
+
+    async fn write_part(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Plain(w) => w.write_all(bytes).await,
+            Writer::Tls(w) => w.write_all(bytes).await,
+        }
+    }
+
+    /// Sends a segment file range: `sendfile(2)` in the clear, copied through TLS.
+    async fn send_range(&mut self, range: &FileRange) -> std::io::Result<()> {
+        match self {
+            Writer::Plain(w) => send_file(w.as_ref(), range).await,
+            Writer::Tls(w) => copy_range(w, range).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Writer::Plain(_) => Ok(()),
+            Writer::Tls(w) => w.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Writer::Plain(w) => w.shutdown().await,
+            Writer::Tls(w) => w.shutdown().await,
+        }
+    }
+}
+
+/// Copies a segment file range into a stream that must see the bytes (TLS), 64 KiB at a
+/// time. The reads are `pread`s of data just written (in the page cache).
+async fn copy_range<W: AsyncWrite + Unpin>(wr: &mut W, range: &FileRange) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; range.len.min(64 * 1024)];
+    let mut at = range.position;
+    let end = range.position + range.len as u64;
+    while at < end {
+        let n = ((end - at) as usize).min(buf.len());
+        range.file.read_exact_at(&mut buf[..n], at)?;
+        wr.write_all(&buf[..n]).await?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Accepts the connections of one listener.
+async fn accept_loop(
+    broker: Arc<Broker>,
+    bound: Bound,
+    connections: Arc<Semaphore>,
+    budget: RequestBudget,
+) {
+    let listener: Arc<ListenerSettings> = Arc::new(bound.settings);
+    let tls = bound.tls;
+    loop {
+        let (stream, peer) = match bound.socket.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(listener = %listener.name, "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
         };
-        tokio::select! {
-            _ = accept => {}
-            _ = shutdown => {}
-        }
-        http_task.abort();
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            broker.metrics().connections_refused.inc();
+            tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max.connections reached");
+            drop(stream);
+            continue;
+        };
+        let broker = broker.clone();
+        let budget = budget.clone();
+        let listener = listener.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            broker.metrics().connections.inc();
+            let _ = stream.set_nodelay(true);
+            let mut conn = ConnectionContext::new(&listener.name, listener.protocol, peer);
+            let result = match &tls {
+                None => serve_connection(broker.clone(), Conn::Plain(stream), conn, budget).await,
+                Some(tls) => match handshake(tls, stream, &mut conn).await {
+                    Ok(stream) => serve_connection(broker.clone(), stream, conn, budget).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, listener = %listener.name, "connection closed: {e}");
+            }
+            broker.metrics().connections.dec();
+            drop(permit);
+        });
     }
 }
 
@@ -133,6 +380,8 @@ enum ConnectionError {
     Encode,
     #[error("idle for longer than connections.max.idle.ms")]
     Idle,
+    #[error("TLS: {0}")]
+    Handshake(String),
 }
 
 /// A response slot in the connection's ordered queue.
@@ -186,14 +435,14 @@ fn encode_fetch(correlation_id: i32, version: i16, reply: FetchReply) -> Option<
 
 /// Writes a spliced frame: the encoded parts with `write`, the file ranges with `sendfile`.
 async fn write_spliced(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     frame: skein_protocol::SplicedFrame,
     ranges: Vec<FileRange>,
 ) -> std::io::Result<()> {
     let mut ranges = ranges.into_iter().filter(|r| r.len > 0);
     let mut at = 0;
     for (position, len) in frame.splices {
-        wr.write_all(&frame.frame[at..position]).await?;
+        wr.write_part(&frame.frame[at..position]).await?;
         at = position;
         let mut sent = 0;
         while sent < len {
@@ -202,14 +451,15 @@ async fn write_spliced(
                     "fetch ranges shorter than the frame says",
                 ));
             };
-            send_file(wr.as_ref(), &range).await?;
+            wr.send_range(&range).await?;
             sent += range.len;
         }
         if sent != len {
             return Err(std::io::Error::other("fetch ranges do not match the frame"));
         }
     }
-    wr.write_all(&frame.frame[at..]).await
+    wr.write_part(&frame.frame[at..]).await?;
+    wr.flush().await
 }
 
 /// Sends a file range to the socket with `sendfile(2)`: the bytes go from the page cache to
@@ -257,7 +507,7 @@ fn encode(
 
 async fn write_responses(
     broker: Arc<Broker>,
-    mut wr: OwnedWriteHalf,
+    mut wr: Writer,
     mut rx: mpsc::Receiver<Pending>,
 ) -> std::io::Result<()> {
     while let Some(p) = rx.recv().await {
@@ -318,23 +568,23 @@ async fn write_responses(
 
 async fn serve_connection(
     broker: Arc<Broker>,
-    stream: TcpStream,
-    client_host: String,
+    stream: Conn,
+    conn: ConnectionContext,
     budget: RequestBudget,
 ) -> Result<(), ConnectionError> {
-    let (rd, wr) = stream.into_split();
+    let conn = Arc::new(conn);
+    let (mut rd, wr) = stream.split();
     let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
     let writer = tokio::spawn(write_responses(broker.clone(), wr, rx));
     let max = broker.config.socket_request_max_bytes;
     let idle = std::time::Duration::from_millis(broker.config.connections_max_idle_ms);
     let result = async {
         loop {
-            let Some(frame::Frame { bytes, held }) =
-                frame::read_frame(rd.as_ref(), max, &budget, idle).await?
+            let Some(frame::Frame { bytes, held }) = rd.read_frame(max, &budget, idle).await?
             else {
                 return Ok(());
             };
-            let pending = handle_frame(&broker, bytes, &client_host);
+            let pending = handle_frame(&broker, bytes, &conn);
             // Handled: the request's bytes no longer count. (A handler that waits may keep
             // slices of them, such as a JoinGroup's protocol metadata, until it answers; it
             // does not wait on this budget, so no connection can be stuck behind it.)
@@ -356,7 +606,7 @@ async fn serve_connection(
 fn handle_frame(
     broker: &Arc<Broker>,
     frame: Bytes,
-    client_host: &str,
+    conn: &Arc<ConnectionContext>,
 ) -> Result<Option<Pending>, ConnectionError> {
     if frame.len() < 8 {
         return Err(ConnectionError::Decode(format!(
@@ -397,7 +647,8 @@ fn handle_frame(
         api_version,
         correlation_id,
         client_id: header.client_id,
-        client_host: client_host.to_string(),
+        client_host: conn.client_host(),
+        connection: conn.clone(),
     };
     tracing::trace!(?api_key, api_version, correlation_id, "request");
     Ok(match broker.handle(&ctx, body) {

@@ -166,18 +166,19 @@ pub fn describe(
                     .into_iter()
                     .filter(|e| keys.as_ref().is_none_or(|k| k.contains(&e.name)))
                     .map(|e| DescribeConfigsResourceResult {
+                        // Secrets are flagged and never shown, as Kafka does.
+                        is_sensitive: crate::config::is_sensitive(&e.name),
+                        value: (!crate::config::is_sensitive(&e.name)).then_some(e.value),
                         name: e.name,
-                        value: Some(e.value),
                         read_only: e.read_only,
                         is_default: e.source == ConfigSource::Default,
                         config_source: e.source as i8,
-                        is_sensitive: false,
                         synonyms: if version >= 1 && req.include_synonyms {
                             e.synonyms
                                 .into_iter()
                                 .map(|(name, value, source)| DescribeConfigsSynonym {
+                                    value: (!crate::config::is_sensitive(&name)).then_some(value),
                                     name,
-                                    value: Some(value),
                                     source: source as i8,
                                     ..Default::default()
                                 })

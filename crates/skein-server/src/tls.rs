@@ -1,0 +1,376 @@
+//! TLS for the SSL and SASL_SSL listeners, with rustls (the `ring` provider).
+//!
+//! Settings are Kafka's, read per listener: `listener.name.<name>.ssl.*` first, then
+//! `ssl.*`. The key store is PEM (`ssl.keystore.type=PEM`): `ssl.keystore.location`, one
+//! file with the certificate chain and the private key, or the two inline in
+//! `ssl.keystore.certificate.chain` and `ssl.keystore.key`. Client certificates are checked
+//! against the PEM CA certificates of `ssl.truststore.location` (or inline
+//! `ssl.truststore.certificates`) as `ssl.client.auth` asks (`required`, `requested`,
+//! `none`); a verified client's principal is `User:<subject DN>` mapped by
+//! `ssl.principal.mapping.rules` (see [`crate::principal`]).
+//!
+//! The files are polled (`skein.ssl.reload.interval.ms`) and re-read when their modification
+//! time or size changes, and on SIGHUP: new connections get the new certificates, open ones
+//! keep theirs. A reload that fails (a half-written file, a key that does not match) keeps
+//! the previous configuration and says why in the log.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use skein_broker::listener::KafkaPrincipal;
+use skein_broker::BrokerConfig;
+
+use crate::principal::{subject_dn, PrincipalMapper};
+
+/// `ssl.client.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Required,
+    Requested,
+    None,
+}
+
+#[derive(Debug, Clone)]
+enum KeySource {
+    File(PathBuf),
+    Inline { chain: String, key: String },
+}
+
+#[derive(Debug, Clone)]
+enum TrustSource {
+    File(PathBuf),
+    Inline(String),
+}
+
+/// One listener's TLS settings, resolved.
+#[derive(Debug, Clone)]
+struct TlsSettings {
+    listener: String,
+    keystore: KeySource,
+    truststore: Option<TrustSource>,
+    key_password: bool,
+    client_auth: ClientAuth,
+    protocols: Vec<&'static SupportedProtocolVersion>,
+}
+
+/// A TLS listener's current configuration, its principal rules and what to watch.
+pub struct TlsListener {
+    settings: TlsSettings,
+    mapper: PrincipalMapper,
+    current: RwLock<Arc<ServerConfig>>,
+    /// The watched files' modification times and sizes at the last load.
+    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    pub handshake_timeout: Duration,
+    pub reload_interval: Duration,
+}
+
+/// A listener's value of an `ssl.*` setting: its `listener.name.<name>.` override, else
+/// the broker-wide one, else the default.
+pub fn listener_setting(config: &BrokerConfig, listener: &str, key: &str) -> Option<String> {
+    let prefixed = format!("listener.name.{}.{key}", listener.to_ascii_lowercase());
+    config
+        .explicit
+        .get(&prefixed)
+        .or_else(|| config.explicit.get(key))
+        .cloned()
+        .or_else(|| {
+            skein_broker::config::BROKER_CONFIGS
+                .iter()
+                .find(|d| d.name == key)
+                .map(|d| d.default.to_string())
+        })
+        .filter(|v| !v.trim().is_empty())
+}
+
+impl TlsListener {
+    /// Reads `listener`'s TLS settings and loads its certificates; an error names what is
+    /// wrong (refused at start).
+    pub fn new(config: &BrokerConfig, listener: &str) -> Result<TlsListener, String> {
+        let get = |k: &str| listener_setting(config, listener, k);
+        let keystore_type = get("ssl.keystore.type").unwrap_or_else(|| "PEM".into());
+        if !keystore_type.trim().eq_ignore_ascii_case("PEM") {
+            return Err(format!(
+                "listener {listener}: ssl.keystore.type={keystore_type} is not served: only PEM (JKS and PKCS12 key stores are not read)"
+            ));
+        }
+        let keystore = match (
+            get("ssl.keystore.location"),
+            get("ssl.keystore.certificate.chain"),
+            get("ssl.keystore.key"),
+        ) {
+            (Some(path), None, None) => KeySource::File(PathBuf::from(path.trim())),
+            (None, Some(chain), Some(key)) => KeySource::Inline { chain, key },
+            (None, None, None) => {
+                return Err(format!(
+                    "listener {listener} is {}: set ssl.keystore.location (a PEM file with the certificate chain and the private key) or ssl.keystore.certificate.chain and ssl.keystore.key",
+                    config
+                        .listeners
+                        .iter()
+                        .find(|l| l.name == listener)
+                        .map_or("TLS".into(), |l| l.protocol.to_string())
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "listener {listener}: give either ssl.keystore.location or both ssl.keystore.certificate.chain and ssl.keystore.key"
+                ))
+            }
+        };
+        let truststore_type = get("ssl.truststore.type").unwrap_or_else(|| "PEM".into());
+        if !truststore_type.trim().eq_ignore_ascii_case("PEM") {
+            return Err(format!(
+                "listener {listener}: ssl.truststore.type={truststore_type} is not served: only PEM"
+            ));
+        }
+        let truststore = match (
+            get("ssl.truststore.location"),
+            get("ssl.truststore.certificates"),
+        ) {
+            (Some(path), None) => Some(TrustSource::File(PathBuf::from(path.trim()))),
+            (None, Some(pem)) => Some(TrustSource::Inline(pem)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "listener {listener}: give ssl.truststore.location or ssl.truststore.certificates, not both"
+                ))
+            }
+        };
+        let client_auth = match get("ssl.client.auth")
+            .unwrap_or_else(|| "none".into())
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "required" => ClientAuth::Required,
+            "requested" => ClientAuth::Requested,
+            "none" => ClientAuth::None,
+            other => {
+                return Err(format!(
+                "listener {listener}: ssl.client.auth={other} is not required, requested or none"
+            ))
+            }
+        };
+        if client_auth != ClientAuth::None && truststore.is_none() {
+            return Err(format!(
+                "listener {listener}: ssl.client.auth={client_auth:?} needs ssl.truststore.location (the CA certificates client certificates are checked against)"
+            ));
+        }
+        let protocols = parse_protocols(
+            &get("ssl.enabled.protocols").unwrap_or_else(|| "TLSv1.2,TLSv1.3".into()),
+        )
+        .map_err(|e| format!("listener {listener}: ssl.enabled.protocols: {e}"))?;
+        let mapper = PrincipalMapper::parse(
+            &get("ssl.principal.mapping.rules").unwrap_or_else(|| "DEFAULT".into()),
+        )
+        .map_err(|e| format!("listener {listener}: ssl.principal.mapping.rules: {e}"))?;
+        let ms = |k: &str, default: u64| {
+            get(k)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let settings = TlsSettings {
+            listener: listener.to_string(),
+            keystore,
+            truststore,
+            key_password: get("ssl.key.password").is_some(),
+            client_auth,
+            protocols,
+        };
+        let stamps = file_stamps(&settings);
+        let server = build(&settings)?;
+        Ok(TlsListener {
+            settings,
+            mapper,
+            current: RwLock::new(Arc::new(server)),
+            stamps: Mutex::new(stamps),
+            handshake_timeout: Duration::from_millis(ms("skein.ssl.handshake.timeout.ms", 10_000)),
+            reload_interval: Duration::from_millis(ms("skein.ssl.reload.interval.ms", 10_000)),
+        })
+    }
+
+    /// The acceptor for a new connection, with the current certificates.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let config = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        tokio_rustls::TlsAcceptor::from(config)
+    }
+
+    /// Re-reads the certificate files if they changed since the last load (or always, with
+    /// `force`: SIGHUP). Returns whether a new configuration is in use.
+    pub fn reload(&self, force: bool) -> bool {
+        let now = file_stamps(&self.settings);
+        let mut stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        if !force && *stamps == now {
+            return false;
+        }
+        *stamps = now;
+        match build(&self.settings) {
+            Ok(server) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(server);
+                tracing::info!(
+                    listener = %self.settings.listener,
+                    "reloaded the TLS certificates"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    listener = %self.settings.listener,
+                    "TLS certificates not reloaded, the previous ones stay in use: {e}"
+                );
+                false
+            }
+        }
+    }
+
+    /// The principal of a connection whose handshake finished: `User:<mapped subject DN>`
+    /// of a verified client certificate, else `User:ANONYMOUS`. An error when no mapping
+    /// rule matches the DN (the connection is then closed, as Kafka does).
+    pub fn principal(
+        &self,
+        peer_certs: Option<&[CertificateDer<'_>]>,
+    ) -> Result<KafkaPrincipal, String> {
+        if self.settings.client_auth == ClientAuth::None {
+            return Ok(KafkaPrincipal::anonymous());
+        }
+        let Some(cert) = peer_certs.and_then(|c| c.first()) else {
+            return Ok(KafkaPrincipal::anonymous());
+        };
+        let dn = subject_dn(cert.as_ref())
+            .ok_or_else(|| "the client certificate's subject could not be read".to_string())?;
+        let name = self.mapper.map(&dn).ok_or_else(|| {
+            format!(
+                "no ssl.principal.mapping.rules rule matches the client certificate's subject {dn}"
+            )
+        })?;
+        Ok(KafkaPrincipal::user(name))
+    }
+}
+
+fn parse_protocols(v: &str) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
+    let mut out: Vec<&'static SupportedProtocolVersion> = Vec::new();
+    for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let version = match p {
+            "TLSv1.2" => &rustls::version::TLS12,
+            "TLSv1.3" => &rustls::version::TLS13,
+            "TLSv1" | "TLSv1.1" | "SSLv3" => {
+                return Err(format!("{p} is not offered (TLSv1.2 and TLSv1.3 only)"))
+            }
+            other => return Err(format!("'{other}' is not TLSv1.2 or TLSv1.3")),
+        };
+        if !out.iter().any(|v| std::ptr::eq(*v, version)) {
+            out.push(version);
+        }
+    }
+    if out.is_empty() {
+        return Err("no protocol enabled".into());
+    }
+    Ok(out)
+}
+
+/// The modification time and size of each watched file (`None` where unreadable).
+fn file_stamps(s: &TlsSettings) -> Vec<Option<(SystemTime, u64)>> {
+    let mut paths: Vec<&PathBuf> = Vec::new();
+    if let KeySource::File(p) = &s.keystore {
+        paths.push(p);
+    }
+    if let Some(TrustSource::File(p)) = &s.truststore {
+        paths.push(p);
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
+fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// Builds the rustls server configuration from the settings' certificates and key.
+fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
+    let l = &s.listener;
+    let (chain_pem, key_pem, source) = match &s.keystore {
+        KeySource::File(p) => {
+            let bytes = read(p, "ssl.keystore.location")?;
+            (
+                bytes.clone(),
+                bytes,
+                format!("ssl.keystore.location {}", p.display()),
+            )
+        }
+        KeySource::Inline { chain, key } => (
+            chain.clone().into_bytes(),
+            key.clone().into_bytes(),
+            "ssl.keystore.certificate.chain / ssl.keystore.key".to_string(),
+        ),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("listener {l}: {source}: bad PEM certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("listener {l}: {source}: no CERTIFICATE in it"));
+    }
+    let key_text = String::from_utf8_lossy(&key_pem);
+    if key_text.contains("ENCRYPTED PRIVATE KEY") || key_text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(format!(
+            "listener {l}: {source}: the private key is encrypted, which Skein does not read yet{}; store it unencrypted (openssl pkcs8 -topk8 -nocrypt) and protect the file instead",
+            if s.key_password { " (ssl.key.password is set)" } else { "" }
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("listener {l}: {source}: no usable PRIVATE KEY in it ({e})"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&s.protocols)
+        .map_err(|e| format!("listener {l}: ssl.enabled.protocols: {e}"))?;
+    let builder = match (&s.truststore, s.client_auth) {
+        (_, ClientAuth::None) | (None, _) => builder.with_no_client_auth(),
+        (Some(trust), auth) => {
+            let (pem, source) = match trust {
+                TrustSource::File(p) => (
+                    read(p, "ssl.truststore.location")?,
+                    format!("ssl.truststore.location {}", p.display()),
+                ),
+                TrustSource::Inline(pem) => (
+                    pem.clone().into_bytes(),
+                    "ssl.truststore.certificates".to_string(),
+                ),
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("listener {l}: {source}: bad PEM: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("listener {l}: {source}: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("listener {l}: {source}: no CERTIFICATE in it"));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if auth == ClientAuth::Requested {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| format!("listener {l}: {source}: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder.with_single_cert(chain, key).map_err(|e| {
+        format!("listener {l}: {source}: the certificate and key do not go together: {e}")
+    })
+}
