@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use skein_broker::api::{unsupported_version_response, FetchReply, HeldFiles};
+use skein_broker::sasl::{Action as SaslAction, SaslConnection, SaslSettings};
 use skein_broker::{supported_versions, Broker, Reply, RequestContext};
 use skein_log::FileRange;
 use skein_protocol::{ApiKey, ResponseBody};
@@ -101,7 +102,7 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     let client_host = format!("/{}", peer.ip());
                     if let Err(e) =
-                        serve_connection(broker.clone(), stream, client_host, budget).await
+                        serve_connection(broker.clone(), stream, client_host, budget, None).await
                     {
                         tracing::debug!(%peer, "connection closed: {e}");
                     }
@@ -133,6 +134,8 @@ enum ConnectionError {
     Encode,
     #[error("idle for longer than connections.max.idle.ms")]
     Idle,
+    #[error("SASL: {0}")]
+    Sasl(String),
 }
 
 /// A response slot in the connection's ordered queue.
@@ -321,19 +324,67 @@ async fn serve_connection(
     stream: TcpStream,
     client_host: String,
     budget: RequestBudget,
+    sasl: Option<Arc<SaslSettings>>,
 ) -> Result<(), ConnectionError> {
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
     let writer = tokio::spawn(write_responses(broker.clone(), wr, rx));
     let max = broker.config.socket_request_max_bytes;
     let idle = std::time::Duration::from_millis(broker.config.connections_max_idle_ms);
+    let mut sasl = sasl.map(SaslConnection::new);
     let result = async {
         loop {
-            let Some(frame::Frame { bytes, held }) =
-                frame::read_frame(rd.as_ref(), max, &budget, idle).await?
-            else {
+            // While a SASL exchange is due: smaller frames, and a deadline for the exchange.
+            let read = frame::read_frame(
+                rd.as_ref(),
+                sasl.as_ref().map_or(max, |s| s.max_frame(max)),
+                &budget,
+                idle,
+            );
+            let read = match sasl.as_ref().filter(|s| s.authenticating()) {
+                Some(s) => {
+                    let deadline = tokio::time::Instant::from_std(s.deadline());
+                    match tokio::time::timeout_at(deadline, read).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            return Err(ConnectionError::Sasl(
+                                "authentication not complete within skein.sasl.exchange.timeout.ms"
+                                    .into(),
+                            ))
+                        }
+                    }
+                }
+                None => read.await,
+            };
+            let Some(frame::Frame { bytes, held }) = read? else {
                 return Ok(());
             };
+            if let Some(s) = sasl.as_mut() {
+                match s.on_frame(&broker, &bytes, Instant::now()) {
+                    SaslAction::Pass => {}
+                    SaslAction::Reply(b) => {
+                        drop(held);
+                        if tx.send(Pending::Ready(b)).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    SaslAction::Close {
+                        reply,
+                        delay,
+                        reason,
+                    } => {
+                        drop(held);
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if let Some(b) = reply {
+                            let _ = tx.send(Pending::Ready(b)).await;
+                        }
+                        return Err(ConnectionError::Sasl(reason));
+                    }
+                }
+            }
             let pending = handle_frame(&broker, bytes, &client_host);
             // Handled: the request's bytes no longer count. (A handler that waits may keep
             // slices of them, such as a JoinGroup's protocol metadata, until it answers; it
