@@ -18,6 +18,7 @@ use crate::config::{validate_topic_setting, BrokerConfig, EffectiveTopicConfig, 
 use crate::controller_link::{Answer, ControllerCall};
 use crate::error::{ApiError, ErrorCode};
 use crate::groups::Groups;
+use crate::listener::{Endpoint, SecurityProtocol};
 use crate::metrics::Metrics;
 use crate::node::{IdentityError, NodeIdentity};
 pub use crate::partition::{Assignment, Partition, PartitionState};
@@ -128,7 +129,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// This data directory's identity (`meta.properties`).
     pub identity: NodeIdentity,
-    advertised: OnceLock<SocketAddr>,
+    /// What clients are told per listener, once the server has bound (see [`Broker::set_bound`]).
+    advertised: OnceLock<Vec<(String, Endpoint)>>,
     topics: RwLock<TopicMap>,
     /// Serialises metadata changes and holds the persisted image.
     /// The single node's metadata file from before the metadata log, until it is migrated.
@@ -372,16 +374,72 @@ impl Broker {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// Sets the address given to clients; the server calls this once it has bound.
-    pub fn set_advertised(&self, addr: SocketAddr) {
-        let _ = self.advertised.set(self.config.advertised.unwrap_or(addr));
+    /// Records the addresses the server bound, by listener name. Clients are told a
+    /// listener's `advertised.listeners` entry, else its bound address.
+    pub fn set_bound(&self, bound: &[(String, SocketAddr)]) {
+        let endpoints = self
+            .config
+            .listeners
+            .iter()
+            .map(|l| {
+                let addr = bound
+                    .iter()
+                    .find(|(n, _)| *n == l.name)
+                    .map(|(_, a)| *a)
+                    .unwrap_or(l.bind);
+                let e = l
+                    .advertised
+                    .clone()
+                    .unwrap_or_else(|| Endpoint::from_addr(addr));
+                (l.name.clone(), e)
+            })
+            .collect();
+        let _ = self.advertised.set(endpoints);
     }
 
-    pub fn advertised(&self) -> SocketAddr {
-        self.advertised
-            .get()
-            .copied()
-            .unwrap_or(self.config.advertised.unwrap_or(self.config.listener))
+    /// Sets the address given to clients on the inter-broker listener (a server that binds
+    /// that one alone).
+    pub fn set_advertised(&self, addr: SocketAddr) {
+        self.set_bound(&[(self.config.inter_broker_listener.clone(), addr)]);
+    }
+
+    /// What clients on `listener` are told this broker's address is.
+    pub fn advertised_on(&self, listener: &str) -> Option<Endpoint> {
+        match self.advertised.get() {
+            Some(v) => v
+                .iter()
+                .find(|(n, _)| n == listener)
+                .map(|(_, e)| e.clone()),
+            None => self
+                .config
+                .listeners
+                .iter()
+                .find(|l| l.name == listener)
+                .map(|l| {
+                    l.advertised
+                        .clone()
+                        .unwrap_or_else(|| Endpoint::from_addr(l.bind))
+                }),
+        }
+    }
+
+    /// The address of the inter-broker listener (the broker's default endpoint).
+    pub fn advertised(&self) -> Endpoint {
+        self.advertised_on(&self.config.inter_broker_listener)
+            .unwrap_or_else(|| Endpoint::from_addr(self.config.listener))
+    }
+
+    /// Every client listener's name, protocol and advertised address (the broker's
+    /// registration).
+    pub fn advertised_listeners(&self) -> Vec<(String, SecurityProtocol, Endpoint)> {
+        self.config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                self.advertised_on(&l.name)
+                    .map(|e| (l.name.clone(), l.protocol, e))
+            })
+            .collect()
     }
 
     pub fn node_id(&self) -> i32 {
@@ -393,67 +451,87 @@ impl Broker {
         self.clock.now_ms()
     }
 
-    /// The live brokers clients are told about (Metadata, DescribeCluster): on a single node,
-    /// this one.
-    /// The live brokers (registered and not fenced), as Metadata lists them.
+    /// The live brokers (registered and not fenced) with their inter-broker listener's
+    /// endpoints.
     pub fn brokers(&self) -> Vec<BrokerEndpoint> {
+        self.brokers_on(&self.config.inter_broker_listener)
+    }
+
+    /// The live brokers (registered and not fenced), as Metadata lists them to a client on
+    /// `listener`: each broker's endpoint of that listener (a broker without one is left
+    /// out, as Kafka does).
+    pub fn brokers_on(&self, listener: &str) -> Vec<BrokerEndpoint> {
         let mut live: Vec<BrokerEndpoint> = self.quorum.read(|image| {
             image
                 .brokers()
                 .values()
                 .filter(|b| !b.fenced)
-                .filter_map(Self::endpoint_of)
+                .filter_map(|b| self.endpoint_of(b, listener))
                 .collect()
         });
         if !live.iter().any(|b| b.id == self.node_id()) {
             // Before this broker's registration is applied (at start) it still answers for
             // itself.
-            let addr = self.advertised();
-            live.push(BrokerEndpoint {
-                id: self.node_id(),
-                host: addr.ip().to_string(),
-                port: addr.port() as i32,
-                rack: self.config.cluster.rack.clone(),
-            });
-            live.sort_by_key(|b| b.id);
+            if let Some(me) = self.own_endpoint(listener) {
+                live.push(me);
+                live.sort_by_key(|b| b.id);
+            }
         }
         live
     }
 
-    /// The registered brokers that are fenced (DescribeCluster v2).
-    pub fn fenced_brokers(&self) -> Vec<BrokerEndpoint> {
+    fn own_endpoint(&self, listener: &str) -> Option<BrokerEndpoint> {
+        let addr = self.advertised_on(listener)?;
+        Some(BrokerEndpoint {
+            id: self.node_id(),
+            host: addr.host,
+            port: i32::from(addr.port),
+            rack: self.config.cluster.rack.clone(),
+        })
+    }
+
+    /// The registered brokers that are fenced (DescribeCluster v2), by `listener`.
+    pub fn fenced_brokers(&self, listener: &str) -> Vec<BrokerEndpoint> {
         self.quorum.read(|image| {
             image
                 .brokers()
                 .values()
                 .filter(|b| b.fenced)
-                .filter_map(Self::endpoint_of)
+                .filter_map(|b| self.endpoint_of(b, listener))
                 .collect()
         })
     }
 
-    /// A registered broker's client endpoint (fenced or not), for FindCoordinator and the
-    /// leader hints of KIP-951.
+    /// A registered broker's inter-broker endpoint (fenced or not).
     pub fn broker_endpoint(&self, id: i32) -> Option<BrokerEndpoint> {
-        if id == self.node_id() {
-            let addr = self.advertised();
-            return Some(BrokerEndpoint {
-                id,
-                host: addr.ip().to_string(),
-                port: addr.port() as i32,
-                rack: self.config.cluster.rack.clone(),
-            });
-        }
-        self.quorum
-            .read(|image| image.broker(id).and_then(Self::endpoint_of))
+        self.broker_endpoint_on(&self.config.inter_broker_listener, id)
     }
 
-    fn endpoint_of(b: &skein_metadata::image::BrokerRegistration) -> Option<BrokerEndpoint> {
+    /// A registered broker's endpoint on `listener` (fenced or not), for FindCoordinator and
+    /// the leader hints of KIP-951.
+    pub fn broker_endpoint_on(&self, listener: &str, id: i32) -> Option<BrokerEndpoint> {
+        if id == self.node_id() {
+            return self.own_endpoint(listener);
+        }
+        self.quorum
+            .read(|image| image.broker(id).and_then(|b| self.endpoint_of(b, listener)))
+    }
+
+    fn endpoint_of(
+        &self,
+        b: &skein_metadata::image::BrokerRegistration,
+        listener: &str,
+    ) -> Option<BrokerEndpoint> {
         let e = b
             .endpoints
             .iter()
-            .find(|e| e.name == "PLAINTEXT")
-            .or_else(|| b.endpoints.first())?;
+            .find(|e| e.name == listener)
+            .or_else(|| {
+                // Registrations from before named listeners carry PLAINTEXT alone.
+                (listener == self.config.inter_broker_listener)
+                    .then(|| b.endpoints.first())
+                    .flatten()
+            })?;
         Some(BrokerEndpoint {
             id: b.id,
             host: e.host.clone(),

@@ -651,13 +651,16 @@ impl Broker {
     /// until it is unfenced.
     async fn register_self(self: &Arc<Self>) -> anyhow::Result<()> {
         let node = self.node_id();
-        let addr = self.advertised();
-        let endpoints = vec![WireEndpoint {
-            name: "PLAINTEXT".into(),
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            security_protocol: 0,
-        }];
+        let endpoints: Vec<WireEndpoint> = self
+            .advertised_listeners()
+            .into_iter()
+            .map(|(name, protocol, e)| WireEndpoint {
+                name,
+                host: e.host,
+                port: e.port,
+                security_protocol: protocol.id(),
+            })
+            .collect();
         let directory: Uuid = self
             .identity
             .directory_id

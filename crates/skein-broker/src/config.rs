@@ -178,6 +178,12 @@ fn socket_addr(v: &str) -> Result<(), String> {
 fn listeners(v: &str) -> Result<(), String> {
     crate::node::parse_listeners(v).map(|_| ())
 }
+fn advertised_listeners(v: &str) -> Result<(), String> {
+    crate::listener::parse_advertised(v).map(|_| ())
+}
+fn protocol_map(v: &str) -> Result<(), String> {
+    crate::listener::parse_protocol_map(v).map(|_| ())
+}
 fn roles(v: &str) -> Result<(), String> {
     crate::node::Roles::parse(v).map(|_| ())
 }
@@ -454,7 +460,9 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "broker.session.timeout.ms", ty: ConfigType::Int, default: "9000", validate: int_ge1, doc: "A broker that has not heartbeated to the controller for this long is fenced." },
     BrokerConfigDef { name: "broker.heartbeat.interval.ms", ty: ConfigType::Int, default: "2000", validate: int_ge1, doc: "How often a broker heartbeats to the controller." },
     BrokerConfigDef { name: "skein.metadata.snapshot.entries", ty: ConfigType::Int, default: "10000", validate: int_ge1, doc: "Snapshot the metadata image every this many entries of the metadata log, and drop the log below it; a node that falls further behind catches up from the snapshot." },
-    BrokerConfigDef { name: "advertised.listeners", ty: ConfigType::String, default: "", validate: any, doc: "Address given to clients in Metadata; defaults to the bound listener." },
+    BrokerConfigDef { name: "advertised.listeners", ty: ConfigType::String, default: "", validate: advertised_listeners, doc: "Addresses given to clients in Metadata, NAME://HOST:PORT per listener (a bare HOST:PORT is the inter-broker listener's); a listener not named here advertises its bound address." },
+    BrokerConfigDef { name: "listener.security.protocol.map", ty: ConfigType::String, default: crate::listener::DEFAULT_PROTOCOL_MAP, validate: protocol_map, doc: "The security protocol of each listener name, NAME:PROTOCOL,... (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); a name that is a protocol maps to it unless given here." },
+    BrokerConfigDef { name: "inter.broker.listener.name", ty: ConfigType::String, default: "", validate: any, doc: "The listener brokers use to reach one another, and the broker's default endpoint. Empty: PLAINTEXT if listeners has it, else the only client listener." },
     BrokerConfigDef { name: "log.dirs", ty: ConfigType::String, default: "./skein-data", validate: any, doc: "Directory holding the partitions and the broker's metadata." },
     BrokerConfigDef { name: "skein.http.listener", ty: ConfigType::String, default: "127.0.0.1:9644", validate: socket_addr, doc: "Address of the admin HTTP endpoint (/health, /ready)." },
     BrokerConfigDef { name: "num.partitions", ty: ConfigType::Int, default: "3", validate: int_ge1, doc: "Partitions of an auto-created topic or of CreateTopics with -1." },
@@ -563,11 +571,14 @@ pub struct BrokerConfig {
     /// Only the settings given explicitly (file, env, flags), by key.
     pub explicit: BTreeMap<String, String>,
     pub node_id: i32,
-    /// The Kafka (client) listener.
+    /// The bind address of the inter-broker listener (the first of `listeners`).
     pub listener: SocketAddr,
+    /// The Kafka (client) listeners, the inter-broker one first.
+    pub listeners: Vec<crate::listener::ListenerSettings>,
+    /// `inter.broker.listener.name`, resolved.
+    pub inter_broker_listener: String,
     /// Roles, quorum, controller listener and rack.
     pub cluster: crate::node::ClusterSettings,
-    pub advertised: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub http_listener: SocketAddr,
     pub num_partitions: i32,
@@ -628,34 +639,22 @@ impl BrokerConfig {
         };
         let int = |k: &str| get(k).trim().parse::<i64>().expect("validated");
         let boolean = |k: &str| get(k).trim() == "true";
-        let advertised = match get("advertised.listeners").trim() {
-            "" => None,
-            v => Some(
-                parse_listener(v)
-                    .map_err(|e| format!("invalid value for advertised.listeners: {e}"))?,
-            ),
-        };
         let node_id = int("node.id") as i32;
         let listeners = crate::node::parse_listeners(&get("listeners")).expect("validated");
         let roles = crate::node::Roles::parse(&get("process.roles")).expect("validated");
         if !roles.broker {
             return Err("process.roles=controller (a controller-only node) is not supported yet: use broker,controller".into());
         }
-        let listener = *listeners.get("PLAINTEXT").ok_or_else(|| {
-            format!(
-                "listeners has no client listener (HOST:PORT or PLAINTEXT://HOST:PORT): {}",
-                get("listeners")
-            )
-        })?;
         let controller_name = get("controller.listener.names").trim().to_ascii_uppercase();
-        if let Some(other) = listeners
-            .keys()
-            .find(|k| *k != "PLAINTEXT" && **k != controller_name)
-        {
-            return Err(format!(
-                "listeners names {other}, which is neither PLAINTEXT nor the controller listener ({controller_name})"
-            ));
-        }
+        let (client_listeners, inter_broker_listener) = crate::listener::resolve_listeners(
+            &listeners,
+            &controller_name,
+            &crate::listener::parse_protocol_map(&get("listener.security.protocol.map"))
+                .expect("validated"),
+            &crate::listener::parse_advertised(&get("advertised.listeners")).expect("validated"),
+            &get("inter.broker.listener.name"),
+        )?;
+        let listener = client_listeners[0].bind;
         let cluster = crate::node::ClusterSettings {
             roles,
             voters: crate::node::parse_voters(&get("controller.quorum.voters")).expect("validated"),
@@ -667,6 +666,14 @@ impl BrokerConfig {
             metadata_snapshot_entries: int("skein.metadata.snapshot.entries") as u64,
         }
         .resolve(node_id, &listeners, &controller_name)?;
+        if !cluster.voters.is_empty()
+            && client_listeners[0].protocol != crate::listener::SecurityProtocol::Plaintext
+        {
+            return Err(format!(
+                "inter.broker.listener.name {} is {}: brokers reach one another only over PLAINTEXT so far",
+                inter_broker_listener, client_listeners[0].protocol
+            ));
+        }
         let offsets_topic_replication_factor = if settings
             .contains_key("offsets.topic.replication.factor")
             || !cluster.voters.is_empty()
@@ -688,8 +695,9 @@ impl BrokerConfig {
         let config = BrokerConfig {
             node_id,
             listener,
+            listeners: client_listeners,
+            inter_broker_listener,
             cluster,
-            advertised,
             data_dir: PathBuf::from(get("log.dirs")),
             http_listener: parse_listener(&get("skein.http.listener")).expect("validated"),
             num_partitions: int("num.partitions") as i32,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fetcher;
 pub mod groups;
 mod internal;
+pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod partition;

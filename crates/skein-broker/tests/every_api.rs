@@ -48,6 +48,13 @@ async fn every_api_and_version_answers_random_requests() {
                     correlation_id: round,
                     client_id: None,
                     client_host: "/127.0.0.1".into(),
+                    connection: std::sync::Arc::new(
+                        skein_broker::listener::ConnectionContext::new(
+                            "PLAINTEXT",
+                            skein_broker::listener::SecurityProtocol::Plaintext,
+                            "127.0.0.1:40000".parse().unwrap(),
+                        ),
+                    ),
                 };
                 let what = format!("{key:?} v{version} round {round} (seed {seed})");
                 let response = match broker.handle(&ctx, body) {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use skein_broker::api::{unsupported_version_response, FetchReply, HeldFiles};
+use skein_broker::listener::{ConnectionContext, KafkaPrincipal, ListenerSettings};
 use skein_broker::sasl::{Action as SaslAction, SaslConnection, SaslSettings};
 use skein_broker::{supported_versions, Broker, Reply, RequestContext};
 use skein_log::FileRange;
@@ -33,19 +34,63 @@ mod http;
 
 use frame::RequestBudget;
 
+/// One bound Kafka listener.
+struct Bound {
+    settings: ListenerSettings,
+    socket: TcpListener,
+    /// Its SASL settings, if its protocol is SASL_PLAINTEXT or SASL_SSL.
+    sasl: Option<Arc<SaslSettings>>,
+}
+
 /// The bound listeners.
 pub struct Server {
     broker: Arc<Broker>,
-    kafka: TcpListener,
+    kafka: Vec<Bound>,
     http: TcpListener,
 }
 
 impl Server {
-    /// Binds the Kafka and HTTP listeners and tells the broker its advertised address.
+    /// Binds the Kafka listeners (every client entry of `listeners`) and the HTTP one, and
+    /// tells the broker the addresses it bound.
     pub async fn bind(broker: Arc<Broker>) -> std::io::Result<Server> {
-        let kafka = TcpListener::bind(broker.config.listener).await?;
+        let mut kafka = Vec::new();
+        for l in &broker.config.listeners {
+            if l.protocol.uses_tls() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    format!(
+                        "listener {}: {} needs TLS, not served yet",
+                        l.name, l.protocol
+                    ),
+                ));
+            }
+            let socket = TcpListener::bind(l.bind).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("listener {} ({}): {e}", l.name, l.bind))
+            })?;
+            let sasl = if l.protocol.uses_sasl() {
+                let settings = SaslSettings::for_listener(&broker.config.explicit, &l.name)
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("listener {}: {e}", l.name),
+                        )
+                    })?;
+                Some(Arc::new(settings))
+            } else {
+                None
+            };
+            kafka.push(Bound {
+                settings: l.clone(),
+                socket,
+                sasl,
+            });
+        }
         let http = TcpListener::bind(broker.config.http_listener).await?;
-        broker.set_advertised(kafka.local_addr()?);
+        let bound: Vec<(String, SocketAddr)> = kafka
+            .iter()
+            .map(|b| Ok((b.settings.name.clone(), b.socket.local_addr()?)))
+            .collect::<std::io::Result<_>>()?;
+        broker.set_bound(&bound);
         Ok(Server {
             broker,
             kafka,
@@ -53,10 +98,20 @@ impl Server {
         })
     }
 
+    /// The inter-broker listener's bound address (the first listener).
     pub fn kafka_addr(&self) -> SocketAddr {
-        self.kafka
+        self.kafka[0]
+            .socket
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Every Kafka listener's name and bound address.
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.kafka
+            .iter()
+            .filter_map(|b| Some((b.settings.name.clone(), b.socket.local_addr().ok()?)))
+            .collect()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -78,44 +133,60 @@ impl Server {
             broker.metrics().request_bytes_queued.clone(),
         );
         let http_task = tokio::spawn(http::serve(http, broker.clone()));
-        let accept = async {
-            loop {
-                let (stream, peer) = match kafka.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Out of file descriptors and similar: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    broker.metrics().connections_refused.inc();
-                    tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max.connections reached");
-                    drop(stream);
-                    continue;
-                };
-                let broker = broker.clone();
-                let budget = budget.clone();
-                tokio::spawn(async move {
-                    broker.metrics().connections.inc();
-                    let _ = stream.set_nodelay(true);
-                    let client_host = format!("/{}", peer.ip());
-                    if let Err(e) =
-                        serve_connection(broker.clone(), stream, client_host, budget, None).await
-                    {
-                        tracing::debug!(%peer, "connection closed: {e}");
-                    }
-                    broker.metrics().connections.dec();
-                    drop(permit);
-                });
+        // One accept loop per listener; dropping the set at shutdown stops them all.
+        let mut accept = tokio::task::JoinSet::new();
+        for bound in kafka {
+            accept.spawn(accept_loop(
+                broker.clone(),
+                bound,
+                connections.clone(),
+                budget.clone(),
+            ));
+        }
+        shutdown.await;
+        accept.abort_all();
+        http_task.abort();
+    }
+}
+
+/// Accepts the connections of one listener.
+async fn accept_loop(
+    broker: Arc<Broker>,
+    bound: Bound,
+    connections: Arc<Semaphore>,
+    budget: RequestBudget,
+) {
+    let listener: Arc<ListenerSettings> = Arc::new(bound.settings);
+    loop {
+        let (stream, peer) = match bound.socket.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(listener = %listener.name, "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
         };
-        tokio::select! {
-            _ = accept => {}
-            _ = shutdown => {}
-        }
-        http_task.abort();
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            broker.metrics().connections_refused.inc();
+            tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max.connections reached");
+            drop(stream);
+            continue;
+        };
+        let broker = broker.clone();
+        let budget = budget.clone();
+        let listener = listener.clone();
+        let sasl = bound.sasl.clone();
+        tokio::spawn(async move {
+            broker.metrics().connections.inc();
+            let _ = stream.set_nodelay(true);
+            let conn = ConnectionContext::new(&listener.name, listener.protocol, peer);
+            if let Err(e) = serve_connection(broker.clone(), stream, conn, budget, sasl).await {
+                tracing::debug!(%peer, listener = %listener.name, "connection closed: {e}");
+            }
+            broker.metrics().connections.dec();
+            drop(permit);
+        });
     }
 }
 
@@ -322,10 +393,11 @@ async fn write_responses(
 async fn serve_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
-    client_host: String,
+    conn: ConnectionContext,
     budget: RequestBudget,
     sasl: Option<Arc<SaslSettings>>,
 ) -> Result<(), ConnectionError> {
+    let mut conn = Arc::new(conn);
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
     let writer = tokio::spawn(write_responses(broker.clone(), wr, rx));
@@ -364,6 +436,14 @@ async fn serve_connection(
                     SaslAction::Pass => {}
                     SaslAction::Reply(b) => {
                         drop(held);
+                        // Authenticated (or re-authenticated): requests carry the principal.
+                        if let Some(user) = s.user() {
+                            if conn.principal.name != user {
+                                let mut c = (*conn).clone();
+                                c.principal = KafkaPrincipal::user(user);
+                                conn = Arc::new(c);
+                            }
+                        }
                         if tx.send(Pending::Ready(b)).await.is_err() {
                             return Ok(());
                         }
@@ -385,7 +465,7 @@ async fn serve_connection(
                     }
                 }
             }
-            let pending = handle_frame(&broker, bytes, &client_host);
+            let pending = handle_frame(&broker, bytes, &conn);
             // Handled: the request's bytes no longer count. (A handler that waits may keep
             // slices of them, such as a JoinGroup's protocol metadata, until it answers; it
             // does not wait on this budget, so no connection can be stuck behind it.)
@@ -407,7 +487,7 @@ async fn serve_connection(
 fn handle_frame(
     broker: &Arc<Broker>,
     frame: Bytes,
-    client_host: &str,
+    conn: &Arc<ConnectionContext>,
 ) -> Result<Option<Pending>, ConnectionError> {
     if frame.len() < 8 {
         return Err(ConnectionError::Decode(format!(
@@ -448,7 +528,8 @@ fn handle_frame(
         api_version,
         correlation_id,
         client_id: header.client_id,
-        client_host: client_host.to_string(),
+        client_host: conn.client_host(),
+        connection: conn.clone(),
     };
     tracing::trace!(?api_key, api_version, correlation_id, "request");
     Ok(match broker.handle(&ctx, body) {

@@ -136,10 +136,16 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
         broker.stop_quorum().await;
         return Ok(());
     }
+    let listeners: Vec<String> = server
+        .listener_addrs()
+        .into_iter()
+        .map(|(name, addr)| format!("{name}://{addr}"))
+        .collect();
     tracing::info!(
-        "skein started kafka={} http={} data_dir={} startup_ms={}",
+        "skein started kafka={} http={} listeners={} data_dir={} startup_ms={}",
         server.kafka_addr(),
         server.http_addr(),
+        listeners.join(","),
         data_dir.display(),
         started.elapsed().as_millis()
     );

@@ -111,7 +111,7 @@ fn listeners_with_flags(
     for (name, flag, value) in [
         ("PLAINTEXT".to_string(), "--listen", &args.listen),
         (
-            controller_name,
+            controller_name.clone(),
             "--controller-listen",
             &args.controller_listen,
         ),
@@ -122,7 +122,7 @@ fn listeners_with_flags(
             listeners.insert(name, addr);
         }
     }
-    if !listeners.contains_key("PLAINTEXT") {
+    if listeners.keys().all(|name| *name == controller_name) {
         // Only the controller listener was given: keep the default client listener.
         let default = skein_broker::config::BROKER_CONFIGS
             .iter()

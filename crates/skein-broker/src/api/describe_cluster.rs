@@ -16,6 +16,7 @@ const ENDPOINT_BROKERS: i8 = 1;
 
 pub fn handle(
     broker: &Arc<Broker>,
+    listener: &str,
     version: i16,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
@@ -31,7 +32,7 @@ pub fn handle(
         return resp;
     }
     let mut brokers: Vec<DescribeClusterBroker> = broker
-        .brokers()
+        .brokers_on(listener)
         .into_iter()
         .map(|b| DescribeClusterBroker {
             broker_id: b.id,
@@ -43,7 +44,7 @@ pub fn handle(
         .collect();
     // Version 2 (KIP-1073) can ask for the fenced brokers too, flagged.
     if version >= 2 && req.include_fenced_brokers {
-        for b in broker.fenced_brokers() {
+        for b in broker.fenced_brokers(listener) {
             if brokers.iter().all(|x| x.broker_id != b.id) {
                 brokers.push(DescribeClusterBroker {
                     broker_id: b.id,

@@ -346,7 +346,7 @@ fn read_partition(
 }
 
 /// Turns a pass into the reply: small responses get their records read into memory.
-fn finish(broker: &Broker, req: &FetchRequest, mut pass: Pass) -> FetchReply {
+fn finish(broker: &Broker, listener: &str, req: &FetchRequest, mut pass: Pass) -> FetchReply {
     for (topic, bytes, records) in &pass.fetched {
         broker
             .metrics()
@@ -366,7 +366,7 @@ fn finish(broker: &Broker, req: &FetchRequest, mut pass: Pass) -> FetchReply {
             pd.aborted_transactions = Some(Vec::new());
         }
     }
-    add_leader_hints(broker, &mut pass.resp);
+    add_leader_hints(broker, listener, &mut pass.resp);
     let reply = FetchReply {
         body: ResponseBody::Fetch(pass.resp),
         ranges: pass.ranges,
@@ -389,7 +389,7 @@ fn finish(broker: &Broker, req: &FetchRequest, mut pass: Pass) -> FetchReply {
 
 /// KIP-951 (Fetch v12+ for the leader, v16+ for the endpoints; older versions do not encode
 /// them): partitions answered NOT_LEADER_OR_FOLLOWER carry the current leader.
-fn add_leader_hints(broker: &Broker, resp: &mut FetchResponse) {
+fn add_leader_hints(broker: &Broker, listener: &str, resp: &mut FetchResponse) {
     let mut leaders = std::collections::BTreeSet::new();
     for t in &mut resp.responses {
         let topic = if t.topic_id != skein_protocol::Uuid::ZERO {
@@ -415,7 +415,7 @@ fn add_leader_hints(broker: &Broker, resp: &mut FetchResponse) {
     }
     resp.node_endpoints = leaders
         .into_iter()
-        .filter_map(|id| broker.broker_endpoint(id))
+        .filter_map(|id| broker.broker_endpoint_on(listener, id))
         .map(|b| NodeEndpoint {
             node_id: b.id,
             host: b.host,
@@ -426,7 +426,12 @@ fn add_leader_hints(broker: &Broker, resp: &mut FetchResponse) {
         .collect();
 }
 
-pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> FetchReply {
+pub async fn handle(
+    broker: Arc<Broker>,
+    listener: String,
+    version: i16,
+    req: FetchRequest,
+) -> FetchReply {
     let error = |code: i16| {
         FetchReply::inline(ResponseBody::Fetch(FetchResponse {
             error_code: code,
@@ -458,7 +463,7 @@ pub async fn handle(broker: Arc<Broker>, version: i16, req: FetchRequest) -> Fet
             || Instant::now() >= deadline
             || !broker.is_ready()
         {
-            return finish(&broker, &req, pass);
+            return finish(&broker, &listener, &req, pass);
         }
         tokio::select! {
             _ = &mut notified => {}

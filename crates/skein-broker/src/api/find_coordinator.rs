@@ -18,10 +18,17 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// The coordinator of `key`, or the error and message to answer.
 fn lookup(
     broker: &Broker,
+    listener: &str,
     key_type: i8,
     key: &str,
 ) -> Result<BrokerEndpoint, (ErrorCode, Option<String>)> {
-    match key_type {
+    // The coordinator as a client on this listener reaches it.
+    let on_listener = |b: BrokerEndpoint| {
+        broker
+            .broker_endpoint_on(listener, b.id)
+            .ok_or((ErrorCode::COORDINATOR_NOT_AVAILABLE, None))
+    };
+    let found = match key_type {
         KEY_TYPE_GROUP if key.is_empty() => Err((
             ErrorCode::INVALID_REQUEST,
             Some("The group id must not be empty.".into()),
@@ -40,11 +47,13 @@ fn lookup(
             ErrorCode::INVALID_REQUEST,
             Some(format!("Unknown coordinator key type {other}.")),
         )),
-    }
+    };
+    found.and_then(on_listener)
 }
 
 pub fn handle(
     broker: &Arc<Broker>,
+    listener: &str,
     version: i16,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
@@ -52,7 +61,7 @@ pub fn handle(
         let coordinators = req
             .coordinator_keys
             .into_iter()
-            .map(|key| match lookup(broker, req.key_type, &key) {
+            .map(|key| match lookup(broker, listener, req.key_type, &key) {
                 Ok(b) => Coordinator {
                     key,
                     node_id: b.id,
@@ -76,7 +85,7 @@ pub fn handle(
             ..Default::default()
         };
     }
-    match lookup(broker, req.key_type, &req.key) {
+    match lookup(broker, listener, req.key_type, &req.key) {
         Ok(b) => FindCoordinatorResponse {
             node_id: b.id,
             host: b.host,

@@ -56,10 +56,15 @@ fn error_entry(name: Option<String>, id: Uuid, code: ErrorCode) -> MetadataRespo
     }
 }
 
-pub fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    listener: &str,
+    version: i16,
+    req: MetadataRequest,
+) -> MetadataResponse {
     let mut resp = MetadataResponse {
         brokers: broker
-            .brokers()
+            .brokers_on(listener)
             .into_iter()
             .map(|b| MetadataResponseBroker {
                 node_id: b.id,

@@ -68,6 +68,8 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The peer's address as Kafka shows it in group descriptions (`/127.0.0.1`).
     pub client_host: String,
+    /// The connection's listener, protocol, peer and principal.
+    pub connection: Arc<crate::listener::ConnectionContext>,
 }
 
 /// A handler's answer: now, never (acks=0), or once a wait (fsync, long poll) is over.
@@ -171,13 +173,21 @@ impl Broker {
         let v = ctx.api_version;
         match body {
             RequestBody::Produce(r) => produce::handle(self, ctx, r),
-            RequestBody::Fetch(r) => Reply::Fetch(Box::pin(fetch::handle(self.clone(), v, r))),
+            RequestBody::Fetch(r) => Reply::Fetch(Box::pin(fetch::handle(
+                self.clone(),
+                ctx.connection.listener.clone(),
+                v,
+                r,
+            ))),
             RequestBody::ListOffsets(r) => {
                 Reply::Now(ResponseBody::ListOffsets(list_offsets::handle(self, v, r)))
             }
-            RequestBody::Metadata(r) => {
-                Reply::Now(ResponseBody::Metadata(metadata::handle(self, v, r)))
-            }
+            RequestBody::Metadata(r) => Reply::Now(ResponseBody::Metadata(metadata::handle(
+                self,
+                &ctx.connection.listener,
+                v,
+                r,
+            ))),
             RequestBody::ApiVersions(r) => {
                 Reply::Now(ResponseBody::ApiVersions(api_versions::handle(v, r)))
             }
@@ -212,10 +222,10 @@ impl Broker {
             }),
             RequestBody::DeleteRecords(r) => delete_records::handle(self, r),
             RequestBody::FindCoordinator(r) => Reply::Now(ResponseBody::FindCoordinator(
-                find_coordinator::handle(self, v, r),
+                find_coordinator::handle(self, &ctx.connection.listener, v, r),
             )),
             RequestBody::DescribeCluster(r) => Reply::Now(ResponseBody::DescribeCluster(
-                describe_cluster::handle(self, v, r),
+                describe_cluster::handle(self, &ctx.connection.listener, v, r),
             )),
             RequestBody::DescribeLogDirs(r) => Reply::Now(ResponseBody::DescribeLogDirs(
                 describe_log_dirs::handle(self, r),

@@ -398,7 +398,7 @@ fn log_start_for_error(partition: &Partition, code: ErrorCode) -> i64 {
 
 /// KIP-951 (Produce v10+; older versions do not encode the fields): partitions answered
 /// NOT_LEADER_OR_FOLLOWER carry the current leader, and the response those leaders' endpoints.
-fn add_leader_hints(broker: &Broker, resp: &mut ProduceResponse) {
+fn add_leader_hints(broker: &Broker, listener: &str, resp: &mut ProduceResponse) {
     let mut leaders = std::collections::BTreeSet::new();
     for t in &mut resp.responses {
         let topic = broker.topic(&t.name);
@@ -418,7 +418,7 @@ fn add_leader_hints(broker: &Broker, resp: &mut ProduceResponse) {
     }
     resp.node_endpoints = leaders
         .into_iter()
-        .filter_map(|id| broker.broker_endpoint(id))
+        .filter_map(|id| broker.broker_endpoint_on(listener, id))
         .map(|b| NodeEndpoint {
             node_id: b.id,
             host: b.host,
@@ -525,7 +525,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: ProduceRequest) -
         }
         resp.responses.push(tr);
     }
-    add_leader_hints(broker, &mut resp);
+    add_leader_hints(broker, &ctx.connection.listener, &mut resp);
     if appended {
         broker.data_arrived.notify_waiters();
     }

@@ -328,10 +328,10 @@ impl SaslConnection {
         }
     }
 
-    /// The authenticated principal (`User:NAME`), if any.
-    pub fn principal(&self) -> Option<&str> {
+    /// The authenticated user (the principal is `User:NAME`), if any.
+    pub fn user(&self) -> Option<&str> {
         match &self.state {
-            State::Authenticated { principal, .. } => Some(principal),
+            State::Authenticated { principal, .. } => principal.strip_prefix("User:"),
             _ => None,
         }
     }
