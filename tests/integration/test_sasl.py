@@ -45,7 +45,8 @@ def sasl_sets(port, extra=()):
         f'user_{u}="{p}"' for u, p in PLAIN_USERS.items()
     ) + ";"
     return [
-        f"listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:{port}",
+        # Both ports fixed, so that a restart binds the same ones.
+        f"listeners=PLAINTEXT://127.0.0.1:{free_port()},SASL_PLAINTEXT://127.0.0.1:{port}",
         "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         f"listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas}",
         f"skein.sasl.exchange.timeout.ms={EXCHANGE_TIMEOUT_MS}",
@@ -92,8 +93,11 @@ def auth_fails(sb, mechanism, user, password):
     admin = AdminClient({**sb.conf(mechanism, user, password), "error_cb": errors.append})
     try:
         admin.list_topics(timeout=10)
+        return False
     except KafkaException as e:
         errors.append(e.args[0])
+    # librdkafka reports the authentication error through error_cb, served by poll().
+    admin.poll(1)
     return any(e.code() == KafkaError._AUTHENTICATION for e in errors)
 
 
@@ -149,6 +153,11 @@ def test_kafka_python_produces_and_consumes(sasl_broker, mechanism):
 @pytest.mark.skipif(KCAT is None, reason="kcat is not installed")
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_kcat_produces_and_consumes(sasl_broker, mechanism):
+    version = subprocess.run([KCAT, "-V"], capture_output=True, text=True).stdout
+    if mechanism.startswith("SCRAM") and "librdkafka 2.0." in version:
+        # librdkafka 2.0.0-2.0.2 repeat the client nonce in the client-final message (fixed
+        # in 2.1.0), which RFC 5802 servers, Kafka's included, refuse.
+        pytest.skip("Debian's kcat links librdkafka 2.0.x, whose SCRAM client-final is broken")
     sb = sasl_broker
     user, pw = user_pw(mechanism)
     topic = unique_topic("sasl-kcat")
@@ -168,14 +177,13 @@ def test_kcat_produces_and_consumes(sasl_broker, mechanism):
 def test_wrong_password_is_an_authentication_error(sasl_broker, mechanism):
     sb = sasl_broker
     user, _ = user_pw(mechanism)
-    assert auth_fails(sb, mechanism, user, "wrong")
-    assert auth_fails(sb, mechanism, "nobody", "wrong")
-    text = sb.broker.log()
-    assert "wrong" not in text.replace("wrong password", "")
-    for secret in ["alice-secret", PLAIN_USERS["carol"], PLAIN_USERS["admin"]]:
-        assert secret not in "\n".join(
-            line for line in text.splitlines() if not line.startswith("--- start")
-        ), "a secret appears in the broker's log"
+    assert auth_fails(sb, mechanism, user, "Wr0ng-pa55")
+    assert auth_fails(sb, mechanism, "nobody", "Wr0ng-pa55")
+    assert not auth_fails(sb, mechanism, user, user_pw(mechanism)[1])
+    # What the broker logged (not the command line the test gave it) holds no password.
+    logged = "\n".join(line for line in sb.broker.log().splitlines() if line.startswith("[std"))
+    for secret in ["Wr0ng-pa55", "alice-secret", PLAIN_USERS["carol"], PLAIN_USERS["admin"]]:
+        assert secret not in logged, "a password appears in the broker's log"
 
 
 def test_users_created_deleted_and_kept_across_restart(sasl_broker):

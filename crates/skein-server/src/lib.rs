@@ -413,21 +413,20 @@ async fn serve_connection(
                 &budget,
                 idle,
             );
-            let read = match sasl.as_ref().filter(|s| s.authenticating()) {
-                Some(s) => {
-                    let deadline = tokio::time::Instant::from_std(s.deadline());
-                    match tokio::time::timeout_at(deadline, read).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            return Err(ConnectionError::Sasl(
+            let read =
+                match sasl.as_ref().filter(|s| s.authenticating()) {
+                    Some(s) => {
+                        let deadline = tokio::time::Instant::from_std(s.deadline());
+                        match tokio::time::timeout_at(deadline, read).await {
+                            Ok(r) => r,
+                            Err(_) => return Err(ConnectionError::Sasl(
                                 "authentication not complete within skein.sasl.exchange.timeout.ms"
                                     .into(),
-                            ))
+                            )),
                         }
                     }
-                }
-                None => read.await,
-            };
+                    None => read.await,
+                };
             let Some(frame::Frame { bytes, held }) = read? else {
                 return Ok(());
             };

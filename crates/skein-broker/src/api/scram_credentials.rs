@@ -31,7 +31,9 @@ pub fn describe(
     let all: BTreeMap<String, Vec<(i8, i32)>> = broker.quorum.read(|image| {
         let mut m: BTreeMap<String, Vec<(i8, i32)>> = BTreeMap::new();
         for ((user, mech), c) in image.scram_credentials() {
-            m.entry(user.clone()).or_default().push((*mech, c.iterations));
+            m.entry(user.clone())
+                .or_default()
+                .push((*mech, c.iterations));
         }
         m
     });
@@ -94,9 +96,9 @@ pub fn alter(broker: &Arc<Broker>, req: AlterUserScramCredentialsRequest) -> Rep
     let mut order: Vec<String> = Vec::new();
     let mut errors: BTreeMap<String, (ErrorCode, String)> = BTreeMap::new();
     let fail = |errors: &mut BTreeMap<String, (ErrorCode, String)>,
-                    user: &str,
-                    code: ErrorCode,
-                    msg: &str| {
+                user: &str,
+                code: ErrorCode,
+                msg: &str| {
         errors
             .entry(user.to_string())
             .or_insert((code, msg.to_string()));
@@ -126,24 +128,54 @@ pub fn alter(broker: &Arc<Broker>, req: AlterUserScramCredentialsRequest) -> Rep
     let mut deletions = Vec::new();
     for d in &req.deletions {
         if d.name.is_empty() {
-            fail(&mut errors, &d.name, UNACCEPTABLE_CREDENTIAL, "Username must not be empty");
+            fail(
+                &mut errors,
+                &d.name,
+                UNACCEPTABLE_CREDENTIAL,
+                "Username must not be empty",
+            );
         } else if Mechanism::from_i8(d.mechanism).is_none() {
-            fail(&mut errors, &d.name, UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism");
+            fail(
+                &mut errors,
+                &d.name,
+                UNSUPPORTED_SASL_MECHANISM,
+                "Unknown SCRAM mechanism",
+            );
         }
         deletions.push((d.name.clone(), d.mechanism));
     }
     let mut upsertions = Vec::new();
     for u in &req.upsertions {
         let Some(m) = Mechanism::from_i8(u.mechanism) else {
-            fail(&mut errors, &u.name, UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism");
+            fail(
+                &mut errors,
+                &u.name,
+                UNSUPPORTED_SASL_MECHANISM,
+                "Unknown SCRAM mechanism",
+            );
             continue;
         };
         if u.name.is_empty() {
-            fail(&mut errors, &u.name, UNACCEPTABLE_CREDENTIAL, "Username must not be empty");
+            fail(
+                &mut errors,
+                &u.name,
+                UNACCEPTABLE_CREDENTIAL,
+                "Username must not be empty",
+            );
         } else if u.iterations < m.min_iterations() {
-            fail(&mut errors, &u.name, UNACCEPTABLE_CREDENTIAL, "Too few iterations");
+            fail(
+                &mut errors,
+                &u.name,
+                UNACCEPTABLE_CREDENTIAL,
+                "Too few iterations",
+            );
         } else if u.iterations > m.max_iterations() {
-            fail(&mut errors, &u.name, UNACCEPTABLE_CREDENTIAL, "Too many iterations");
+            fail(
+                &mut errors,
+                &u.name,
+                UNACCEPTABLE_CREDENTIAL,
+                "Too many iterations",
+            );
         } else if u.salt.is_empty() || u.salted_password.is_empty() {
             fail(
                 &mut errors,

@@ -75,7 +75,9 @@ pub fn validate_setting(key: &str, value: &str) -> Result<(), String> {
     let number = |min: i64| -> Result<(), String> {
         match v.parse::<i64>() {
             Ok(n) if n >= min => Ok(()),
-            _ => Err(format!("invalid value for {key}: expected an integer >= {min}")),
+            _ => Err(format!(
+                "invalid value for {key}: expected an integer >= {min}"
+            )),
         }
     };
     match key {
@@ -236,8 +238,7 @@ impl SaslSettings {
         if let Some(path) = get("skein.sasl.plain.users.file").filter(|p| !p.is_empty()) {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("skein.sasl.plain.users.file {path}: {e}"))?;
-            plain_users
-                .extend(parse_users_file(&text).map_err(|e| format!("{path}: {e}"))?);
+            plain_users.extend(parse_users_file(&text).map_err(|e| format!("{path}: {e}"))?);
         }
         if enabled.is_empty() {
             return Err(format!(
@@ -537,7 +538,9 @@ impl SaslConnection {
             State::Authenticated { .. } => {
                 return match encode(
                     ILLEGAL_SASL_STATE,
-                    Some("SaslAuthenticate request received after successful authentication".into()),
+                    Some(
+                        "SaslAuthenticate request received after successful authentication".into(),
+                    ),
                     Vec::new(),
                     0,
                 ) {
@@ -577,7 +580,12 @@ impl SaslConnection {
             Step::Failed(message) => {
                 broker.metrics().sasl_authentication_failures.inc();
                 Action::Close {
-                    reply: encode(SASL_AUTHENTICATION_FAILED, Some(message.clone()), Vec::new(), 0),
+                    reply: encode(
+                        SASL_AUTHENTICATION_FAILED,
+                        Some(message.clone()),
+                        Vec::new(),
+                        0,
+                    ),
                     delay: self.settings.failed_delay,
                     reason: message,
                 }
@@ -710,7 +718,11 @@ mod tests {
         assert!(validate_setting("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-512").is_ok());
         assert!(validate_setting("sasl.enabled.mechanisms", "GSSAPI").is_err());
         assert!(validate_setting("connections.max.reauth.ms", "-1").is_err());
-        assert!(is_setting("listener.name.sasl_plaintext.plain.sasl.jaas.config"));
-        assert!(is_sensitive("listener.name.sasl_plaintext.plain.sasl.jaas.config"));
+        assert!(is_setting(
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config"
+        ));
+        assert!(is_sensitive(
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config"
+        ));
     }
 }

@@ -228,12 +228,9 @@ impl ScramServer {
         }
     }
 
-    fn first(
-        &mut self,
-        text: &str,
-        lookup: impl FnOnce(&str) -> Option<Credential>,
-    ) -> ScramStep {
-        let bad = |why: &str| ScramStep::Failed(format!("Invalid SCRAM client first message: {why}"));
+    fn first(&mut self, text: &str, lookup: impl FnOnce(&str) -> Option<Credential>) -> ScramStep {
+        let bad =
+            |why: &str| ScramStep::Failed(format!("Invalid SCRAM client first message: {why}"));
         // gs2-header: cbind-flag "," [authzid] ","
         let mut parts = text.splitn(3, ',');
         let (Some(flag), Some(authzid), Some(bare)) = (parts.next(), parts.next(), parts.next())
@@ -263,7 +260,10 @@ impl ScramServer {
         let (Some(user), Some(cnonce)) = (user, cnonce) else {
             return bad("expected n=USER,r=NONCE");
         };
-        if user.is_empty() || cnonce.is_empty() || !cnonce.bytes().all(|b| b > 0x20 && b < 0x7f && b != b',') {
+        if user.is_empty()
+            || cnonce.is_empty()
+            || !cnonce.bytes().all(|b| b > 0x20 && b < 0x7f && b != b',')
+        {
             return bad("empty user or bad nonce");
         }
         if !authzid.is_empty() {
@@ -286,7 +286,10 @@ impl ScramServer {
                 self.mechanism.min_iterations(),
             ),
         };
-        let nonce = format!("{cnonce}{}", B64.encode(random_bytes(24)).replace(['+', '/'], "A"));
+        let nonce = format!(
+            "{cnonce}{}",
+            B64.encode(random_bytes(24)).replace(['+', '/'], "A")
+        );
         let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(salt));
         let reply = server_first.clone().into_bytes();
         self.stage = Stage::Final {
@@ -311,7 +314,8 @@ impl ScramServer {
         nonce: &str,
         credential: Option<Credential>,
     ) -> ScramStep {
-        let bad = |why: &str| ScramStep::Failed(format!("Invalid SCRAM client final message: {why}"));
+        let bad =
+            |why: &str| ScramStep::Failed(format!("Invalid SCRAM client final message: {why}"));
         let Some(at) = text.rfind(",p=") else {
             return bad("no proof");
         };
@@ -411,15 +415,24 @@ mod tests {
         let salted = m.salted_password(b"right", &salt, 4096);
         let cred = Credential::from_salted(m, &salt, &salted, 4096);
         let mut s = ScramServer::new(m);
-        let ScramStep::Continue(first) = s.step(b"n,,n=alice,r=abc", |_| Some(cred.clone()))
-        else {
+        let ScramStep::Continue(first) = s.step(b"n,,n=alice,r=abc", |_| Some(cred.clone())) else {
             panic!("first message accepted");
         };
         let first = String::from_utf8(first).unwrap();
         let nonce = first.split(',').next().unwrap().trim_start_matches("r=");
         let fin = format!("c=biws,r={nonce},p={}", B64.encode([0u8; 64]));
-        assert!(matches!(s.step(fin.as_bytes(), |_| None), ScramStep::Failed(_)));
-        for garbage in [&b""[..], b"x", b"n,,", b"p=x,,n=a,r=b", b"n,,n=a", &[0xff, 0xfe]] {
+        assert!(matches!(
+            s.step(fin.as_bytes(), |_| None),
+            ScramStep::Failed(_)
+        ));
+        for garbage in [
+            &b""[..],
+            b"x",
+            b"n,,",
+            b"p=x,,n=a,r=b",
+            b"n,,n=a",
+            &[0xff, 0xfe],
+        ] {
             let mut s = ScramServer::new(m);
             assert!(matches!(s.step(garbage, |_| None), ScramStep::Failed(_)));
         }

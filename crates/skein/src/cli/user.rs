@@ -201,7 +201,9 @@ fn list(args: ListArgs) -> Result<()> {
         ..Default::default()
     })?;
     KafkaError::check(response.error_code, response.error_message.as_deref())?;
-    let name = |m: i8| Mechanism::from_i8(m).map_or_else(|| format!("mechanism {m}"), |m| m.name().to_string());
+    let name = |m: i8| {
+        Mechanism::from_i8(m).map_or_else(|| format!("mechanism {m}"), |m| m.name().to_string())
+    };
     match args.common.output {
         Output::Text => {
             let rows: Vec<Vec<String>> = response
