@@ -183,7 +183,7 @@ mod tests {
         let topic = broker.auto_create_topic("t").unwrap();
 
         for name in [None, Some("")] {
-            let resp = handle(&broker, 12, request(topic.id, name));
+            let resp = handle(&broker, "PLAINTEXT", 12, request(topic.id, name));
             assert_eq!(resp.topics.len(), 1);
             let t = &resp.topics[0];
             assert_eq!(t.error_code, 0, "name {name:?}");
@@ -192,7 +192,7 @@ mod tests {
             assert_eq!(t.partitions.len(), 3);
 
             let unknown = Uuid([7; 16]);
-            let resp = handle(&broker, 12, request(unknown, name));
+            let resp = handle(&broker, "PLAINTEXT", 12, request(unknown, name));
             let t = &resp.topics[0];
             assert_eq!(
                 t.error_code,
@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(broker.topics().len(), 1);
 
         // Without an id the name is used, as before.
-        let resp = handle(&broker, 12, request(Uuid::ZERO, Some("t")));
+        let resp = handle(&broker, "PLAINTEXT", 12, request(Uuid::ZERO, Some("t")));
         assert_eq!(resp.topics[0].topic_id, topic.id);
     }
 }

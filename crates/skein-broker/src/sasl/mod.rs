@@ -290,7 +290,7 @@ fn close(reason: impl Into<String>) -> Action {
 
 enum Exchange {
     Plain,
-    Scram(ScramServer),
+    Scram(Box<ScramServer>),
 }
 
 enum State {
@@ -445,7 +445,7 @@ impl SaslConnection {
                 }
             }
         };
-        if !self.settings.enabled.iter().any(|m| *m == mechanism) {
+        if !self.settings.enabled.contains(&mechanism) {
             return Action::Close {
                 reply: reply(UNSUPPORTED_SASL_MECHANISM),
                 delay: Duration::ZERO,
@@ -453,7 +453,7 @@ impl SaslConnection {
             };
         }
         let exchange = match Mechanism::from_name(&mechanism) {
-            Some(m) => Exchange::Scram(ScramServer::new(m)),
+            Some(m) => Exchange::Scram(Box::new(ScramServer::new(m))),
             None => Exchange::Plain,
         };
         self.state = State::Authenticating {
@@ -711,6 +711,54 @@ mod tests {
         assert!(s.check_plain(b"\0bob\0pw").is_err());
         assert!(s.check_plain(b"\0alice\0pw\0").is_err());
         assert!(s.check_plain(b"").is_err());
+    }
+
+    /// The pure front-path parsers never panic on arbitrary bytes (a cheap stand-in for a
+    /// fuzz target: PLAIN tokens, SCRAM messages at both steps, JAAS and users-file text).
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let s = SaslSettings {
+            enabled: vec!["PLAIN".into()],
+            plain_users: [("a".to_string(), "b".to_string())].into(),
+            max_receive_size: 1024,
+            reauth_ms: 0,
+            failed_delay: Duration::ZERO,
+            exchange_timeout: Duration::from_secs(1),
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let alphabet = b"n,=ra\0y p=c=biws1xyz=2C=3D\xff";
+        for round in 0..20_000 {
+            let len = (round % 48) as usize;
+            let msg: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if x % 3 == 0 {
+                        (x >> 8) as u8
+                    } else {
+                        alphabet[(x >> 16) as usize % alphabet.len()]
+                    }
+                })
+                .collect();
+            let _ = s.check_plain(&msg);
+            let text = String::from_utf8_lossy(&msg);
+            let _ = parse_jaas_users(&text);
+            let _ = parse_users_file(&text);
+            let m = if round % 2 == 0 {
+                Mechanism::Sha256
+            } else {
+                Mechanism::Sha512
+            };
+            let mut server = ScramServer::new(m);
+            let mut first = b"n,,n=a,r=".to_vec();
+            first.extend_from_slice(&msg);
+            let _ = server.step(&msg, |_| None);
+            let mut server = ScramServer::new(m);
+            if let ScramStep::Continue(_) = server.step(&first, |_| None) {
+                let _ = server.step(&msg, |_| None);
+            }
+        }
     }
 
     #[test]
