@@ -612,6 +612,9 @@ pub fn validate_broker_setting(key: &str, value: &str) -> Result<(), String> {
             return (d.validate)(value).map_err(|e| format!("invalid value for {key}: {e}"));
         }
     }
+    if crate::sasl::is_setting(key) {
+        return crate::sasl::validate_setting(key, value);
+    }
     Err(format!("unknown setting {key}"))
 }
 

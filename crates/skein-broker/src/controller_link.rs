@@ -191,6 +191,13 @@ pub enum ControllerCall {
     AlterReassignments {
         reassignments: Vec<(String, i32, Option<Vec<i32>>)>,
     },
+    /// AlterUserScramCredentials: `deletions` (user, mechanism) and `upsertions` (user,
+    /// mechanism, salt, stored key, server key, iterations). All of one user's changes apply
+    /// or none; the answer has one result per user in order of first appearance.
+    AlterScram {
+        deletions: Vec<(String, i8)>,
+        upsertions: Vec<ScramUpsertion>,
+    },
     /// The quorum as the leader sees it (DescribeQuorum), encoded as Kafka's response.
     DescribeQuorum,
     /// KIP-853 AddRaftVoter: `addr` is the new voter's controller listener.
@@ -221,10 +228,104 @@ impl ControllerCall {
             ControllerCall::AlterPartition { .. } => "alter_partition",
             ControllerCall::ElectLeaders { .. } => "elect_leaders",
             ControllerCall::AlterReassignments { .. } => "alter_reassignments",
+            ControllerCall::AlterScram { .. } => "alter_scram",
             ControllerCall::DescribeQuorum => "describe_quorum",
             ControllerCall::AddVoter { .. } => "add_voter",
             ControllerCall::RemoveVoter { .. } => "remove_voter",
         }
+    }
+}
+
+/// One SCRAM credential to set (the stored form, never the password).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScramUpsertion {
+    pub user: String,
+    pub mechanism: i8,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
+
+impl std::fmt::Debug for ScramUpsertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramUpsertion")
+            .field("user", &self.user)
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The controller's decision on an AlterScram call: records and one result per user.
+fn alter_scram(
+    image: &MetadataImage,
+    deletions: &[(String, i8)],
+    upsertions: &[ScramUpsertion],
+) -> Outcome<Answer> {
+    use skein_protocol::metadata_records::{
+        RemoveUserScramCredentialRecord, UserScramCredentialRecord,
+    };
+    let mut users: Vec<String> = Vec::new();
+    let mut failed: std::collections::BTreeMap<String, (i16, String)> = Default::default();
+    for (user, m) in deletions {
+        if !users.contains(user) {
+            users.push(user.clone());
+        }
+        if image.scram_credential(user, *m).is_none() && !failed.contains_key(user) {
+            failed.insert(
+                user.clone(),
+                (
+                    crate::sasl::RESOURCE_NOT_FOUND.0,
+                    "Attempt to delete a user credential that does not exist".into(),
+                ),
+            );
+        }
+    }
+    for u in upsertions {
+        if !users.contains(&u.user) {
+            users.push(u.user.clone());
+        }
+    }
+    let mut records = Vec::new();
+    for (user, m) in deletions {
+        if !failed.contains_key(user) {
+            records.push(
+                RemoveUserScramCredentialRecord {
+                    name: user.clone(),
+                    mechanism: *m,
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
+    }
+    for u in upsertions {
+        if !failed.contains_key(&u.user) {
+            records.push(
+                UserScramCredentialRecord {
+                    name: u.user.clone(),
+                    mechanism: u.mechanism,
+                    salt: Bytes::from(u.salt.clone()),
+                    stored_key: Bytes::from(u.stored_key.clone()),
+                    server_key: Bytes::from(u.server_key.clone()),
+                    iterations: u.iterations,
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
+    }
+    let results = users
+        .iter()
+        .map(|u| match failed.get(u) {
+            Some((code, message)) => (*code, Some(message.clone())),
+            None => (0, None),
+        })
+        .collect();
+    Outcome {
+        records,
+        reply: Answer::Results { results },
     }
 }
 
@@ -533,6 +634,10 @@ pub(crate) fn decide(
                 .collect();
             Ok(done(o, Answer::Results { results }))
         }
+        ControllerCall::AlterScram {
+            deletions,
+            upsertions,
+        } => Ok(alter_scram(image, deletions, upsertions)),
         ControllerCall::DescribeQuorum
         | ControllerCall::AddVoter { .. }
         | ControllerCall::RemoveVoter { .. } => Err(api(

@@ -22,6 +22,7 @@ pub mod partition;
 pub mod peer;
 pub mod producer_state;
 pub mod replication;
+pub mod sasl;
 pub mod store;
 pub mod sync;
 pub mod txns;

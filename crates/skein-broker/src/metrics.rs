@@ -79,6 +79,8 @@ pub struct Metrics {
     pub request_latency: Family<ApiLabels, Histogram, fn() -> Histogram>,
     pub connections: Gauge,
     pub connections_refused: Counter,
+    /// Failed SASL logins (wrong credentials, bad exchanges).
+    pub sasl_authentication_failures: Counter,
     pub bytes_in: Family<TopicLabels, Counter>,
     pub records_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
@@ -135,6 +137,7 @@ impl Metrics {
             request_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            sasl_authentication_failures: Counter::default(),
             bytes_in: Family::default(),
             records_in: Family::default(),
             bytes_out: Family::default(),
@@ -221,6 +224,11 @@ impl Metrics {
             "connections_refused",
             "Connections refused at max.connections",
             m.connections_refused.clone(),
+        );
+        r.register(
+            "sasl_authentication_failures",
+            "Failed SASL authentications",
+            m.sasl_authentication_failures.clone(),
         );
         r.register(
             "bytes_in",

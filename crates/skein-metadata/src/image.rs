@@ -22,7 +22,7 @@ use skein_protocol::metadata_records::{
     register_broker_record::BrokerEndpoint, register_controller_record::ControllerEndpoint,
     BrokerRegistrationChangeRecord, ConfigRecord, PartitionChangeRecord, PartitionRecord,
     ProducerIdsRecord, RegisterBrokerRecord, RegisterControllerRecord, RemoveTopicRecord,
-    TopicRecord,
+    TopicRecord, UserScramCredentialRecord,
 };
 use skein_protocol::{MetadataRecord, Uuid};
 
@@ -251,6 +251,25 @@ pub struct ControllerRegistration {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// A user's SCRAM credential for one mechanism (Kafka's `ScramMechanism` number), as
+/// `UserScramCredentialRecord` carries it: never the password. Its `Debug` shows only the
+/// iteration count.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramCredential {
+    pub salt: Bytes,
+    pub stored_key: Bytes,
+    pub server_key: Bytes,
+    pub iterations: i32,
+}
+
+impl std::fmt::Debug for ScramCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredential")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The cluster metadata as of [`MetadataImage::last_offset`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetadataImage {
@@ -260,6 +279,8 @@ pub struct MetadataImage {
     brokers: BTreeMap<i32, BrokerRegistration>,
     controllers: BTreeMap<i32, ControllerRegistration>,
     next_producer_id: i64,
+    /// SCRAM credentials by (user, mechanism).
+    scram: BTreeMap<(String, i8), ScramCredential>,
     last_offset: Option<u64>,
 }
 
@@ -384,6 +405,7 @@ struct Undo {
     brokers: BTreeMap<i32, Option<BrokerRegistration>>,
     controllers: BTreeMap<i32, Option<ControllerRegistration>>,
     next_producer_id: Option<i64>,
+    scram: BTreeMap<(String, i8), Option<ScramCredential>>,
 }
 
 fn endpoints_from_broker(list: &[BrokerEndpoint]) -> Vec<Endpoint> {
@@ -445,6 +467,16 @@ impl MetadataImage {
     /// The offset of the last applied entry (or restored snapshot), if any.
     pub fn last_offset(&self) -> Option<u64> {
         self.last_offset
+    }
+
+    /// The SCRAM credential of `user` for `mechanism` (1 SCRAM-SHA-256, 2 SCRAM-SHA-512).
+    pub fn scram_credential(&self, user: &str, mechanism: i8) -> Option<&ScramCredential> {
+        self.scram.get(&(user.to_string(), mechanism))
+    }
+
+    /// Every SCRAM credential, by (user, mechanism).
+    pub fn scram_credentials(&self) -> &BTreeMap<(String, i8), ScramCredential> {
+        &self.scram
     }
 
     /// Every topic, by id.
@@ -630,6 +662,20 @@ impl MetadataImage {
                 );
             }
         }
+        for ((name, mechanism), c) in &self.scram {
+            out.push(
+                UserScramCredentialRecord {
+                    name: name.clone(),
+                    mechanism: *mechanism,
+                    salt: c.salt.clone(),
+                    stored_key: c.stored_key.clone(),
+                    server_key: c.server_key.clone(),
+                    iterations: c.iterations,
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
         if self.next_producer_id != 0 {
             out.push(
                 ProducerIdsRecord {
@@ -688,6 +734,12 @@ impl MetadataImage {
         }
         if let Some(old) = undo.next_producer_id {
             self.next_producer_id = old;
+        }
+        for (key, old) in undo.scram {
+            match old {
+                Some(old) => self.scram.insert(key, old),
+                None => self.scram.remove(&key),
+            };
         }
     }
 
@@ -1092,6 +1144,27 @@ impl MetadataImage {
                 }
                 undo.next_producer_id.get_or_insert(self.next_producer_id);
                 self.next_producer_id = r.next_producer_id;
+            }
+            MetadataRecord::UserScramCredential(r) => {
+                if r.name.is_empty() || r.iterations <= 0 || r.stored_key.is_empty() {
+                    return Err("an empty user, key or iteration count".into());
+                }
+                let key = (r.name.clone(), r.mechanism);
+                let old = self.scram.insert(
+                    key.clone(),
+                    ScramCredential {
+                        salt: r.salt.clone(),
+                        stored_key: r.stored_key.clone(),
+                        server_key: r.server_key.clone(),
+                        iterations: r.iterations,
+                    },
+                );
+                undo.scram.entry(key).or_insert(old);
+            }
+            MetadataRecord::RemoveUserScramCredential(r) => {
+                let key = (r.name.clone(), r.mechanism);
+                let old = self.scram.remove(&key);
+                undo.scram.entry(key).or_insert(old);
             }
             // Harmless: a leader's first entry, or a feature level Skein does not act on yet.
             MetadataRecord::NoOp(_) | MetadataRecord::FeatureLevel(_) => {}

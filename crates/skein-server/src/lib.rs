@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use skein_broker::api::{unsupported_version_response, FetchReply, HeldFiles};
-use skein_broker::listener::{ConnectionContext, ListenerSettings};
+use skein_broker::listener::{ConnectionContext, KafkaPrincipal, ListenerSettings};
+use skein_broker::sasl::{Action as SaslAction, SaslConnection, SaslSettings};
 use skein_broker::{supported_versions, Broker, Reply, RequestContext};
 use skein_log::FileRange;
 use skein_protocol::{ApiKey, ResponseBody};
@@ -50,6 +51,8 @@ struct Bound {
     /// SIGHUP, for a TLS listener: taken when binding, so a SIGHUP after the start line
     /// reloads certificates instead of ending the process.
     hangup: Option<tokio::signal::unix::Signal>,
+    /// Its SASL settings, if its protocol is SASL_PLAINTEXT or SASL_SSL.
+    sasl: Option<Arc<SaslSettings>>,
 }
 
 /// The bound listeners.
@@ -83,11 +86,24 @@ impl Server {
                 }
                 None => None,
             };
+            let sasl = if l.protocol.uses_sasl() {
+                let settings = SaslSettings::for_listener(&broker.config.explicit, &l.name)
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("listener {}: {e}", l.name),
+                        )
+                    })?;
+                Some(Arc::new(settings))
+            } else {
+                None
+            };
             kafka.push(Bound {
                 settings: l.clone(),
                 socket,
                 tls,
                 hangup,
+                sasl,
             });
         }
         let http = TcpListener::bind(broker.config.http_listener).await?;
@@ -325,6 +341,7 @@ async fn accept_loop(
 ) {
     let listener: Arc<ListenerSettings> = Arc::new(bound.settings);
     let tls = bound.tls;
+    let sasl = bound.sasl;
     loop {
         let (stream, peer) = match bound.socket.accept().await {
             Ok(s) => s,
@@ -345,14 +362,19 @@ async fn accept_loop(
         let budget = budget.clone();
         let listener = listener.clone();
         let tls = tls.clone();
+        let sasl = sasl.clone();
         tokio::spawn(async move {
             broker.metrics().connections.inc();
             let _ = stream.set_nodelay(true);
             let mut conn = ConnectionContext::new(&listener.name, listener.protocol, peer);
             let result = match &tls {
-                None => serve_connection(broker.clone(), Conn::Plain(stream), conn, budget).await,
+                None => {
+                    serve_connection(broker.clone(), Conn::Plain(stream), conn, budget, sasl).await
+                }
                 Some(tls) => match handshake(tls, stream, &mut conn).await {
-                    Ok(stream) => serve_connection(broker.clone(), stream, conn, budget).await,
+                    Ok(stream) => {
+                        serve_connection(broker.clone(), stream, conn, budget, sasl).await
+                    }
                     Err(e) => Err(e),
                 },
             };
@@ -382,6 +404,8 @@ enum ConnectionError {
     Idle,
     #[error("TLS: {0}")]
     Handshake(String),
+    #[error("SASL: {0}")]
+    Sasl(String),
 }
 
 /// A response slot in the connection's ordered queue.
@@ -571,19 +595,71 @@ async fn serve_connection(
     stream: Conn,
     conn: ConnectionContext,
     budget: RequestBudget,
+    sasl: Option<Arc<SaslSettings>>,
 ) -> Result<(), ConnectionError> {
-    let conn = Arc::new(conn);
+    let mut conn = Arc::new(conn);
     let (mut rd, wr) = stream.split();
     let (tx, rx) = mpsc::channel::<Pending>(broker.config.max_inflight_per_connection);
     let writer = tokio::spawn(write_responses(broker.clone(), wr, rx));
     let max = broker.config.socket_request_max_bytes;
     let idle = std::time::Duration::from_millis(broker.config.connections_max_idle_ms);
+    let mut sasl = sasl.map(SaslConnection::new);
     let result = async {
         loop {
-            let Some(frame::Frame { bytes, held }) = rd.read_frame(max, &budget, idle).await?
-            else {
+            // While a SASL exchange is due: smaller frames, and a deadline for the exchange.
+            let limit = sasl.as_ref().map_or(max, |s| s.max_frame(max));
+            let read = rd.read_frame(limit, &budget, idle);
+            let read =
+                match sasl.as_ref().filter(|s| s.authenticating()) {
+                    Some(s) => {
+                        let deadline = tokio::time::Instant::from_std(s.deadline());
+                        match tokio::time::timeout_at(deadline, read).await {
+                            Ok(r) => r,
+                            Err(_) => return Err(ConnectionError::Sasl(
+                                "authentication not complete within skein.sasl.exchange.timeout.ms"
+                                    .into(),
+                            )),
+                        }
+                    }
+                    None => read.await,
+                };
+            let Some(frame::Frame { bytes, held }) = read? else {
                 return Ok(());
             };
+            if let Some(s) = sasl.as_mut() {
+                match s.on_frame(&broker, &bytes, Instant::now()) {
+                    SaslAction::Pass => {}
+                    SaslAction::Reply(b) => {
+                        drop(held);
+                        // Authenticated (or re-authenticated): requests carry the principal.
+                        if let Some(user) = s.user() {
+                            if conn.principal.name != user {
+                                let mut c = (*conn).clone();
+                                c.principal = KafkaPrincipal::user(user);
+                                conn = Arc::new(c);
+                            }
+                        }
+                        if tx.send(Pending::Ready(b)).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    SaslAction::Close {
+                        reply,
+                        delay,
+                        reason,
+                    } => {
+                        drop(held);
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if let Some(b) = reply {
+                            let _ = tx.send(Pending::Ready(b)).await;
+                        }
+                        return Err(ConnectionError::Sasl(reason));
+                    }
+                }
+            }
             let pending = handle_frame(&broker, bytes, &conn);
             // Handled: the request's bytes no longer count. (A handler that waits may keep
             // slices of them, such as a JoinGroup's protocol metadata, until it answers; it

@@ -40,6 +40,7 @@ mod offset_for_leader_epoch;
 mod produce;
 pub(crate) mod quorum;
 mod reassignments;
+mod scram_credentials;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
@@ -132,6 +133,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::WriteTxnMarkers, 0, 1),
+    // SASL (see `crate::sasl`): on a SASL listener the network edge runs the exchange; a
+    // request that reaches the dispatcher (another listener, or after authentication) gets
+    // ILLEGAL_SASL_STATE, as from Kafka.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The version range served for an API, if it is served at all.
@@ -264,6 +272,28 @@ impl Broker {
                 ResponseBody::ConsumerGroupDescribe(consumer_group::describe(self, r)),
             ),
             RequestBody::WriteTxnMarkers(r) => write_txn_markers::handle(self, r),
+            RequestBody::SaslHandshake(_) => Reply::Now(ResponseBody::SaslHandshake(
+                skein_protocol::messages::SaslHandshakeResponse {
+                    error_code: crate::sasl::ILLEGAL_SASL_STATE.0,
+                    ..Default::default()
+                },
+            )),
+            RequestBody::SaslAuthenticate(_) => Reply::Now(ResponseBody::SaslAuthenticate(
+                skein_protocol::messages::SaslAuthenticateResponse {
+                    error_code: crate::sasl::ILLEGAL_SASL_STATE.0,
+                    error_message: Some(
+                        "SaslAuthenticate request received after successful authentication or on a listener without SASL"
+                            .into(),
+                    ),
+                    ..Default::default()
+                },
+            )),
+            RequestBody::DescribeUserScramCredentials(r) => {
+                Reply::Now(ResponseBody::DescribeUserScramCredentials(
+                    scram_credentials::describe(self, r),
+                ))
+            }
+            RequestBody::AlterUserScramCredentials(r) => scram_credentials::alter(self, r),
             other => {
                 // The connection layer only passes on APIs in SUPPORTED_APIS.
                 tracing::error!(api = ?other.api_key(), "no handler for an advertised API");

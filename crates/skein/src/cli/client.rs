@@ -104,6 +104,8 @@ exchanges! {
     TxnOffsetCommit: TxnOffsetCommitRequest => TxnOffsetCommitResponse, tested up to 3;
     EndTxn: EndTxnRequest => EndTxnResponse, tested up to 3;
     DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse, tested up to 2;
+    DescribeUserScramCredentials: DescribeUserScramCredentialsRequest => DescribeUserScramCredentialsResponse, tested up to 0;
+    AlterUserScramCredentials: AlterUserScramCredentialsRequest => AlterUserScramCredentialsResponse, tested up to 0;
 }
 
 /// One broker's advertised version range for one API.

@@ -1,4 +1,4 @@
-//! The operator's tool: `skein topic`, `produce`, `consume`, `group`, `cluster` and `dlt`. Each
+//! The operator's tool: `skein topic`, `produce`, `consume`, `group`, `cluster`, `dlt` and `user`. Each
 //! command speaks the Kafka protocol (through Skein's own codec) to any Kafka-compatible
 //! broker, prints text or JSON on stdout, and reports a failure as one line on stderr
 //! (`skein: topic create orders: TOPIC_ALREADY_EXISTS: …`) with a non-zero exit code.
@@ -26,6 +26,7 @@ mod reset_plan;
 mod signal;
 mod time;
 mod topic;
+mod user;
 
 pub use output::Output;
 
@@ -72,6 +73,9 @@ pub enum Command {
     /// their records with the headers decoded.
     #[command(subcommand)]
     Dlt(dlt::DltCommand),
+    /// Create, delete and list users' SCRAM credentials (kept in the cluster metadata).
+    #[command(subcommand)]
+    User(user::UserCommand),
 }
 
 /// Runs one operator command; errors are printed as one line on stderr.
@@ -82,6 +86,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Consume(a) => consume::run(a),
         Command::Group(c) => group::run(c),
         Command::Dlt(c) => dlt::run(c),
+        Command::User(c) => user::run(c),
         Command::Cluster(c) => return report(cluster::run(c)),
     };
     report(result.map(|()| ExitCode::SUCCESS))
