@@ -512,3 +512,70 @@ def test_encrypted_keys_and_missing_key_stores_are_refused_at_start(tmp_path, pk
     run = start("listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0")
     assert run.returncode != 0
     assert "ssl.keystore.location" in run.stderr.decode()
+
+
+# -- SASL over TLS -----------------------------------------------------------------------------
+
+
+def sasl_ssl_port(broker):
+    found = re.search(r"skein started .*listeners=\S*?SASL_SSL://127\.0\.0\.1:(\d+)", broker.log())
+    assert found, f"no SASL_SSL listener in the start line\n{broker.log()}"
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_ssl_with_every_mechanism(start_broker, pki, mechanism):
+    """SASL_SSL: the TLS transport and the SASL login on one listener. confluent-kafka and
+    kafka-python produce and read back; a wrong password is an authentication error."""
+    from helpers import create_topic, skein
+    from kafka import KafkaProducer
+
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'user_carol="carol-secret";'
+    )
+    b = start_broker(
+        sets=[
+            "listeners=PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0",
+            f"ssl.keystore.location={pki.server}",
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            f"listener.name.sasl_ssl.plain.sasl.jaas.config={jaas}",
+        ]
+    )
+    # SCRAM users live in the cluster metadata; the CLI talks to the PLAINTEXT listener.
+    skein("user", "create", "alice", "--password", "alice-secret", bootstrap=b.bootstrap, check=0)
+    user, pw = ("carol", "carol-secret") if mechanism == "PLAIN" else ("alice", "alice-secret")
+    port = sasl_ssl_port(b)
+    conf = {
+        "bootstrap.servers": f"127.0.0.1:{port}",
+        "security.protocol": "SASL_SSL",
+        "ssl.ca.location": str(pki.ca),
+        "sasl.mechanism": mechanism,
+        "sasl.username": user,
+        "sasl.password": pw,
+    }
+    topic = unique_topic("sasl-ssl")
+    create_topic(b, topic, partitions=1)
+    produce_and_check(conf, topic)
+
+    producer = KafkaProducer(
+        bootstrap_servers=f"127.0.0.1:{port}",
+        security_protocol="SASL_SSL",
+        ssl_cafile=str(pki.ca),
+        sasl_mechanism=mechanism,
+        sasl_plain_username=user,
+        sasl_plain_password=pw,
+    )
+    offsets = [producer.send(topic, key=b"k", value=b"kp").get(timeout=TIMEOUT_S).offset
+               for _ in range(3)]
+    producer.close()
+    assert offsets == [20, 21, 22]
+
+    errors = []
+    admin = AdminClient({**conf, "sasl.password": "wrong", "error_cb": errors.append})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=10)
+    admin.poll(1)
+    from confluent_kafka import KafkaError
+
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
