@@ -32,6 +32,21 @@ impl OutRecord {
             + self.value.as_ref().map_or(0, Vec::len)
             + headers
     }
+
+    /// Appends this record to a batch being built.
+    pub fn push_to(&self, builder: RecordBatchBuilder) -> RecordBatchBuilder {
+        let headers: Vec<(&str, Option<&[u8]>)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        builder.push_with_headers(
+            self.key.as_deref(),
+            self.value.as_deref(),
+            self.timestamp_ms,
+            &headers,
+        )
+    }
 }
 
 /// The attribute bits of a codec.
@@ -51,17 +66,7 @@ pub fn build_batch(records: &[OutRecord], codec: Compression) -> Vec<u8> {
     let base_timestamp = records.first().map_or(0, |r| r.timestamp_ms);
     let mut builder = RecordBatchBuilder::new(base_timestamp);
     for r in records {
-        let headers: Vec<(&str, Option<&[u8]>)> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
-            .collect();
-        builder = builder.push_with_headers(
-            r.key.as_deref(),
-            r.value.as_deref(),
-            r.timestamp_ms,
-            &headers,
-        );
+        builder = r.push_to(builder);
     }
     compress_batch(&builder.build(), codec)
 }

@@ -569,21 +569,29 @@ impl ShowArgs {
     }
 }
 
-fn show(args: ShowArgs) -> Result<()> {
-    if args.offset.is_some_and(|o| o < 0) {
-        bail!("--offset must not be negative");
-    }
-    let mut cluster = args.common.connect()?;
-    let info = cluster.topic(&args.topic)?;
+/// The partitions a `--partition` option picks: that one (if the topic has it) or all.
+pub(super) fn chosen_partitions(
+    info: &super::client::TopicInfo,
+    partition: Option<i32>,
+) -> Result<Vec<i32>> {
     let all: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
-    let parts = match args.partition {
+    Ok(match partition {
         Some(p) if all.contains(&p) => vec![p],
         Some(p) => bail!(
             "partition {p} does not exist (the topic has {} partitions)",
             all.len()
         ),
         None => all,
-    };
+    })
+}
+
+fn show(args: ShowArgs) -> Result<()> {
+    if args.offset.is_some_and(|o| o < 0) {
+        bail!("--offset must not be negative");
+    }
+    let mut cluster = args.common.connect()?;
+    let info = cluster.topic(&args.topic)?;
+    let parts = chosen_partitions(&info, args.partition)?;
     let starts = list_offsets(&mut cluster, &args.topic, &parts, EARLIEST)?;
     let ends = list_offsets(&mut cluster, &args.topic, &parts, LATEST)?;
     let mut shown: Vec<Shown> = Vec::new();

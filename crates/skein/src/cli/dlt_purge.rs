@@ -128,14 +128,7 @@ pub fn run(args: PurgeArgs) -> Result<()> {
     let mut cluster = args.common.connect()?;
     let info = cluster.topic(&args.topic)?;
     let all: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
-    let parts = match args.partition {
-        Some(p) if all.contains(&p) => vec![p],
-        Some(p) => bail!(
-            "partition {p} does not exist (the topic has {} partitions)",
-            all.len()
-        ),
-        None => all.clone(),
-    };
+    let parts = super::dlt::chosen_partitions(&info, args.partition)?;
     let starts = list_offsets(&mut cluster, &args.topic, &parts, EARLIEST)?;
     let ends = list_offsets(&mut cluster, &args.topic, &parts, LATEST)?;
     let at_time = match before {

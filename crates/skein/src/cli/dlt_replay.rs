@@ -437,18 +437,7 @@ impl Producer {
                 builder = builder.transactional();
             }
             for i in &indexes {
-                let r = &records[*i].2;
-                let headers: Vec<(&str, Option<&[u8]>)> = r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_deref()))
-                    .collect();
-                builder = builder.push_with_headers(
-                    r.key.as_deref(),
-                    r.value.as_deref(),
-                    r.timestamp_ms,
-                    &headers,
-                );
+                builder = records[*i].2.push_to(builder);
             }
             let batch = builder.build().to_vec();
             let base = self
@@ -716,15 +705,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let group = group_id(&dlt);
     let mut cluster = args.common.connect()?;
     let info = cluster.topic(&dlt)?;
-    let all: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
-    let parts = match args.partition {
-        Some(p) if all.contains(&p) => vec![p],
-        Some(p) => bail!(
-            "partition {p} does not exist (the topic has {} partitions)",
-            all.len()
-        ),
-        None => all,
-    };
+    let parts = super::dlt::chosen_partitions(&info, args.partition)?;
     if let Some(t) = to {
         // A missing target is an error before anything is read.
         cluster.topic(t).with_context(|| format!("--to {t}"))?;
