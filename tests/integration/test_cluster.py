@@ -1398,3 +1398,78 @@ def test_a_wiped_voter_is_refused_until_replaced(cluster):
     create_topics(via, {topic: 6})
     leaders = wait_agreed_leaders(cluster, {topic: 6})[topic]
     assert set(leaders.values()) == {1, 2, 3}, leaders
+
+
+# -- per-DLT gauges when the replay group is coordinated elsewhere ------------------------------
+
+
+def dlt_samples(http, topic):
+    """(records, unhandled, oldest unhandled age) of `topic` in a node's /metrics, each None
+    when the node has no such series (it leads none of the topic's partitions)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{http}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.startswith("skein_dlt_") and s.labels.get("topic") == topic:
+                found[s.name] = s.value
+    return tuple(
+        found.get(f"skein_dlt_{n}")
+        for n in ("records", "unhandled_records", "oldest_unhandled_age_seconds")
+    )
+
+
+def test_dlt_gauges_read_the_replay_group_from_its_coordinator(start_cluster):
+    """A DLT's partitions are led by all three nodes, but its replay group is coordinated by
+    one: the other two must ask that one for the group's offsets, so that once the group has
+    replayed everything no node reports unhandled dead letters (a node that only looked at its
+    own coordinator state would count its records as unhandled forever)."""
+    cluster = start_cluster(sets=["skein.dlt.metrics.interval.ms=200"])
+    wait_settled(cluster, via=1)
+    off_leaders = wait_until(
+        lambda: offsets_topic_leaders(cluster), WAIT_S, f"{OFFSETS_TOPIC} with a leader for each partition"
+    )
+    dlt = unique_topic("payments") + "-dlt"
+    create_topics(cluster[1].bootstrap, {dlt: 3})
+    leaders = wait_agreed_leaders(cluster, {dlt: 3})[dlt]
+    assert sorted(leaders.values()) == [1, 2, 3], f"one partition per node expected: {leaders}"
+    group = f"skein-dlt-replay.{dlt}"
+    coordinator = off_leaders[offsets_partition(group, len(off_leaders))]
+
+    two_hours_ago = int(time.time() * 1000) - 7_200_000
+    p = Producer({"bootstrap.servers": cluster.bootstrap_all(), "linger.ms": 0})
+    for partition in range(3):
+        for i in range(2):
+            p.produce(dlt, value=b"{}", key=f"k{i}".encode(), partition=partition,
+                      timestamp=two_hours_ago,
+                      headers=[("kafka_dlt-original-topic", b"payments")])
+    assert p.flush(30) == 0
+
+    def per_node():
+        return {n.node_id: dlt_samples(n.http, dlt) for n in cluster.running()}
+
+    def totals(expected_unhandled):
+        seen = per_node()
+        records = sum(v[0] or 0 for v in seen.values())
+        unhandled = sum(v[1] or 0 for v in seen.values())
+        return seen if (records, unhandled) == (6, expected_unhandled) else None
+
+    seen = wait_until(lambda: totals(6), WAIT_S, "6 dead letters, all unhandled, over the nodes")
+    for node_id, (records, unhandled, age) in seen.items():
+        assert (records, unhandled) == (2, 2), (node_id, seen)
+        assert 7200 <= age < 7200 + 600, (node_id, seen)
+
+    # The replay group (coordinated by one node) has handled everything.
+    c = Consumer({"bootstrap.servers": cluster.bootstrap_all(), "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        result = c.commit(offsets=[TopicPartition(dlt, q, 2) for q in range(3)], asynchronous=False)
+        assert all(tp.error is None for tp in result), result
+    finally:
+        c.close()
+    seen = wait_until(lambda: totals(0), WAIT_S,
+                      f"no unhandled dead letters on any node (group coordinated by node {coordinator})")
+    for node_id, (records, unhandled, age) in seen.items():
+        assert (records, unhandled, age) == (2, 0, 0), (node_id, seen)

@@ -8,10 +8,24 @@
 //! oldest unhandled record. The work per partition is bounded: two offsets, one committed
 //! offset, and one small read at the first unhandled offset for its batch's timestamp; no log
 //! is scanned. A topic that is gone (or no longer led here) loses its series at the next pass.
+//!
+//! In a cluster the replay group's offsets live with its coordinator (the leader of the group's
+//! `__consumer_offsets` partition), which need not be this broker: then they are asked for with
+//! one OffsetFetch to that broker per topic and pass, under a deadline. When that fails, the
+//! records count as unhandled from the log start (an alert fires rather than stays quiet).
 
+use std::time::Duration;
+
+use skein_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
 use skein_protocol::records::BatchIter;
+use skein_protocol::{ApiKey, RequestBody, ResponseBody};
 
 use crate::broker::Broker;
+
+/// How long one pass waits for another broker's answer about a replay group's offsets.
+const REMOTE_OFFSETS_TIMEOUT: Duration = Duration::from_secs(5);
+/// The OffsetFetch version asked of a peer (one group, topics by name).
+const OFFSET_FETCH_VERSION: i16 = 7;
 
 /// The consumer group `skein dlt replay` keeps its progress in, for a DLT.
 pub fn replay_group(topic: &str) -> String {
@@ -41,16 +55,15 @@ pub fn is_dlt(name: &str, suffixes: &[String]) -> bool {
 
 impl Broker {
     /// Recomputes the DLT gauges and publishes them (called periodically).
-    pub fn refresh_dlt_metrics(&self) {
-        let gauges = self.dlt_gauges();
+    pub async fn refresh_dlt_metrics(&self) {
+        let gauges = self.dlt_gauges().await;
         self.metrics().set_dlt(&gauges);
     }
 
     /// The DLT gauges of the topics with a partition this broker leads.
-    pub fn dlt_gauges(&self) -> Vec<DltGauges> {
+    pub async fn dlt_gauges(&self) -> Vec<DltGauges> {
         let suffixes = &self.config.dlt_suffixes;
         let node = self.node_id();
-        let now = self.now_ms();
         let mut out = Vec::new();
         for topic in self.topics() {
             if topic.is_internal() || !is_dlt(&topic.name, suffixes) {
@@ -70,18 +83,9 @@ impl Broker {
             if led.is_empty() {
                 continue;
             }
-            let group = replay_group(&topic.name);
-            let asked: Vec<(String, i32)> = led
-                .iter()
-                .map(|(p, _, _)| (topic.name.clone(), *p))
-                .collect();
-            let committed: Vec<(i32, i64)> = self
-                .groups()
-                .read(|c| c.fetch_offsets(&group, Some(&asked), false))
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(_, p, c)| (p, c.offset))
-                .collect();
+            let partitions: Vec<i32> = led.iter().map(|(p, _, _)| *p).collect();
+            let committed = self.replay_offsets(&topic.name, &partitions).await;
+            let now = self.now_ms();
             let mut g = DltGauges {
                 topic: topic.name.clone(),
                 ..Default::default()
@@ -107,6 +111,65 @@ impl Broker {
             out.push(g);
         }
         out
+    }
+
+    /// The replay group's committed offsets for these partitions of `topic`, as (partition,
+    /// offset): from this broker's coordinator state when it coordinates the group, else with
+    /// an OffsetFetch to the broker that does. Empty when nobody can say (no coordinator, the
+    /// peer did not answer in time, or it answered with an error).
+    async fn replay_offsets(&self, topic: &str, partitions: &[i32]) -> Vec<(i32, i64)> {
+        let group = replay_group(topic);
+        let coordinator = match self.group_leader(&group) {
+            Ok(c) => c,
+            Err(_) => return Vec::new(),
+        };
+        if coordinator == self.node_id() {
+            let asked: Vec<(String, i32)> =
+                partitions.iter().map(|p| (topic.to_owned(), *p)).collect();
+            return self
+                .groups()
+                .read(|c| c.fetch_offsets(&group, Some(&asked), false))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, p, c)| (p, c.offset))
+                .collect();
+        }
+        let request = OffsetFetchRequest {
+            group_id: group.clone(),
+            topics: Some(vec![OffsetFetchRequestTopic {
+                name: topic.to_owned(),
+                partition_indexes: partitions.to_vec(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let answer = self
+            .call_peer(
+                coordinator,
+                ApiKey::OffsetFetch,
+                OFFSET_FETCH_VERSION,
+                RequestBody::OffsetFetch(request),
+                REMOTE_OFFSETS_TIMEOUT,
+            )
+            .await;
+        match answer {
+            Ok(ResponseBody::OffsetFetch(r)) if r.error_code == 0 => r
+                .topics
+                .into_iter()
+                .filter(|t| t.name == topic)
+                .flat_map(|t| t.partitions)
+                .filter(|p| p.error_code == 0)
+                .map(|p| (p.partition_index, p.committed_offset))
+                .collect(),
+            Ok(other) => {
+                tracing::debug!(%group, coordinator, "DLT gauges: offsets not read: {other:?}");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::debug!(%group, coordinator, "DLT gauges: offsets not read: {e}");
+                Vec::new()
+            }
+        }
     }
 
     /// The timestamp of the first data record at or after `offset` (by its batch: the

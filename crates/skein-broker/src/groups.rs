@@ -270,7 +270,7 @@ impl Broker {
     }
 
     /// The node id leading `group`'s partition of the offsets topic.
-    fn group_leader(&self, group: &str) -> Result<i32, ErrorCode> {
+    pub(crate) fn group_leader(&self, group: &str) -> Result<i32, ErrorCode> {
         let topic = self
             .offsets_topic()
             .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)?;

@@ -154,11 +154,19 @@ async fn run(config: skein_broker::BrokerConfig, started: Instant) -> anyhow::Re
     let producer_expiry = every(producer_expiry_every, &broker, |b| b.expire_producers());
     let _cleaner = broker.start_cleaner();
     let checkpoints = every(CHECKPOINT_INTERVAL, &broker, |b| b.checkpoint());
-    let dlt_metrics = every(
-        Duration::from_millis(broker.config.dlt_metrics_interval_ms),
-        &broker,
-        |b| b.refresh_dlt_metrics(),
-    );
+    // Async, unlike the others: a replay group coordinated by another broker is asked there.
+    let dlt_metrics = {
+        let broker = broker.clone();
+        let period = Duration::from_millis(broker.config.dlt_metrics_interval_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                broker.refresh_dlt_metrics().await;
+            }
+        })
+    };
     let quorum_broker = broker.clone();
     let heartbeat_every = Duration::from_millis(broker.config.cluster.broker_heartbeat_interval_ms);
     let quorum_ticks = tokio::spawn(async move {
