@@ -481,6 +481,7 @@ impl Broker {
             config.role = skein_raft::Role::Observer;
         }
         config.snapshot_every = settings.metadata_snapshot_entries;
+        config.transport = self.controller_tls();
         let applier = ImageApplier {
             image: self.quorum.image.clone(),
             broker: Arc::downgrade(self),

@@ -650,6 +650,15 @@ pub struct BrokerConfig {
     pub listeners: Vec<crate::listener::ListenerSettings>,
     /// `inter.broker.listener.name`, resolved.
     pub inter_broker_listener: String,
+    /// How this broker logs in to the others when the inter-broker listener uses SASL (in a
+    /// cluster): `sasl.mechanism.inter.broker.protocol` and the listener's JAAS credentials.
+    pub inter_broker_sasl: Option<crate::sasl::client::SaslCredentials>,
+    /// The security protocol of the controller listener (`controller.listener.names`):
+    /// PLAINTEXT unless mapped in `listener.security.protocol.map` (SSL is the other one
+    /// served).
+    pub controller_protocol: crate::listener::SecurityProtocol,
+    /// `controller.listener.names` (upper case).
+    pub controller_listener_name: String,
     /// Roles, quorum, controller listener and rack.
     pub cluster: crate::node::ClusterSettings,
     pub data_dir: PathBuf,
@@ -723,11 +732,13 @@ impl BrokerConfig {
             return Err("process.roles=controller (a controller-only node) is not supported yet: use broker,controller".into());
         }
         let controller_name = get("controller.listener.names").trim().to_ascii_uppercase();
+        let protocol_map =
+            crate::listener::parse_protocol_map(&get("listener.security.protocol.map"))
+                .expect("validated");
         let (client_listeners, inter_broker_listener) = crate::listener::resolve_listeners(
             &listeners,
             &controller_name,
-            &crate::listener::parse_protocol_map(&get("listener.security.protocol.map"))
-                .expect("validated"),
+            &protocol_map,
             &crate::listener::parse_advertised(&get("advertised.listeners")).expect("validated"),
             &get("inter.broker.listener.name"),
         )?;
@@ -743,14 +754,28 @@ impl BrokerConfig {
             metadata_snapshot_entries: int("skein.metadata.snapshot.entries") as u64,
         }
         .resolve(node_id, &listeners, &controller_name)?;
-        if !cluster.voters.is_empty()
-            && client_listeners[0].protocol != crate::listener::SecurityProtocol::Plaintext
-        {
+        // Kafka maps a controller listener name that is no protocol to PLAINTEXT unless
+        // listener.security.protocol.map says otherwise.
+        let controller_protocol = protocol_map
+            .get(&controller_name)
+            .copied()
+            .or_else(|| crate::listener::SecurityProtocol::parse(&controller_name))
+            .unwrap_or(crate::listener::SecurityProtocol::Plaintext);
+        if controller_protocol.uses_sasl() && !cluster.voters.is_empty() {
             return Err(format!(
-                "inter.broker.listener.name {} is {}: brokers reach one another only over PLAINTEXT so far",
-                inter_broker_listener, client_listeners[0].protocol
+                "the controller listener {controller_name} is {controller_protocol}: Skein's controller listener authenticates nodes with mutual TLS, not SASL; map it to SSL and set listener.name.{}.ssl.client.auth=required",
+                controller_name.to_ascii_lowercase()
             ));
         }
+        let inter_broker_sasl =
+            if !cluster.voters.is_empty() && client_listeners[0].protocol.uses_sasl() {
+                Some(crate::sasl::client::SaslCredentials::for_inter_broker(
+                    &settings,
+                    &inter_broker_listener,
+                )?)
+            } else {
+                None
+            };
         let offsets_topic_replication_factor = if settings
             .contains_key("offsets.topic.replication.factor")
             || !cluster.voters.is_empty()
@@ -774,6 +799,9 @@ impl BrokerConfig {
             listener,
             listeners: client_listeners,
             inter_broker_listener,
+            inter_broker_sasl,
+            controller_protocol,
+            controller_listener_name: controller_name,
             cluster,
             data_dir: PathBuf::from(get("log.dirs")),
             http_listener: parse_listener(&get("skein.http.listener")).expect("validated"),

@@ -21,7 +21,7 @@ use skein_protocol::messages::fetch_request::{
 use skein_protocol::records::{BatchHeader, BATCH_HEADER_LEN};
 use skein_protocol::{ApiKey, RequestBody};
 use skein_protocol::{ResponseBody, Uuid};
-use tokio::net::TcpStream;
+use skein_raft::BoxStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -291,8 +291,10 @@ impl Broker {
         changed: Arc<Notify>,
     ) {
         let backoff = Duration::from_millis(self.config.replica_fetch_backoff_ms);
-        let mut conn: Option<TcpStream> = None;
+        let mut conn: Option<BoxStream> = None;
         let mut correlation = 0i32;
+        // An authentication failure is logged at warn once until a connection succeeds.
+        let mut auth_failed = false;
         loop {
             let list = parts.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if list.is_empty() {
@@ -301,7 +303,24 @@ impl Broker {
             }
             if conn.is_none() {
                 match self.connect_to(leader).await {
-                    Ok(c) => conn = Some(c),
+                    Ok(c) => {
+                        if auth_failed {
+                            tracing::info!(leader, "the replica fetcher authenticated again");
+                            auth_failed = false;
+                        }
+                        conn = Some(c)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        if !auth_failed {
+                            tracing::warn!(
+                                leader,
+                                "replica fetcher: inter-broker authentication failed: {e}"
+                            );
+                            auth_failed = true;
+                        }
+                        wait_or_change(&changed, backoff).await;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::debug!(leader, "fetcher cannot connect: {e}");
                         wait_or_change(&changed, backoff).await;
@@ -350,7 +369,7 @@ impl Broker {
         }
     }
 
-    async fn connect_to(&self, leader: i32) -> std::io::Result<TcpStream> {
+    async fn connect_to(&self, leader: i32) -> std::io::Result<BoxStream> {
         self.connect_peer(leader).await
     }
 

@@ -5,15 +5,23 @@
 //! One connection per peer, kept open and reused; requests to one peer go one at a time
 //! (they are small and rare next to replication, which has its own connections in
 //! `fetcher.rs`). A failed exchange drops the connection, so the next call reconnects.
+//!
+//! Every connection to another broker (these and the replica fetchers') is made by
+//! [`Broker::connect_peer`], to the peer's inter-broker listener as it advertised it, and
+//! speaks that listener's security protocol: TLS through the transport the network edge
+//! installs ([`Broker::set_inter_broker_tls`]: `skein-server`'s rustls client, trusting the
+//! listener's `ssl.truststore.*`), then a SASL login with the inter-broker credentials
+//! ([`crate::sasl::client`]) on SASL_PLAINTEXT and SASL_SSL.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use skein_protocol::ResponseBody;
 use skein_protocol::{decode_response, encode_request, ApiKey, RequestBody, RequestHeader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use skein_raft::{BoxStream, Transport};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::broker::Broker;
@@ -27,11 +35,16 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Default)]
 pub struct Peers {
     conns: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<Conn>>>>,
+    /// TLS towards the inter-broker listener (SSL, SASL_SSL), set by the network edge.
+    tls: OnceLock<Arc<dyn Transport>>,
+    /// TLS on the controller listener (SSL), set by the network edge; the metadata quorum
+    /// wraps its connections with it, both ways.
+    controller_tls: OnceLock<Arc<dyn Transport>>,
 }
 
 #[derive(Default)]
 struct Conn {
-    stream: Option<TcpStream>,
+    stream: Option<BoxStream>,
     correlation: i32,
 }
 
@@ -47,6 +60,22 @@ impl Peers {
 }
 
 impl Broker {
+    /// Installs the TLS client for connections to other brokers (the inter-broker listener is
+    /// SSL or SASL_SSL). Set once, before the broker starts.
+    pub fn set_inter_broker_tls(&self, tls: Arc<dyn Transport>) {
+        let _ = self.peers().tls.set(tls);
+    }
+
+    /// Installs TLS for the controller listener (both ways). Set once, before the metadata
+    /// quorum starts.
+    pub fn set_controller_tls(&self, tls: Arc<dyn Transport>) {
+        let _ = self.peers().controller_tls.set(tls);
+    }
+
+    pub(crate) fn controller_tls(&self) -> Option<Arc<dyn Transport>> {
+        self.peers().controller_tls.get().cloned()
+    }
+
     /// Sends one request to broker `node` and waits at most `timeout` for its response.
     pub async fn call_peer(
         &self,
@@ -82,14 +111,19 @@ impl Broker {
                 format!("no answer from broker {node} within {timeout:?}"),
             )),
         };
-        if result.is_err() {
+        if let Err(e) = &result {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                tracing::warn!(peer = node, "inter-broker authentication failed: {e}");
+            }
             conn.stream = None;
         }
         result
     }
 
-    /// A new connection to broker `node`'s client listener (TCP_NODELAY set).
-    pub(crate) async fn connect_peer(&self, node: i32) -> std::io::Result<TcpStream> {
+    /// A new connection to broker `node`'s inter-broker listener (TCP_NODELAY set), with
+    /// TLS and the SASL login done as that listener's protocol asks. An authentication
+    /// failure is an error of kind `PermissionDenied`.
+    pub(crate) async fn connect_peer(&self, node: i32) -> std::io::Result<BoxStream> {
         let endpoint = self.broker_endpoint(node).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
@@ -103,6 +137,45 @@ impl Broker {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         stream.set_nodelay(true)?;
+        let protocol = self
+            .config
+            .listeners
+            .first()
+            .map(|l| l.protocol)
+            .unwrap_or(crate::listener::SecurityProtocol::Plaintext);
+        let mut stream: BoxStream = if protocol.uses_tls() {
+            let tls = self.peers().tls.get().cloned().ok_or_else(|| {
+                std::io::Error::other("the inter-broker listener uses TLS but no TLS client is set")
+            })?;
+            tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(stream, addr.clone()))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("TLS handshake with broker {node} at {addr} timed out"),
+                    )
+                })??
+        } else {
+            Box::new(stream)
+        };
+        if protocol.uses_sasl() {
+            let creds = self.config.inter_broker_sasl.as_ref().ok_or_else(|| {
+                std::io::Error::other(
+                    "the inter-broker listener uses SASL but no credentials are set",
+                )
+            })?;
+            tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                crate::sasl::client::login(&mut stream, creds, "skein-broker"),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("SASL login to broker {node} at {addr} timed out"),
+                )
+            })??;
+        }
         Ok(stream)
     }
 }
@@ -110,8 +183,8 @@ impl Broker {
 /// Writes one request on `stream` and reads its response (at most `max_frame` bytes). The
 /// response is read into uninitialised capacity: zero-filling a buffer of up to
 /// replica.fetch.response.max.bytes first cost a follower a tenth of its CPU (S7 profile).
-pub(crate) async fn exchange(
-    stream: &mut TcpStream,
+pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     correlation: i32,
     client_id: &str,
     (api, version): (ApiKey, i16),
@@ -128,6 +201,7 @@ pub(crate) async fn exchange(
     let frame =
         encode_request(&header, &body).map_err(|e| invalid(format!("encoding {api:?}: {e}")))?;
     stream.write_all(&frame).await?;
+    stream.flush().await?;
     let len = stream.read_i32().await?;
     if len < 0 || len as usize > max_frame {
         return Err(invalid(format!("{api:?} response frame of {len} bytes")));

@@ -88,6 +88,7 @@ pub mod net;
 pub mod node;
 pub mod sm;
 pub mod store;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -102,6 +103,7 @@ use uuid::Uuid;
 
 pub use net::AppClient;
 pub use node::RaftNode;
+pub use transport::{BoxStream, Transport};
 
 /// A boxed, sendable future (keeps [`MetadataLog`] object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -349,6 +351,8 @@ pub struct RaftConfig {
     pub heartbeat_interval: Duration,
     /// Resource limits.
     pub limits: Limits,
+    /// What wraps the controller listener's connections, both ways (TLS); `None`: plain TCP.
+    pub transport: Option<std::sync::Arc<dyn Transport>>,
 }
 
 impl RaftConfig {
@@ -374,6 +378,7 @@ impl RaftConfig {
             election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
             heartbeat_interval: Duration::from_millis(250),
             limits: Limits::default(),
+            transport: None,
         }
     }
 }

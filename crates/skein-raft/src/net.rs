@@ -38,6 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use uuid::Uuid;
 
+use crate::transport::{BoxStream, Transport};
 use crate::{BoxFuture, Limits, NodeId, PeerNode, Raft, TypeConfig};
 
 const MAGIC: u32 = 0x534b_5246; // "SKRF"
@@ -270,6 +271,8 @@ pub(crate) struct Shared {
     pub raft: OnceLock<Raft>,
     pub app_handler: RwLock<Option<AppHandler>>,
     pub shutdown: watch::Sender<bool>,
+    /// What wraps every connection (TLS), if anything.
+    pub transport: Option<Arc<dyn Transport>>,
 }
 
 impl Shared {
@@ -338,7 +341,7 @@ impl Shared {
 
 /// A client connection after a successful handshake.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: BoxStream,
     max: usize,
     io_timeout: Duration,
 }
@@ -352,11 +355,18 @@ impl Conn {
         channel: Channel,
     ) -> Result<Conn, String> {
         let limits = &shared.limits;
-        let mut stream = tokio::time::timeout(limits.io_timeout, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(limits.io_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| format!("connecting to {addr} timed out"))?
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream: BoxStream = match &shared.transport {
+            None => Box::new(tcp),
+            Some(t) => tokio::time::timeout(limits.io_timeout, t.connect(tcp, addr.to_string()))
+                .await
+                .map_err(|_| format!("TLS handshake with {addr} timed out"))?
+                .map_err(|e| format!("TLS handshake with {addr}: {e}"))?,
+        };
         let hello = encode(&shared.hello(channel)).map_err(|e| e.to_string())?;
         let reply = with_timeout(limits.io_timeout, async {
             write_frame(&mut stream, &hello, limits.max_frame_bytes).await?;
@@ -456,9 +466,16 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Serve one inbound connection. `Err` is a one-line reason to log.
-async fn handle_conn(mut stream: TcpStream, shared: &Arc<Shared>) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
+async fn handle_conn(tcp: TcpStream, shared: &Arc<Shared>) -> Result<(), String> {
+    let _ = tcp.set_nodelay(true);
     let limits = shared.limits.clone();
+    let mut stream: BoxStream = match &shared.transport {
+        None => Box::new(tcp),
+        Some(t) => tokio::time::timeout(limits.io_timeout, t.accept(tcp))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS handshake: {e}"))?,
+    };
     let max = limits.max_frame_bytes;
     let hello = with_timeout(limits.io_timeout, read_frame(&mut stream, MAX_HELLO_BYTES))
         .await

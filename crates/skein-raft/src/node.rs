@@ -290,6 +290,7 @@ impl RaftNode {
             raft: OnceLock::new(),
             app_handler: RwLock::new(None),
             shutdown,
+            transport: config.transport.clone(),
         });
 
         let ms = |d: Duration| d.as_millis().max(1) as u64;

@@ -76,6 +76,8 @@ struct Cluster {
     dir_ids: BTreeMap<u64, Uuid>,
     nodes: BTreeMap<u64, Running>,
     snapshot_every: u64,
+    /// What wraps the controller listener's connections (`None`: plain TCP).
+    transport: Option<Arc<dyn skein_raft::Transport>>,
 }
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -105,6 +107,14 @@ fn init_tracing() {
 impl Cluster {
     /// Bind `n` voter listeners (ids 1..=n) and start them all.
     async fn start(n: u64, snapshot_every: u64) -> Cluster {
+        Cluster::start_with(n, snapshot_every, None).await
+    }
+
+    async fn start_with(
+        n: u64,
+        snapshot_every: u64,
+        transport: Option<Arc<dyn skein_raft::Transport>>,
+    ) -> Cluster {
         init_tracing();
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
@@ -122,6 +132,7 @@ impl Cluster {
             dir_ids: BTreeMap::new(),
             nodes: BTreeMap::new(),
             snapshot_every,
+            transport,
         };
         for (id, l) in listeners {
             c.dir_ids.insert(id, Uuid::new_v4());
@@ -144,6 +155,7 @@ impl Cluster {
         cfg.heartbeat_interval = Duration::from_millis(100);
         cfg.limits.io_timeout = Duration::from_secs(2);
         cfg.limits.request_timeout = Duration::from_secs(5);
+        cfg.transport = self.transport.clone();
         cfg
     }
 
@@ -744,4 +756,81 @@ fn postcard_encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 fn postcard_decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> T {
     postcard::from_bytes(b).unwrap()
+}
+
+/// A transport that proves both ends go through it: the client sends a preamble after
+/// connecting, the server requires it before anything else; both count their connections.
+#[derive(Debug, Default)]
+struct Preamble {
+    connects: std::sync::atomic::AtomicUsize,
+    accepts: std::sync::atomic::AtomicUsize,
+}
+
+const PREAMBLE: &[u8; 8] = b"WRAPPED!";
+
+impl skein_raft::Transport for Preamble {
+    fn connect(
+        &self,
+        mut tcp: tokio::net::TcpStream,
+        _addr: String,
+    ) -> skein_raft::BoxFuture<'static, std::io::Result<skein_raft::BoxStream>> {
+        self.connects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async move {
+            tcp.write_all(PREAMBLE).await?;
+            Ok(Box::new(tcp) as skein_raft::BoxStream)
+        })
+    }
+
+    fn accept(
+        &self,
+        mut tcp: tokio::net::TcpStream,
+    ) -> skein_raft::BoxFuture<'static, std::io::Result<skein_raft::BoxStream>> {
+        self.accepts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async move {
+            let mut got = [0u8; 8];
+            tcp.read_exact(&mut got).await?;
+            if &got != PREAMBLE {
+                return Err(std::io::Error::other("no preamble"));
+            }
+            Ok(Box::new(tcp) as skein_raft::BoxStream)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transport_wraps_every_connection_both_ways() {
+    let t = Arc::new(Preamble::default());
+    let c = Cluster::start_with(3, 1000, Some(t.clone())).await;
+    let leader = c.leader().await;
+    let last = c.propose_n(leader, 0, 10).await;
+    c.assert_same_history(10, last).await;
+    assert!(t.connects.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(t.accepts.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+
+    // A client that skips the transport (no preamble: a plain Hello) is closed unanswered.
+    let mut s = tokio::net::TcpStream::connect(&c.voters[&leader])
+        .await
+        .unwrap();
+    let hello = skein_raft::net::Hello {
+        magic: 0x534b_5246,
+        version: 1,
+        cluster_id: "test-cluster".into(),
+        node_id: 99,
+        directory_id: Uuid::new_v4(),
+        channel: skein_raft::net::Channel::Raft,
+    };
+    skein_raft::net::write_frame(&mut s, &postcard_encode(&hello), 1 << 20)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "a connection without the transport should be closed: {n:?}"
+    );
+    c.shutdown().await;
 }

@@ -60,6 +60,8 @@ pub struct Server {
     broker: Arc<Broker>,
     kafka: Vec<Bound>,
     http: TcpListener,
+    /// The controller listener's TLS server side, to reload its certificates.
+    controller_tls: Option<Arc<tls::TlsListener>>,
 }
 
 impl Server {
@@ -106,6 +108,8 @@ impl Server {
                 sasl,
             });
         }
+        let controller_tls = outbound_tls(&broker)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let http = TcpListener::bind(broker.config.http_listener).await?;
         let bound: Vec<(String, SocketAddr)> = kafka
             .iter()
@@ -116,6 +120,7 @@ impl Server {
             broker,
             kafka,
             http,
+            controller_tls,
         })
     }
 
@@ -147,6 +152,7 @@ impl Server {
             broker,
             kafka,
             http,
+            controller_tls,
         } = self;
         let connections = Arc::new(Semaphore::new(broker.config.max_connections));
         let budget = RequestBudget::new(
@@ -156,6 +162,9 @@ impl Server {
         let http_task = tokio::spawn(http::serve(http, broker.clone()));
         // One accept loop per listener; dropping the set at shutdown stops them all.
         let mut accept = tokio::task::JoinSet::new();
+        if let Some(tls) = controller_tls {
+            accept.spawn(watch_certificates(tls, None));
+        }
         for mut bound in kafka {
             if let Some(tls) = &bound.tls {
                 accept.spawn(watch_certificates(tls.clone(), bound.hangup.take()));
@@ -171,6 +180,47 @@ impl Server {
         accept.abort_all();
         http_task.abort();
     }
+}
+
+/// Installs in the broker the TLS of its outbound links, as the listeners' protocols ask: the
+/// client for the inter-broker listener (SSL, SASL_SSL; peers and replica fetchers) and both
+/// sides of the controller listener (SSL). Returns the controller listener's server side.
+fn outbound_tls(broker: &Broker) -> Result<Option<Arc<tls::TlsListener>>, String> {
+    let config = &broker.config;
+    let in_cluster = !config.cluster.voters.is_empty();
+    if let Some(l) = config.listeners.first() {
+        if in_cluster && l.protocol.uses_tls() {
+            let client = tls::TlsClient::new(config, &l.name)
+                .map_err(|e| format!("inter-broker listener: {e}"))?;
+            broker.set_inter_broker_tls(Arc::new(client));
+        }
+    }
+    if !in_cluster || config.controller_protocol != skein_broker::listener::SecurityProtocol::Ssl {
+        return Ok(None);
+    }
+    let name = &config.controller_listener_name;
+    let client =
+        tls::TlsClient::new(config, name).map_err(|e| format!("controller listener: {e}"))?;
+    let server = match tls::TlsListener::new(config, name) {
+        Ok(s) => Some(Arc::new(s)),
+        // A broker-only node only dials out.
+        Err(_) if !config.cluster.roles.controller => None,
+        Err(e) => return Err(format!("controller listener: {e}")),
+    };
+    if let Some(s) = &server {
+        if s.client_auth() != tls::ClientAuth::Required {
+            tracing::warn!(
+                listener = %name,
+                "the controller listener is SSL without ssl.client.auth=required: any client that trusts its certificate can talk to the quorum; set listener.name.{}.ssl.client.auth=required (mutual TLS) to authenticate the nodes",
+                name.to_ascii_lowercase()
+            );
+        }
+    }
+    broker.set_controller_tls(Arc::new(tls::ControllerTls {
+        server: server.clone(),
+        client,
+    }));
+    Ok(server)
 }
 
 /// Re-reads a TLS listener's certificate files when they change (polled) or on SIGHUP.

@@ -19,11 +19,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::ServerName;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use skein_broker::listener::KafkaPrincipal;
 use skein_broker::BrokerConfig;
+use skein_raft::{BoxFuture, BoxStream, Transport};
+use tokio::net::TcpStream;
 
 use crate::principal::{subject_dn, PrincipalMapper};
 
@@ -38,7 +41,12 @@ pub enum ClientAuth {
 #[derive(Debug, Clone)]
 enum KeySource {
     File(PathBuf),
-    Inline { chain: String, key: String },
+    Inline {
+        chain: String,
+        key: String,
+    },
+    /// No key store: only for a TLS client (which then sends no certificate).
+    None,
 }
 
 #[derive(Debug, Clone)]
@@ -92,78 +100,7 @@ impl TlsListener {
     /// wrong (refused at start).
     pub fn new(config: &BrokerConfig, listener: &str) -> Result<TlsListener, String> {
         let get = |k: &str| listener_setting(config, listener, k);
-        let keystore_type = get("ssl.keystore.type").unwrap_or_else(|| "PEM".into());
-        if !keystore_type.trim().eq_ignore_ascii_case("PEM") {
-            return Err(format!(
-                "listener {listener}: ssl.keystore.type={keystore_type} is not served: only PEM (JKS and PKCS12 key stores are not read)"
-            ));
-        }
-        let keystore = match (
-            get("ssl.keystore.location"),
-            get("ssl.keystore.certificate.chain"),
-            get("ssl.keystore.key"),
-        ) {
-            (Some(path), None, None) => KeySource::File(PathBuf::from(path.trim())),
-            (None, Some(chain), Some(key)) => KeySource::Inline { chain, key },
-            (None, None, None) => {
-                return Err(format!(
-                    "listener {listener} is {}: set ssl.keystore.location (a PEM file with the certificate chain and the private key) or ssl.keystore.certificate.chain and ssl.keystore.key",
-                    config
-                        .listeners
-                        .iter()
-                        .find(|l| l.name == listener)
-                        .map_or("TLS".into(), |l| l.protocol.to_string())
-                ))
-            }
-            _ => {
-                return Err(format!(
-                    "listener {listener}: give either ssl.keystore.location or both ssl.keystore.certificate.chain and ssl.keystore.key"
-                ))
-            }
-        };
-        let truststore_type = get("ssl.truststore.type").unwrap_or_else(|| "PEM".into());
-        if !truststore_type.trim().eq_ignore_ascii_case("PEM") {
-            return Err(format!(
-                "listener {listener}: ssl.truststore.type={truststore_type} is not served: only PEM"
-            ));
-        }
-        let truststore = match (
-            get("ssl.truststore.location"),
-            get("ssl.truststore.certificates"),
-        ) {
-            (Some(path), None) => Some(TrustSource::File(PathBuf::from(path.trim()))),
-            (None, Some(pem)) => Some(TrustSource::Inline(pem)),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "listener {listener}: give ssl.truststore.location or ssl.truststore.certificates, not both"
-                ))
-            }
-        };
-        let client_auth = match get("ssl.client.auth")
-            .unwrap_or_else(|| "none".into())
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "required" => ClientAuth::Required,
-            "requested" => ClientAuth::Requested,
-            "none" => ClientAuth::None,
-            other => {
-                return Err(format!(
-                "listener {listener}: ssl.client.auth={other} is not required, requested or none"
-            ))
-            }
-        };
-        if client_auth != ClientAuth::None && truststore.is_none() {
-            return Err(format!(
-                "listener {listener}: ssl.client.auth={client_auth:?} needs ssl.truststore.location (the CA certificates client certificates are checked against)"
-            ));
-        }
-        let protocols = parse_protocols(
-            &get("ssl.enabled.protocols").unwrap_or_else(|| "TLSv1.2,TLSv1.3".into()),
-        )
-        .map_err(|e| format!("listener {listener}: ssl.enabled.protocols: {e}"))?;
+        let settings = read_settings(config, listener, false)?;
         let mapper = PrincipalMapper::parse(
             &get("ssl.principal.mapping.rules").unwrap_or_else(|| "DEFAULT".into()),
         )
@@ -172,14 +109,6 @@ impl TlsListener {
             get(k)
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(default)
-        };
-        let settings = TlsSettings {
-            listener: listener.to_string(),
-            keystore,
-            truststore,
-            key_password: get("ssl.key.password").is_some(),
-            client_auth,
-            protocols,
         };
         let stamps = file_stamps(&settings);
         let server = build(&settings)?;
@@ -191,6 +120,11 @@ impl TlsListener {
             handshake_timeout: Duration::from_millis(ms("skein.ssl.handshake.timeout.ms", 10_000)),
             reload_interval: Duration::from_millis(ms("skein.ssl.reload.interval.ms", 10_000)),
         })
+    }
+
+    /// `ssl.client.auth` of this listener.
+    pub fn client_auth(&self) -> ClientAuth {
+        self.settings.client_auth
     }
 
     /// The acceptor for a new connection, with the current certificates.
@@ -255,6 +189,98 @@ impl TlsListener {
     }
 }
 
+/// Reads `listener`'s TLS settings; `client`: for this node's own connections to it (a key
+/// store is then optional).
+fn read_settings(
+    config: &BrokerConfig,
+    listener: &str,
+    client: bool,
+) -> Result<TlsSettings, String> {
+    let get = |k: &str| listener_setting(config, listener, k);
+
+    let keystore_type = get("ssl.keystore.type").unwrap_or_else(|| "PEM".into());
+    if !keystore_type.trim().eq_ignore_ascii_case("PEM") {
+        return Err(format!(
+                "listener {listener}: ssl.keystore.type={keystore_type} is not served: only PEM (JKS and PKCS12 key stores are not read)"
+            ));
+    }
+    let keystore = match (
+            get("ssl.keystore.location"),
+            get("ssl.keystore.certificate.chain"),
+            get("ssl.keystore.key"),
+        ) {
+            (Some(path), None, None) => KeySource::File(PathBuf::from(path.trim())),
+            (None, Some(chain), Some(key)) => KeySource::Inline { chain, key },
+            (None, None, None) if client => KeySource::None,
+            (None, None, None) => {
+                return Err(format!(
+                    "listener {listener} is {}: set ssl.keystore.location (a PEM file with the certificate chain and the private key) or ssl.keystore.certificate.chain and ssl.keystore.key",
+                    config
+                        .listeners
+                        .iter()
+                        .find(|l| l.name == listener)
+                        .map_or("TLS".into(), |l| l.protocol.to_string())
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "listener {listener}: give either ssl.keystore.location or both ssl.keystore.certificate.chain and ssl.keystore.key"
+                ))
+            }
+        };
+    let truststore_type = get("ssl.truststore.type").unwrap_or_else(|| "PEM".into());
+    if !truststore_type.trim().eq_ignore_ascii_case("PEM") {
+        return Err(format!(
+            "listener {listener}: ssl.truststore.type={truststore_type} is not served: only PEM"
+        ));
+    }
+    let truststore = match (
+            get("ssl.truststore.location"),
+            get("ssl.truststore.certificates"),
+        ) {
+            (Some(path), None) => Some(TrustSource::File(PathBuf::from(path.trim()))),
+            (None, Some(pem)) => Some(TrustSource::Inline(pem)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "listener {listener}: give ssl.truststore.location or ssl.truststore.certificates, not both"
+                ))
+            }
+        };
+    let client_auth = match get("ssl.client.auth")
+        .unwrap_or_else(|| "none".into())
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "required" => ClientAuth::Required,
+        "requested" => ClientAuth::Requested,
+        "none" => ClientAuth::None,
+        other => {
+            return Err(format!(
+                "listener {listener}: ssl.client.auth={other} is not required, requested or none"
+            ))
+        }
+    };
+    if !client && client_auth != ClientAuth::None && truststore.is_none() {
+        return Err(format!(
+                "listener {listener}: ssl.client.auth={client_auth:?} needs ssl.truststore.location (the CA certificates client certificates are checked against)"
+            ));
+    }
+    let protocols =
+        parse_protocols(&get("ssl.enabled.protocols").unwrap_or_else(|| "TLSv1.2,TLSv1.3".into()))
+            .map_err(|e| format!("listener {listener}: ssl.enabled.protocols: {e}"))?;
+    let settings = TlsSettings {
+        listener: listener.to_string(),
+        keystore,
+        truststore,
+        key_password: get("ssl.key.password").is_some(),
+        client_auth,
+        protocols,
+    };
+    Ok(settings)
+}
+
 fn parse_protocols(v: &str) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
     let mut out: Vec<&'static SupportedProtocolVersion> = Vec::new();
     for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -298,8 +324,10 @@ fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
-/// Builds the rustls server configuration from the settings' certificates and key.
-fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
+/// The key store's certificate chain and private key.
+fn load_keystore(
+    s: &TlsSettings,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String), String> {
     let l = &s.listener;
     let (chain_pem, key_pem, source) = match &s.keystore {
         KeySource::File(p) => {
@@ -315,6 +343,11 @@ fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
             key.clone().into_bytes(),
             "ssl.keystore.certificate.chain / ssl.keystore.key".to_string(),
         ),
+        KeySource::None => {
+            return Err(format!(
+                "listener {l}: no key store (ssl.keystore.location)"
+            ))
+        }
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<_, _>>()
@@ -331,6 +364,38 @@ fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("listener {l}: {source}: no usable PRIVATE KEY in it ({e})"))?;
+    Ok((chain, key, source))
+}
+
+/// The trust store's CA certificates.
+fn load_roots(l: &str, trust: &TrustSource) -> Result<(RootCertStore, String), String> {
+    let (pem, source) = match trust {
+        TrustSource::File(p) => (
+            read(p, "ssl.truststore.location")?,
+            format!("ssl.truststore.location {}", p.display()),
+        ),
+        TrustSource::Inline(pem) => (
+            pem.clone().into_bytes(),
+            "ssl.truststore.certificates".to_string(),
+        ),
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("listener {l}: {source}: bad PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("listener {l}: {source}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("listener {l}: {source}: no CERTIFICATE in it"));
+    }
+    Ok((roots, source))
+}
+
+/// Builds the rustls server configuration from the settings' certificates and key.
+fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
+    let l = &s.listener;
+    let (chain, key, source) = load_keystore(s)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&s.protocols)
@@ -338,26 +403,7 @@ fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
     let builder = match (&s.truststore, s.client_auth) {
         (_, ClientAuth::None) | (None, _) => builder.with_no_client_auth(),
         (Some(trust), auth) => {
-            let (pem, source) = match trust {
-                TrustSource::File(p) => (
-                    read(p, "ssl.truststore.location")?,
-                    format!("ssl.truststore.location {}", p.display()),
-                ),
-                TrustSource::Inline(pem) => (
-                    pem.clone().into_bytes(),
-                    "ssl.truststore.certificates".to_string(),
-                ),
-            };
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("listener {l}: {source}: bad PEM: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("listener {l}: {source}: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("listener {l}: {source}: no CERTIFICATE in it"));
-            }
+            let (roots, source) = load_roots(l, trust)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
@@ -373,4 +419,175 @@ fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
     builder.with_single_cert(chain, key).map_err(|e| {
         format!("listener {l}: {source}: the certificate and key do not go together: {e}")
     })
+}
+
+/// Builds the rustls client configuration of a listener's settings: the trust store checks
+/// the server's certificate; the key store, if given, is the client certificate (sent when
+/// the server asks for one).
+fn build_client(s: &TlsSettings) -> Result<ClientConfig, String> {
+    let l = &s.listener;
+    let trust = s.truststore.as_ref().ok_or_else(|| {
+        format!(
+            "listener {l}: this node connects to it over TLS and needs ssl.truststore.location (the CA certificates the other nodes' certificates are checked against)"
+        )
+    })?;
+    let (roots, _) = load_roots(l, trust)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&s.protocols)
+        .map_err(|e| format!("listener {l}: ssl.enabled.protocols: {e}"))?
+        .with_root_certificates(roots);
+    match &s.keystore {
+        KeySource::None => Ok(builder.with_no_client_auth()),
+        _ => {
+            let (chain, key, source) = load_keystore(s)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                format!("listener {l}: {source}: the certificate and key do not go together: {e}")
+            })
+        }
+    }
+}
+
+/// The host part of `host:port` (`[v6]:port` too), as the certificate must name it.
+fn server_name(addr: &str) -> std::io::Result<ServerName<'static>> {
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{host} is not a name TLS can check a certificate against: {e}"),
+        )
+    })
+}
+
+/// The TLS client of a listener other nodes serve: this node's outbound connections to the
+/// inter-broker listener (peer calls, replica fetchers) and to the controller listener. The
+/// server's certificate must chain to the listener's `ssl.truststore.*` and name the host
+/// dialled (the advertised host, or the voter's host; IP addresses match IP SANs). The
+/// listener's key store is the client certificate. The files are re-read when they change.
+pub struct TlsClient {
+    settings: TlsSettings,
+    /// The watched files' stamps at the last build, and what was built.
+    current: Mutex<(Stamps, Arc<ClientConfig>)>,
+}
+
+/// The modification time and size of each watched file.
+type Stamps = Vec<Option<(SystemTime, u64)>>;
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("listener", &self.settings.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsClient {
+    /// Reads `listener`'s TLS settings as a client; an error names what is wrong.
+    pub fn new(config: &BrokerConfig, listener: &str) -> Result<TlsClient, String> {
+        let settings = read_settings(config, listener, true)?;
+        let client = build_client(&settings)?;
+        Ok(TlsClient {
+            current: Mutex::new((file_stamps(&settings), Arc::new(client))),
+            settings,
+        })
+    }
+
+    /// The configuration to connect with: rebuilt first if the files changed (a failed
+    /// rebuild keeps the previous one, and says why).
+    fn config(&self) -> Arc<ClientConfig> {
+        let now = file_stamps(&self.settings);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != now {
+            current.0 = now;
+            match build_client(&self.settings) {
+                Ok(c) => {
+                    current.1 = Arc::new(c);
+                    tracing::info!(listener = %self.settings.listener, "reloaded the TLS client certificates");
+                }
+                Err(e) => tracing::warn!(
+                    listener = %self.settings.listener,
+                    "TLS client certificates not reloaded, the previous ones stay in use: {e}"
+                ),
+            }
+        }
+        current.1.clone()
+    }
+}
+
+impl Transport for TlsClient {
+    fn connect(
+        &self,
+        tcp: TcpStream,
+        addr: String,
+    ) -> BoxFuture<'static, std::io::Result<BoxStream>> {
+        let connector = tokio_rustls::TlsConnector::from(self.config());
+        let listener = self.settings.listener.clone();
+        Box::pin(async move {
+            let name = server_name(&addr)?;
+            let stream = connector.connect(name, tcp).await?;
+            tracing::debug!(%listener, %addr, "outbound TLS handshake done");
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+
+    fn accept(&self, _tcp: TcpStream) -> BoxFuture<'static, std::io::Result<BoxStream>> {
+        Box::pin(async {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a TLS client does not accept connections",
+            ))
+        })
+    }
+}
+
+/// TLS on the controller listener, both ways: its server side (the listener's certificates,
+/// reloaded like any TLS listener's; `ssl.client.auth=required` makes it mutual TLS, the way
+/// Skein's controller listener authenticates nodes) and its client side ([`TlsClient`]).
+pub struct ControllerTls {
+    /// `None` on a node without a key store for the listener (it then only dials out).
+    pub server: Option<Arc<TlsListener>>,
+    pub client: TlsClient,
+}
+
+impl std::fmt::Debug for ControllerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerTls")
+            .field("server", &self.server.is_some())
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl Transport for ControllerTls {
+    fn connect(
+        &self,
+        tcp: TcpStream,
+        addr: String,
+    ) -> BoxFuture<'static, std::io::Result<BoxStream>> {
+        Transport::connect(&self.client, tcp, addr)
+    }
+
+    fn accept(&self, tcp: TcpStream) -> BoxFuture<'static, std::io::Result<BoxStream>> {
+        let Some(server) = self.server.clone() else {
+            return Box::pin(async {
+                Err(std::io::Error::other(
+                    "this node has no key store for the controller listener",
+                ))
+            });
+        };
+        Box::pin(async move {
+            let peer = tcp.peer_addr().ok();
+            let stream = server.acceptor().accept(tcp).await?;
+            let (_, session) = stream.get_ref();
+            let principal = server
+                .principal(session.peer_certificates())
+                .map_err(std::io::Error::other)?;
+            tracing::debug!(?peer, %principal, "controller listener: TLS handshake done");
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
 }

@@ -24,6 +24,7 @@
 //! Mechanisms: PLAIN (users from the Kafka-style JAAS setting or a users file) and
 //! SCRAM-SHA-256/512 (credentials in the cluster metadata, [`scram`]).
 
+pub mod client;
 pub mod scram;
 
 use std::collections::BTreeMap;
@@ -55,6 +56,7 @@ const SETTINGS: &[&str] = &[
     "connection.failed.authentication.delay.ms",
     "skein.sasl.plain.users.file",
     "skein.sasl.exchange.timeout.ms",
+    "sasl.mechanism.inter.broker.protocol",
 ];
 
 /// Whether `key` is a SASL setting ([`validate_setting`] checks its value).
@@ -84,6 +86,17 @@ pub fn validate_setting(key: &str, value: &str) -> Result<(), String> {
         "connections.max.reauth.ms" | "connection.failed.authentication.delay.ms" => number(0),
         "sasl.server.max.receive.size" | "skein.sasl.exchange.timeout.ms" => number(1),
         "skein.sasl.plain.users.file" => Ok(()),
+        "sasl.mechanism.inter.broker.protocol" => {
+            let m = v.to_ascii_uppercase();
+            if m == "GSSAPI" || MECHANISMS.contains(&m.as_str()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "invalid value for {key}: {v} is not one of {}",
+                    MECHANISMS.join(", ")
+                ))
+            }
+        }
         k if k.ends_with("sasl.enabled.mechanisms") => parse_mechanisms(v).map(|_| ()),
         k if k.ends_with(".sasl.jaas.config") => {
             if k.ends_with(".plain.sasl.jaas.config")
@@ -122,6 +135,21 @@ fn parse_mechanisms(v: &str) -> Result<Vec<String>, String> {
 /// (the login module, `username`/`password` for inter-broker use) are skipped.
 fn parse_jaas_users(v: &str) -> Result<BTreeMap<String, String>, String> {
     let mut users = BTreeMap::new();
+    for (key, value) in parse_jaas_options(v)? {
+        if let Some(user) = key.strip_prefix("user_") {
+            if user.is_empty() {
+                return Err("invalid sasl.jaas.config: user_ with no user name".into());
+            }
+            users.insert(user.to_string(), value);
+        }
+    }
+    Ok(users)
+}
+
+/// Every `KEY="VALUE"` (or `KEY=VALUE`) option of a Kafka JAAS line, after the login module
+/// and its flag, in order.
+pub(crate) fn parse_jaas_options(v: &str) -> Result<Vec<(String, String)>, String> {
+    let mut options = Vec::new();
     let mut rest = v.trim().trim_end_matches(';');
     // The module name and its flag.
     let mut words = 0;
@@ -159,14 +187,9 @@ fn parse_jaas_users(v: &str) -> Result<BTreeMap<String, String>, String> {
             value = rest[..end].to_string();
             rest = &rest[end..];
         }
-        if let Some(user) = key.strip_prefix("user_") {
-            if user.is_empty() {
-                return Err("invalid sasl.jaas.config: user_ with no user name".into());
-            }
-            users.insert(user.to_string(), value);
-        }
+        options.push((key, value));
     }
-    Ok(users)
+    Ok(options)
 }
 
 /// `user=password` lines (`#` comments, blank lines skipped).
