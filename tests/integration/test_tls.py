@@ -124,10 +124,6 @@ class Pki:
         self.client_key = d / "client.key"
         self.client_cert.write_bytes(_pem_cert(client))
         self.client_key.write_bytes(_pem_key(client_key))
-        self.encrypted_server = d / "server-encrypted.pem"
-        self.encrypted_server.write_bytes(
-            _pem_cert(self.ca_cert) + _pem_key(client_key, b"hunter2")
-        )
 
         rogue_key = ec.generate_private_key(ec.SECP256R1())
         rogue_name = _name("Rogue CA")
@@ -141,13 +137,26 @@ class Pki:
         self.rogue_cert.write_bytes(_pem_cert(rc))
         self.rogue_key.write_bytes(_pem_key(rc_key))
 
-    def write_server_cert(self, path, cn, serial=None):
-        """Writes a new server certificate and key to `path` atomically; returns its serial."""
+    def write_server_cert(self, path, cn, serial=None, password=None, scheme="pbkdf2"):
+        """Writes a new server certificate and key to `path` atomically; returns its serial.
+        With `password`, the key is encrypted PKCS#8: by `openssl pkcs8 -topk8` with PBES2
+        (`pbkdf2`: -v2 aes-256-cbc; `scrypt`: -scrypt) or by the cryptography package."""
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _cert(_name(cn, o="Acme"), key, self.ca_name, self.ca_key, server=True,
                      serial=serial)
+        if password is None:
+            key_pem = _pem_key(key)
+        elif scheme == "cryptography":
+            key_pem = _pem_key(key, password.encode())
+        else:
+            flags = ["-v2", "aes-256-cbc"] if scheme == "pbkdf2" else ["-scrypt"]
+            key_pem = subprocess.run(
+                ["openssl", "pkcs8", "-topk8", *flags, "-passout", f"pass:{password}"],
+                input=_pem_key(key), capture_output=True, check=True, timeout=60,
+            ).stdout
+            assert b"BEGIN ENCRYPTED PRIVATE KEY" in key_pem
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(_pem_cert(cert) + _pem_key(key))
+        tmp.write_bytes(_pem_cert(cert) + key_pem)
         tmp.replace(path)
         return cert.serial_number
 
@@ -498,20 +507,122 @@ def test_sensitive_settings_are_hidden(start_broker, pki):
     assert "hunter2" not in output and "hunter3" not in output
 
 
-def test_encrypted_keys_and_missing_key_stores_are_refused_at_start(tmp_path, pki):
-    def start(*sets):
-        args = [SKEIN_BIN, "serve", "--http", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
-        for s in sets:
-            args += ["--set", s]
-        return subprocess.run(args, capture_output=True, timeout=60, env=broker_env())
+def start_and_exit(tmp_path, *sets):
+    """Runs a broker that is expected to refuse to start; returns the finished process."""
+    args = [SKEIN_BIN, "serve", "--http", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
+    for s in sets:
+        args += ["--set", s]
+    return subprocess.run(args, capture_output=True, timeout=60, env=broker_env())
 
-    run = start(*tls_sets(pki, "ssl.key.password=hunter2", keystore=pki.encrypted_server))
-    assert run.returncode != 0
+
+def test_wrong_or_missing_key_passwords_and_missing_key_stores_are_refused_at_start(tmp_path,
+                                                                                  pki):
+    keystore = tmp_path / "encrypted.pem"
+    pki.write_server_cert(keystore, "skein-encrypted", password="hunter2")
+    run = start_and_exit(tmp_path, *tls_sets(pki, "ssl.key.password=hunter3",
+                                             keystore=keystore))
+    assert run.returncode == 1, run
     err = run.stderr.decode()
-    assert "encrypted" in err and "hunter2" not in err, err
-    run = start("listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0")
+    assert "could not be decrypted with ssl.key.password (wrong password?)" in err, err
+    assert str(keystore) in err and "listener SSL" in err, err
+    assert "hunter3" not in err and "hunter2" not in err, err
+    run = start_and_exit(tmp_path, *tls_sets(pki, keystore=keystore))
+    assert run.returncode == 1
+    assert "ssl.key.password is not set" in run.stderr.decode()
+    run = start_and_exit(tmp_path, "listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0")
     assert run.returncode != 0
     assert "ssl.keystore.location" in run.stderr.decode()
+
+
+@pytest.mark.parametrize("scheme", ["pbkdf2", "scrypt", "cryptography"])
+def test_an_encrypted_key_with_its_password_serves_tls(start_broker, pki, tmp_path, scheme):
+    keystore = tmp_path / "encrypted.pem"
+    serial = pki.write_server_cert(keystore, "skein-encrypted", password="s3cret pw",
+                                   scheme=scheme)
+    b = start_broker(sets=tls_sets(pki, "ssl.key.password=s3cret pw", keystore=keystore))
+    produce_and_check(ssl_conf(b, pki, client_cert=False), unique_topic("tls-enc"))
+    with socket.create_connection(("127.0.0.1", ssl_port(b)), timeout=10) as raw:
+        with tls_client_context(pki, cert=False).wrap_socket(raw, server_hostname="localhost") as s:
+            der = s.getpeercert(binary_form=True)
+    assert x509.load_der_x509_certificate(der).serial_number == serial
+    assert "s3cret" not in b.log().split("skein started", 1)[1]
+    b.assert_alive()
+
+
+def test_a_reload_with_the_wrong_password_keeps_the_previous_certificates(start_broker, pki,
+                                                                          tmp_path):
+    keystore = tmp_path / "encrypted.pem"
+    first = pki.write_server_cert(keystore, "skein-first", password="pw-1")
+    b = start_broker(sets=tls_sets(pki, "ssl.key.password=pw-1",
+                                   "skein.ssl.reload.interval.ms=200", keystore=keystore))
+    port = ssl_port(b)
+
+    def serial():
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with tls_client_context(pki, cert=False).wrap_socket(
+                raw, server_hostname="localhost"
+            ) as s:
+                der = s.getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).serial_number
+
+    assert serial() == first
+    pki.write_server_cert(keystore, "skein-second", password="pw-2")
+    wait_until(lambda: "wrong password?" in b.log(), TIMEOUT_S, "the failed reload in the log")
+    assert "TLS certificates not reloaded" in b.log()
+    assert serial() == first
+    third = pki.write_server_cert(keystore, "skein-third", password="pw-1")
+    wait_until(lambda: serial() == third, TIMEOUT_S, "the certificate encrypted with pw-1")
+    b.assert_alive()
+
+
+def test_tls_failures_are_counted_and_give_their_connection_slots_back(start_broker, pki):
+    """max.connections.per.ip=4 on an SSL listener: rounds of garbage and silent connections
+    (each closed by the failed or late handshake) leave all 4 slots free; the metrics count
+    them per listener."""
+    from test_connlimit import scrape
+
+    b = start_broker(sets=tls_sets(pki, "skein.ssl.handshake.timeout.ms=1000",
+                                   "max.connections.per.ip=4"))
+    port = ssl_port(b)
+    for round_ in range(3):
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+        for i, s in enumerate(socks):
+            if i % 2 == 0:
+                try:
+                    s.sendall(b"GET / HTTP/1.1\r\n\r\n" * 4)
+                except OSError:
+                    pass
+            # The odd ones stay silent: closed by skein.ssl.handshake.timeout.ms.
+        for s in socks:
+            assert closed_within(s, 15), f"round {round_}: a bad handshake left open"
+            s.close()
+    labels = frozenset({"listener": "SSL", "protocol": "SSL"}.items())
+    wait_until(lambda: scrape(b.http).get(("skein_listener_connections", labels)) == 0,
+               TIMEOUT_S, "the failed connections to be given back")
+    samples = scrape(b.http)
+    assert samples[("skein_tls_handshake_failures_total", labels)] == 12
+    auth = frozenset({"listener": "SSL", "mechanism": "SSL"}.items())
+    assert samples[("skein_authentication_failures_total", auth)] == 12
+    # All four slots are free again; a fifth is refused.
+    good = []
+    try:
+        for _ in range(4):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s = tls_client_context(pki).wrap_socket(raw, server_hostname="localhost")
+            assert api_versions_over(s) == 7
+            good.append(s)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            assert closed_within(extra, 10)
+        samples = scrape(b.http)
+        assert samples[("skein_authentication_successes_total", auth)] == 4
+        assert samples[("skein_listener_connections", labels)] == 4
+        refused = frozenset({"listener": "SSL", "limit": "max.connections.per.ip"}.items())
+        assert samples[("skein_listener_connections_refused_total", refused)] == 1
+        assert samples[("skein_tls_handshake_failures_total", labels)] == 12
+    finally:
+        for s in good:
+            s.close()
+    b.assert_alive()
 
 
 # -- SASL over TLS -----------------------------------------------------------------------------

@@ -227,6 +227,27 @@ pub fn listener_override(key: &str) -> Option<(&str, &str)> {
     (!name.is_empty() && !key.is_empty()).then_some((name, key))
 }
 
+/// Connection limits that may also be given per listener (`listener.name.<name>.…`).
+pub const LISTENER_LIMITS: [&str; 2] = ["max.connections", "max.connection.creation.rate"];
+
+/// `max.connections.per.ip.overrides`: `HOST:COUNT,…` (the count after the last `:`).
+fn per_ip_overrides(v: &str) -> Result<(), String> {
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((host, count)) = entry.rsplit_once(':') else {
+            return Err(format!("'{entry}' is not of the form HOST:COUNT"));
+        };
+        if host
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .is_empty()
+        {
+            return Err(format!("'{entry}' has an empty host"));
+        }
+        int_min(count, 0).map_err(|e| format!("'{entry}': {e}"))?;
+    }
+    Ok(())
+}
+
 fn advertised_listeners(v: &str) -> Result<(), String> {
     crate::listener::parse_advertised(v).map(|_| ())
 }
@@ -515,7 +536,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "ssl.keystore.location", ty: ConfigType::String, default: "", validate: any, doc: "A PEM file with the listener's certificate chain and its private key (PKCS#8, or PKCS#1/SEC1), re-read when it changes." },
     BrokerConfigDef { name: "ssl.keystore.certificate.chain", ty: ConfigType::String, default: "", validate: any, doc: "The certificate chain in PEM, inline (instead of ssl.keystore.location)." },
     BrokerConfigDef { name: "ssl.keystore.key", ty: ConfigType::String, default: "", validate: any, doc: "The private key in PEM, inline (instead of ssl.keystore.location). Sensitive." },
-    BrokerConfigDef { name: "ssl.key.password", ty: ConfigType::String, default: "", validate: any, doc: "The password of an encrypted private key. Encrypted keys are refused for now: give the key unencrypted. Sensitive." },
+    BrokerConfigDef { name: "ssl.key.password", ty: ConfigType::String, default: "", validate: any, doc: "The password of an encrypted PKCS#8 private key (PBES2: PBKDF2 or scrypt with AES-CBC, as openssl pkcs8 -topk8 -v2 aes-256-cbc writes it). Sensitive." },
     BrokerConfigDef { name: "ssl.truststore.type", ty: ConfigType::String, default: "PEM", validate: pem_only, doc: "The trust store's format: PEM." },
     BrokerConfigDef { name: "ssl.truststore.location", ty: ConfigType::String, default: "", validate: any, doc: "A PEM file of the CA certificates client certificates are checked against, re-read when it changes." },
     BrokerConfigDef { name: "ssl.truststore.certificates", ty: ConfigType::String, default: "", validate: any, doc: "The trusted CA certificates in PEM, inline (instead of ssl.truststore.location)." },
@@ -541,7 +562,10 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "auto.create.topics.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Create a topic when Metadata or Produce names an unknown one." },
     BrokerConfigDef { name: "delete.topic.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Allow DeleteTopics." },
     BrokerConfigDef { name: "socket.request.max.bytes", ty: ConfigType::Int, default: "104857600", validate: int_ge1, doc: "Largest request frame accepted." },
-    BrokerConfigDef { name: "max.connections", ty: ConfigType::Int, default: "10000", validate: int_ge1, doc: "Most client connections open at once." },
+    BrokerConfigDef { name: "max.connections", ty: ConfigType::Int, default: "10000", validate: int_ge1, doc: "Most client connections open at once; past it a new connection is closed at once. Also per listener: listener.name.<name>.max.connections." },
+    BrokerConfigDef { name: "max.connections.per.ip", ty: ConfigType::Int, default: "2147483647", validate: int_ge0, doc: "Most connections open at once from one IP address (every listener together); past it a new connection is closed at once. 0 only with max.connections.per.ip.overrides." },
+    BrokerConfigDef { name: "max.connections.per.ip.overrides", ty: ConfigType::String, default: "", validate: per_ip_overrides, doc: "Per-address exceptions to max.connections.per.ip: HOST:COUNT,... with host names (resolved at start) or addresses." },
+    BrokerConfigDef { name: "max.connection.creation.rate", ty: ConfigType::Int, default: "2147483647", validate: int_ge0, doc: "Most new connections per second the broker accepts (bursts of one second's worth); connections past it wait to be accepted. Not applied to the inter-broker listener. Also per listener: listener.name.<name>.max.connection.creation.rate." },
     BrokerConfigDef { name: "connections.max.idle.ms", ty: ConfigType::Long, default: "600000", validate: long_ge1, doc: "Close connections that send nothing for this long." },
     BrokerConfigDef { name: "queued.max.request.bytes", ty: ConfigType::Long, default: "104857600", validate: queued_request_bytes, doc: "Most bytes of requests held in memory, partly received or not yet handled, across all connections; past it connections stop reading. One frame at a time may go past it, so the most held is this plus socket.request.max.bytes. -1 for no bound (Kafka's default)." },
     BrokerConfigDef { name: "max.inflight.requests.per.connection", ty: ConfigType::Int, default: "64", validate: int_ge1, doc: "Requests read ahead on one connection before reading pauses." },
@@ -605,10 +629,9 @@ pub fn validate_broker_setting(key: &str, value: &str) -> Result<(), String> {
     }
     // Per-listener TLS settings: listener.name.<name>.ssl.*.
     if let Some((_, inner)) = listener_override(key) {
-        if let Some(d) = BROKER_CONFIGS
-            .iter()
-            .find(|d| d.name == inner && d.name.starts_with("ssl."))
-        {
+        if let Some(d) = BROKER_CONFIGS.iter().find(|d| {
+            d.name == inner && (d.name.starts_with("ssl.") || LISTENER_LIMITS.contains(&d.name))
+        }) {
             return (d.validate)(value).map_err(|e| format!("invalid value for {key}: {e}"));
         }
     }

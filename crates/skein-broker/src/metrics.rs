@@ -62,6 +62,26 @@ pub struct GroupPartitionLabels {
     pub partition: i32,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub listener: String,
+    /// The setting that refused the connection.
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub listener: String,
+    /// The SASL mechanism, or `SSL` for a TLS handshake on an SSL listener.
+    pub mechanism: String,
+}
+
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 fn latency_histogram() -> Histogram {
@@ -81,6 +101,13 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Failed SASL logins (wrong credentials, bad exchanges).
     pub sasl_authentication_failures: Counter,
+    /// Connection limits and the security front, per listener (see `skein-server`).
+    pub listener_connections: Family<ListenerLabels, Gauge>,
+    pub listener_connections_refused: Family<RefusedLabels, Counter>,
+    pub connection_creation_throttled: Family<ListenerLabels, Counter>,
+    pub tls_handshake_failures: Family<ListenerLabels, Counter>,
+    pub authentication_failures: Family<AuthLabels, Counter>,
+    pub authentication_successes: Family<AuthLabels, Counter>,
     pub bytes_in: Family<TopicLabels, Counter>,
     pub records_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
@@ -128,6 +155,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one authentication on `listener` with `mechanism`.
+    pub fn authentication(&self, listener: &str, mechanism: &str, ok: bool) {
+        let labels = AuthLabels {
+            listener: listener.to_string(),
+            mechanism: mechanism.to_string(),
+        };
+        if ok {
+            self.authentication_successes.get_or_create(&labels).inc();
+        } else {
+            self.authentication_failures.get_or_create(&labels).inc();
+        }
+    }
+
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("skein");
         let m = Metrics {
@@ -138,6 +178,12 @@ impl Metrics {
             connections: Gauge::default(),
             connections_refused: Counter::default(),
             sasl_authentication_failures: Counter::default(),
+            listener_connections: Family::default(),
+            listener_connections_refused: Family::default(),
+            connection_creation_throttled: Family::default(),
+            tls_handshake_failures: Family::default(),
+            authentication_failures: Family::default(),
+            authentication_successes: Family::default(),
             bytes_in: Family::default(),
             records_in: Family::default(),
             bytes_out: Family::default(),
@@ -229,6 +275,36 @@ impl Metrics {
             "sasl_authentication_failures",
             "Failed SASL authentications",
             m.sasl_authentication_failures.clone(),
+        );
+        r.register(
+            "listener_connections",
+            "Open connections, by listener and security protocol",
+            m.listener_connections.clone(),
+        );
+        r.register(
+            "listener_connections_refused",
+            "Connections closed at once by a limit (max.connections.per.ip, max.connections, listener.max.connections), by listener",
+            m.listener_connections_refused.clone(),
+        );
+        r.register(
+            "connection_creation_throttled",
+            "Connections whose acceptance was delayed by max.connection.creation.rate (broker or listener), by listener",
+            m.connection_creation_throttled.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by listener",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "authentication_failures",
+            "Failed authentications, by listener and mechanism (a SASL mechanism, or SSL for the TLS handshake of an SSL listener)",
+            m.authentication_failures.clone(),
+        );
+        r.register(
+            "authentication_successes",
+            "Successful authentications (re-authentications included), by listener and mechanism (a SASL mechanism, or SSL for an SSL listener)",
+            m.authentication_successes.clone(),
         );
         r.register(
             "bytes_in",

@@ -14,7 +14,8 @@
 //! Every entry of `listeners` but the controller's is bound here, each connection tagged with
 //! its listener, protocol, peer and principal (`skein_broker::listener::ConnectionContext`).
 //! SSL and SASL_SSL listeners first run a TLS handshake ([`tls`]) under a deadline; a failed
-//! or late handshake closes that connection alone. Over TLS, fetched records are copied
+//! or late handshake closes that connection alone. Connection limits (per IP, per listener,
+//! broker-wide, creation rates) are applied as connections are accepted ([`limits`]). Over TLS, fetched records are copied
 //! from the segment files (no `sendfile(2)`: the bytes must be encrypted).
 
 use std::future::Future;
@@ -32,11 +33,12 @@ use std::time::Instant;
 use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 mod frame;
 mod http;
+pub mod limits;
 pub mod principal;
 pub mod tls;
 
@@ -53,6 +55,8 @@ struct Bound {
     hangup: Option<tokio::signal::unix::Signal>,
     /// Its SASL settings, if its protocol is SASL_PLAINTEXT or SASL_SSL.
     sasl: Option<Arc<SaslSettings>>,
+    /// Its connection limits (and the broker-wide ones).
+    limits: limits::ListenerLimits,
 }
 
 /// The bound listeners.
@@ -68,6 +72,10 @@ impl Server {
     /// Binds the Kafka listeners (every client entry of `listeners`) and the HTTP one, and
     /// tells the broker the addresses it bound.
     pub async fn bind(broker: Arc<Broker>) -> std::io::Result<Server> {
+        let connection_limits = Arc::new(
+            limits::ConnectionLimits::new(&broker.config)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        );
         let mut kafka = Vec::new();
         for l in &broker.config.listeners {
             let tls = if l.protocol.uses_tls() {
@@ -106,6 +114,11 @@ impl Server {
                 tls,
                 hangup,
                 sasl,
+                limits: limits::ListenerLimits::new(
+                    connection_limits.clone(),
+                    &broker.config,
+                    &l.name,
+                ),
             });
         }
         let controller_tls = outbound_tls(&broker)
@@ -154,7 +167,6 @@ impl Server {
             http,
             controller_tls,
         } = self;
-        let connections = Arc::new(Semaphore::new(broker.config.max_connections));
         let budget = RequestBudget::new(
             broker.config.queued_max_request_bytes,
             broker.metrics().request_bytes_queued.clone(),
@@ -169,12 +181,7 @@ impl Server {
             if let Some(tls) = &bound.tls {
                 accept.spawn(watch_certificates(tls.clone(), bound.hangup.take()));
             }
-            accept.spawn(accept_loop(
-                broker.clone(),
-                bound,
-                connections.clone(),
-                budget.clone(),
-            ));
+            accept.spawn(accept_loop(broker.clone(), bound, budget.clone()));
         }
         shutdown.await;
         accept.abort_all();
@@ -382,16 +389,23 @@ async fn copy_range<W: AsyncWrite + Unpin>(wr: &mut W, range: &FileRange) -> std
     Ok(())
 }
 
-/// Accepts the connections of one listener.
-async fn accept_loop(
-    broker: Arc<Broker>,
-    bound: Bound,
-    connections: Arc<Semaphore>,
-    budget: RequestBudget,
-) {
+/// Accepts the connections of one listener, under the connection limits ([`limits`]).
+async fn accept_loop(broker: Arc<Broker>, bound: Bound, budget: RequestBudget) {
     let listener: Arc<ListenerSettings> = Arc::new(bound.settings);
     let tls = bound.tls;
     let sasl = bound.sasl;
+    let limits = bound.limits;
+    let metrics = broker.metrics();
+    let labels = skein_broker::metrics::ListenerLabels {
+        listener: listener.name.clone(),
+        protocol: listener.protocol.name().to_string(),
+    };
+    let open_gauge = metrics.listener_connections.get_or_create(&labels).clone();
+    let throttled = metrics
+        .connection_creation_throttled
+        .get_or_create(&labels)
+        .clone();
+    let rate_log = limits::RareLog::new();
     loop {
         let (stream, peer) = match bound.socket.accept().await {
             Ok(s) => s,
@@ -402,11 +416,64 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            broker.metrics().connections_refused.inc();
-            tracing::warn!(%peer, limit = broker.config.max_connections, "connection refused: max.connections reached");
-            drop(stream);
-            continue;
+        // max.connection.creation.rate: past it, this connection waits and the next ones
+        // wait in the backlog (Kafka's throttling of the acceptor).
+        let delay = limits.creation_delay();
+        if !delay.is_zero() {
+            throttled.inc();
+            rate_log.log(Instant::now(), |suppressed| {
+                tracing::info!(
+                    listener = %listener.name,
+                    delay_ms = delay.as_millis() as u64,
+                    suppressed,
+                    "connection creation throttled (max.connection.creation.rate)"
+                )
+            });
+            tokio::time::sleep(delay).await;
+        }
+        let slot = match limits.admit(peer.ip(), open_gauge.clone(), metrics.connections.clone()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                metrics.connections_refused.inc();
+                metrics
+                    .listener_connections_refused
+                    .get_or_create(&skein_broker::metrics::RefusedLabels {
+                        listener: listener.name.clone(),
+                        limit: refused.setting().to_string(),
+                    })
+                    .inc();
+                let log = match refused {
+                    limits::Refused::PerIp(_) => &limits.broker.refused_ip_log,
+                    _ => &limits.broker.refused_max_log,
+                };
+                log.log(Instant::now(), |suppressed| match refused {
+                    limits::Refused::PerIp(limit) => tracing::warn!(
+                        %peer,
+                        listener = %listener.name,
+                        limit,
+                        suppressed,
+                        "connection refused: too many connections from {} (max.connections.per.ip)",
+                        peer.ip()
+                    ),
+                    limits::Refused::Listener(limit) => tracing::warn!(
+                        %peer,
+                        listener = %listener.name,
+                        limit,
+                        suppressed,
+                        "connection refused: listener.name.{}.max.connections reached",
+                        listener.name.to_ascii_lowercase()
+                    ),
+                    limits::Refused::Broker(limit) => tracing::warn!(
+                        %peer,
+                        listener = %listener.name,
+                        limit,
+                        suppressed,
+                        "connection refused: max.connections reached"
+                    ),
+                });
+                drop(stream);
+                continue;
+            }
         };
         let broker = broker.clone();
         let budget = budget.clone();
@@ -414,25 +481,43 @@ async fn accept_loop(
         let tls = tls.clone();
         let sasl = sasl.clone();
         tokio::spawn(async move {
-            broker.metrics().connections.inc();
+            // Held to the end of the task, whatever ends it: gives back the counts.
+            let _slot = slot;
             let _ = stream.set_nodelay(true);
             let mut conn = ConnectionContext::new(&listener.name, listener.protocol, peer);
             let result = match &tls {
                 None => {
                     serve_connection(broker.clone(), Conn::Plain(stream), conn, budget, sasl).await
                 }
-                Some(tls) => match handshake(tls, stream, &mut conn).await {
-                    Ok(stream) => {
-                        serve_connection(broker.clone(), stream, conn, budget, sasl).await
+                Some(tls) => {
+                    let ssl_auth =
+                        listener.protocol == skein_broker::listener::SecurityProtocol::Ssl;
+                    match handshake(tls, stream, &mut conn).await {
+                        Ok(stream) => {
+                            if ssl_auth {
+                                broker.metrics().authentication(&listener.name, "SSL", true);
+                            }
+                            serve_connection(broker.clone(), stream, conn, budget, sasl).await
+                        }
+                        Err(e) => {
+                            let m = broker.metrics();
+                            m.tls_handshake_failures
+                                .get_or_create(&skein_broker::metrics::ListenerLabels {
+                                    listener: listener.name.clone(),
+                                    protocol: listener.protocol.name().to_string(),
+                                })
+                                .inc();
+                            if ssl_auth {
+                                m.authentication(&listener.name, "SSL", false);
+                            }
+                            Err(e)
+                        }
                     }
-                    Err(e) => Err(e),
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, listener = %listener.name, "connection closed: {e}");
             }
-            broker.metrics().connections.dec();
-            drop(permit);
         });
     }
 }

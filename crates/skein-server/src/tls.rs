@@ -3,7 +3,8 @@
 //! Settings are Kafka's, read per listener: `listener.name.<name>.ssl.*` first, then
 //! `ssl.*`. The key store is PEM (`ssl.keystore.type=PEM`): `ssl.keystore.location`, one
 //! file with the certificate chain and the private key, or the two inline in
-//! `ssl.keystore.certificate.chain` and `ssl.keystore.key`. Client certificates are checked
+//! `ssl.keystore.certificate.chain` and `ssl.keystore.key`; an encrypted PKCS#8 key
+//! (PBES2) is decrypted with `ssl.key.password`. Client certificates are checked
 //! against the PEM CA certificates of `ssl.truststore.location` (or inline
 //! `ssl.truststore.certificates`) as `ssl.client.auth` asks (`required`, `requested`,
 //! `none`); a verified client's principal is `User:<subject DN>` mapped by
@@ -55,13 +56,24 @@ enum TrustSource {
     Inline(String),
 }
 
+/// A secret setting's value: never printed (`Debug` shows `[hidden]`).
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[hidden]")
+    }
+}
+
 /// One listener's TLS settings, resolved.
 #[derive(Debug, Clone)]
 struct TlsSettings {
     listener: String,
     keystore: KeySource,
     truststore: Option<TrustSource>,
-    key_password: bool,
+    /// `ssl.key.password`, for an encrypted PKCS#8 key.
+    key_password: Option<Secret>,
     client_auth: ClientAuth,
     protocols: Vec<&'static SupportedProtocolVersion>,
 }
@@ -274,11 +286,69 @@ fn read_settings(
         listener: listener.to_string(),
         keystore,
         truststore,
-        key_password: get("ssl.key.password").is_some(),
+        key_password: get("ssl.key.password").map(Secret),
         client_auth,
         protocols,
     };
     Ok(settings)
+}
+
+const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+
+/// The `ENCRYPTED PRIVATE KEY` PEM block of a key store, if it has one.
+fn encrypted_pkcs8_block(text: &str) -> Option<&str> {
+    let start = text.find(ENCRYPTED_BEGIN)?;
+    let end = text[start..].find(ENCRYPTED_END)? + start + ENCRYPTED_END.len();
+    Some(&text[start..end])
+}
+
+/// Decrypts an encrypted PKCS#8 key (PBES2: PBKDF2 with HMAC-SHA-224/256/384/512 or scrypt,
+/// and AES-128/192/256-CBC) with `ssl.key.password`. The error never contains the password.
+fn decrypt_pkcs8(block: &str, password: Option<&Secret>) -> Result<PrivateKeyDer<'static>, String> {
+    use pkcs8::der::{Decode, Document};
+    let Some(password) = password else {
+        return Err(
+            "the private key is encrypted (ENCRYPTED PRIVATE KEY) and ssl.key.password is not set"
+                .into(),
+        );
+    };
+    let (label, doc) = Document::from_pem(block)
+        .map_err(|e| format!("the ENCRYPTED PRIVATE KEY block is not valid PEM/DER: {e}"))?;
+    if label != "ENCRYPTED PRIVATE KEY" {
+        return Err(format!("unexpected PEM label {label}"));
+    }
+    let info = pkcs8::EncryptedPrivateKeyInfo::from_der(doc.as_bytes())
+        .map_err(|e| format!("the ENCRYPTED PRIVATE KEY is not PKCS#8: {e}"))?;
+    if !matches!(
+        info.encryption_algorithm,
+        pkcs8::pkcs5::EncryptionScheme::Pbes2(_)
+    ) {
+        return Err("the private key is encrypted with a PBES1 scheme (DES, RC2, SHA-1); re-encrypt it with PBES2 (openssl pkcs8 -topk8 -v2 aes-256-cbc)".into());
+    }
+    let plain = info.decrypt(password.0.as_bytes()).map_err(|e| match e {
+        // pkcs5 0.7 reports a bad padding after decryption as `EncryptFailed`.
+        pkcs8::Error::EncryptedPrivateKey(
+            pkcs8::pkcs5::Error::DecryptFailed | pkcs8::pkcs5::Error::EncryptFailed,
+        )
+        | pkcs8::Error::Asn1(_) => {
+            "the private key could not be decrypted with ssl.key.password (wrong password?)"
+                .to_string()
+        }
+        pkcs8::Error::EncryptedPrivateKey(pkcs8::pkcs5::Error::AlgorithmParametersInvalid {
+            ..
+        })
+        | pkcs8::Error::EncryptedPrivateKey(pkcs8::pkcs5::Error::UnsupportedAlgorithm { .. }) => {
+            format!("the private key's encryption is not supported ({e}); PBES2 with PBKDF2 (HMAC-SHA-2) or scrypt and AES-CBC is: openssl pkcs8 -topk8 -v2 aes-256-cbc")
+        }
+        other => format!("the private key could not be decrypted: {other}"),
+    })?;
+    // A wrong password can pass the padding check by chance (1 in 256): what comes out
+    // must then still be a PKCS#8 key.
+    pkcs8::PrivateKeyInfo::from_der(plain.as_bytes()).map_err(|_| {
+        "the private key could not be decrypted with ssl.key.password (wrong password?)".to_string()
+    })?;
+    Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()))
 }
 
 fn parse_protocols(v: &str) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
@@ -356,14 +426,17 @@ fn load_keystore(
         return Err(format!("listener {l}: {source}: no CERTIFICATE in it"));
     }
     let key_text = String::from_utf8_lossy(&key_pem);
-    if key_text.contains("ENCRYPTED PRIVATE KEY") || key_text.contains("Proc-Type: 4,ENCRYPTED") {
+    if key_text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(format!(
-            "listener {l}: {source}: the private key is encrypted, which Skein does not read yet{}; store it unencrypted (openssl pkcs8 -topk8 -nocrypt) and protect the file instead",
-            if s.key_password { " (ssl.key.password is set)" } else { "" }
+            "listener {l}: {source}: the private key is encrypted in OpenSSL's legacy format (Proc-Type: 4,ENCRYPTED), which Skein does not read; convert it to encrypted PKCS#8 (openssl pkcs8 -topk8 -v2 aes-256-cbc) or store it unencrypted"
         ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| format!("listener {l}: {source}: no usable PRIVATE KEY in it ({e})"))?;
+    let key = match encrypted_pkcs8_block(&key_text) {
+        Some(block) => decrypt_pkcs8(block, s.key_password.as_ref())
+            .map_err(|e| format!("listener {l}: {source}: {e}"))?,
+        None => PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| format!("listener {l}: {source}: no usable PRIVATE KEY in it ({e})"))?,
+    };
     Ok((chain, key, source))
 }
 

@@ -214,6 +214,8 @@ fn parse_users_file(text: &str) -> Result<BTreeMap<String, String>, String> {
 /// The SASL settings of one listener.
 #[derive(Clone)]
 pub struct SaslSettings {
+    /// The listener's name, for the authentication metrics.
+    pub listener: String,
     /// Upper case, in the configured order.
     pub enabled: Vec<String>,
     /// PLAIN users and their passwords.
@@ -276,6 +278,7 @@ impl SaslSettings {
             );
         }
         Ok(SaslSettings {
+            listener: listener.to_string(),
             enabled,
             plain_users,
             max_receive_size: num("sasl.server.max.receive.size", 524_288) as usize,
@@ -530,6 +533,9 @@ impl SaslConnection {
         let expires = (self.settings.reauth_ms > 0)
             .then(|| now + Duration::from_millis(self.settings.reauth_ms));
         tracing::debug!(%principal, %mechanism, "SASL authentication succeeded");
+        broker
+            .metrics()
+            .authentication(&self.settings.listener, &mechanism, true);
         self.state = State::Authenticated {
             mechanism,
             principal,
@@ -601,7 +607,7 @@ impl SaslConnection {
                 }
             }
             Step::Failed(message) => {
-                broker.metrics().sasl_authentication_failures.inc();
+                self.count_failure(broker);
                 Action::Close {
                     reply: encode(
                         SASL_AUTHENTICATION_FAILED,
@@ -613,6 +619,16 @@ impl SaslConnection {
                     reason: message,
                 }
             }
+        }
+    }
+
+    /// Counts a failed login, by listener and mechanism.
+    fn count_failure(&self, broker: &Broker) {
+        broker.metrics().sasl_authentication_failures.inc();
+        if let State::Authenticating { mechanism, .. } = &self.state {
+            broker
+                .metrics()
+                .authentication(&self.settings.listener, mechanism, false);
         }
     }
 
@@ -628,7 +644,7 @@ impl SaslConnection {
         match self.step(broker, token, Instant::now()) {
             Step::Continue(bytes) | Step::Done(bytes) => raw(bytes),
             Step::Failed(message) => {
-                broker.metrics().sasl_authentication_failures.inc();
+                self.count_failure(broker);
                 Action::Close {
                     reply: None,
                     delay: self.settings.failed_delay,
@@ -720,6 +736,7 @@ mod tests {
     #[test]
     fn plain_checks() {
         let s = SaslSettings {
+            listener: "SASL_PLAINTEXT".into(),
             enabled: vec!["PLAIN".into()],
             plain_users: [("alice".to_string(), "pw".to_string())].into(),
             max_receive_size: 1024,
@@ -741,6 +758,7 @@ mod tests {
     #[test]
     fn arbitrary_input_never_panics() {
         let s = SaslSettings {
+            listener: "SASL_PLAINTEXT".into(),
             enabled: vec!["PLAIN".into()],
             plain_users: [("a".to_string(), "b".to_string())].into(),
             max_receive_size: 1024,
