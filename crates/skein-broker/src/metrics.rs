@@ -81,6 +81,8 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Failed SASL logins (wrong credentials, bad exchanges).
     pub sasl_authentication_failures: Counter,
+    /// Requests (or parts of them) the authorizer denied (`authz.rs`).
+    pub authorization_denials: Counter,
     pub bytes_in: Family<TopicLabels, Counter>,
     pub records_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
@@ -138,6 +140,7 @@ impl Metrics {
             connections: Gauge::default(),
             connections_refused: Counter::default(),
             sasl_authentication_failures: Counter::default(),
+            authorization_denials: Counter::default(),
             bytes_in: Family::default(),
             records_in: Family::default(),
             bytes_out: Family::default(),
@@ -229,6 +232,11 @@ impl Metrics {
             "sasl_authentication_failures",
             "Failed SASL authentications",
             m.sasl_authentication_failures.clone(),
+        );
+        r.register(
+            "authorization_denials",
+            "Operations on resources the authorizer denied",
+            m.authorization_denials.clone(),
         );
         r.register(
             "bytes_in",
