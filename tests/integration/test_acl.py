@@ -365,3 +365,40 @@ def test_cluster_with_the_authorizer_on(tmp_path):
             wait_until(listed, DEFAULT_TIMEOUT_S, f"node {n} to list the ACL")
     finally:
         c.close()
+
+
+def test_bad_acls_and_filters_are_invalid_request(ab):
+    """Hand-made CreateAcls v1 and DescribeAcls v1 (what a client library would refuse to
+    send): each bad ACL gets INVALID_REQUEST, the good one in the same request is created."""
+    import wire
+
+    def creation(rtype, name, ptype, principal, host, operation, permission):
+        return (wire.i8(rtype) + wire.string(name) + wire.i8(ptype) + wire.string(principal)
+                + wire.string(host) + wire.i8(operation) + wire.i8(permission))
+
+    good = uniq("wire")
+    creations = [
+        creation(2, good, 3, "User:h", "*", 3, 3),  # TOPIC literal READ ALLOW
+        creation(2, good, 2, "User:h", "*", 3, 3),  # pattern MATCH
+        creation(2, good, 3, "User:h", "*", 1, 3),  # operation ANY
+        creation(4, "other", 3, "User:h", "*", 7, 3),  # CLUSTER not named kafka-cluster
+        creation(2, good, 3, "h", "*", 3, 3),  # principal not Type:Name
+        creation(1, good, 3, "User:h", "*", 3, 3),  # resource type ANY
+    ]
+    body = wire.i32(len(creations)) + b"".join(creations)
+    _, r = wire.roundtrip(ab.bootstrap, wire.request(30, 1, 7, body))
+    r.i32()  # throttle_time_ms
+    codes = []
+    for _ in range(r.i32()):
+        codes.append(r.i16())
+        r.string()
+    r.assert_at_end("a CreateAcls v1 response")
+    assert codes == [0, 42, 42, 42, 42, 42]
+    listed = json.loads(ab.acl("list", "--topic", good, "--output", "json").stdout)
+    assert [(a["principal"], a["operation"]) for a in listed] == [("User:h", "READ")]
+    # DescribeAcls v1 with an UNKNOWN resource type: INVALID_REQUEST.
+    body = (wire.i8(0) + wire.string(None) + wire.i8(1) + wire.string(None) + wire.string(None)
+            + wire.i8(1) + wire.i8(1))
+    _, r = wire.roundtrip(ab.bootstrap, wire.request(29, 1, 8, body))
+    r.i32()
+    assert r.i16() == 42
