@@ -149,6 +149,8 @@ pub struct Broker {
     transactions: crate::txns::Transactions,
     peers: crate::peer::Peers,
     metrics: Metrics,
+    /// The ACL authorizer (`authorizer.class.name`; off by default).
+    pub(crate) authz: crate::authz::Authorizer,
     /// Woken whenever records are appended, so long-polling fetches can answer at once.
     pub data_arrived: Notify,
     /// Woken after every metadata change that may change what this node follows.
@@ -296,7 +298,11 @@ impl Broker {
                 .min(i32::MAX as usize) as i32,
             eligible_leader_replicas: config.eligible_leader_replicas,
         });
+        let authz = crate::authz::Authorizer::new(crate::authz::AuthzSettings::from_explicit(
+            &config.explicit,
+        ));
         let broker = Broker {
+            authz,
             groups,
             transactions: crate::txns::Transactions::new(config.txn_config()),
             peers: Default::default(),

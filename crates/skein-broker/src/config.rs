@@ -638,6 +638,9 @@ pub fn validate_broker_setting(key: &str, value: &str) -> Result<(), String> {
     if crate::sasl::is_setting(key) {
         return crate::sasl::validate_setting(key, value);
     }
+    if crate::authz::is_setting(key) {
+        return crate::authz::validate_setting(key, value);
+    }
     Err(format!("unknown setting {key}"))
 }
 

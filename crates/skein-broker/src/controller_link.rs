@@ -198,6 +198,16 @@ pub enum ControllerCall {
         deletions: Vec<(String, i8)>,
         upsertions: Vec<ScramUpsertion>,
     },
+    /// CreateAcls: each ACL gets a fresh id; one already present (the same binding) is a
+    /// success that adds nothing, as in Kafka. One result per ACL, in order.
+    CreateAcls {
+        acls: Vec<WireAcl>,
+    },
+    /// DeleteAcls: the ids the broker matched against its image; ids already gone are
+    /// skipped. Answers `Done`.
+    DeleteAcls {
+        ids: Vec<[u8; 16]>,
+    },
     /// The quorum as the leader sees it (DescribeQuorum), encoded as Kafka's response.
     DescribeQuorum,
     /// KIP-853 AddRaftVoter: `addr` is the new voter's controller listener.
@@ -229,10 +239,94 @@ impl ControllerCall {
             ControllerCall::ElectLeaders { .. } => "elect_leaders",
             ControllerCall::AlterReassignments { .. } => "alter_reassignments",
             ControllerCall::AlterScram { .. } => "alter_scram",
+            ControllerCall::CreateAcls { .. } => "create_acls",
+            ControllerCall::DeleteAcls { .. } => "delete_acls",
             ControllerCall::DescribeQuorum => "describe_quorum",
             ControllerCall::AddVoter { .. } => "add_voter",
             ControllerCall::RemoveVoter { .. } => "remove_voter",
         }
+    }
+}
+
+/// One ACL binding as it travels to the controller (Kafka's codes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireAcl {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+
+impl From<&WireAcl> for skein_metadata::image::AclEntry {
+    fn from(a: &WireAcl) -> Self {
+        skein_metadata::image::AclEntry {
+            resource_type: a.resource_type,
+            resource_name: a.resource_name.clone(),
+            pattern_type: a.pattern_type,
+            principal: a.principal.clone(),
+            host: a.host.clone(),
+            operation: a.operation,
+            permission_type: a.permission_type,
+        }
+    }
+}
+
+/// The controller's decision on CreateAcls: a record per new binding.
+fn create_acls(image: &MetadataImage, acls: &[WireAcl]) -> Outcome<Answer> {
+    use skein_protocol::metadata_records::AccessControlEntryRecord;
+    let existing: std::collections::BTreeSet<&skein_metadata::image::AclEntry> =
+        image.acls().values().collect();
+    let mut added = std::collections::BTreeSet::new();
+    let mut records = Vec::new();
+    for a in acls {
+        let entry = skein_metadata::image::AclEntry::from(a);
+        if existing.contains(&entry) || !added.insert(entry) {
+            continue;
+        }
+        records.push(
+            AccessControlEntryRecord {
+                id: crate::broker::random_uuid(),
+                resource_type: a.resource_type,
+                resource_name: a.resource_name.clone(),
+                pattern_type: a.pattern_type,
+                principal: a.principal.clone(),
+                host: a.host.clone(),
+                operation: a.operation,
+                permission_type: a.permission_type,
+                ..Default::default()
+            }
+            .into(),
+        );
+    }
+    Outcome {
+        records,
+        reply: Answer::Results {
+            results: acls.iter().map(|_| (0, None)).collect(),
+        },
+    }
+}
+
+/// The controller's decision on DeleteAcls: a removal per id still present.
+fn delete_acls(image: &MetadataImage, ids: &[[u8; 16]]) -> Outcome<Answer> {
+    use skein_protocol::metadata_records::RemoveAccessControlEntryRecord;
+    let mut seen = std::collections::BTreeSet::new();
+    let records: Vec<skein_protocol::MetadataRecord> = ids
+        .iter()
+        .filter(|id| image.acls().contains_key(&Uuid(**id)) && seen.insert(**id))
+        .map(|id| {
+            RemoveAccessControlEntryRecord {
+                id: Uuid(*id),
+                ..Default::default()
+            }
+            .into()
+        })
+        .collect();
+    Outcome {
+        records,
+        reply: Answer::Done,
     }
 }
 
@@ -638,6 +732,8 @@ pub(crate) fn decide(
             deletions,
             upsertions,
         } => Ok(alter_scram(image, deletions, upsertions)),
+        ControllerCall::CreateAcls { acls } => Ok(create_acls(image, acls)),
+        ControllerCall::DeleteAcls { ids } => Ok(delete_acls(image, ids)),
         ControllerCall::DescribeQuorum
         | ControllerCall::AddVoter { .. }
         | ControllerCall::RemoveVoter { .. } => Err(api(

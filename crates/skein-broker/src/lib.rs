@@ -3,6 +3,7 @@
 //! frames and calls [`Broker::handle`].
 
 pub mod api;
+pub mod authz;
 pub mod broker;
 pub mod cleaner;
 pub mod clock;

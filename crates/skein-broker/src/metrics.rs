@@ -108,6 +108,8 @@ pub struct Metrics {
     pub tls_handshake_failures: Family<ListenerLabels, Counter>,
     pub authentication_failures: Family<AuthLabels, Counter>,
     pub authentication_successes: Family<AuthLabels, Counter>,
+    /// Requests (or parts of them) the authorizer denied (`authz.rs`).
+    pub authorization_denials: Counter,
     pub bytes_in: Family<TopicLabels, Counter>,
     pub records_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
@@ -184,6 +186,7 @@ impl Metrics {
             tls_handshake_failures: Family::default(),
             authentication_failures: Family::default(),
             authentication_successes: Family::default(),
+            authorization_denials: Counter::default(),
             bytes_in: Family::default(),
             records_in: Family::default(),
             bytes_out: Family::default(),
@@ -305,6 +308,11 @@ impl Metrics {
             "authentication_successes",
             "Successful authentications (re-authentications included), by listener and mechanism (a SASL mechanism, or SSL for an SSL listener)",
             m.authentication_successes.clone(),
+        );
+        r.register(
+            "authorization_denials",
+            "Operations on resources the authorizer denied",
+            m.authorization_denials.clone(),
         );
         r.register(
             "bytes_in",

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use skein_protocol::metadata_records::AccessControlEntryRecord;
 use skein_protocol::metadata_records::{
     register_broker_record::BrokerEndpoint, register_controller_record::ControllerEndpoint,
     BrokerRegistrationChangeRecord, ConfigRecord, PartitionChangeRecord, PartitionRecord,
@@ -270,6 +271,23 @@ impl std::fmt::Debug for ScramCredential {
     }
 }
 
+/// One ACL as `AccessControlEntryRecord` carries it (Kafka's codes for the resource type,
+/// pattern type, operation and permission; the principal as `Type:Name`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AclEntry {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+
+/// The ACLs by id. Shared (copy on write) so that readers can tell cheaply whether the ACLs
+/// changed since they last looked (`Arc::ptr_eq`).
+pub type AclMap = std::sync::Arc<BTreeMap<Uuid, AclEntry>>;
+
 /// The cluster metadata as of [`MetadataImage::last_offset`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetadataImage {
@@ -281,6 +299,8 @@ pub struct MetadataImage {
     next_producer_id: i64,
     /// SCRAM credentials by (user, mechanism).
     scram: BTreeMap<(String, i8), ScramCredential>,
+    /// ACLs by id (`AccessControlEntryRecord`).
+    acls: AclMap,
     last_offset: Option<u64>,
 }
 
@@ -406,6 +426,7 @@ struct Undo {
     controllers: BTreeMap<i32, Option<ControllerRegistration>>,
     next_producer_id: Option<i64>,
     scram: BTreeMap<(String, i8), Option<ScramCredential>>,
+    acls: BTreeMap<Uuid, Option<AclEntry>>,
 }
 
 fn endpoints_from_broker(list: &[BrokerEndpoint]) -> Vec<Endpoint> {
@@ -472,6 +493,11 @@ impl MetadataImage {
     /// The SCRAM credential of `user` for `mechanism` (1 SCRAM-SHA-256, 2 SCRAM-SHA-512).
     pub fn scram_credential(&self, user: &str, mechanism: i8) -> Option<&ScramCredential> {
         self.scram.get(&(user.to_string(), mechanism))
+    }
+
+    /// Every ACL, by id. A new `Arc` whenever an entry changed them.
+    pub fn acls(&self) -> &AclMap {
+        &self.acls
     }
 
     /// Every SCRAM credential, by (user, mechanism).
@@ -676,6 +702,22 @@ impl MetadataImage {
                 .into(),
             );
         }
+        for (id, a) in self.acls.iter() {
+            out.push(
+                AccessControlEntryRecord {
+                    id: *id,
+                    resource_type: a.resource_type,
+                    resource_name: a.resource_name.clone(),
+                    pattern_type: a.pattern_type,
+                    principal: a.principal.clone(),
+                    host: a.host.clone(),
+                    operation: a.operation,
+                    permission_type: a.permission_type,
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
         if self.next_producer_id != 0 {
             out.push(
                 ProducerIdsRecord {
@@ -740,6 +782,15 @@ impl MetadataImage {
                 Some(old) => self.scram.insert(key, old),
                 None => self.scram.remove(&key),
             };
+        }
+        if !undo.acls.is_empty() {
+            let acls = std::sync::Arc::make_mut(&mut self.acls);
+            for (id, old) in undo.acls {
+                match old {
+                    Some(old) => acls.insert(id, old),
+                    None => acls.remove(&id),
+                };
+            }
         }
     }
 
@@ -1165,6 +1216,33 @@ impl MetadataImage {
                 let key = (r.name.clone(), r.mechanism);
                 let old = self.scram.remove(&key);
                 undo.scram.entry(key).or_insert(old);
+            }
+            MetadataRecord::AccessControlEntry(r) => {
+                if r.resource_name.is_empty() || r.principal.is_empty() || r.host.is_empty() {
+                    return Err("an ACL with an empty resource name, principal or host".into());
+                }
+                let old = std::sync::Arc::make_mut(&mut self.acls).insert(
+                    r.id,
+                    AclEntry {
+                        resource_type: r.resource_type,
+                        resource_name: r.resource_name.clone(),
+                        pattern_type: r.pattern_type,
+                        principal: r.principal.clone(),
+                        host: r.host.clone(),
+                        operation: r.operation,
+                        permission_type: r.permission_type,
+                    },
+                );
+                undo.acls.entry(r.id).or_insert(old);
+            }
+            MetadataRecord::RemoveAccessControlEntry(r) => {
+                if !self.acls.contains_key(&r.id) {
+                    return Err(format!("no ACL with id {}", r.id));
+                }
+                let Some(old) = std::sync::Arc::make_mut(&mut self.acls).remove(&r.id) else {
+                    return Err(format!("no ACL with id {}", r.id));
+                };
+                undo.acls.entry(r.id).or_insert(Some(old));
             }
             // Harmless: a leader's first entry, or a feature level Skein does not act on yet.
             MetadataRecord::NoOp(_) | MetadataRecord::FeatureLevel(_) => {}

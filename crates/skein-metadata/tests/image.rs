@@ -378,3 +378,48 @@ proptest! {
         let _ = image.restore(100, &bytes);
     }
 }
+
+#[test]
+fn acls_apply_undo_and_survive_a_snapshot() {
+    use skein_protocol::metadata_records::{
+        AccessControlEntryRecord, RemoveAccessControlEntryRecord,
+    };
+    let acl = |id: u8, name: &str| -> MetadataRecord {
+        AccessControlEntryRecord {
+            id: Uuid([id; 16]),
+            resource_type: 2,
+            resource_name: name.into(),
+            pattern_type: 3,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: 4,
+            permission_type: 3,
+            ..Default::default()
+        }
+        .into()
+    };
+    let mut image = populated();
+    let before = image.acls().clone();
+    image
+        .apply_records(10, &[acl(1, "orders"), acl(2, "pay")])
+        .unwrap();
+    assert_eq!(image.acls().len(), 2);
+    assert!(!std::sync::Arc::ptr_eq(&before, image.acls()));
+    assert_eq!(image.acls()[&Uuid([1; 16])].resource_name, "orders");
+    // Removing an unknown id refuses the whole entry, the first record included.
+    let remove = |id: u8| -> MetadataRecord {
+        RemoveAccessControlEntryRecord {
+            id: Uuid([id; 16]),
+            ..Default::default()
+        }
+        .into()
+    };
+    let snapshot_before = image.clone();
+    assert!(image.apply_records(11, &[remove(1), remove(9)]).is_err());
+    assert_eq!(image, snapshot_before);
+    let mut restored = MetadataImage::new();
+    restored.restore(10, &image.snapshot()).unwrap();
+    assert_eq!(restored, image);
+    image.apply_records(12, &[remove(1)]).unwrap();
+    assert_eq!(image.acls().len(), 1);
+}

@@ -26,6 +26,9 @@ impl ErrorCode {
     pub const NOT_ENOUGH_REPLICAS: ErrorCode = ErrorCode(19);
     pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode = ErrorCode(20);
     pub const INVALID_REQUIRED_ACKS: ErrorCode = ErrorCode(21);
+    pub const TOPIC_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(29);
+    pub const GROUP_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(30);
+    pub const CLUSTER_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(31);
     pub const INVALID_TIMESTAMP: ErrorCode = ErrorCode(32);
     pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(35);
     pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(36);
@@ -44,6 +47,7 @@ impl ErrorCode {
     pub const CONCURRENT_TRANSACTIONS: ErrorCode = ErrorCode(51);
     pub const TRANSACTION_COORDINATOR_FENCED: ErrorCode = ErrorCode(52);
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
+    pub const SECURITY_DISABLED: ErrorCode = ErrorCode(54);
     pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode(55);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
     pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(59);
@@ -94,6 +98,10 @@ impl fmt::Display for ErrorCode {
             ErrorCode::NOT_ENOUGH_REPLICAS => "NOT_ENOUGH_REPLICAS",
             ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             ErrorCode::INVALID_REQUIRED_ACKS => "INVALID_REQUIRED_ACKS",
+            ErrorCode::TOPIC_AUTHORIZATION_FAILED => "TOPIC_AUTHORIZATION_FAILED",
+            ErrorCode::GROUP_AUTHORIZATION_FAILED => "GROUP_AUTHORIZATION_FAILED",
+            ErrorCode::CLUSTER_AUTHORIZATION_FAILED => "CLUSTER_AUTHORIZATION_FAILED",
+            ErrorCode::SECURITY_DISABLED => "SECURITY_DISABLED",
             ErrorCode::INVALID_TIMESTAMP => "INVALID_TIMESTAMP",
             ErrorCode::UNSUPPORTED_VERSION => "UNSUPPORTED_VERSION",
             ErrorCode::TOPIC_ALREADY_EXISTS => "TOPIC_ALREADY_EXISTS",

@@ -8,6 +8,7 @@ use skein_protocol::{ApiKey, RequestBody, ResponseBody};
 
 use crate::broker::Broker;
 
+mod acls;
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod admin_configs;
@@ -26,6 +27,7 @@ mod elect_leaders;
 mod end_txn;
 mod fetch;
 mod find_coordinator;
+mod gate;
 mod group_admin;
 mod heartbeat;
 mod init_producer_id;
@@ -140,6 +142,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // ACLs (see `crate::authz`); SECURITY_DISABLED without an authorizer, as from Kafka.
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
 ];
 
 /// The version range served for an API, if it is served at all.
@@ -167,9 +173,21 @@ impl Broker {
         })
     }
 
-    /// Routes one decoded request to its handler. The caller has checked that the API and
-    /// version are in [`SUPPORTED_APIS`].
+    /// Routes one decoded request to its handler, after the authorizer's checks when it is
+    /// on (see `gate.rs`). The caller has checked that the API and version are in
+    /// [`SUPPORTED_APIS`].
     pub fn handle(self: &Arc<Self>, ctx: &RequestContext, body: RequestBody) -> Reply {
+        if !self.authz.enabled() {
+            return self.route(ctx, body);
+        }
+        match gate::gate(self, ctx, body) {
+            gate::Gate::Deny(resp) => Reply::Now(resp),
+            gate::Gate::Pass(body, None) => self.route(ctx, body),
+            gate::Gate::Pass(body, Some(patch)) => gate::patched(self.route(ctx, body), patch),
+        }
+    }
+
+    fn route(self: &Arc<Self>, ctx: &RequestContext, body: RequestBody) -> Reply {
         let v = ctx.api_version;
         match body {
             RequestBody::Produce(r) => produce::handle(self, ctx, r),
@@ -294,6 +312,11 @@ impl Broker {
                 ))
             }
             RequestBody::AlterUserScramCredentials(r) => scram_credentials::alter(self, r),
+            RequestBody::CreateAcls(r) => acls::create(self, ctx, r),
+            RequestBody::DescribeAcls(r) => {
+                Reply::Now(ResponseBody::DescribeAcls(acls::describe(self, ctx, v, r)))
+            }
+            RequestBody::DeleteAcls(r) => acls::delete(self, ctx, v, r),
             other => {
                 // The connection layer only passes on APIs in SUPPORTED_APIS.
                 tracing::error!(api = ?other.api_key(), "no handler for an advertised API");

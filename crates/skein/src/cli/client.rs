@@ -106,6 +106,9 @@ exchanges! {
     DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse, tested up to 2;
     DescribeUserScramCredentials: DescribeUserScramCredentialsRequest => DescribeUserScramCredentialsResponse, tested up to 0;
     AlterUserScramCredentials: AlterUserScramCredentialsRequest => AlterUserScramCredentialsResponse, tested up to 0;
+    CreateAcls: CreateAclsRequest => CreateAclsResponse, tested up to 3;
+    DescribeAcls: DescribeAclsRequest => DescribeAclsResponse, tested up to 3;
+    DeleteAcls: DeleteAclsRequest => DeleteAclsResponse, tested up to 3;
 }
 
 /// One broker's advertised version range for one API.

@@ -1,10 +1,11 @@
-//! The operator's tool: `skein topic`, `produce`, `consume`, `group`, `cluster`, `dlt` and `user`. Each
+//! The operator's tool: `skein topic`, `produce`, `consume`, `group`, `cluster`, `dlt`, `user` and `acl`. Each
 //! command speaks the Kafka protocol (through Skein's own codec) to any Kafka-compatible
 //! broker, prints text or JSON on stdout, and reports a failure as one line on stderr
 //! (`skein: topic create orders: TOPIC_ALREADY_EXISTS: …`) with a non-zero exit code.
 
 use std::process::ExitCode;
 
+mod acl;
 mod assignor;
 mod batch;
 mod client;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Create, delete and list users' SCRAM credentials (kept in the cluster metadata).
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Add, list and remove ACLs (kept in the cluster metadata; needs an authorizer).
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
 }
 
 /// Runs one operator command; errors are printed as one line on stderr.
@@ -87,6 +91,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Group(c) => group::run(c),
         Command::Dlt(c) => dlt::run(c),
         Command::User(c) => user::run(c),
+        Command::Acl(c) => acl::run(c),
         Command::Cluster(c) => return report(cluster::run(c)),
     };
     report(result.map(|()| ExitCode::SUCCESS))
