@@ -541,6 +541,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "auto.create.topics.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Create a topic when Metadata or Produce names an unknown one." },
     BrokerConfigDef { name: "delete.topic.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Allow DeleteTopics." },
     BrokerConfigDef { name: "socket.request.max.bytes", ty: ConfigType::Int, default: "104857600", validate: int_ge1, doc: "Largest request frame accepted." },
+    BrokerConfigDef { name: "quota.window.num", ty: ConfigType::Int, default: "11", validate: int_ge1, doc: "Samples kept in memory for client quotas." },
+    BrokerConfigDef { name: "quota.window.size.seconds", ty: ConfigType::Int, default: "1", validate: int_ge1, doc: "Time span of each sample for client quotas." },
     BrokerConfigDef { name: "max.connections", ty: ConfigType::Int, default: "10000", validate: int_ge1, doc: "Most client connections open at once." },
     BrokerConfigDef { name: "connections.max.idle.ms", ty: ConfigType::Long, default: "600000", validate: long_ge1, doc: "Close connections that send nothing for this long." },
     BrokerConfigDef { name: "queued.max.request.bytes", ty: ConfigType::Long, default: "104857600", validate: queued_request_bytes, doc: "Most bytes of requests held in memory, partly received or not yet handled, across all connections; past it connections stop reading. One frame at a time may go past it, so the most held is this plus socket.request.max.bytes. -1 for no bound (Kafka's default)." },

@@ -106,6 +106,8 @@ exchanges! {
     DeleteRecords: DeleteRecordsRequest => DeleteRecordsResponse, tested up to 2;
     DescribeUserScramCredentials: DescribeUserScramCredentialsRequest => DescribeUserScramCredentialsResponse, tested up to 0;
     AlterUserScramCredentials: AlterUserScramCredentialsRequest => AlterUserScramCredentialsResponse, tested up to 0;
+    DescribeClientQuotas: DescribeClientQuotasRequest => DescribeClientQuotasResponse, tested up to 1;
+    AlterClientQuotas: AlterClientQuotasRequest => AlterClientQuotasResponse, tested up to 1;
 }
 
 /// One broker's advertised version range for one API.

@@ -1,4 +1,4 @@
-//! The operator's tool: `skein topic`, `produce`, `consume`, `group`, `cluster`, `dlt` and `user`. Each
+//! The operator's tool: `skein topic`, `produce`, `consume`, `group`, `cluster`, `dlt`, `user` and `quota`. Each
 //! command speaks the Kafka protocol (through Skein's own codec) to any Kafka-compatible
 //! broker, prints text or JSON on stdout, and reports a failure as one line on stderr
 //! (`skein: topic create orders: TOPIC_ALREADY_EXISTS: …`) with a non-zero exit code.
@@ -21,6 +21,7 @@ mod offsets;
 mod output;
 mod partitioner;
 mod produce;
+mod quota;
 mod reassign;
 mod reset_plan;
 mod signal;
@@ -76,6 +77,10 @@ pub enum Command {
     /// Create, delete and list users' SCRAM credentials (kept in the cluster metadata).
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Set, remove and describe client quotas (produce/fetch byte rates, request time) per
+    /// user and client id, kept in the cluster metadata.
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
 }
 
 /// Runs one operator command; errors are printed as one line on stderr.
@@ -87,6 +92,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Group(c) => group::run(c),
         Command::Dlt(c) => dlt::run(c),
         Command::User(c) => user::run(c),
+        Command::Quota(c) => quota::run(c),
         Command::Cluster(c) => return report(cluster::run(c)),
     };
     report(result.map(|()| ExitCode::SUCCESS))
