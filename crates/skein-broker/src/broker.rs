@@ -157,6 +157,8 @@ pub struct Broker {
     pub(crate) replicas_changed: Notify,
     /// Segment files held by fetch responses not yet sent (`skein.fetch.max.open.files`).
     pub(crate) fetch_files_held: Arc<std::sync::atomic::AtomicUsize>,
+    /// Client quotas' sensors (`quota.rs`).
+    pub quotas: crate::quota::ClientQuotas,
     ready: AtomicBool,
     /// This broker, for work it hands to the runtime (see `controller_op`).
     pub(crate) me: OnceLock<std::sync::Weak<Broker>>,
@@ -301,6 +303,12 @@ impl Broker {
         let authz = crate::authz::Authorizer::new(crate::authz::AuthzSettings::from_explicit(
             &config.explicit,
         ));
+        let quotas = crate::quota::ClientQuotas::new(
+            config.setting_i64("quota.window.num").max(2) as usize,
+            std::time::Duration::from_secs(
+                config.setting_i64("quota.window.size.seconds").max(1) as u64
+            ),
+        );
         let broker = Broker {
             authz,
             groups,
@@ -322,6 +330,7 @@ impl Broker {
             data_arrived: Notify::new(),
             replicas_changed: Notify::new(),
             fetch_files_held: Arc::default(),
+            quotas,
             ready: AtomicBool::new(false),
             me: OnceLock::new(),
             clock,

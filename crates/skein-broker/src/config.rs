@@ -562,6 +562,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "auto.create.topics.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Create a topic when Metadata or Produce names an unknown one." },
     BrokerConfigDef { name: "delete.topic.enable", ty: ConfigType::Boolean, default: "true", validate: boolean, doc: "Allow DeleteTopics." },
     BrokerConfigDef { name: "socket.request.max.bytes", ty: ConfigType::Int, default: "104857600", validate: int_ge1, doc: "Largest request frame accepted." },
+    BrokerConfigDef { name: "quota.window.num", ty: ConfigType::Int, default: "11", validate: int_ge1, doc: "Samples kept in memory for client quotas." },
+    BrokerConfigDef { name: "quota.window.size.seconds", ty: ConfigType::Int, default: "1", validate: int_ge1, doc: "Time span of each sample for client quotas." },
     BrokerConfigDef { name: "max.connections", ty: ConfigType::Int, default: "10000", validate: int_ge1, doc: "Most client connections open at once; past it a new connection is closed at once. Also per listener: listener.name.<name>.max.connections." },
     BrokerConfigDef { name: "max.connections.per.ip", ty: ConfigType::Int, default: "2147483647", validate: int_ge0, doc: "Most connections open at once from one IP address (every listener together); past it a new connection is closed at once. 0 only with max.connections.per.ip.overrides." },
     BrokerConfigDef { name: "max.connections.per.ip.overrides", ty: ConfigType::String, default: "", validate: per_ip_overrides, doc: "Per-address exceptions to max.connections.per.ip: HOST:COUNT,... with host names (resolved at start) or addresses." },

@@ -208,6 +208,12 @@ pub enum ControllerCall {
     DeleteAcls {
         ids: Vec<[u8; 16]>,
     },
+    /// AlterClientQuotas, checked by the broker: per entry, its entity ((type, name or
+    /// `None` for the default), sorted by type) and its ops (key, value, remove). Every op of
+    /// the call commits in one entry; the answer has one result per entry.
+    AlterClientQuotas {
+        entries: Vec<ClientQuotaAlteration>,
+    },
     /// The quorum as the leader sees it (DescribeQuorum), encoded as Kafka's response.
     DescribeQuorum,
     /// KIP-853 AddRaftVoter: `addr` is the new voter's controller listener.
@@ -241,6 +247,7 @@ impl ControllerCall {
             ControllerCall::AlterScram { .. } => "alter_scram",
             ControllerCall::CreateAcls { .. } => "create_acls",
             ControllerCall::DeleteAcls { .. } => "delete_acls",
+            ControllerCall::AlterClientQuotas { .. } => "alter_client_quotas",
             ControllerCall::DescribeQuorum => "describe_quorum",
             ControllerCall::AddVoter { .. } => "add_voter",
             ControllerCall::RemoveVoter { .. } => "remove_voter",
@@ -348,6 +355,64 @@ impl std::fmt::Debug for ScramUpsertion {
             .field("mechanism", &self.mechanism)
             .field("iterations", &self.iterations)
             .finish_non_exhaustive()
+    }
+}
+
+/// One entity's quota changes (see [`ControllerCall::AlterClientQuotas`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientQuotaAlteration {
+    pub entity: Vec<(String, Option<String>)>,
+    /// (key, value, remove).
+    pub ops: Vec<(String, f64, bool)>,
+}
+
+// The broker refuses NaN values before a call is made, so equality is total.
+impl Eq for ClientQuotaAlteration {}
+
+/// The controller's decision on an AlterClientQuotas call: one `ClientQuotaRecord` per op
+/// that changes something (as Kafka's controller: removing a key the entity does not have,
+/// or setting the value it has, writes nothing).
+fn alter_client_quotas(
+    image: &MetadataImage,
+    entries: &[ClientQuotaAlteration],
+) -> Outcome<Answer> {
+    use skein_protocol::metadata_records::client_quota_record::EntityData;
+    use skein_protocol::metadata_records::ClientQuotaRecord;
+    let mut records = Vec::new();
+    for e in entries {
+        let entity: Vec<EntityData> = e
+            .entity
+            .iter()
+            .map(|(t, n)| EntityData {
+                entity_type: t.clone(),
+                entity_name: n.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let current = skein_metadata::image::quota_entity(e.entity.iter().cloned())
+            .and_then(|entity| image.client_quotas().get(&entity));
+        for (key, value, remove) in &e.ops {
+            let now = current.and_then(|c| c.get(key)).map(|v| v.0);
+            if (*remove && now.is_none()) || (!*remove && now == Some(*value)) {
+                continue;
+            }
+            records.push(
+                ClientQuotaRecord {
+                    entity: entity.clone(),
+                    key: key.clone(),
+                    value: if *remove { 0.0 } else { *value },
+                    remove: *remove,
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
+    }
+    Outcome {
+        records,
+        reply: Answer::Results {
+            results: entries.iter().map(|_| (0, None)).collect(),
+        },
     }
 }
 
@@ -734,6 +799,7 @@ pub(crate) fn decide(
         } => Ok(alter_scram(image, deletions, upsertions)),
         ControllerCall::CreateAcls { acls } => Ok(create_acls(image, acls)),
         ControllerCall::DeleteAcls { ids } => Ok(delete_acls(image, ids)),
+        ControllerCall::AlterClientQuotas { entries } => Ok(alter_client_quotas(image, entries)),
         ControllerCall::DescribeQuorum
         | ControllerCall::AddVoter { .. }
         | ControllerCall::RemoveVoter { .. } => Err(api(

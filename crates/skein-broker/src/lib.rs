@@ -22,6 +22,7 @@ pub mod node;
 pub mod partition;
 pub mod peer;
 pub mod producer_state;
+pub mod quota;
 pub mod replication;
 pub mod sasl;
 pub mod store;

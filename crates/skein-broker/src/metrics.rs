@@ -33,6 +33,13 @@ pub struct ApiErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientQuotaLabels {
+    pub quota: String,
+    pub user: String,
+    pub client_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
     pub topic: String,
 }
@@ -110,6 +117,10 @@ pub struct Metrics {
     pub authentication_successes: Family<AuthLabels, Counter>,
     /// Requests (or parts of them) the authorizer denied (`authz.rs`).
     pub authorization_denials: Counter,
+    /// Client quotas: time throttled and throttled responses per (quota, user, client id),
+    /// the label sets bounded by `quota.rs`.
+    client_throttle_time: Family<ClientQuotaLabels, Counter>,
+    client_throttled: Family<ClientQuotaLabels, Counter>,
     pub bytes_in: Family<TopicLabels, Counter>,
     pub records_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
@@ -187,6 +198,8 @@ impl Metrics {
             authentication_failures: Family::default(),
             authentication_successes: Family::default(),
             authorization_denials: Counter::default(),
+            client_throttle_time: Family::default(),
+            client_throttled: Family::default(),
             bytes_in: Family::default(),
             records_in: Family::default(),
             bytes_out: Family::default(),
@@ -313,6 +326,16 @@ impl Metrics {
             "authorization_denials",
             "Operations on resources the authorizer denied",
             m.authorization_denials.clone(),
+        );
+        r.register(
+            "client_throttle_time_ms",
+            "Milliseconds clients were throttled by their quotas (quota: produce, fetch, request), per user and client id as the quota is shared; past 200 label sets, under user and client_id \"other\"",
+            m.client_throttle_time.clone(),
+        );
+        r.register(
+            "client_throttled_responses",
+            "Responses sent with a non-zero throttle_time_ms because of a client quota",
+            m.client_throttled.clone(),
         );
         r.register(
             "bytes_in",
@@ -484,6 +507,17 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// Counts one throttled response of a client (`quota`: produce, fetch, request).
+    pub fn observe_throttle(&self, quota: &str, user: &str, client_id: &str, ms: u64) {
+        let labels = ClientQuotaLabels {
+            quota: quota.to_string(),
+            user: user.to_string(),
+            client_id: client_id.to_string(),
+        };
+        self.client_throttle_time.get_or_create(&labels).inc_by(ms);
+        self.client_throttled.get_or_create(&labels).inc();
     }
 
     /// Counts what a fetch response carries, by topic.

@@ -55,6 +55,7 @@ async fn every_api_and_version_answers_random_requests() {
                             "127.0.0.1:40000".parse().unwrap(),
                         ),
                     ),
+                    mute: Default::default(),
                 };
                 let what = format!("{key:?} v{version} round {round} (seed {seed})");
                 let response = match broker.handle(&ctx, body) {

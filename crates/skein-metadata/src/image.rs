@@ -20,10 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use skein_protocol::metadata_records::AccessControlEntryRecord;
 use skein_protocol::metadata_records::{
-    register_broker_record::BrokerEndpoint, register_controller_record::ControllerEndpoint,
-    BrokerRegistrationChangeRecord, ConfigRecord, PartitionChangeRecord, PartitionRecord,
-    ProducerIdsRecord, RegisterBrokerRecord, RegisterControllerRecord, RemoveTopicRecord,
-    TopicRecord, UserScramCredentialRecord,
+    client_quota_record, register_broker_record::BrokerEndpoint,
+    register_controller_record::ControllerEndpoint, BrokerRegistrationChangeRecord,
+    ClientQuotaRecord, ConfigRecord, PartitionChangeRecord, PartitionRecord, ProducerIdsRecord,
+    RegisterBrokerRecord, RegisterControllerRecord, RemoveTopicRecord, TopicRecord,
+    UserScramCredentialRecord,
 };
 use skein_protocol::{MetadataRecord, Uuid};
 
@@ -287,6 +288,32 @@ pub struct AclEntry {
 /// The ACLs by id. Shared (copy on write) so that readers can tell cheaply whether the ACLs
 /// changed since they last looked (`Arc::ptr_eq`).
 pub type AclMap = std::sync::Arc<BTreeMap<Uuid, AclEntry>>;
+/// A client quota entity as `ClientQuotaRecord` names it: (entity type, name), the name
+/// `None` for the type's default, sorted by type (`client-id`, `ip`, `user`).
+pub type QuotaEntity = Vec<(String, Option<String>)>;
+
+/// A client quota value (compared by its bits, so that the image stays `Eq`).
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaValue(pub f64);
+
+impl PartialEq for QuotaValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for QuotaValue {}
+
+/// The entity of a `ClientQuotaRecord`, sorted by type; `None` if a type appears twice.
+pub fn quota_entity(
+    parts: impl IntoIterator<Item = (String, Option<String>)>,
+) -> Option<QuotaEntity> {
+    let mut e: QuotaEntity = parts.into_iter().collect();
+    e.sort();
+    let n = e.len();
+    e.dedup_by(|a, b| a.0 == b.0);
+    (e.len() == n).then_some(e)
+}
 
 /// The cluster metadata as of [`MetadataImage::last_offset`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -301,6 +328,8 @@ pub struct MetadataImage {
     scram: BTreeMap<(String, i8), ScramCredential>,
     /// ACLs by id (`AccessControlEntryRecord`).
     acls: AclMap,
+    /// Client quotas (KIP-546): per entity, key to value.
+    client_quotas: BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>,
     last_offset: Option<u64>,
 }
 
@@ -427,6 +456,7 @@ struct Undo {
     next_producer_id: Option<i64>,
     scram: BTreeMap<(String, i8), Option<ScramCredential>>,
     acls: BTreeMap<Uuid, Option<AclEntry>>,
+    client_quotas: BTreeMap<QuotaEntity, Option<BTreeMap<String, QuotaValue>>>,
 }
 
 fn endpoints_from_broker(list: &[BrokerEndpoint]) -> Vec<Endpoint> {
@@ -503,6 +533,11 @@ impl MetadataImage {
     /// Every SCRAM credential, by (user, mechanism).
     pub fn scram_credentials(&self) -> &BTreeMap<(String, i8), ScramCredential> {
         &self.scram
+    }
+
+    /// Every client quota, by entity, then key.
+    pub fn client_quotas(&self) -> &BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>> {
+        &self.client_quotas
     }
 
     /// Every topic, by id.
@@ -718,6 +753,27 @@ impl MetadataImage {
                 .into(),
             );
         }
+        for (entity, values) in &self.client_quotas {
+            for (key, value) in values {
+                out.push(
+                    ClientQuotaRecord {
+                        entity: entity
+                            .iter()
+                            .map(|(t, n)| client_quota_record::EntityData {
+                                entity_type: t.clone(),
+                                entity_name: n.clone(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        key: key.clone(),
+                        value: value.0,
+                        remove: false,
+                        ..Default::default()
+                    }
+                    .into(),
+                );
+            }
+        }
         if self.next_producer_id != 0 {
             out.push(
                 ProducerIdsRecord {
@@ -791,6 +847,12 @@ impl MetadataImage {
                     None => acls.remove(&id),
                 };
             }
+        }
+        for (entity, old) in undo.client_quotas {
+            match old {
+                Some(old) => self.client_quotas.insert(entity, old),
+                None => self.client_quotas.remove(&entity),
+            };
         }
     }
 
@@ -1243,6 +1305,29 @@ impl MetadataImage {
                     return Err(format!("no ACL with id {}", r.id));
                 };
                 undo.acls.entry(r.id).or_insert(Some(old));
+            }
+            MetadataRecord::ClientQuota(r) => {
+                let entity = quota_entity(
+                    r.entity
+                        .iter()
+                        .map(|e| (e.entity_type.clone(), e.entity_name.clone())),
+                )
+                .filter(|e| !e.is_empty())
+                .ok_or("a client quota entity that is empty or names a type twice")?;
+                if r.key.is_empty() || (!r.remove && !r.value.is_finite()) {
+                    return Err("a client quota with an empty key or a value not finite".into());
+                }
+                let before = self.client_quotas.get(&entity).cloned();
+                undo.client_quotas.entry(entity.clone()).or_insert(before);
+                let values = self.client_quotas.entry(entity.clone()).or_default();
+                if r.remove {
+                    values.remove(&r.key);
+                    if values.is_empty() {
+                        self.client_quotas.remove(&entity);
+                    }
+                } else {
+                    values.insert(r.key.clone(), QuotaValue(r.value));
+                }
             }
             // Harmless: a leader's first entry, or a feature level Skein does not act on yet.
             MetadataRecord::NoOp(_) | MetadataRecord::FeatureLevel(_) => {}

@@ -423,3 +423,77 @@ fn acls_apply_undo_and_survive_a_snapshot() {
     image.apply_records(12, &[remove(1)]).unwrap();
     assert_eq!(image.acls().len(), 1);
 }
+
+fn client_quota(
+    entity: &[(&str, Option<&str>)],
+    key: &str,
+    value: f64,
+    remove: bool,
+) -> MetadataRecord {
+    use skein_protocol::metadata_records::client_quota_record::EntityData;
+    skein_protocol::metadata_records::ClientQuotaRecord {
+        entity: entity
+            .iter()
+            .map(|(t, n)| EntityData {
+                entity_type: t.to_string(),
+                entity_name: n.map(String::from),
+                ..Default::default()
+            })
+            .collect(),
+        key: key.into(),
+        value,
+        remove,
+        ..Default::default()
+    }
+    .into()
+}
+
+#[test]
+fn client_quotas_apply_undo_and_survive_snapshots() {
+    let mut image = MetadataImage::new();
+    let alice_app = [("user", Some("alice")), ("client-id", Some("app"))];
+    image
+        .apply_records(
+            1,
+            &[
+                client_quota(&alice_app, "producer_byte_rate", 1024.0, false),
+                client_quota(&[("user", None)], "consumer_byte_rate", 2048.0, false),
+                client_quota(&[("client-id", None)], "request_percentage", 50.0, false),
+            ],
+        )
+        .unwrap();
+    // Stored by entity sorted by type: the order the record gave does not matter.
+    let key = vec![
+        ("client-id".to_string(), Some("app".to_string())),
+        ("user".to_string(), Some("alice".to_string())),
+    ];
+    assert_eq!(image.client_quotas()[&key]["producer_byte_rate"].0, 1024.0);
+    assert_eq!(image.client_quotas().len(), 3);
+    // A bad record in an entry undoes the entry's other changes.
+    let before = image.clone();
+    let bad = image.apply_records(
+        2,
+        &[
+            client_quota(&[("user", None)], "consumer_byte_rate", 1.0, true),
+            client_quota(&[("user", Some("a")), ("user", Some("b"))], "x", 1.0, false),
+        ],
+    );
+    assert!(bad.is_err());
+    assert_eq!(image, before);
+    // Removing the last key removes the entity.
+    image
+        .apply_records(
+            3,
+            &[client_quota(
+                &[("user", None)],
+                "consumer_byte_rate",
+                0.0,
+                true,
+            )],
+        )
+        .unwrap();
+    assert_eq!(image.client_quotas().len(), 2);
+    let mut restored = MetadataImage::new();
+    restored.restore(3, &image.snapshot()).unwrap();
+    assert_eq!(restored, image);
+}

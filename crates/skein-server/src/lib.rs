@@ -25,6 +25,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use skein_broker::api::{unsupported_version_response, FetchReply, HeldFiles};
 use skein_broker::listener::{ConnectionContext, KafkaPrincipal, ListenerSettings};
+use skein_broker::quota::ChannelMute;
 use skein_broker::sasl::{Action as SaslAction, SaslConnection, SaslSettings};
 use skein_broker::{supported_versions, Broker, Reply, RequestContext};
 use skein_log::FileRange;
@@ -739,6 +740,7 @@ async fn serve_connection(
     let max = broker.config.socket_request_max_bytes;
     let idle = std::time::Duration::from_millis(broker.config.connections_max_idle_ms);
     let mut sasl = sasl.map(SaslConnection::new);
+    let mute = Arc::new(ChannelMute::default());
     let result = async {
         loop {
             // While a SASL exchange is due: smaller frames, and a deadline for the exchange.
@@ -761,6 +763,11 @@ async fn serve_connection(
             let Some(frame::Frame { bytes, held }) = read? else {
                 return Ok(());
             };
+            // A throttled client (KIP-219): its response went out at once; nothing more of
+            // its requests is handled until the throttle time is over.
+            if let Some(until) = mute.until() {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+            }
             if let Some(s) = sasl.as_mut() {
                 match s.on_frame(&broker, &bytes, Instant::now()) {
                     SaslAction::Pass => {}
@@ -795,7 +802,7 @@ async fn serve_connection(
                     }
                 }
             }
-            let pending = handle_frame(&broker, bytes, &conn);
+            let pending = handle_frame(&broker, bytes, &conn, &mute);
             // Handled: the request's bytes no longer count. (A handler that waits may keep
             // slices of them, such as a JoinGroup's protocol metadata, until it answers; it
             // does not wait on this budget, so no connection can be stuck behind it.)
@@ -818,6 +825,7 @@ fn handle_frame(
     broker: &Arc<Broker>,
     frame: Bytes,
     conn: &Arc<ConnectionContext>,
+    mute: &Arc<ChannelMute>,
 ) -> Result<Option<Pending>, ConnectionError> {
     if frame.len() < 8 {
         return Err(ConnectionError::Decode(format!(
@@ -860,6 +868,7 @@ fn handle_frame(
         client_id: header.client_id,
         client_host: conn.client_host(),
         connection: conn.clone(),
+        mute: mute.clone(),
     };
     tracing::trace!(?api_key, api_version, correlation_id, "request");
     Ok(match broker.handle(&ctx, body) {

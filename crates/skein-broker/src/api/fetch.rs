@@ -99,6 +99,21 @@ impl FetchReply {
         }
     }
 
+    /// The bytes of records the reply carries (inline and in ranges), what a fetch quota
+    /// measures.
+    pub fn size(&self) -> usize {
+        let inline: usize = match &self.body {
+            ResponseBody::Fetch(r) => r
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+                .sum(),
+            _ => 0,
+        };
+        inline + self.splice_lengths().iter().sum::<usize>()
+    }
+
     /// The bytes each partition's ranges add, for `encode_response_spliced`.
     pub fn splice_lengths(&self) -> Vec<usize> {
         self.ranges

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use skein_protocol::{ApiKey, RequestBody, ResponseBody};
 
 use crate::broker::Broker;
+use crate::quota::QuotaType;
 
 mod acls;
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod admin_configs;
 mod api_versions;
+mod client_quotas;
 mod consumer_group;
 mod create_partitions;
 mod create_topics;
@@ -72,6 +74,9 @@ pub struct RequestContext {
     pub client_host: String,
     /// The connection's listener, protocol, peer and principal.
     pub connection: Arc<crate::listener::ConnectionContext>,
+    /// The connection's mute: a throttled response sets it, and the server reads nothing
+    /// more from the connection until it is over (KIP-219).
+    pub mute: Arc<crate::quota::ChannelMute>,
 }
 
 /// A handler's answer: now, never (acks=0), or once a wait (fsync, long poll) is over.
@@ -146,6 +151,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 0, 3),
     (ApiKey::CreateAcls, 0, 3),
     (ApiKey::DeleteAcls, 0, 3),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// The version range served for an API, if it is served at all.
@@ -173,10 +180,84 @@ impl Broker {
         })
     }
 
-    /// Routes one decoded request to its handler, after the authorizer's checks when it is
-    /// on (see `gate.rs`). The caller has checked that the API and version are in
-    /// [`SUPPORTED_APIS`].
-    pub fn handle(self: &Arc<Self>, ctx: &RequestContext, body: RequestBody) -> Reply {
+    /// Handles one decoded request, under the client's quotas (see `crate::quota`): a
+    /// produce's bytes, a fetch's bytes and the time spent handling are measured against the
+    /// quotas of the request's user and client id; past one, the response carries
+    /// `throttle_time_ms` and the connection is muted for that long ([`RequestContext::mute`]).
+    /// The caller has checked that the API and version are in [`SUPPORTED_APIS`].
+    pub fn handle(self: &Arc<Self>, ctx: &RequestContext, mut body: RequestBody) -> Reply {
+        let Some(client) = quota_client(self, ctx) else {
+            return self.dispatch(ctx, body);
+        };
+        let started = std::time::Instant::now();
+        let mut throttle = 0;
+        let mut fetch_quota = None;
+        match &mut body {
+            RequestBody::Produce(r) => {
+                let bytes: usize = r
+                    .topic_data
+                    .iter()
+                    .flat_map(|t| t.partition_data.iter())
+                    .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+                    .sum();
+                throttle = client.record(self, QuotaType::Produce, bytes as f64);
+            }
+            RequestBody::Fetch(r) if !is_follower(ctx.api_version, r) => {
+                if let Some((_, quota)) = &client.quotas[1] {
+                    // As Kafka: no more than the quota allows over the whole window.
+                    let most = self.quotas.max_value_in_window(*quota).max(1.0);
+                    r.max_bytes = r.max_bytes.min(most.min(i32::MAX as f64) as i32);
+                    fetch_quota = Some(());
+                }
+            }
+            _ => {}
+        }
+        let exempt = match &body {
+            RequestBody::Fetch(r) => is_follower(ctx.api_version, r),
+            RequestBody::WriteTxnMarkers(_) => true,
+            _ => false,
+        };
+        let reply = self.dispatch(ctx, body);
+        if !exempt {
+            // Kafka's request quota: the share of one thread's time, in percent.
+            let percent = started.elapsed().as_secs_f64() * 100.0;
+            throttle = throttle.max(client.record(self, QuotaType::Request, percent));
+        }
+        let mute = ctx.mute.clone();
+        mute.mute_for(throttle);
+        let throttle_ms = throttle.min(i32::MAX as u64) as i32;
+        match reply {
+            Reply::Now(mut b) => {
+                set_throttle(&mut b, throttle_ms);
+                Reply::Now(b)
+            }
+            Reply::Nothing => Reply::Nothing,
+            Reply::Later(fut) => Reply::Later(Box::pin(async move {
+                let mut b = fut.await;
+                set_throttle(&mut b, throttle_ms);
+                b
+            })),
+            Reply::Fetch(fut) => {
+                let broker = self.clone();
+                Reply::Fetch(Box::pin(async move {
+                    let mut reply = fut.await;
+                    let mut throttle = throttle;
+                    if fetch_quota.is_some() {
+                        let bytes = reply.size();
+                        let t = client.record(&broker, QuotaType::Fetch, bytes as f64);
+                        mute.mute_for(t);
+                        throttle = throttle.max(t);
+                    }
+                    set_throttle(&mut reply.body, throttle.min(i32::MAX as u64) as i32);
+                    reply
+                }))
+            }
+        }
+    }
+
+    /// Routes one decoded request to its handler ([`Self::route`]), after the authorizer's checks when it is
+    /// on (see `gate.rs`).
+    fn dispatch(self: &Arc<Self>, ctx: &RequestContext, body: RequestBody) -> Reply {
         if !self.authz.enabled() {
             return self.route(ctx, body);
         }
@@ -187,6 +268,7 @@ impl Broker {
         }
     }
 
+    /// Routes one decoded request to its handler.
     fn route(self: &Arc<Self>, ctx: &RequestContext, body: RequestBody) -> Reply {
         let v = ctx.api_version;
         match body {
@@ -317,6 +399,8 @@ impl Broker {
                 Reply::Now(ResponseBody::DescribeAcls(acls::describe(self, ctx, v, r)))
             }
             RequestBody::DeleteAcls(r) => acls::delete(self, ctx, v, r),
+            RequestBody::DescribeClientQuotas(r) => Reply::Now(client_quotas::describe(self, r)),
+            RequestBody::AlterClientQuotas(r) => client_quotas::alter(self, r),
             other => {
                 // The connection layer only passes on APIs in SUPPORTED_APIS.
                 tracing::error!(api = ?other.api_key(), "no handler for an advertised API");
@@ -324,4 +408,116 @@ impl Broker {
             }
         }
     }
+}
+
+/// Whether a fetch is a follower's (exempt from client quotas, as in Kafka).
+fn is_follower(version: i16, r: &skein_protocol::messages::FetchRequest) -> bool {
+    let replica = if version >= 15 {
+        r.replica_state.replica_id
+    } else {
+        r.replica_id
+    };
+    replica >= 0
+}
+
+/// The quotas that apply to one request's client: (user, client id) and, per quota type
+/// (produce, fetch, request), the sensor tags and the quota.
+struct QuotaClient {
+    quotas: [Option<((String, String), f64)>; 3],
+}
+
+impl QuotaClient {
+    /// Records `value` and returns the throttle time in ms (0 when within the quota or
+    /// without one), counting it in the metrics.
+    fn record(&self, broker: &Broker, qt: QuotaType, value: f64) -> u64 {
+        let i = QuotaType::ALL.iter().position(|q| *q == qt).unwrap_or(0);
+        let Some((tags, quota)) = &self.quotas[i] else {
+            return 0;
+        };
+        let ms = broker.quotas.record(qt, tags, *quota, value);
+        if ms > 0 {
+            let (user, client) = broker.quotas.metric_labels(qt, tags);
+            broker
+                .metrics()
+                .observe_throttle(qt.label(), user, client, ms);
+        }
+        ms
+    }
+}
+
+/// The quotas of `ctx`'s client, or `None` when no quota applies to it (the common case:
+/// no quota is set at all).
+fn quota_client(broker: &Broker, ctx: &RequestContext) -> Option<QuotaClient> {
+    let user = ctx.connection.principal.name.as_str();
+    let client_id = ctx.client_id.as_deref().unwrap_or("");
+    let quotas = broker.quorum.read(|image| {
+        let all = image.client_quotas();
+        if all.is_empty() {
+            return None;
+        }
+        let q = QuotaType::ALL.map(|qt| crate::quota::resolve(all, user, client_id, qt.key()));
+        q.iter().any(Option::is_some).then_some(q)
+    })?;
+    Some(QuotaClient { quotas })
+}
+
+/// Sets `throttle_time_ms` in a response that has it (a longer one already set stays).
+fn set_throttle(body: &mut ResponseBody, ms: i32) {
+    if ms <= 0 {
+        return;
+    }
+    macro_rules! set {
+        ($($v:ident),* $(,)?) => {
+            match body {
+                $(ResponseBody::$v(r) => r.throttle_time_ms = r.throttle_time_ms.max(ms),)*
+                _ => {}
+            }
+        };
+    }
+    set!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        OffsetCommit,
+        OffsetFetch,
+        FindCoordinator,
+        JoinGroup,
+        Heartbeat,
+        LeaveGroup,
+        SyncGroup,
+        DescribeGroups,
+        ListGroups,
+        ApiVersions,
+        CreateTopics,
+        DeleteTopics,
+        DeleteRecords,
+        InitProducerId,
+        OffsetForLeaderEpoch,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
+        DescribeConfigs,
+        AlterConfigs,
+        DescribeLogDirs,
+        CreatePartitions,
+        DeleteGroups,
+        ElectLeaders,
+        IncrementalAlterConfigs,
+        AlterPartitionReassignments,
+        ListPartitionReassignments,
+        OffsetDelete,
+        DescribeClientQuotas,
+        AlterClientQuotas,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
+        DescribeCluster,
+        DescribeProducers,
+        DescribeTransactions,
+        ListTransactions,
+        ConsumerGroupHeartbeat,
+        ConsumerGroupDescribe,
+        DescribeTopicPartitions,
+    );
 }

@@ -109,6 +109,8 @@ exchanges! {
     CreateAcls: CreateAclsRequest => CreateAclsResponse, tested up to 3;
     DescribeAcls: DescribeAclsRequest => DescribeAclsResponse, tested up to 3;
     DeleteAcls: DeleteAclsRequest => DeleteAclsResponse, tested up to 3;
+    DescribeClientQuotas: DescribeClientQuotasRequest => DescribeClientQuotasResponse, tested up to 1;
+    AlterClientQuotas: AlterClientQuotasRequest => AlterClientQuotasResponse, tested up to 1;
 }
 
 /// One broker's advertised version range for one API.

@@ -1,4 +1,4 @@
-//! The operator's tool: `skein topic`, `produce`, `consume`, `group`, `cluster`, `dlt`, `user` and `acl`. Each
+//! The operator's tool: `skein topic`, `produce`, `consume`, `group`, `cluster`, `dlt`, `user`, `acl` and `quota`. Each
 //! command speaks the Kafka protocol (through Skein's own codec) to any Kafka-compatible
 //! broker, prints text or JSON on stdout, and reports a failure as one line on stderr
 //! (`skein: topic create orders: TOPIC_ALREADY_EXISTS: …`) with a non-zero exit code.
@@ -22,6 +22,7 @@ mod offsets;
 mod output;
 mod partitioner;
 mod produce;
+mod quota;
 mod reassign;
 mod reset_plan;
 mod signal;
@@ -80,6 +81,10 @@ pub enum Command {
     /// Add, list and remove ACLs (kept in the cluster metadata; needs an authorizer).
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Set, remove and describe client quotas (produce/fetch byte rates, request time) per
+    /// user and client id, kept in the cluster metadata.
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
 }
 
 /// Runs one operator command; errors are printed as one line on stderr.
@@ -92,6 +97,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Dlt(c) => dlt::run(c),
         Command::User(c) => user::run(c),
         Command::Acl(c) => acl::run(c),
+        Command::Quota(c) => quota::run(c),
         Command::Cluster(c) => return report(cluster::run(c)),
     };
     report(result.map(|()| ExitCode::SUCCESS))
