@@ -323,11 +323,19 @@ def test_consume_transform_produce_is_exactly_once_across_kill_9(start_broker):
             return -1
         return sum(max(o, 0) for o in got.values())
 
-    def wait_for_progress(at_least, timeout):
+    def wait_for_progress(at_least, stall_timeout):
+        """Waits until the group has committed `at_least` inputs; fails only when progress
+        stalls for `stall_timeout` seconds (a slow, busy machine is not a failure)."""
         nonlocal worker
-        deadline = time.monotonic() + timeout
-        while progress() < at_least:
-            assert time.monotonic() < deadline, f"the workers did not reach {at_least} of {n}"
+        best = -1
+        deadline = time.monotonic() + stall_timeout
+        while (done := progress()) < at_least:
+            if done > best:
+                best = done
+                deadline = time.monotonic() + stall_timeout
+            assert time.monotonic() < deadline, (
+                f"the workers did not reach {at_least} of {n}: stuck at {best} for {stall_timeout} s"
+            )
             if worker.poll() is not None:  # fenced or failed while the broker was away
                 worker = start_worker()
             time.sleep(0.2)

@@ -6,8 +6,8 @@
 pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     (
         "api_versions.advertised",
-        "Skein serves a subset of Kafka's APIs: no ACLs, SASL, quotas, delegation tokens, \
-         SCRAM, share groups or KRaft/controller APIs, and transactions only in version 1 \
+        "Skein serves a subset of Kafka's APIs: no delegation tokens, share groups, client \
+         telemetry or feature updates, and transactions only in version 1 \
          (EndTxn up to v4: no KIP-890 part 2) \
          (docs/compatibility.md lists every API either side advertises). It still \
          advertises Produce from v0 (librdkafka turns compression off when Produce starts \
