@@ -283,30 +283,17 @@ impl From<&WireAcl> for skein_metadata::image::AclEntry {
 
 /// The controller's decision on CreateAcls: a record per new binding.
 fn create_acls(image: &MetadataImage, acls: &[WireAcl]) -> Outcome<Answer> {
-    use skein_protocol::metadata_records::AccessControlEntryRecord;
     let existing: std::collections::BTreeSet<&skein_metadata::image::AclEntry> =
         image.acls().values().collect();
     let mut added = std::collections::BTreeSet::new();
     let mut records = Vec::new();
     for a in acls {
         let entry = skein_metadata::image::AclEntry::from(a);
-        if existing.contains(&entry) || !added.insert(entry) {
+        if existing.contains(&entry) || added.contains(&entry) {
             continue;
         }
-        records.push(
-            AccessControlEntryRecord {
-                id: crate::broker::random_uuid(),
-                resource_type: a.resource_type,
-                resource_name: a.resource_name.clone(),
-                pattern_type: a.pattern_type,
-                principal: a.principal.clone(),
-                host: a.host.clone(),
-                operation: a.operation,
-                permission_type: a.permission_type,
-                ..Default::default()
-            }
-            .into(),
-        );
+        records.push(entry.to_record(crate::broker::random_uuid()).into());
+        added.insert(entry);
     }
     Outcome {
         records,

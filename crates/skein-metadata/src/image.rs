@@ -285,6 +285,23 @@ pub struct AclEntry {
     pub permission_type: i8,
 }
 
+impl AclEntry {
+    /// The `AccessControlEntryRecord` that stores this ACL under `id`.
+    pub fn to_record(&self, id: Uuid) -> AccessControlEntryRecord {
+        AccessControlEntryRecord {
+            id,
+            resource_type: self.resource_type,
+            resource_name: self.resource_name.clone(),
+            pattern_type: self.pattern_type,
+            principal: self.principal.clone(),
+            host: self.host.clone(),
+            operation: self.operation,
+            permission_type: self.permission_type,
+            ..Default::default()
+        }
+    }
+}
+
 /// The ACLs by id. Shared (copy on write) so that readers can tell cheaply whether the ACLs
 /// changed since they last looked (`Arc::ptr_eq`).
 pub type AclMap = std::sync::Arc<BTreeMap<Uuid, AclEntry>>;
@@ -738,20 +755,7 @@ impl MetadataImage {
             );
         }
         for (id, a) in self.acls.iter() {
-            out.push(
-                AccessControlEntryRecord {
-                    id: *id,
-                    resource_type: a.resource_type,
-                    resource_name: a.resource_name.clone(),
-                    pattern_type: a.pattern_type,
-                    principal: a.principal.clone(),
-                    host: a.host.clone(),
-                    operation: a.operation,
-                    permission_type: a.permission_type,
-                    ..Default::default()
-                }
-                .into(),
-            );
+            out.push(a.to_record(*id).into());
         }
         for (entity, values) in &self.client_quotas {
             for (key, value) in values {

@@ -162,14 +162,7 @@ pub(crate) async fn read_frame(
             Err(e) => return Err(e.into()),
         }
     }
-    let size = i32::from_be_bytes(prefix);
-    if size < 0 || size as usize > max {
-        return Err(ConnectionError::FrameSize {
-            size: size as i64,
-            max,
-        });
-    }
-    let size = size as usize;
+    let size = frame_size(prefix, max)?;
     let mut held = budget.hold();
     let mut buf: Vec<u8> = Vec::new();
     while buf.len() < size {
@@ -221,14 +214,7 @@ pub(crate) async fn read_frame_io<R: AsyncRead + Unpin>(
             n => got += n,
         }
     }
-    let size = i32::from_be_bytes(prefix);
-    if size < 0 || size as usize > max {
-        return Err(ConnectionError::FrameSize {
-            size: size as i64,
-            max,
-        });
-    }
-    let size = size as usize;
+    let size = frame_size(prefix, max)?;
     let mut held = budget.hold();
     let mut buf: Vec<u8> = Vec::new();
     while buf.len() < size {
@@ -289,6 +275,18 @@ async fn bytes_waiting(stream: &TcpStream, idle: Duration) -> Result<usize, Conn
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The length a frame's 4-byte prefix announces, refused when negative or over `max`.
+fn frame_size(prefix: [u8; 4], max: usize) -> Result<usize, ConnectionError> {
+    let size = i32::from_be_bytes(prefix);
+    if size < 0 || size as usize > max {
+        return Err(ConnectionError::FrameSize {
+            size: size as i64,
+            max,
+        });
+    }
+    Ok(size as usize)
 }
 
 #[cfg(test)]
