@@ -839,14 +839,22 @@ impl Broker {
     }
 
     /// Controlled shutdown (Kafka's): heartbeats `want_shutdown` until the controller has
-    /// moved this broker's leaderships away and says it may go, at most `limit`.
+    /// moved this broker's leaderships away and says it may go, at most `limit`. It also
+    /// stops once no controller has answered for `broker.session.timeout.ms`: an active
+    /// controller would have fenced this broker by then (moving its leaderships just the
+    /// same), and with none (the whole cluster stopping at once, the quorum gone) no answer
+    /// is coming.
     pub async fn controlled_shutdown(self: &Arc<Self>, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
+        let silence = Duration::from_millis(self.config.cluster.broker_session_timeout_ms);
+        let mut answered = tokio::time::Instant::now();
         loop {
-            let beat = tokio::time::timeout_at(deadline, self.heartbeat(true)).await;
+            let give_up = deadline.min(answered + silence);
+            let beat = tokio::time::timeout_at(give_up, self.heartbeat(true)).await;
             let Ok(beat) = beat else {
                 tracing::warn!(
-                    "controlled shutdown: no controller answered within {limit:?}; stopping anyway"
+                    "controlled shutdown: no controller answered within {:?}; stopping anyway",
+                    give_up - answered
                 );
                 return;
             };
@@ -855,12 +863,20 @@ impl Broker {
                     tracing::info!("controlled shutdown: the controller released this broker");
                     return;
                 }
-                Ok(_) => {}
+                Ok(_) => answered = tokio::time::Instant::now(),
                 Err(e) => tracing::warn!("controlled shutdown: {e:#}"),
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 tracing::warn!(
                     "controlled shutdown did not complete within {limit:?}; stopping anyway"
+                );
+                return;
+            }
+            if now >= answered + silence {
+                tracing::warn!(
+                    "controlled shutdown: no controller answered within {silence:?} \
+                     (broker.session.timeout.ms); stopping anyway"
                 );
                 return;
             }
