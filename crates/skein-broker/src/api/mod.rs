@@ -257,14 +257,21 @@ impl Broker {
 
     /// Routes one decoded request to its handler ([`Self::route`]), after the authorizer's checks when it is
     /// on (see `gate.rs`).
+    /// The authorized-operations fields (KIP-430) are filled last, authorizer or not.
     fn dispatch(self: &Arc<Self>, ctx: &RequestContext, body: RequestBody) -> Reply {
-        if !self.authz.enabled() {
-            return self.route(ctx, body);
-        }
-        match gate::gate(self, ctx, body) {
-            gate::Gate::Deny(resp) => Reply::Now(resp),
-            gate::Gate::Pass(body, None) => self.route(ctx, body),
-            gate::Gate::Pass(body, Some(patch)) => gate::patched(self.route(ctx, body), patch),
+        let ops = gate::authorized_operations(self, ctx, &body);
+        let reply = if !self.authz.enabled() {
+            self.route(ctx, body)
+        } else {
+            match gate::gate(self, ctx, body) {
+                gate::Gate::Deny(resp) => Reply::Now(resp),
+                gate::Gate::Pass(body, None) => self.route(ctx, body),
+                gate::Gate::Pass(body, Some(patch)) => gate::patched(self.route(ctx, body), patch),
+            }
+        };
+        match ops {
+            Some(ops) => gate::patched(reply, ops),
+            None => reply,
         }
     }
 
