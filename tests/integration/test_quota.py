@@ -4,7 +4,7 @@ metadata across a restart, and enforcement: a produce quota of 1 MB/s holds a li
 producer at that rate within 10% over 30 s while an unthrottled producer on the same broker
 keeps a rate well above it, the throttled client sees throttle_time_ms (librdkafka's
 `throttle` statistics, a raw Produce response) and /metrics counts it; a fetch quota holds a
-consumer back.
+consumer back, and a fetch past it is answered at once without records, as Kafka answers it.
 
 Rates are measured as Kafka measures them: `quota.window.num` samples of
 `quota.window.size.seconds`. With Kafka's default (11 samples of 1 s) a greedy client may
@@ -453,6 +453,99 @@ def test_fetch_quota_holds_a_consumer(start_broker):
     assert got >= q * 5, f"only {got} bytes in {elapsed:.1f}s"
     assert throttle["max"] > 0
     assert scrape_throttle(b.http).get(("fetch", "", "slow-reader"), 0) > 0
+
+
+def raw_fetch_v4(correlation_id, topic, offset, client_id, max_bytes=10_000_000):
+    """Fetch v4 of partition 0 from `offset`; returns (throttle ms, [(partition, records)])."""
+    parts = wire.array([wire.i32(0) + wire.i64(offset) + wire.i32(max_bytes)])
+    body = (wire.i32(-1) + wire.i32(100) + wire.i32(1) + wire.i32(max_bytes) + wire.i8(0)
+            + wire.array([wire.string(topic) + parts]))
+    return wire.request(wire.API_FETCH, 4, correlation_id, body, client_id=client_id)
+
+
+def parse_raw_fetch_v4(r):
+    throttle, out = r.i32(), []
+    for _ in range(r.i32()):
+        r.string()
+        for _ in range(r.i32()):
+            partition, error, _hw, _lso = r.i32(), r.i16(), r.i64(), r.i64()
+            assert error == 0, error
+            assert r.i32() == -1  # aborted transactions
+            n = r.i32()
+            out.append((partition, r.take(n) if n > 0 else b""))
+    r.assert_at_end("Fetch v4 response")
+    return throttle, out
+
+
+def test_throttled_fetch_is_answered_at_once_without_records(start_broker):
+    """As Kafka: a fetch past its quota is answered at once with no partitions (the bytes are
+    not counted) and throttle_time_ms, and the connection is muted that long; a librdkafka
+    consumer under the quota reads every record once, in order, at about the quota."""
+    # Kafka's window with 3 samples of 1 s: a fetch is bounded to 2 s of quota.
+    b = start_broker(sets=["quota.window.num=3"])
+    topic = unique_topic("tfq")
+    create_topic(b, topic, partitions=1)
+    p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 20, "batch.size": 20_000})
+    n, value = 60, b"q" * 10_000  # 600 kB, in small batches
+    for i in range(n):
+        p.produce(topic, value, key=str(i).encode())
+    assert p.flush(DEFAULT_TIMEOUT_S) == 0
+    q = 100_000
+    quota(b, "set", "--client-id", "raw-reader", "--consumer-byte-rate", str(q))
+    quota(b, "set", "--client-id", "throttled-reader", "--consumer-byte-rate", str(q))
+
+    with wire.connect(b.bootstrap) as sock:
+        # The first fetch fits the window (at most 2 s of quota): records, no throttle.
+        sock.sendall(raw_fetch_v4(1, topic, 0, "raw-reader"))
+        _, r = wire.recv_frame(sock)
+        throttle, parts = parse_raw_fetch_v4(r)
+        assert throttle == 0 and parts and 0 < len(parts[0][1]) <= 2 * q + 30_000
+        # The second is past the quota: answered at once, empty, with the throttle time.
+        sent = time.monotonic()
+        sock.sendall(raw_fetch_v4(2, topic, 0, "raw-reader"))
+        _, r = wire.recv_frame(sock)
+        throttle, parts = parse_raw_fetch_v4(r)
+        assert time.monotonic() - sent < 2.0
+        assert throttle > 0 and parts == [], (throttle, parts)
+        # The connection is muted for that time.
+        sent = time.monotonic()
+        sock.sendall(wire.api_versions_request(0, 3))
+        wire.recv_frame(sock, timeout=throttle / 1000 + 30)
+        assert time.monotonic() - sent >= throttle / 1000 * 0.8
+
+    throttled = {"max": 0}
+
+    def stats(text):
+        for br in json.loads(text).get("brokers", {}).values():
+            throttled["max"] = max(throttled["max"], br.get("throttle", {}).get("max", 0))
+
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tfq",
+                  "client.id": "throttled-reader", "enable.auto.commit": False,
+                  "statistics.interval.ms": 500, "stats_cb": stats})
+    c.assign([TopicPartition(topic, 0, 0)])
+    offsets, got = [], 0
+    t0 = time.monotonic()
+    try:
+        while len(offsets) < n and time.monotonic() - t0 < 60:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                offsets.append(m.offset())
+                got += len(m.value())
+        deadline = time.monotonic() + 1.5  # nothing more arrives (no duplicates)
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                offsets.append(m.offset())
+    finally:
+        c.close()
+    elapsed = time.monotonic() - t0
+    print(f"read {got} bytes in {elapsed:.1f}s, throttle max {throttled['max']} ms")
+    assert offsets == list(range(n))
+    assert throttled["max"] > 0
+    # At most the quota over the time plus the window's 2 s allowance and a fetch of slack;
+    # unthrottled the 600 kB take well under a second.
+    assert got <= q * (elapsed + 2) + 2 * q + 30_000, f"{got} bytes in {elapsed:.1f}s"
+    assert elapsed >= 600_000 / q - 3, f"{got} bytes in {elapsed:.1f}s"
 
 
 def describe_raw(bootstrap, version=1):

@@ -153,6 +153,45 @@ pub mod op {
     }
 }
 
+/// Kafka's `AclEntry.supportedOperations`: the operations a resource type has, the ones an
+/// authorized-operations bit set is made of (`ALL` is never one of them).
+pub fn supported_operations(resource_type: i8) -> &'static [i8] {
+    use op::*;
+    match resource_type {
+        resource::TOPIC => &[
+            READ,
+            WRITE,
+            CREATE,
+            DESCRIBE,
+            DELETE,
+            ALTER,
+            DESCRIBE_CONFIGS,
+            ALTER_CONFIGS,
+        ],
+        resource::GROUP => &[READ, DESCRIBE, DELETE, DESCRIBE_CONFIGS, ALTER_CONFIGS],
+        resource::CLUSTER => &[
+            CREATE,
+            CLUSTER_ACTION,
+            DESCRIBE_CONFIGS,
+            ALTER_CONFIGS,
+            IDEMPOTENT_WRITE,
+            ALTER,
+            DESCRIBE,
+        ],
+        resource::TRANSACTIONAL_ID => &[DESCRIBE, WRITE],
+        resource::DELEGATION_TOKEN => &[DESCRIBE],
+        resource::USER => &[CREATE_TOKENS, DESCRIBE_TOKENS],
+        _ => &[],
+    }
+}
+
+/// The bit set (`1 << code`) of `ops`, as Kafka's `Utils.to32BitField`.
+pub fn bit_field(ops: impl IntoIterator<Item = i8>) -> i32 {
+    ops.into_iter()
+        .filter(|o| (0..32).contains(o))
+        .fold(0i32, |acc, o| acc | (1i32 << o))
+}
+
 /// Kafka's `AclPermissionType` codes.
 pub mod permission {
     pub const UNKNOWN: i8 = 0;
@@ -623,6 +662,18 @@ impl Session {
         }
     }
 
+    /// Kafka's authorized operations of the caller on a resource: the bit set of the
+    /// resource type's supported operations it is allowed (every one without an authorizer).
+    /// Nothing is logged, as Kafka asks these without logging.
+    pub fn authorized_operations(&self, resource_type: i8, name: &str) -> i32 {
+        bit_field(
+            supported_operations(resource_type)
+                .iter()
+                .copied()
+                .filter(|o| self.check(*o, resource_type, name)),
+        )
+    }
+
     /// On the cluster resource.
     pub fn cluster(&self, operation: i8) -> bool {
         self.allowed(operation, resource::CLUSTER, CLUSTER_NAME)
@@ -875,6 +926,37 @@ mod tests {
         assert_eq!(
             resource::parse("transactional_id"),
             Some(resource::TRANSACTIONAL_ID)
+        );
+    }
+
+    #[test]
+    fn authorized_operation_sets() {
+        // Kafka's supported sets, as bit fields.
+        assert_eq!(bit_field(supported_operations(TOPIC).iter().copied()), 3576);
+        assert_eq!(bit_field(supported_operations(GROUP).iter().copied()), 3400);
+        assert_eq!(
+            bit_field(supported_operations(CLUSTER).iter().copied()),
+            8096
+        );
+        let acls = [
+            allow(TOPIC, "t", pattern::LITERAL, ALICE, op::READ),
+            allow(TOPIC, "t", pattern::LITERAL, ALICE, op::ALTER_CONFIGS),
+        ];
+        let idx = AclIndex::build(&acls);
+        let allowed: Vec<i8> = supported_operations(TOPIC)
+            .iter()
+            .copied()
+            .filter(|o| idx.authorize(&on(), ALICE, HOST, *o, TOPIC, "t"))
+            .collect();
+        // READ implies DESCRIBE; ALTER_CONFIGS implies DESCRIBE_CONFIGS.
+        assert_eq!(
+            bit_field(allowed),
+            bit_field([
+                op::READ,
+                op::DESCRIBE,
+                op::ALTER_CONFIGS,
+                op::DESCRIBE_CONFIGS
+            ])
         );
     }
 

@@ -264,7 +264,15 @@ impl ConsumerGroup {
 
     /// Refreshes the subscribed topics' metadata (and regex resolutions) from the broker's
     /// view; true when anything the assignor uses changed.
-    fn refresh_metadata(&mut self, topics: &[(String, TopicId, i32)]) -> bool {
+    ///
+    /// `may_match` narrows what regexes resolve to (Kafka: the topics the member whose
+    /// heartbeat triggers the resolution may describe). As in Kafka, a resolution is kept
+    /// until the topic names, a regex or the members change.
+    fn refresh_metadata(
+        &mut self,
+        topics: &[(String, TopicId, i32)],
+        may_match: &dyn Fn(&str) -> bool,
+    ) -> bool {
         let mut changed = false;
         let fingerprint = {
             use std::hash::{Hash, Hasher};
@@ -297,7 +305,9 @@ impl ConsumerGroup {
                                     .iter()
                                     .map(|(n, _, _)| n)
                                     .filter(|n| {
-                                        !INTERNAL_TOPICS.contains(&n.as_str()) && re.is_match(n)
+                                        !INTERNAL_TOPICS.contains(&n.as_str())
+                                            && re.is_match(n)
+                                            && may_match(n)
                                     })
                                     .cloned()
                                     .collect();
@@ -611,7 +621,8 @@ impl ConsumerGroup {
         }
         m.session_deadline_ms =
             Some(now.saturating_add(i64::from(cfg.consumer_session_timeout_ms)));
-        let metadata_changed = self.refresh_metadata(&topics.topics());
+        let metadata_changed =
+            self.refresh_metadata(&topics.topics(), &|t| topics.regex_may_match(t));
         if subscription_changed || metadata_changed {
             self.bump_epoch();
         }

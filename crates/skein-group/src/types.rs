@@ -210,6 +210,12 @@ pub struct GroupListing {
 /// The broker's view of topics, for KIP-848 assignment: (name, id, partition count).
 pub trait TopicView {
     fn topics(&self) -> Vec<(String, TopicId, i32)>;
+
+    /// Whether a subscription regex resolved now may match `topic`: Kafka resolves regexes
+    /// only to the topics the member whose heartbeat triggers the resolution may describe.
+    fn regex_may_match(&self, _topic: &str) -> bool {
+        true
+    }
 }
 
 impl TopicView for Vec<(String, TopicId, i32)> {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use skein_group::{ConsumerHeartbeat, TopicPartitions};
+use skein_group::{ConsumerHeartbeat, TopicPartitions, TopicView};
 use skein_protocol::messages::consumer_group_describe_request::ConsumerGroupDescribeRequest;
 use skein_protocol::messages::consumer_group_describe_response::{
     Assignment as DescribedAssignment, ConsumerGroupDescribeResponse, DescribedGroup, Member,
@@ -16,6 +16,7 @@ use skein_protocol::messages::consumer_group_heartbeat_response::{
 use skein_protocol::{ResponseBody, Uuid};
 
 use super::{Reply, RequestContext};
+use crate::authz::{op, resource, Session};
 use crate::broker::Broker;
 
 pub fn heartbeat(
@@ -50,8 +51,12 @@ pub fn heartbeat(
         client_id: ctx.client_id.clone().unwrap_or_default(),
         client_host: ctx.client_host.clone(),
     };
-    let (result, persisted) =
-        broker.group_op(|c, now, topics| c.consumer_heartbeat(now, hb, topics));
+    // With the authorizer on, regexes resolve only to topics the caller may describe.
+    let session = broker.authz.enabled().then(|| broker.authz_session(ctx));
+    let (result, persisted) = broker.group_op(|c, now, topics| match &session {
+        Some(session) => c.consumer_heartbeat(now, hb, &Describable { topics, session }),
+        None => c.consumer_heartbeat(now, hb, topics),
+    });
     Reply::Later(Box::pin(async move {
         persisted.await;
         ResponseBody::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse {
@@ -74,6 +79,22 @@ pub fn heartbeat(
             ..Default::default()
         })
     }))
+}
+
+/// The broker's topics, regexes matching only those the caller may describe.
+struct Describable<'a> {
+    topics: &'a dyn TopicView,
+    session: &'a Session,
+}
+
+impl TopicView for Describable<'_> {
+    fn topics(&self) -> Vec<(String, skein_group::TopicId, i32)> {
+        self.topics.topics()
+    }
+
+    fn regex_may_match(&self, topic: &str) -> bool {
+        self.session.check(op::DESCRIBE, resource::TOPIC, topic)
+    }
 }
 
 fn described(broker: &Broker, tps: TopicPartitions) -> DescribedAssignment {

@@ -99,6 +99,18 @@ impl FetchReply {
         }
     }
 
+    /// Makes this the answer to a throttled fetch, as Kafka's: no partitions (so no records),
+    /// no fetch session; a top-level error stays.
+    pub fn throttled(&mut self) {
+        if let ResponseBody::Fetch(r) = &mut self.body {
+            r.responses.clear();
+            r.node_endpoints.clear();
+            r.session_id = 0;
+        }
+        self.ranges.clear();
+        self.held = HeldFiles::default();
+    }
+
     /// The bytes of records the reply carries (inline and in ranges), what a fetch quota
     /// measures.
     pub fn size(&self) -> usize {

@@ -431,17 +431,39 @@ pub fn gate(broker: &Arc<Broker>, ctx: &RequestContext, body: RequestBody) -> Ga
             }
         }
         RequestBody::ConsumerGroupHeartbeat(r) => {
-            if s.allowed(op::READ, resource::GROUP, &r.group_id) {
-                pass(RequestBody::ConsumerGroupHeartbeat(r))
-            } else {
+            let denied = |code: ErrorCode, message: Option<String>| {
                 Gate::Deny(ResponseBody::ConsumerGroupHeartbeat(
                     m::consumer_group_heartbeat_response::ConsumerGroupHeartbeatResponse {
-                        error_code: GROUP_DENIED.0,
-                        error_message: msg(GROUP_DENIED),
+                        error_code: code.0,
+                        error_message: message,
                         ..Default::default()
                     },
                 ))
+            };
+            if !s.allowed(op::READ, resource::GROUP, &r.group_id) {
+                return denied(GROUP_DENIED, msg(GROUP_DENIED));
             }
+            // KIP-848 (KAFKA-18813): every topic subscribed by name must be describable
+            // (known or not); a regex only resolves to describable topics (the handler).
+            let mut hidden: Vec<&String> = r
+                .subscribed_topic_names
+                .iter()
+                .flatten()
+                .filter(|t| !s.allowed(op::DESCRIBE, resource::TOPIC, t))
+                .collect();
+            if !hidden.is_empty() {
+                hidden.sort();
+                hidden.dedup();
+                let names: Vec<&str> = hidden.iter().map(|t| t.as_str()).collect();
+                return denied(
+                    TOPIC_DENIED,
+                    Some(format!(
+                        "Not authorized to describe topics: [{}]",
+                        names.join(", ")
+                    )),
+                );
+            }
+            pass(RequestBody::ConsumerGroupHeartbeat(r))
         }
         RequestBody::OffsetCommit(mut r) => {
             if !s.allowed(op::READ, resource::GROUP, &r.group_id) {
@@ -778,14 +800,65 @@ pub fn gate(broker: &Arc<Broker>, ctx: &RequestContext, body: RequestBody) -> Ga
             })
         }
         RequestBody::DescribeTopicPartitions(r) => {
+            // Every topic: those the caller may not describe are left out; named ones are
+            // answered as denied (logged).
+            let all = r.topics.is_empty();
             patch(RequestBody::DescribeTopicPartitions(r), move |resp| {
                 if let ResponseBody::DescribeTopicPartitions(resp) = resp {
+                    if all {
+                        resp.topics.retain(|t| {
+                            s.check(
+                                op::DESCRIBE,
+                                resource::TOPIC,
+                                t.name.as_deref().unwrap_or(""),
+                            )
+                        });
+                        return;
+                    }
                     for t in resp.topics.iter_mut() {
                         let name = t.name.clone().unwrap_or_default();
-                        if !s.check(op::DESCRIBE, resource::TOPIC, &name) {
+                        if !s.allowed(op::DESCRIBE, resource::TOPIC, &name) {
                             t.error_code = TOPIC_DENIED.0;
+                            t.topic_id = Uuid::default();
+                            t.is_internal = false;
                             t.partitions.clear();
                         }
+                    }
+                }
+            })
+        }
+        RequestBody::ConsumerGroupDescribe(r) => {
+            let denied: BTreeSet<String> = r
+                .group_ids
+                .iter()
+                .filter(|g| !s.allowed(op::DESCRIBE, resource::GROUP, g))
+                .cloned()
+                .collect();
+            patch(RequestBody::ConsumerGroupDescribe(r), move |resp| {
+                if let ResponseBody::ConsumerGroupDescribe(resp) = resp {
+                    for g in resp.groups.iter_mut() {
+                        let code = if denied.contains(&g.group_id) {
+                            GROUP_DENIED
+                        } else if g.error_code == 0 && !group_topics_describable(&s, g) {
+                            // KAFKA-18813: a group whose members name a topic the caller
+                            // may not describe is not described.
+                            TOPIC_DENIED
+                        } else {
+                            continue;
+                        };
+                        *g = m::consumer_group_describe_response::DescribedGroup {
+                            error_code: code.0,
+                            error_message: Some(if code == TOPIC_DENIED {
+                                "The group has described topic(s) that the client is not \
+                                 authorized to describe."
+                                    .into()
+                            } else {
+                                "Group authorization failed.".into()
+                            }),
+                            group_id: std::mem::take(&mut g.group_id),
+                            authorized_operations: i32::MIN,
+                            ..Default::default()
+                        };
                     }
                 }
             })
@@ -804,6 +877,26 @@ pub fn gate(broker: &Arc<Broker>, ctx: &RequestContext, body: RequestBody) -> Ga
         // ApiVersions, SASL, DescribeCluster, the ACL APIs (they check for themselves).
         other => pass(other),
     }
+}
+
+/// Whether every topic a described KIP-848 group's members subscribe to or are (to be)
+/// assigned is describable by the caller (each denial logged, as Kafka's check does).
+fn group_topics_describable(
+    s: &Session,
+    g: &m::consumer_group_describe_response::DescribedGroup,
+) -> bool {
+    let mut topics: BTreeSet<&str> = BTreeSet::new();
+    for member in &g.members {
+        topics.extend(member.subscribed_topic_names.iter().map(String::as_str));
+        for a in [&member.assignment, &member.target_assignment] {
+            topics.extend(a.topic_partitions.iter().map(|t| t.topic_name.as_str()));
+        }
+    }
+    topics
+        .into_iter()
+        .filter(|t| !t.is_empty() && !s.allowed(op::DESCRIBE, resource::TOPIC, t))
+        .count()
+        == 0
 }
 
 /// Moves the items `allowed` refuses out of `items`; returns them.
@@ -1283,4 +1376,85 @@ fn txn_commit_errors(
             .collect(),
         ..Default::default()
     }
+}
+
+/// The authorized-operations fields Kafka fills (KIP-430), with or without the authorizer:
+/// Metadata's topic (v8+) and cluster (v8–10) ones and DescribeCluster's when asked for,
+/// DescribeGroups' (v3+) and ConsumerGroupDescribe's when asked for, DescribeTopicPartitions'
+/// always. Items answered with an authorization error (or, for groups, any error) keep
+/// Kafka's "not given" value, `i32::MIN`. Run after the gate's own patch.
+pub fn authorized_operations(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    body: &RequestBody,
+) -> Option<Patch> {
+    let v = ctx.api_version;
+    let (topics, cluster) = match body {
+        RequestBody::Metadata(r) if v >= 8 => (
+            r.include_topic_authorized_operations,
+            v <= 10 && r.include_cluster_authorized_operations,
+        ),
+        RequestBody::DescribeCluster(r) => (false, r.include_cluster_authorized_operations),
+        RequestBody::DescribeGroups(r) => (v >= 3 && r.include_authorized_operations, false),
+        RequestBody::ConsumerGroupDescribe(r) => (r.include_authorized_operations, false),
+        RequestBody::DescribeTopicPartitions(_) => (true, false),
+        _ => return None,
+    };
+    if !topics && !cluster {
+        return None;
+    }
+    let s = broker.authz_session(ctx);
+    // The cluster's set needs DESCRIBE on it (a denial, logged); else 0.
+    let cluster_ops = move |s: &Session| {
+        if s.cluster(op::DESCRIBE) {
+            s.authorized_operations(resource::CLUSTER, crate::authz::CLUSTER_NAME)
+        } else {
+            0
+        }
+    };
+    Some(Box::new(move |resp: &mut ResponseBody| match resp {
+        ResponseBody::Metadata(r) => {
+            if cluster {
+                r.cluster_authorized_operations = cluster_ops(&s);
+            }
+            if topics {
+                for t in r.topics.iter_mut() {
+                    let Some(name) = t.name.as_deref() else {
+                        continue;
+                    };
+                    if t.error_code != TOPIC_DENIED.0
+                        && t.error_code != ErrorCode::UNKNOWN_TOPIC_ID.0
+                    {
+                        t.topic_authorized_operations =
+                            s.authorized_operations(resource::TOPIC, name);
+                    }
+                }
+            }
+        }
+        ResponseBody::DescribeCluster(r) if r.error_code == 0 => {
+            r.cluster_authorized_operations = cluster_ops(&s);
+        }
+        ResponseBody::DescribeGroups(r) => {
+            for g in r.groups.iter_mut().filter(|g| g.error_code == 0) {
+                g.authorized_operations = s.authorized_operations(resource::GROUP, &g.group_id);
+            }
+        }
+        ResponseBody::ConsumerGroupDescribe(r) => {
+            for g in r.groups.iter_mut().filter(|g| g.error_code == 0) {
+                g.authorized_operations = s.authorized_operations(resource::GROUP, &g.group_id);
+            }
+        }
+        ResponseBody::DescribeTopicPartitions(r) => {
+            for t in r
+                .topics
+                .iter_mut()
+                .filter(|t| t.error_code != TOPIC_DENIED.0)
+            {
+                if let Some(name) = t.name.as_deref() {
+                    t.topic_authorized_operations = s.authorized_operations(resource::TOPIC, name);
+                }
+            }
+        }
+        _ => {}
+    }))
 }

@@ -207,7 +207,7 @@ impl Broker {
                     // As Kafka: no more than the quota allows over the whole window.
                     let most = self.quotas.max_value_in_window(*quota).max(1.0);
                     r.max_bytes = r.max_bytes.min(most.min(i32::MAX as f64) as i32);
-                    fetch_quota = Some(());
+                    fetch_quota = Some(*quota);
                 }
             }
             _ => {}
@@ -241,12 +241,25 @@ impl Broker {
                 let broker = self.clone();
                 Reply::Fetch(Box::pin(async move {
                     let mut reply = fut.await;
+                    let bytes = reply.size() as f64;
                     let mut throttle = throttle;
                     if fetch_quota.is_some() {
-                        let bytes = reply.size();
-                        let t = client.record(&broker, QuotaType::Fetch, bytes as f64);
+                        let t = client.record(&broker, QuotaType::Fetch, bytes);
                         mute.mute_for(t);
                         throttle = throttle.max(t);
+                    }
+                    // As Kafka: a fetch past its byte or request quota is answered at once
+                    // without records (the bytes taken back from the fetch rate), and the
+                    // connection stays muted for the throttle time. A fetch too big to ever
+                    // fit the quota (one batch larger than the whole window allows) keeps its
+                    // records, or the consumer could never progress.
+                    let too_big =
+                        fetch_quota.is_some_and(|q| bytes > broker.quotas.max_value_in_window(q));
+                    if throttle > 0 && !exempt && !too_big {
+                        if fetch_quota.is_some() {
+                            client.unrecord(&broker, QuotaType::Fetch, bytes);
+                        }
+                        reply.throttled();
                     }
                     set_throttle(&mut reply.body, throttle.min(i32::MAX as u64) as i32);
                     reply
@@ -257,14 +270,21 @@ impl Broker {
 
     /// Routes one decoded request to its handler ([`Self::route`]), after the authorizer's checks when it is
     /// on (see `gate.rs`).
+    /// The authorized-operations fields (KIP-430) are filled last, authorizer or not.
     fn dispatch(self: &Arc<Self>, ctx: &RequestContext, body: RequestBody) -> Reply {
-        if !self.authz.enabled() {
-            return self.route(ctx, body);
-        }
-        match gate::gate(self, ctx, body) {
-            gate::Gate::Deny(resp) => Reply::Now(resp),
-            gate::Gate::Pass(body, None) => self.route(ctx, body),
-            gate::Gate::Pass(body, Some(patch)) => gate::patched(self.route(ctx, body), patch),
+        let ops = gate::authorized_operations(self, ctx, &body);
+        let reply = if !self.authz.enabled() {
+            self.route(ctx, body)
+        } else {
+            match gate::gate(self, ctx, body) {
+                gate::Gate::Deny(resp) => Reply::Now(resp),
+                gate::Gate::Pass(body, None) => self.route(ctx, body),
+                gate::Gate::Pass(body, Some(patch)) => gate::patched(self.route(ctx, body), patch),
+            }
+        };
+        match ops {
+            Some(ops) => gate::patched(reply, ops),
+            None => reply,
         }
     }
 
@@ -442,6 +462,14 @@ impl QuotaClient {
                 .observe_throttle(qt.label(), user, client, ms);
         }
         ms
+    }
+
+    /// Takes back a [`QuotaClient::record`] (a throttled fetch answered without records).
+    fn unrecord(&self, broker: &Broker, qt: QuotaType, value: f64) {
+        let i = QuotaType::ALL.iter().position(|q| *q == qt).unwrap_or(0);
+        if let Some((tags, _)) = &self.quotas[i] {
+            broker.quotas.unrecord(qt, tags, value);
+        }
     }
 }
 
