@@ -5,6 +5,7 @@
 
 #![no_main]
 
+#[allow(dead_code)] // each target runs one of the shared drivers
 mod drivers;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| drivers::decode_request(data));

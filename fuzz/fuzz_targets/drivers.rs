@@ -135,7 +135,7 @@ const SOCKET_REQUEST_MAX_BYTES: usize = 100 * 1024 * 1024;
 ///
 /// Checked on every step, besides "no panic": before authentication nothing but ApiVersions
 /// is passed on to the request handlers; a reply is one well-formed frame, no larger than
-/// the request plus a small constant; a close is final.
+/// the request plus 1 KiB. A close ends the input, as it ends the connection.
 pub fn sasl_front(broker: &Broker, data: &[u8]) {
     let mut input = Reader(data);
     let flags = input.u8();

@@ -8,6 +8,7 @@
 
 #![no_main]
 
+#[allow(dead_code)] // each target runs one of the shared drivers
 mod drivers;
 
 use std::sync::{Arc, OnceLock};
