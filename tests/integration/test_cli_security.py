@@ -18,7 +18,8 @@ import pytest
 
 from helpers import CLI_TIMEOUT_S, SKEIN_BIN, unique_topic
 from test_acl import AUTHORIZER
-from test_tls import Pki, _cert, _name, _pem_cert, _pem_key, sasl_ssl_port, ssl_port
+from test_tls import (Pki, _cert, _name, _pem_cert, _pem_key, sasl_ssl_port, ssl_port,
+                      tls_sets)
 
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402  (test_tls skips without it)
 
@@ -172,6 +173,50 @@ def test_mutual_tls_principal_is_the_certificate_dn(sec):
     wrong = run("topic", "list", bootstrap=sec.ssl, config=bad)
     assert wrong.returncode != 0 and "ssl.key.password" in wrong.stderr
     assert "not-the-pass" not in wrong.stderr
+
+
+def test_endpoint_identification_checks_the_host_name_unless_empty(sec, start_broker, tmp_path):
+    """A broker whose certificate names only broker.example: dialled as 127.0.0.1, the default
+    (`https`) refuses it; `ssl.endpoint.identification.algorithm=` (empty) checks the chain
+    only."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("broker.example", o="Acme"))
+        .issuer_name(sec.pki.ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("broker.example")]),
+                       critical=False)
+        .sign(sec.pki.ca_key, hashes.SHA256())
+    )
+    keystore = tmp_path / "other-name.pem"
+    keystore.write_bytes(_pem_cert(cert) + _pem_key(key))
+    b = start_broker(sets=tls_sets(sec.pki, keystore=keystore))
+    addr = f"127.0.0.1:{ssl_port(b)}"
+    strict = sec.props("strict", security_protocol="SSL", ssl_truststore_location=sec.pki.ca)
+    proc = run("topic", "list", bootstrap=addr, config=strict)
+    assert proc.returncode != 0 and "not valid for name" in proc.stderr, proc.stderr
+    lax = sec.props("lax", security_protocol="SSL", ssl_truststore_location=sec.pki.ca,
+                    ssl_endpoint_identification_algorithm="")
+    ok(run("topic", "list", bootstrap=addr, config=lax))
+    # An empty algorithm still checks the chain.
+    rogue = sec.props("lax-rogue", security_protocol="SSL",
+                      ssl_truststore_location=sec.pki.rogue_ca,
+                      ssl_endpoint_identification_algorithm="")
+    proc = run("topic", "list", bootstrap=addr, config=rogue)
+    assert proc.returncode != 0 and "UnknownIssuer" in proc.stderr, proc.stderr
 
 
 def test_a_client_trusting_another_ca_refuses_the_broker(sec):
