@@ -42,7 +42,8 @@ def run(*args, bootstrap, config=None, stdin=None, timeout=CLI_TIMEOUT_S):
 
 
 def ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
     return proc
 
 
@@ -279,8 +280,8 @@ def test_bad_command_config_files(sec, tmp_path):
         return proc
 
     fails("security.protocol=TLS\n", "security.protocol=TLS", "SASL_SSL")
-    fails(f"security.protocol=SASL_SSL\nssl.truststore.location={sec.pki.ca}\nsasl.mechanism=GSSAPI\n",
-          "GSSAPI")
+    fails(f"security.protocol=SASL_SSL\nssl.truststore.location={sec.pki.ca}\n"
+          "sasl.mechanism=GSSAPI\n", "GSSAPI")
     fails("security.protocol=SSL\nssl.truststore.type=JKS\nssl.truststore.location=x.jks\n",
           "JKS")
     fails("security.protocol=SASL_SSL\n"
