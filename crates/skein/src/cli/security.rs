@@ -319,8 +319,7 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, String> {
         let mut logical = String::new();
         let mut line = lines[i].trim_start_matches([' ', '\t', '\x0c']);
         i += 1;
-        if logical.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
-        {
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }
         loop {
