@@ -4,8 +4,9 @@ and kept in the cluster metadata across a restart, and the hostile inputs (unkno
 requests before authentication, a huge token, an exchange that never ends) each closing only
 that one connection within bounded time.
 
-The broker gets two listeners: PLAINTEXT (the fixture's, used by the `skein` CLI, which does
-not speak SASL) and SASL_PLAINTEXT on a port picked here.
+The broker gets two listeners: PLAINTEXT (the fixture's, used by the `skein` CLI without a
+--command-config; test_cli_security.py has the CLI logging in) and SASL_PLAINTEXT on a port
+picked here.
 """
 
 import shutil

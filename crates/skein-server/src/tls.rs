@@ -19,11 +19,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::ServerName;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedProtocolVersion,
+};
 use skein_broker::listener::KafkaPrincipal;
 use skein_broker::BrokerConfig;
 use skein_raft::{BoxFuture, BoxStream, Transport};
@@ -70,6 +75,8 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 struct TlsSettings {
     listener: String,
+    /// What error messages start with: `listener NAME`, or the client's settings file.
+    context: String,
     keystore: KeySource,
     truststore: Option<TrustSource>,
     /// `ssl.key.password`, for an encrypted PKCS#8 key.
@@ -208,12 +215,35 @@ fn read_settings(
     listener: &str,
     client: bool,
 ) -> Result<TlsSettings, String> {
-    let get = |k: &str| listener_setting(config, listener, k);
+    let protocol = config
+        .listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .map_or("TLS".into(), |l| l.protocol.to_string());
+    read_settings_with(
+        &|k: &str| listener_setting(config, listener, k),
+        listener,
+        &format!("listener {listener}"),
+        &protocol,
+        client,
+    )
+}
+
+/// Reads TLS settings through `get` (a setting's value, `None` when unset or empty);
+/// `context` starts every error message (`listener NAME`, or the client's settings file).
+fn read_settings_with(
+    get: &dyn Fn(&str) -> Option<String>,
+    listener: &str,
+    context: &str,
+    protocol: &str,
+    client: bool,
+) -> Result<TlsSettings, String> {
+    let ctx = context;
 
     let keystore_type = get("ssl.keystore.type").unwrap_or_else(|| "PEM".into());
     if !keystore_type.trim().eq_ignore_ascii_case("PEM") {
         return Err(format!(
-                "listener {listener}: ssl.keystore.type={keystore_type} is not served: only PEM (JKS and PKCS12 key stores are not read)"
+                "{ctx}: ssl.keystore.type={keystore_type} is not served: only PEM (JKS and PKCS12 key stores are not read)"
             ));
     }
     let keystore = match (
@@ -226,39 +256,34 @@ fn read_settings(
             (None, None, None) if client => KeySource::None,
             (None, None, None) => {
                 return Err(format!(
-                    "listener {listener} is {}: set ssl.keystore.location (a PEM file with the certificate chain and the private key) or ssl.keystore.certificate.chain and ssl.keystore.key",
-                    config
-                        .listeners
-                        .iter()
-                        .find(|l| l.name == listener)
-                        .map_or("TLS".into(), |l| l.protocol.to_string())
+                    "{ctx} is {protocol}: set ssl.keystore.location (a PEM file with the certificate chain and the private key) or ssl.keystore.certificate.chain and ssl.keystore.key"
                 ))
             }
             _ => {
                 return Err(format!(
-                    "listener {listener}: give either ssl.keystore.location or both ssl.keystore.certificate.chain and ssl.keystore.key"
+                    "{ctx}: give either ssl.keystore.location or both ssl.keystore.certificate.chain and ssl.keystore.key"
                 ))
             }
         };
     let truststore_type = get("ssl.truststore.type").unwrap_or_else(|| "PEM".into());
     if !truststore_type.trim().eq_ignore_ascii_case("PEM") {
         return Err(format!(
-            "listener {listener}: ssl.truststore.type={truststore_type} is not served: only PEM"
+            "{ctx}: ssl.truststore.type={truststore_type} is not served: only PEM"
         ));
     }
     let truststore = match (
-            get("ssl.truststore.location"),
-            get("ssl.truststore.certificates"),
-        ) {
-            (Some(path), None) => Some(TrustSource::File(PathBuf::from(path.trim()))),
-            (None, Some(pem)) => Some(TrustSource::Inline(pem)),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "listener {listener}: give ssl.truststore.location or ssl.truststore.certificates, not both"
-                ))
-            }
-        };
+        get("ssl.truststore.location"),
+        get("ssl.truststore.certificates"),
+    ) {
+        (Some(path), None) => Some(TrustSource::File(PathBuf::from(path.trim()))),
+        (None, Some(pem)) => Some(TrustSource::Inline(pem)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "{ctx}: give ssl.truststore.location or ssl.truststore.certificates, not both"
+            ))
+        }
+    };
     let client_auth = match get("ssl.client.auth")
         .unwrap_or_else(|| "none".into())
         .trim()
@@ -270,20 +295,21 @@ fn read_settings(
         "none" => ClientAuth::None,
         other => {
             return Err(format!(
-                "listener {listener}: ssl.client.auth={other} is not required, requested or none"
+                "{ctx}: ssl.client.auth={other} is not required, requested or none"
             ))
         }
     };
     if !client && client_auth != ClientAuth::None && truststore.is_none() {
         return Err(format!(
-                "listener {listener}: ssl.client.auth={client_auth:?} needs ssl.truststore.location (the CA certificates client certificates are checked against)"
+                "{ctx}: ssl.client.auth={client_auth:?} needs ssl.truststore.location (the CA certificates client certificates are checked against)"
             ));
     }
     let protocols =
         parse_protocols(&get("ssl.enabled.protocols").unwrap_or_else(|| "TLSv1.2,TLSv1.3".into()))
-            .map_err(|e| format!("listener {listener}: ssl.enabled.protocols: {e}"))?;
+            .map_err(|e| format!("{ctx}: ssl.enabled.protocols: {e}"))?;
     let settings = TlsSettings {
         listener: listener.to_string(),
+        context: context.to_string(),
         keystore,
         truststore,
         key_password: get("ssl.key.password").map(Secret),
@@ -398,7 +424,7 @@ fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
 fn load_keystore(
     s: &TlsSettings,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String), String> {
-    let l = &s.listener;
+    let l = &s.context;
     let (chain_pem, key_pem, source) = match &s.keystore {
         KeySource::File(p) => {
             let bytes = read(p, "ssl.keystore.location")?;
@@ -413,29 +439,25 @@ fn load_keystore(
             key.clone().into_bytes(),
             "ssl.keystore.certificate.chain / ssl.keystore.key".to_string(),
         ),
-        KeySource::None => {
-            return Err(format!(
-                "listener {l}: no key store (ssl.keystore.location)"
-            ))
-        }
+        KeySource::None => return Err(format!("{l}: no key store (ssl.keystore.location)")),
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("listener {l}: {source}: bad PEM certificate: {e}"))?;
+        .map_err(|e| format!("{l}: {source}: bad PEM certificate: {e}"))?;
     if chain.is_empty() {
-        return Err(format!("listener {l}: {source}: no CERTIFICATE in it"));
+        return Err(format!("{l}: {source}: no CERTIFICATE in it"));
     }
     let key_text = String::from_utf8_lossy(&key_pem);
     if key_text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(format!(
-            "listener {l}: {source}: the private key is encrypted in OpenSSL's legacy format (Proc-Type: 4,ENCRYPTED), which Skein does not read; convert it to encrypted PKCS#8 (openssl pkcs8 -topk8 -v2 aes-256-cbc) or store it unencrypted"
+            "{l}: {source}: the private key is encrypted in OpenSSL's legacy format (Proc-Type: 4,ENCRYPTED), which Skein does not read; convert it to encrypted PKCS#8 (openssl pkcs8 -topk8 -v2 aes-256-cbc) or store it unencrypted"
         ));
     }
     let key = match encrypted_pkcs8_block(&key_text) {
         Some(block) => decrypt_pkcs8(block, s.key_password.as_ref())
-            .map_err(|e| format!("listener {l}: {source}: {e}"))?,
+            .map_err(|e| format!("{l}: {source}: {e}"))?,
         None => PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| format!("listener {l}: {source}: no usable PRIVATE KEY in it ({e})"))?,
+            .map_err(|e| format!("{l}: {source}: no usable PRIVATE KEY in it ({e})"))?,
     };
     Ok((chain, key, source))
 }
@@ -454,25 +476,23 @@ fn load_roots(l: &str, trust: &TrustSource) -> Result<(RootCertStore, String), S
     };
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("listener {l}: {source}: bad PEM: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("listener {l}: {source}: {e}"))?;
+        let cert = cert.map_err(|e| format!("{l}: {source}: bad PEM: {e}"))?;
+        roots.add(cert).map_err(|e| format!("{l}: {source}: {e}"))?;
     }
     if roots.is_empty() {
-        return Err(format!("listener {l}: {source}: no CERTIFICATE in it"));
+        return Err(format!("{l}: {source}: no CERTIFICATE in it"));
     }
     Ok((roots, source))
 }
 
 /// Builds the rustls server configuration from the settings' certificates and key.
 fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
-    let l = &s.listener;
+    let l = &s.context;
     let (chain, key, source) = load_keystore(s)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&s.protocols)
-        .map_err(|e| format!("listener {l}: ssl.enabled.protocols: {e}"))?;
+        .map_err(|e| format!("{l}: ssl.enabled.protocols: {e}"))?;
     let builder = match (&s.truststore, s.client_auth) {
         (_, ClientAuth::None) | (None, _) => builder.with_no_client_auth(),
         (Some(trust), auth) => {
@@ -485,39 +505,125 @@ fn build(s: &TlsSettings) -> Result<ServerConfig, String> {
             };
             let verifier = verifier
                 .build()
-                .map_err(|e| format!("listener {l}: {source}: {e}"))?;
+                .map_err(|e| format!("{l}: {source}: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    builder.with_single_cert(chain, key).map_err(|e| {
-        format!("listener {l}: {source}: the certificate and key do not go together: {e}")
-    })
+    builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{l}: {source}: the certificate and key do not go together: {e}"))
 }
 
 /// Builds the rustls client configuration of a listener's settings: the trust store checks
 /// the server's certificate; the key store, if given, is the client certificate (sent when
 /// the server asks for one).
 fn build_client(s: &TlsSettings) -> Result<ClientConfig, String> {
-    let l = &s.listener;
+    build_client_with(s, true)
+}
+
+/// [`build_client`], with or without the check that the server's certificate names the host
+/// dialled (`verify_host`; the chain is always checked).
+fn build_client_with(s: &TlsSettings, verify_host: bool) -> Result<ClientConfig, String> {
+    let l = &s.context;
     let trust = s.truststore.as_ref().ok_or_else(|| {
         format!(
-            "listener {l}: this node connects to it over TLS and needs ssl.truststore.location (the CA certificates the other nodes' certificates are checked against)"
+            "{l}: this node connects to it over TLS and needs ssl.truststore.location (the CA certificates the other nodes' certificates are checked against)"
         )
     })?;
-    let (roots, _) = load_roots(l, trust)?;
+    let (roots, source) = load_roots(l, trust)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&s.protocols)
-        .map_err(|e| format!("listener {l}: ssl.enabled.protocols: {e}"))?
-        .with_root_certificates(roots);
+        .map_err(|e| format!("{l}: ssl.enabled.protocols: {e}"))?;
+    let builder = if verify_host {
+        builder.with_root_certificates(roots)
+    } else {
+        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("{l}: {source}: {e}"))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyHostName(chain)))
+    };
     match &s.keystore {
         KeySource::None => Ok(builder.with_no_client_auth()),
         _ => {
             let (chain, key, source) = load_keystore(s)?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
-                format!("listener {l}: {source}: the certificate and key do not go together: {e}")
+                format!("{l}: {source}: the certificate and key do not go together: {e}")
             })
         }
+    }
+}
+
+/// A TLS client configuration from a client's own Kafka settings (the `skein` CLI's
+/// `--command-config` file), read through `get`: the trust store (`ssl.truststore.location`
+/// or `ssl.truststore.certificates`, PEM), the optional key store for mutual TLS
+/// (`ssl.keystore.location` or `ssl.keystore.certificate.chain` and `ssl.keystore.key`, PEM;
+/// an encrypted PKCS#8 key with `ssl.key.password`) and `ssl.enabled.protocols`.
+/// `verify_host`: `ssl.endpoint.identification.algorithm=https`, the server's certificate
+/// must name the host dialled. `context` starts every error message; no message holds a
+/// secret.
+pub fn client_config(
+    get: &dyn Fn(&str) -> Option<String>,
+    context: &str,
+    verify_host: bool,
+) -> Result<Arc<ClientConfig>, String> {
+    let s = read_settings_with(get, "client", context, "SSL", true)?;
+    if s.truststore.is_none() {
+        return Err(format!(
+            "{context}: set ssl.truststore.location (a PEM file with the CA certificates the broker's certificate is checked against) or ssl.truststore.certificates"
+        ));
+    }
+    Ok(Arc::new(build_client_with(&s, verify_host)?))
+}
+
+/// Checks the server's certificate chain as [`WebPkiServerVerifier`] does, but not that it
+/// names the host (`ssl.endpoint.identification.algorithm` empty). The verifier checks the
+/// chain before the name, so a name mismatch means the chain was good.
+#[derive(Debug)]
+struct AnyHostName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

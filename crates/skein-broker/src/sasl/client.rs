@@ -183,7 +183,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// RFC 4616: `authzid NUL authcid NUL passwd`, with an empty authzid.
-fn plain_token(creds: &SaslCredentials) -> Vec<u8> {
+pub fn plain_token(creds: &SaslCredentials) -> Vec<u8> {
     let mut t = Vec::with_capacity(creds.username.len() + creds.password.len() + 2);
     t.push(0);
     t.extend_from_slice(creds.username.as_bytes());
@@ -203,8 +203,9 @@ enum ScramStage {
     Done,
 }
 
-/// One client-side SCRAM exchange.
-struct ScramClient {
+/// One client-side SCRAM exchange, without I/O (the `skein` CLI drives it over its blocking
+/// connection, [`login`] over an async one).
+pub struct ScramClient {
     mechanism: Mechanism,
     password: String,
     client_first_bare: String,
@@ -213,7 +214,7 @@ struct ScramClient {
 }
 
 impl ScramClient {
-    fn new(mechanism: Mechanism, creds: &SaslCredentials) -> ScramClient {
+    pub fn new(mechanism: Mechanism, creds: &SaslCredentials) -> ScramClient {
         let nonce = B64.encode(random_bytes(24));
         ScramClient {
             mechanism,
@@ -224,12 +225,14 @@ impl ScramClient {
         }
     }
 
-    fn client_first(&self) -> Vec<u8> {
+    /// The client-first message (`n,,n=USER,r=NONCE`).
+    pub fn client_first(&self) -> Vec<u8> {
         format!("n,,{}", self.client_first_bare).into_bytes()
     }
 
-    /// The server's next message: `Some(token)` to send, `None` when done.
-    fn next(&mut self, server: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    /// The server's next message: `Some(token)` to send, `None` when done. An error of kind
+    /// `PermissionDenied` is an authentication failure (never holding a secret).
+    pub fn next(&mut self, server: &[u8]) -> io::Result<Option<Vec<u8>>> {
         let text = std::str::from_utf8(server).map_err(|_| invalid("SCRAM: not UTF-8"))?;
         match std::mem::replace(&mut self.stage, ScramStage::Done) {
             ScramStage::First => {

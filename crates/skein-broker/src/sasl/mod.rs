@@ -148,7 +148,7 @@ fn parse_jaas_users(v: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// Every `KEY="VALUE"` (or `KEY=VALUE`) option of a Kafka JAAS line, after the login module
 /// and its flag, in order.
-pub(crate) fn parse_jaas_options(v: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_jaas_options(v: &str) -> Result<Vec<(String, String)>, String> {
     let mut options = Vec::new();
     let mut rest = v.trim().trim_end_matches(';');
     // The module name and its flag.

@@ -7,9 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use skein_broker::sasl::client::{plain_token, SaslCredentials, ScramClient};
+use skein_broker::sasl::scram::Mechanism;
 use skein_protocol::messages::api_versions_request::ApiVersionsRequest;
 use skein_protocol::messages::api_versions_response::ApiVersionsResponse;
 use skein_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
@@ -20,6 +23,7 @@ use skein_protocol::{decode_response, encode_request, ApiKey, RequestBody, Reque
 use skein_protocol::{Decode, ResponseBody};
 
 use super::errors::{self, KafkaError};
+use super::security::{Security, Stream};
 
 /// The client id every request carries.
 pub const CLIENT_ID: &str = "skein-cli";
@@ -29,6 +33,8 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for an ordinary reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The start of the error for a TLS record read in plaintext.
+const TLS_ANSWER: &str = "the broker answered with TLS";
 /// How many times a request is retried after a retriable error (leader moved, coordinator
 /// loading) before the error is reported.
 pub const RETRIES: u32 = 8;
@@ -111,6 +117,8 @@ exchanges! {
     DeleteAcls: DeleteAclsRequest => DeleteAclsResponse, tested up to 3;
     DescribeClientQuotas: DescribeClientQuotasRequest => DescribeClientQuotasResponse, tested up to 1;
     AlterClientQuotas: AlterClientQuotasRequest => AlterClientQuotasResponse, tested up to 1;
+    SaslHandshake: SaslHandshakeRequest => SaslHandshakeResponse, tested up to 1;
+    SaslAuthenticate: SaslAuthenticateRequest => SaslAuthenticateResponse, tested up to 2;
 }
 
 /// One broker's advertised version range for one API.
@@ -131,7 +139,7 @@ pub fn negotiate(key: ApiKey, broker: Option<VersionRange>) -> Option<i16> {
 
 /// A connection to one broker.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     addr: String,
     next_correlation_id: i32,
     versions: BTreeMap<i16, VersionRange>,
@@ -140,8 +148,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`) and negotiates versions.
-    pub fn open(addr: &str) -> Result<Connection> {
+    /// Connects to `addr` (`host:port`) as `security` says (TLS handshake, then ApiVersions,
+    /// then the SASL login) and negotiates versions.
+    pub fn open(addr: &str, security: &Security) -> Result<Connection> {
         let addrs: Vec<_> = addr
             .to_socket_addrs()
             .with_context(|| format!("cannot resolve {addr}"))?
@@ -165,6 +174,7 @@ impl Connection {
         stream.set_nodelay(true).ok();
         stream.set_read_timeout(Some(REQUEST_TIMEOUT)).ok();
         stream.set_write_timeout(Some(REQUEST_TIMEOUT)).ok();
+        let stream = security.wrap(stream, addr)?;
         let mut conn = Connection {
             stream,
             addr: addr.to_owned(),
@@ -172,9 +182,90 @@ impl Connection {
             versions: BTreeMap::new(),
             broken: false,
         };
-        conn.negotiate_versions()
-            .with_context(|| format!("ApiVersions with {addr}"))?;
+        let plaintext = matches!(conn.stream, Stream::Plain(_));
+        conn.negotiate_versions().map_err(|e| {
+            // A plaintext connection the broker closed may be a TLS listener's.
+            let hint = plaintext && !format!("{e:#}").contains(TLS_ANSWER);
+            e.context(if hint {
+                format!("ApiVersions with {addr} (in plaintext; an SSL or SASL listener needs --command-config)")
+            } else {
+                format!("ApiVersions with {addr}")
+            })
+        })?;
+        if let Some(creds) = security.sasl() {
+            conn.login(creds)?;
+        }
         Ok(conn)
+    }
+
+    /// SASL (KIP-152): SaslHandshake v1 names the mechanism, then SaslAuthenticate frames
+    /// carry PLAIN's one token or SCRAM's two (the server's signature checked at the end).
+    fn login(&mut self, creds: &SaslCredentials) -> Result<()> {
+        let addr = self.addr.clone();
+        let mechanism = creds.mechanism.clone();
+        if self.version(ApiKey::SaslHandshake)? < 1 {
+            bail!("the broker at {addr} only speaks SaslHandshake v0 (raw SASL tokens), which this client does not");
+        }
+        let handshake = self
+            .send(SaslHandshakeRequest {
+                mechanism: mechanism.clone(),
+                ..Default::default()
+            })
+            .with_context(|| format!("SaslHandshake with {addr}"))?;
+        if handshake.error_code != errors::NONE {
+            let enabled = handshake.mechanisms.join(", ");
+            return Err(KafkaError::new(
+                handshake.error_code,
+                Some(format!(
+                    "the broker at {addr} does not accept SASL mechanism {mechanism} (it enables: {enabled})"
+                )),
+            )
+            .into());
+        }
+        let mut scram = match mechanism.as_str() {
+            "PLAIN" => None,
+            m => Some(ScramClient::new(
+                Mechanism::from_name(m).ok_or_else(|| anyhow!("unknown SASL mechanism {m}"))?,
+                creds,
+            )),
+        };
+        let mut token = match &scram {
+            None => plain_token(creds),
+            Some(s) => s.client_first(),
+        };
+        for _ in 0..4 {
+            let answer = self
+                .send(SaslAuthenticateRequest {
+                    auth_bytes: bytes::Bytes::from(std::mem::take(&mut token)),
+                    ..Default::default()
+                })
+                .with_context(|| format!("SaslAuthenticate with {addr}"))?;
+            if answer.error_code != errors::NONE {
+                let message = answer
+                    .error_message
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| {
+                        errors::name(answer.error_code)
+                            .map_or_else(|| format!("error {}", answer.error_code), str::to_owned)
+                    });
+                bail!(
+                    "authentication failed: {message} (SASL {mechanism} as {} at {addr})",
+                    creds.username
+                );
+            }
+            match scram.as_mut() {
+                None => return Ok(()),
+                Some(s) => match s.next(&answer.auth_bytes) {
+                    Ok(Some(t)) => token = t,
+                    Ok(None) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        bail!("authentication failed: {e} (SASL {mechanism} at {addr})")
+                    }
+                    Err(e) => bail!("SASL {mechanism} with {addr}: {e}"),
+                },
+            }
+        }
+        bail!("SASL {mechanism} with {addr}: the exchange did not end")
     }
 
     pub fn addr(&self) -> &str {
@@ -342,6 +433,13 @@ impl Connection {
     fn read_frame(&mut self) -> Result<Vec<u8>> {
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size).map_err(io_error)?;
+        // A TLS record (an alert or a handshake) where a size prefix should be: this is a
+        // TLS listener spoken to in plaintext.
+        if matches!(self.stream, Stream::Plain(_))
+            && matches!(size, [0x15 | 0x16, 0x03, 0..=0x04, _])
+        {
+            bail!("{TLS_ANSWER}: it is an SSL or SASL_SSL listener; set security.protocol and ssl.truststore.location in a --command-config file");
+        }
         let size = i32::from_be_bytes(size);
         let size = usize::try_from(size)
             .ok()
@@ -441,8 +539,9 @@ impl TopicInfo {
 }
 
 /// The cluster as seen from the bootstrap servers: brokers by node id, with connections to
-/// them opened on first use.
+/// them opened on first use, all with the same security settings.
 pub struct Cluster {
+    security: Arc<Security>,
     bootstrap: Connection,
     brokers: BTreeMap<i32, BrokerInfo>,
     connections: HashMap<i32, Connection>,
@@ -452,16 +551,17 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects to the first reachable server of a comma-separated list.
-    pub fn connect(bootstrap: &str) -> Result<Cluster> {
+    pub fn connect(bootstrap: &str, security: Arc<Security>) -> Result<Cluster> {
         let mut failures = Vec::new();
         for addr in bootstrap
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
         {
-            match Connection::open(addr) {
+            match Connection::open(addr, &security) {
                 Ok(conn) => {
                     let mut cluster = Cluster {
+                        security,
                         bootstrap: conn,
                         brokers: BTreeMap::new(),
                         connections: HashMap::new(),
@@ -484,7 +584,7 @@ impl Cluster {
     pub fn any(&mut self) -> Result<&mut Connection> {
         if self.bootstrap.broken {
             let addr = self.bootstrap.addr.clone();
-            self.bootstrap = Connection::open(&addr)?;
+            self.bootstrap = Connection::open(&addr, &self.security)?;
         }
         Ok(&mut self.bootstrap)
     }
@@ -595,8 +695,8 @@ impl Cluster {
                 .brokers
                 .get(&node_id)
                 .ok_or_else(|| anyhow!("broker {node_id} is not in the cluster metadata"))?;
-            let conn =
-                Connection::open(&info.addr()).with_context(|| format!("broker {node_id}"))?;
+            let conn = Connection::open(&info.addr(), &self.security)
+                .with_context(|| format!("broker {node_id}"))?;
             self.connections.insert(node_id, conn);
         }
         Ok(self.connections.get_mut(&node_id).expect("inserted above"))
@@ -760,7 +860,7 @@ mod tests {
             }
             versions_seen
         });
-        let conn = Connection::open(&addr).unwrap();
+        let conn = Connection::open(&addr, &Security::default()).unwrap();
         assert_eq!(broker.join().unwrap(), vec![3, 2]);
         assert_eq!(conn.version(ApiKey::Metadata).unwrap(), 9);
         assert_eq!(conn.version(ApiKey::Fetch).unwrap(), 11);

@@ -25,6 +25,7 @@ mod produce;
 mod quota;
 mod reassign;
 mod reset_plan;
+mod security;
 mod signal;
 mod time;
 mod topic;
@@ -46,11 +47,47 @@ pub struct Common {
     /// How to print results.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// A Java-properties file with the client's security settings, as Kafka's admin tools
+    /// take it: security.protocol, ssl.truststore.location, ssl.keystore.location,
+    /// ssl.key.password, ssl.endpoint.identification.algorithm, sasl.mechanism,
+    /// sasl.jaas.config (PEM stores only).
+    #[arg(long, value_name = "FILE", env = "SKEIN_COMMAND_CONFIG")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 impl Common {
+    /// Connects to the bootstrap servers with the `--command-config` settings; every
+    /// connection the command opens uses them.
     pub fn connect(&self) -> anyhow::Result<client::Cluster> {
-        client::Cluster::connect(&self.bootstrap)
+        client::Cluster::connect(&self.bootstrap, self.security()?)
+    }
+
+    /// The `--command-config` settings (read once per process; unused keys are warned about
+    /// once on stderr, as Kafka's tools do).
+    fn security(&self) -> anyhow::Result<std::sync::Arc<security::Security>> {
+        static LOADED: std::sync::Mutex<Option<std::sync::Arc<security::Security>>> =
+            std::sync::Mutex::new(None);
+        let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = loaded.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = match &self.command_config {
+            None => security::Security::default(),
+            Some(path) => {
+                let (s, unused) = security::Security::from_file(path)?;
+                if !unused.is_empty() {
+                    eprintln!(
+                        "skein: warning: --command-config {}: these settings are not used: {}",
+                        path.display(),
+                        unused.join(", ")
+                    );
+                }
+                s
+            }
+        };
+        let s = std::sync::Arc::new(s);
+        *loaded = Some(s.clone());
+        Ok(s)
     }
 }
 
