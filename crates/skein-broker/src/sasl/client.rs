@@ -54,6 +54,23 @@ impl SaslCredentials {
         }
     }
 
+    /// Credentials for `mechanism` from the `username` and `password` options of a
+    /// `sasl.jaas.config` value: `Ok(None)` when either is missing or the name is empty, an
+    /// error (never quoting a secret) when the value does not parse.
+    pub fn from_jaas(jaas: &str, mechanism: &str) -> Result<Option<SaslCredentials>, String> {
+        let options = super::parse_jaas_options(jaas)?;
+        let get = |name: &str| {
+            options
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        Ok(match (get("username"), get("password")) {
+            (Some(u), Some(p)) if !u.is_empty() => Some(SaslCredentials::new(mechanism, u, p)),
+            _ => None,
+        })
+    }
+
     /// The inter-broker credentials for `listener` (any case) from the explicit settings:
     /// `sasl.mechanism.inter.broker.protocol` and the `username`/`password` options of
     /// `listener.name.<listener>.<mechanism>.sasl.jaas.config`. An error says what is missing.
@@ -82,16 +99,9 @@ impl SaslCredentials {
                 "inter-broker listener {listener} uses SASL {mechanism}: set {key} with the username and password this broker logs in to the others with"
             )
         })?;
-        let options = super::parse_jaas_options(jaas).map_err(|e| format!("{key}: {e}"))?;
-        let get = |name: &str| {
-            options
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        match (get("username"), get("password")) {
-            (Some(u), Some(p)) if !u.is_empty() => Ok(SaslCredentials::new(&mechanism, &u, &p)),
-            _ => Err(format!(
+        match SaslCredentials::from_jaas(jaas, &mechanism).map_err(|e| format!("{key}: {e}"))? {
+            Some(credentials) => Ok(credentials),
+            None => Err(format!(
                 "{key} needs username=\"…\" and password=\"…\" options: the credentials this broker logs in to the other brokers with"
             )),
         }

@@ -247,16 +247,9 @@ fn credentials(jaas: &str, mechanism: &str) -> Result<SaslCredentials, String> {
             "sasl.jaas.config: the login module {module} is not supported: use {PLAIN_MODULE} or {SCRAM_MODULE}"
         ));
     }
-    let options = skein_broker::sasl::parse_jaas_options(jaas)?;
-    let get = |name: &str| {
-        options
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    match (get("username"), get("password")) {
-        (Some(u), Some(p)) if !u.is_empty() => Ok(SaslCredentials::new(mechanism, &u, &p)),
-        _ => Err(format!(
+    match SaslCredentials::from_jaas(jaas, mechanism)? {
+        Some(credentials) => Ok(credentials),
+        None => Err(format!(
             "sasl.jaas.config needs username=\"...\" and password=\"...\" options, as in {module} required username=\"alice\" password=\"...\";"
         )),
     }
