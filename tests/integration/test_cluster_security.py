@@ -35,8 +35,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 WAIT_S = 60.0
 PASSWORD = "broker-secret"
+CONTROLLER_PASSWORD = "controller-secret"
 # What Skein logs at debug for its own TLS handshakes, and the per-node log filter for them.
-TLS_LOG = {"SKEIN_LOG": "info,openraft=error,skein_server::tls=debug"}
+TLS_LOG = {
+    "SKEIN_LOG": "info,openraft=error,skein_server::tls=debug,skein_broker::sasl::controller=debug"
+}
 
 
 # -- certificates ------------------------------------------------------------------------------
@@ -137,11 +140,14 @@ class SecureNode(Node):
 
 
 class SecureCluster(Cluster):
-    def __init__(self, base_dir, pki, mechanism, per_node=None, **kwargs):
+    def __init__(self, base_dir, pki, mechanism, per_node=None, controller=None, **kwargs):
         super().__init__(base_dir, **kwargs)
         self.pki = pki
         self.mechanism = mechanism
         self.per_node = per_node or {}
+        # None: the controller listener is SSL with mutual TLS; else SASL_SSL with this
+        # mechanism (sasl.mechanism.controller.protocol).
+        self.controller = controller
 
     def node_sets(self, i):
         password = self.per_node.get(i, {}).get("password", PASSWORD)
@@ -154,16 +160,30 @@ class SecureCluster(Cluster):
         jaas = f'{module} required username="broker" password="{password}"'
         if self.mechanism == "PLAIN":
             jaas += f' user_broker="{PASSWORD}"'
-        return [
-            "listener.security.protocol.map=INTERNAL:SASL_SSL,CLIENT:PLAINTEXT,CONTROLLER:SSL",
+        sets = [
+            f"listener.security.protocol.map=INTERNAL:SASL_SSL,CLIENT:PLAINTEXT,"
+            f"CONTROLLER:{'SASL_SSL' if self.controller else 'SSL'}",
             "inter.broker.listener.name=INTERNAL",
             f"listener.name.internal.sasl.enabled.mechanisms={self.mechanism}",
             f"sasl.mechanism.inter.broker.protocol={self.mechanism}",
             f"listener.name.internal.{mech}.sasl.jaas.config={jaas};",
             f"ssl.keystore.location={self.pki / f'node{i}.pem'}",
             f"ssl.truststore.location={self.pki / 'ca.pem'}",
-            "listener.name.controller.ssl.client.auth=required",
             "replica.lag.time.max.ms=3000",
+        ]
+        if not self.controller:
+            return sets + ["listener.name.controller.ssl.client.auth=required"]
+        # Controllers log in with PLAIN, as Kafka advises (SCRAM users live in the metadata
+        # log the controllers serve). The same line holds the node's login and the users it
+        # accepts: a node given another secret can neither log in nor be logged in to.
+        secret = self.per_node.get(i, {}).get("controller_password", CONTROLLER_PASSWORD)
+        cmech = self.controller.lower()
+        return sets + [
+            f"listener.name.controller.sasl.enabled.mechanisms={self.controller}",
+            f"sasl.mechanism.controller.protocol={self.controller}",
+            f"listener.name.controller.{cmech}.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="controller" password="{secret}" user_controller="{secret}";',
         ]
 
     def new_voters(self):
@@ -188,12 +208,20 @@ def secure_cluster(tmp_path, pki):
     clusters = []
     nodes = []  # conftest attaches their logs to a failed test's report
 
-    def start(mechanism="PLAIN", per_node=None):
+    def start(mechanism="PLAIN", per_node=None, controller=None, launch_only=False):
         c = SecureCluster(
             tmp_path / f"cluster{len(clusters)}", pki, mechanism, per_node=per_node,
-            sets=BASE_SETS, registry=nodes,
+            controller=controller, sets=BASE_SETS, registry=nodes,
         )
         clusters.append(c)
+        if launch_only:
+            # The caller waits for the nodes it expects to start.
+            c.attempt += 1
+            c.nodes = c.new_voters()
+            nodes.extend(c.nodes.values())
+            for n in c.nodes.values():
+                n.launch()
+            return c
         return c.start()
 
     yield start
@@ -358,3 +386,73 @@ def test_a_wrong_inter_broker_password_keeps_the_node_out_of_the_isr(secure_clus
     assert failed, "\n".join(lines[-40:])
     assert any("error 58" in line for line in failed), failed  # SASL_AUTHENTICATION_FAILED
     assert not any(PASSWORD in line or 'password="' in line for line in lines), "a password was logged"
+
+
+def test_controllers_over_sasl_ssl(secure_cluster):
+    """Controller listener SASL_SSL (PLAIN) and inter-broker SASL_SSL: Raft between the
+    controllers and the brokers' registrations and heartbeats all log in."""
+    c = secure_cluster("PLAIN", controller="PLAIN")
+    topic = unique_topic("ctl-sasl")
+    create_topics(c[1].bootstrap, {topic: 3}, replication_factor=3,
+                  config={"min.insync.replicas": "2"})
+    wait_until(
+        lambda: (lambda p: p if p and all(sorted(i.isr) == [1, 2, 3] for i in p.values()) else None)(
+            isr_of(c, topic)
+        ),
+        WAIT_S, f"{topic}: every partition with ISR [1, 2, 3]",
+    )
+    producer = Producer({"bootstrap.servers": c.bootstrap_all(), "acks": "all",
+                         "enable.idempotence": True, "linger.ms": 5})
+    values = [f"v{i}".encode() for i in range(300)]
+    reports = produce_all(producer, [(topic, {"key": f"k{i % 17}".encode(), "value": v})
+                                     for i, v in enumerate(values)], timeout=WAIT_S)
+    assert_delivered(reports)
+    got = consume_to_end(c[2], topic, [0, 1, 2], timeout=WAIT_S)
+    assert sorted(r.value for rs in got.values() for r in rs) == sorted(values)
+    for p, rs in got.items():
+        assert [r.offset for r in rs] == list(range(len(rs))), p
+    # Every node accepted SASL logins on its controller listener, after TLS.
+    for n in c.running():
+        lines = node_output(n)
+        assert any("controller listener: SASL login done" in line and "User:controller" in line
+                   for line in lines), f"node {n.node_id}: no SASL login on the controller listener"
+        assert any("outbound TLS handshake done" in line and "listener=CONTROLLER" in line
+                   for line in lines), f"node {n.node_id}: no outbound TLS to CONTROLLER"
+        assert not any(CONTROLLER_PASSWORD in line for line in lines), "a password was logged"
+
+
+def test_a_wrong_controller_password_keeps_the_node_out(secure_cluster):
+    c = secure_cluster("PLAIN", controller="PLAIN",
+                       per_node={3: {"controller_password": "wrong"}}, launch_only=True)
+    deadline = time.monotonic() + 90
+    for i in (1, 2):
+        why = c[i].wait_started(deadline)
+        assert why is None, why
+    # The healthy two refuse node 3's logins with SASL_AUTHENTICATION_FAILED...
+    wait_until(
+        lambda: all(any("closing controller connection" in line
+                        and "SASL authentication failed" in line for line in node_output(c[i]))
+                    for i in (1, 2)),
+        WAIT_S, "nodes 1 and 2 refusing node 3's SASL logins",
+    )
+    # ... node 3 logs its failed logins and never starts (it cannot register) ...
+    wait_until(lambda: any("SASL PLAIN login to the controller" in line and "failed" in line
+                           for line in node_output(c[3])),
+               WAIT_S, "node 3 logging its failed controller logins")
+    assert c[3].alive() and "skein started" not in c[3].log()
+    # ... is not a registered broker ...
+    md = wait_until(lambda: try_metadata_of(c[1].bootstrap), WAIT_S, "metadata from node 1")
+    assert sorted(md.brokers) == [1, 2], md.brokers
+    # ... and the other two keep working: RF=2 topic, acks=all, offsets as expected.
+    topic = unique_topic("ctl-wrong")
+    create_topics(c[1].bootstrap, {topic: 1}, replication_factor=2)
+    producer = Producer({"bootstrap.servers": f"{c[1].bootstrap},{c[2].bootstrap}",
+                         "acks": "all", "linger.ms": 5})
+    assert_delivered(produce_all(
+        producer, [(topic, {"key": b"k", "value": f"v{i}".encode()}) for i in range(20)],
+        timeout=WAIT_S,
+    ))
+    got = consume_to_end(c[2], topic, [0], timeout=WAIT_S)
+    assert [r.offset for r in got[0]] == list(range(20))
+    for n in (c[1], c[2], c[3]):
+        assert not any("wrong" in line and "password" in line for line in node_output(n))

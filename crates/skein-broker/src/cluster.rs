@@ -481,7 +481,17 @@ impl Broker {
             config.role = skein_raft::Role::Observer;
         }
         config.snapshot_every = settings.metadata_snapshot_entries;
-        config.transport = self.controller_tls();
+        config.transport = match &self.config.controller_sasl {
+            // SASL_PLAINTEXT / SASL_SSL: the login wraps the TLS (if any).
+            Some(client) => Some(Arc::new(crate::sasl::controller::ControllerSasl {
+                tls: self.controller_tls(),
+                client: client.clone(),
+                server: self.config.controller_sasl_server.clone(),
+                broker: Arc::downgrade(self),
+                failed_login_log: Arc::new(skein_raft::RareLog::new()),
+            }) as Arc<dyn skein_raft::Transport>),
+            None => self.controller_tls(),
+        };
         let applier = ImageApplier {
             image: self.quorum.image.clone(),
             broker: Arc::downgrade(self),

@@ -681,9 +681,13 @@ pub struct BrokerConfig {
     /// How this broker logs in to the others when the inter-broker listener uses SASL (in a
     /// cluster): `sasl.mechanism.inter.broker.protocol` and the listener's JAAS credentials.
     pub inter_broker_sasl: Option<crate::sasl::client::SaslCredentials>,
+    /// How this node logs in to the controller listener when it uses SASL (in a cluster):
+    /// `sasl.mechanism.controller.protocol` and the listener's JAAS credentials.
+    pub controller_sasl: Option<crate::sasl::client::SaslCredentials>,
+    /// The controller listener's SASL server settings (a controller, SASL listener).
+    pub controller_sasl_server: Option<std::sync::Arc<crate::sasl::SaslSettings>>,
     /// The security protocol of the controller listener (`controller.listener.names`):
-    /// PLAINTEXT unless mapped in `listener.security.protocol.map` (SSL is the other one
-    /// served).
+    /// PLAINTEXT unless mapped in `listener.security.protocol.map`.
     pub controller_protocol: crate::listener::SecurityProtocol,
     /// `controller.listener.names` (upper case).
     pub controller_listener_name: String,
@@ -789,12 +793,25 @@ impl BrokerConfig {
             .copied()
             .or_else(|| crate::listener::SecurityProtocol::parse(&controller_name))
             .unwrap_or(crate::listener::SecurityProtocol::Plaintext);
-        if controller_protocol.uses_sasl() && !cluster.voters.is_empty() {
-            return Err(format!(
-                "the controller listener {controller_name} is {controller_protocol}: Skein's controller listener authenticates nodes with mutual TLS, not SASL; map it to SSL and set listener.name.{}.ssl.client.auth=required",
-                controller_name.to_ascii_lowercase()
-            ));
-        }
+        // SASL on the controller listener (Kafka's sasl.mechanism.controller.protocol): the
+        // credentials every node logs in with, and the server side on a controller.
+        let (controller_sasl, controller_sasl_server) = if controller_protocol.uses_sasl()
+            && !cluster.voters.is_empty()
+        {
+            let client =
+                crate::sasl::client::SaslCredentials::for_controller(&settings, &controller_name)?;
+            let server = if cluster.roles.controller {
+                Some(std::sync::Arc::new(
+                    crate::sasl::SaslSettings::for_listener(&settings, &controller_name)
+                        .map_err(|e| format!("controller listener {controller_name}: {e}"))?,
+                ))
+            } else {
+                None
+            };
+            (Some(client), server)
+        } else {
+            (None, None)
+        };
         let inter_broker_sasl =
             if !cluster.voters.is_empty() && client_listeners[0].protocol.uses_sasl() {
                 Some(crate::sasl::client::SaslCredentials::for_inter_broker(
@@ -828,6 +845,8 @@ impl BrokerConfig {
             listeners: client_listeners,
             inter_broker_listener,
             inter_broker_sasl,
+            controller_sasl,
+            controller_sasl_server,
             controller_protocol,
             controller_listener_name: controller_name,
             cluster,

@@ -103,7 +103,7 @@ use uuid::Uuid;
 
 pub use net::AppClient;
 pub use node::RaftNode;
-pub use transport::{BoxStream, Transport};
+pub use transport::{BoxStream, RareLog, Transport};
 
 /// A boxed, sendable future (keeps [`MetadataLog`] object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -268,6 +268,9 @@ pub(crate) struct Shared {
     pub seen_dirs: Mutex<BTreeMap<NodeId, Uuid>>,
     /// Recent refusals, newest last.
     pub refusals: Mutex<VecDeque<String>>,
+    /// Rate-limits the warnings for inbound connections closed on an error (a peer with a
+    /// wrong password or certificate retries several times a second).
+    pub closing_log: crate::transport::RareLog,
     pub raft: OnceLock<Raft>,
     pub app_handler: RwLock<Option<AppHandler>>,
     pub shutdown: watch::Sender<bool>,
@@ -364,8 +367,8 @@ impl Conn {
             None => Box::new(tcp),
             Some(t) => tokio::time::timeout(limits.io_timeout, t.connect(tcp, addr.to_string()))
                 .await
-                .map_err(|_| format!("TLS handshake with {addr} timed out"))?
-                .map_err(|e| format!("TLS handshake with {addr}: {e}"))?,
+                .map_err(|_| format!("{} handshake with {addr} timed out", t.name()))?
+                .map_err(|e| format!("{} handshake with {addr}: {e}", t.name()))?,
         };
         let hello = encode(&shared.hello(channel)).map_err(|e| e.to_string())?;
         let reply = with_timeout(limits.io_timeout, async {
@@ -455,7 +458,9 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             tokio::select! {
                 r = handle_conn(stream, &shared) => {
                     if let Err(reason) = r {
-                        tracing::warn!(%peer, node = shared.node_id, "closing controller connection: {reason}");
+                        shared.closing_log.log(std::time::Instant::now(), |suppressed| {
+                            tracing::warn!(%peer, node = shared.node_id, suppressed, "closing controller connection: {reason}");
+                        });
                     }
                 }
                 _ = stop.wait_for(|s| *s) => {}
@@ -473,8 +478,8 @@ async fn handle_conn(tcp: TcpStream, shared: &Arc<Shared>) -> Result<(), String>
         None => Box::new(tcp),
         Some(t) => tokio::time::timeout(limits.io_timeout, t.accept(tcp))
             .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| format!("TLS handshake: {e}"))?,
+            .map_err(|_| format!("{} handshake timed out", t.name()))?
+            .map_err(|e| format!("{} handshake: {e}", t.name()))?,
     };
     let max = limits.max_frame_bytes;
     let hello = with_timeout(limits.io_timeout, read_frame(&mut stream, MAX_HELLO_BYTES))

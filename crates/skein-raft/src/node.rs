@@ -287,6 +287,7 @@ impl RaftNode {
             voter_ids: RwLock::new(BTreeSet::new()),
             seen_dirs: Mutex::new(BTreeMap::new()),
             refusals: Mutex::new(VecDeque::new()),
+            closing_log: crate::transport::RareLog::new(),
             raft: OnceLock::new(),
             app_handler: RwLock::new(None),
             shutdown,

@@ -203,7 +203,8 @@ fn outbound_tls(broker: &Broker) -> Result<Option<Arc<tls::TlsListener>>, String
             broker.set_inter_broker_tls(Arc::new(client));
         }
     }
-    if !in_cluster || config.controller_protocol != skein_broker::listener::SecurityProtocol::Ssl {
+    // SSL and SASL_SSL (SASL itself is wrapped around this TLS by the metadata quorum).
+    if !in_cluster || !config.controller_protocol.uses_tls() {
         return Ok(None);
     }
     let name = &config.controller_listener_name;
@@ -216,7 +217,8 @@ fn outbound_tls(broker: &Broker) -> Result<Option<Arc<tls::TlsListener>>, String
         Err(e) => return Err(format!("controller listener: {e}")),
     };
     if let Some(s) = &server {
-        if s.client_auth() != tls::ClientAuth::Required {
+        // On SASL_SSL the nodes authenticate with SASL instead.
+        if s.client_auth() != tls::ClientAuth::Required && !config.controller_protocol.uses_sasl() {
             tracing::warn!(
                 listener = %name,
                 "the controller listener is SSL without ssl.client.auth=required: any client that trusts its certificate can talk to the quorum; set listener.name.{}.ssl.client.auth=required (mutual TLS) to authenticate the nodes",

@@ -26,7 +26,7 @@ use skein_broker::BrokerConfig;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How often a refusal of one kind is logged at most.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+pub const LOG_EVERY: Duration = RareLog::EVERY;
 
 /// Kafka's "no limit": `Integer.MAX_VALUE`.
 const UNLIMITED: i64 = i32::MAX as i64;
@@ -114,39 +114,7 @@ impl Bucket {
     }
 }
 
-/// Logs one kind of event at most once per [`LOG_EVERY`], counting the ones left out.
-pub struct RareLog {
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl RareLog {
-    pub fn new() -> RareLog {
-        RareLog {
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// Calls `log(suppressed)` if the last call that logged was long enough ago, where
-    /// `suppressed` counts the events since then that were not logged.
-    pub fn log(&self, now: Instant, log: impl FnOnce(u64)) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match s.0 {
-            Some(at) if now.saturating_duration_since(at) < LOG_EVERY => s.1 += 1,
-            _ => {
-                let suppressed = s.1;
-                *s = (Some(now), 0);
-                drop(s);
-                log(suppressed);
-            }
-        }
-    }
-}
-
-impl Default for RareLog {
-    fn default() -> Self {
-        RareLog::new()
-    }
-}
+pub use skein_raft::RareLog;
 
 /// The broker-wide limits and counts, shared by every listener.
 pub struct ConnectionLimits {

@@ -78,15 +78,48 @@ impl SaslCredentials {
         explicit: &BTreeMap<String, String>,
         listener: &str,
     ) -> Result<SaslCredentials, String> {
+        Self::for_link(
+            explicit,
+            listener,
+            "sasl.mechanism.inter.broker.protocol",
+            "inter-broker",
+            "the other brokers",
+        )
+    }
+
+    /// The credentials this node logs in to the controller listener `listener` with
+    /// (Raft between controllers, brokers' calls to the controllers):
+    /// `sasl.mechanism.controller.protocol` and the `username`/`password` options of
+    /// `listener.name.<listener>.<mechanism>.sasl.jaas.config`, as Kafka takes them.
+    pub fn for_controller(
+        explicit: &BTreeMap<String, String>,
+        listener: &str,
+    ) -> Result<SaslCredentials, String> {
+        Self::for_link(
+            explicit,
+            listener,
+            "sasl.mechanism.controller.protocol",
+            "controller",
+            "the controllers",
+        )
+    }
+
+    fn for_link(
+        explicit: &BTreeMap<String, String>,
+        listener: &str,
+        setting: &str,
+        what: &str,
+        peers: &str,
+    ) -> Result<SaslCredentials, String> {
         let l = listener.to_ascii_lowercase();
         let mechanism = explicit
-            .get("sasl.mechanism.inter.broker.protocol")
+            .get(setting)
             .map(|m| m.trim().to_ascii_uppercase())
             // Kafka's default.
             .unwrap_or_else(|| "GSSAPI".into());
         if !super::MECHANISMS.contains(&mechanism.as_str()) {
             return Err(format!(
-                "inter-broker listener {listener} uses SASL with sasl.mechanism.inter.broker.protocol={mechanism}, which Skein does not have: set it to one of {}",
+                "{what} listener {listener} uses SASL with {setting}={mechanism}, which Skein does not have: set it to one of {}",
                 super::MECHANISMS.join(", ")
             ));
         }
@@ -96,13 +129,13 @@ impl SaslCredentials {
         );
         let jaas = explicit.get(&key).ok_or_else(|| {
             format!(
-                "inter-broker listener {listener} uses SASL {mechanism}: set {key} with the username and password this broker logs in to the others with"
+                "{what} listener {listener} uses SASL {mechanism}: set {key} with the username and password this node logs in to {peers} with"
             )
         })?;
         match SaslCredentials::from_jaas(jaas, &mechanism).map_err(|e| format!("{key}: {e}"))? {
             Some(credentials) => Ok(credentials),
             None => Err(format!(
-                "{key} needs username=\"…\" and password=\"…\" options: the credentials this broker logs in to the other brokers with"
+                "{key} needs username=\"…\" and password=\"…\" options: the credentials this node logs in to {peers} with"
             )),
         }
     }

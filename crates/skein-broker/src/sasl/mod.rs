@@ -25,6 +25,7 @@
 //! SCRAM-SHA-256/512 (credentials in the cluster metadata, [`scram`]).
 
 pub mod client;
+pub mod controller;
 pub mod scram;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,7 @@ const SETTINGS: &[&str] = &[
     "skein.sasl.plain.users.file",
     "skein.sasl.exchange.timeout.ms",
     "sasl.mechanism.inter.broker.protocol",
+    "sasl.mechanism.controller.protocol",
 ];
 
 /// Whether `key` is a SASL setting ([`validate_setting`] checks its value).
@@ -86,7 +88,7 @@ pub fn validate_setting(key: &str, value: &str) -> Result<(), String> {
         "connections.max.reauth.ms" | "connection.failed.authentication.delay.ms" => number(0),
         "sasl.server.max.receive.size" | "skein.sasl.exchange.timeout.ms" => number(1),
         "skein.sasl.plain.users.file" => Ok(()),
-        "sasl.mechanism.inter.broker.protocol" => {
+        "sasl.mechanism.inter.broker.protocol" | "sasl.mechanism.controller.protocol" => {
             let m = v.to_ascii_uppercase();
             if m == "GSSAPI" || MECHANISMS.contains(&m.as_str()) {
                 Ok(())
