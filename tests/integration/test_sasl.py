@@ -9,11 +9,13 @@ The broker gets two listeners: PLAINTEXT (the fixture's, used by the `skein` CLI
 picked here.
 """
 
+import os
 import shutil
 import socket
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -157,14 +159,32 @@ def test_kafka_python_produces_and_consumes(sasl_broker, mechanism):
     assert [(m.offset, m.value) for m in got] == [(i, f"kp-{i}".encode()) for i in range(10)]
 
 
+def wheel_librdkafka(tmp_path):
+    """A directory whose librdkafka.so.1 is the one bundled in confluent-kafka's wheel."""
+    import confluent_kafka
+
+    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    found = sorted(libs.glob("librdkafka*.so*"))
+    assert found, f"no librdkafka in {libs}"
+    d = tmp_path / "librdkafka"
+    d.mkdir()
+    (d / "librdkafka.so.1").symlink_to(found[0])
+    return d
+
+
 @pytest.mark.skipif(KCAT is None, reason="kcat is not installed")
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-def test_kcat_produces_and_consumes(sasl_broker, mechanism):
+def test_kcat_produces_and_consumes(sasl_broker, mechanism, tmp_path):
+    env = dict(os.environ)
     version = subprocess.run([KCAT, "-V"], capture_output=True, text=True).stdout
     if mechanism.startswith("SCRAM") and "librdkafka 2.0." in version:
         # librdkafka 2.0.0-2.0.2 repeat the client nonce in the client-final message (fixed
-        # in 2.1.0), which RFC 5802 servers, Kafka's included, refuse.
-        pytest.skip("Debian's kcat links librdkafka 2.0.x, whose SCRAM client-final is broken")
+        # in 2.1.0), which RFC 5802 servers, Kafka's included, refuse. Debian's kcat links
+        # 2.0.2, so for SCRAM the same kcat runs on the librdkafka that confluent-kafka's
+        # wheel carries (same ABI, librdkafka.so.1).
+        env["LD_LIBRARY_PATH"] = str(wheel_librdkafka(tmp_path))
+        version = subprocess.run([KCAT, "-V"], capture_output=True, text=True, env=env).stdout
+        assert "librdkafka 2.0." not in version and "sasl_scram" in version, version
     sb = sasl_broker
     user, pw = user_pw(mechanism)
     topic = unique_topic("sasl-kcat")
@@ -173,10 +193,10 @@ def test_kcat_produces_and_consumes(sasl_broker, mechanism):
             "-X", f"sasl.username={user}", "-X", f"sasl.password={pw}"]
     lines = [f"kcat-{i}" for i in range(10)]
     subprocess.run([KCAT, "-P", "-b", sb.sasl, "-t", topic, "-p", "0", *auth],
-                   input="\n".join(lines) + "\n", text=True, check=True, timeout=60)
+                   input="\n".join(lines) + "\n", text=True, check=True, timeout=60, env=env)
     out = subprocess.run([KCAT, "-C", "-b", sb.sasl, "-t", topic, "-p", "0", "-o", "beginning",
                           "-e", "-f", "%o %s\n", *auth],
-                         capture_output=True, text=True, check=True, timeout=60)
+                         capture_output=True, text=True, check=True, timeout=60, env=env)
     assert out.stdout.splitlines() == [f"{i} kcat-{i}" for i in range(10)]
 
 
@@ -210,6 +230,30 @@ def test_users_created_deleted_and_kept_across_restart(sasl_broker):
     assert auth_fails(sb, "SCRAM-SHA-512", "dave", "dave-pw")
     gone = skein("user", "delete", "dave", bootstrap=b.bootstrap)
     assert gone.returncode != 0 and "RESOURCE_NOT_FOUND" in gone.stderr
+
+
+def test_describe_configs_flags_the_jaas_configuration_and_hides_it(sasl_broker):
+    """DescribeConfigs on the broker lists the SASL settings as they were given; the JAAS
+    configuration (it holds every PLAIN user's password) is flagged sensitive with no value,
+    as Kafka does, and no password appears anywhere in the answer."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    b = sasl_broker.broker
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    resource = ConfigResource(ResourceType.BROKER, "1")
+    configs = admin.describe_configs([resource])[resource].result(timeout=DEFAULT_TIMEOUT_S)
+    jaas = configs["listener.name.sasl_plaintext.plain.sasl.jaas.config"]
+    assert jaas.is_sensitive and jaas.value is None
+    assert jaas.source == 4  # STATIC_BROKER_CONFIG
+    mechanisms = configs["sasl.enabled.mechanisms"]
+    assert mechanisms.value == "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    assert not mechanisms.is_sensitive
+    assert configs["skein.sasl.exchange.timeout.ms"].value == str(EXCHANGE_TIMEOUT_MS)
+    reauth = configs["connections.max.reauth.ms"]
+    assert reauth.value == "0" and reauth.is_default
+    for entry in configs.values():
+        for password in PLAIN_USERS.values():
+            assert password not in (entry.value or ""), entry.name
 
 
 # -- raw protocol ---------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ pub enum ConfigType {
     Long = 5,
     Double = 6,
     List = 7,
+    /// A secret (Kafka's PASSWORD): DescribeConfigs flags it sensitive and shows no value.
+    Password = 9,
 }
 
 /// One topic-level setting and the broker key that supplies its default.
@@ -218,6 +220,7 @@ pub fn is_sensitive(key: &str) -> bool {
             | "ssl.truststore.password"
             | "sasl.jaas.config"
     ) || key.ends_with(".password")
+        || key.ends_with(".sasl.jaas.config")
 }
 
 /// Splits `listener.name.<name>.<key>` into the listener name and the key.
@@ -536,7 +539,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef { name: "ssl.keystore.location", ty: ConfigType::String, default: "", validate: any, doc: "A PEM file with the listener's certificate chain and its private key (PKCS#8, or PKCS#1/SEC1), re-read when it changes." },
     BrokerConfigDef { name: "ssl.keystore.certificate.chain", ty: ConfigType::String, default: "", validate: any, doc: "The certificate chain in PEM, inline (instead of ssl.keystore.location)." },
     BrokerConfigDef { name: "ssl.keystore.key", ty: ConfigType::String, default: "", validate: any, doc: "The private key in PEM, inline (instead of ssl.keystore.location). Sensitive." },
-    BrokerConfigDef { name: "ssl.key.password", ty: ConfigType::String, default: "", validate: any, doc: "The password of an encrypted PKCS#8 private key (PBES2: PBKDF2 or scrypt with AES-CBC, as openssl pkcs8 -topk8 -v2 aes-256-cbc writes it). Sensitive." },
+    BrokerConfigDef { name: "ssl.key.password", ty: ConfigType::Password, default: "", validate: any, doc: "The password of an encrypted PKCS#8 private key (PBES2: PBKDF2 or scrypt with AES-CBC, as openssl pkcs8 -topk8 -v2 aes-256-cbc writes it). Sensitive." },
     BrokerConfigDef { name: "ssl.truststore.type", ty: ConfigType::String, default: "PEM", validate: pem_only, doc: "The trust store's format: PEM." },
     BrokerConfigDef { name: "ssl.truststore.location", ty: ConfigType::String, default: "", validate: any, doc: "A PEM file of the CA certificates client certificates are checked against, re-read when it changes." },
     BrokerConfigDef { name: "ssl.truststore.certificates", ty: ConfigType::String, default: "", validate: any, doc: "The trusted CA certificates in PEM, inline (instead of ssl.truststore.location)." },
@@ -1019,6 +1022,20 @@ impl BrokerConfig {
                         d.doc,
                     ));
                 }
+            }
+        }
+        // The SASL settings, and the per-listener ones (JAAS configurations, enabled
+        // mechanisms) as they were given. The JAAS ones are secrets: flagged, no value.
+        for &(name, default, ty, doc) in crate::sasl::DESCRIBED {
+            let (v, s) = match self.explicit.get(name) {
+                Some(v) => (v.clone(), ConfigSource::StaticBroker),
+                None => (default.to_string(), ConfigSource::Default),
+            };
+            out.push((name.to_string(), v, s, ty, doc));
+        }
+        for (k, v) in &self.explicit {
+            if let Some((ty, doc)) = crate::sasl::describe_listener_setting(k) {
+                out.push((k.clone(), v.clone(), ConfigSource::StaticBroker, ty, doc));
             }
         }
         out

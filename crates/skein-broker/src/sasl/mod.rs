@@ -37,6 +37,7 @@ use skein_protocol::messages::{SaslAuthenticateResponse, SaslHandshakeResponse};
 use skein_protocol::{ApiKey, ErrorCode, RequestBody, ResponseBody};
 
 use crate::broker::Broker;
+use crate::config::ConfigType;
 use scram::{Mechanism, ScramServer, ScramStep};
 
 pub const UNSUPPORTED_SASL_MECHANISM: ErrorCode = ErrorCode(33);
@@ -61,16 +62,37 @@ const SETTINGS: &[&str] = &[
     "sasl.mechanism.controller.protocol",
 ];
 
+/// How DescribeConfigs lists the SASL settings: name, default, type and documentation.
+pub const DESCRIBED: &[(&str, &str, ConfigType, &str)] = &[
+    ("sasl.enabled.mechanisms", "", ConfigType::List, "The SASL mechanisms a SASL listener offers: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (Kafka's default GSSAPI is not built, so a SASL listener needs this set)."),
+    ("connections.max.reauth.ms", "0", ConfigType::Long, "KIP-368: a SASL session's lifetime; a client must re-authenticate before it ends or its connection is closed. 0: sessions do not expire."),
+    ("sasl.server.max.receive.size", "524288", ConfigType::Int, "The largest frame accepted before a connection is authenticated."),
+    ("connection.failed.authentication.delay.ms", "100", ConfigType::Int, "How long a failed login waits before it is answered and its connection closed."),
+    ("skein.sasl.plain.users.file", "", ConfigType::String, "A file of user=password lines: PLAIN users, added to the JAAS configuration's."),
+    ("skein.sasl.exchange.timeout.ms", "10000", ConfigType::Long, "The longest a SASL exchange (or re-authentication) may take before its connection is closed."),
+    ("sasl.mechanism.inter.broker.protocol", "GSSAPI", ConfigType::String, "The mechanism brokers log in to one another with on a SASL inter-broker listener."),
+    ("sasl.mechanism.controller.protocol", "GSSAPI", ConfigType::String, "The mechanism every node logs in to the controllers with on a SASL controller listener."),
+];
+
+/// The type and documentation of a per-listener SASL setting
+/// (`listener.name.<l>.sasl.enabled.mechanisms`, `listener.name.<l>.<mechanism>.sasl.jaas.config`).
+pub fn describe_listener_setting(key: &str) -> Option<(ConfigType, &'static str)> {
+    if !key.starts_with("listener.name.") {
+        None
+    } else if key.ends_with(".sasl.jaas.config") {
+        Some((ConfigType::Password, "A listener's JAAS configuration for one mechanism: the PLAIN users it accepts (user_NAME=\"PASSWORD\") and the username and password this node logs in with. Sensitive."))
+    } else if key.ends_with(".sasl.enabled.mechanisms") {
+        Some((ConfigType::List, "The SASL mechanisms this listener offers (overrides sasl.enabled.mechanisms)."))
+    } else {
+        None
+    }
+}
+
 /// Whether `key` is a SASL setting ([`validate_setting`] checks its value).
 pub fn is_setting(key: &str) -> bool {
     SETTINGS.contains(&key)
         || (key.starts_with("listener.name.")
             && (key.ends_with(".sasl.jaas.config") || key.ends_with(".sasl.enabled.mechanisms")))
-}
-
-/// Whether a setting holds a secret (hidden in DescribeConfigs and logs).
-pub fn is_sensitive(key: &str) -> bool {
-    key.ends_with(".sasl.jaas.config") || key.ends_with("password")
 }
 
 /// Validates a SASL setting's value.
@@ -812,8 +834,12 @@ mod tests {
         assert!(is_setting(
             "listener.name.sasl_plaintext.plain.sasl.jaas.config"
         ));
-        assert!(is_sensitive(
+        assert!(crate::config::is_sensitive(
             "listener.name.sasl_plaintext.plain.sasl.jaas.config"
         ));
+        assert!(crate::config::is_sensitive(
+            "listener.name.controller.scram-sha-512.sasl.jaas.config"
+        ));
+        assert!(!crate::config::is_sensitive("sasl.enabled.mechanisms"));
     }
 }
