@@ -35,6 +35,9 @@ class Broker:
         self.sets = list(sets)
         self.config = config
         self.extra_env = dict(env or {})
+        # SKEIN_TEST_BROKER_LOG=<filter> gives every broker SKEIN_LOG=<filter> (debugging).
+        if os.environ.get("SKEIN_TEST_BROKER_LOG"):
+            self.extra_env.setdefault("SKEIN_LOG", os.environ["SKEIN_TEST_BROKER_LOG"])
         self.proc = None
         self.bootstrap = None
         self.http = None
