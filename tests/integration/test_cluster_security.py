@@ -261,6 +261,32 @@ def read_all(node, topic):
         raise
 
 
+def replicate_300(c, topic):
+    """Creates `topic` (3 partitions, RF=3, min.insync.replicas=2), waits for every ISR to be
+    [1, 2, 3], produces 300 records with acks=all and reads them all back from node 2 (a
+    follower of some partitions) with dense offsets. Returns the partitions' state, the values
+    and the producer."""
+    create_topics(c[1].bootstrap, {topic: 3}, replication_factor=3,
+                  config={"min.insync.replicas": "2"})
+    full = wait_until(
+        lambda: (lambda p: p if p and all(sorted(i.isr) == [1, 2, 3] for i in p.values()) else None)(
+            isr_of(c, topic)
+        ),
+        WAIT_S, f"{topic}: every partition with ISR [1, 2, 3]",
+    )
+    producer = Producer({"bootstrap.servers": c.bootstrap_all(), "acks": "all",
+                         "enable.idempotence": True, "linger.ms": 5})
+    values = [f"v{i}".encode() for i in range(300)]
+    reports = produce_all(producer, [(topic, {"key": f"k{i % 17}".encode(), "value": v})
+                                     for i, v in enumerate(values)], timeout=WAIT_S)
+    assert_delivered(reports)
+    got = consume_to_end(c[2], topic, [0, 1, 2], timeout=WAIT_S)
+    assert sorted(r.value for rs in got.values() for r in rs) == sorted(values)
+    for p, rs in got.items():
+        assert [r.offset for r in rs] == list(range(len(rs))), p
+    return full, values, producer
+
+
 def node_output(node):
     """What the node's process wrote (the harness's own lines, such as the command line with
     its settings, left out)."""
@@ -289,28 +315,8 @@ def test_replication_over_sasl_ssl_and_controllers_over_mutual_tls(secure_cluste
         # Until the user exists the followers' logins fail; they retry and get in.
         scram_users(c, mechanism)
     topic = unique_topic("secure")
-    create_topics(c[1].bootstrap, {topic: 3}, replication_factor=3,
-                  config={"min.insync.replicas": "2"})
-    full = wait_until(
-        lambda: (lambda p: p if p and all(sorted(i.isr) == [1, 2, 3] for i in p.values()) else None)(
-            isr_of(c, topic)
-        ),
-        WAIT_S, f"{topic}: every partition with ISR [1, 2, 3]",
-    )
-    producer = Producer({
-        "bootstrap.servers": c.bootstrap_all(),
-        "acks": "all",
-        "enable.idempotence": True,
-        "linger.ms": 5,
-    })
-    values = [f"v{i}".encode() for i in range(300)]
-    reports = produce_all(producer, [(topic, {"key": f"k{i % 17}".encode(), "value": v})
-                                     for i, v in enumerate(values)], timeout=WAIT_S)
-    assert_delivered(reports)
-
     # Every follower has everything: the high watermarks moved past it over SASL_SSL fetches.
-    got = consume_to_end(c[2], topic, [0, 1, 2], timeout=WAIT_S)
-    assert sorted(r.value for rs in got.values() for r in rs) == sorted(values)
+    full, values, producer = replicate_300(c, topic)
 
     victim = full[0].leader
     c.kill9(victim)
@@ -393,24 +399,7 @@ def test_controllers_over_sasl_ssl(secure_cluster):
     controllers and the brokers' registrations and heartbeats all log in."""
     c = secure_cluster("PLAIN", controller="PLAIN")
     topic = unique_topic("ctl-sasl")
-    create_topics(c[1].bootstrap, {topic: 3}, replication_factor=3,
-                  config={"min.insync.replicas": "2"})
-    wait_until(
-        lambda: (lambda p: p if p and all(sorted(i.isr) == [1, 2, 3] for i in p.values()) else None)(
-            isr_of(c, topic)
-        ),
-        WAIT_S, f"{topic}: every partition with ISR [1, 2, 3]",
-    )
-    producer = Producer({"bootstrap.servers": c.bootstrap_all(), "acks": "all",
-                         "enable.idempotence": True, "linger.ms": 5})
-    values = [f"v{i}".encode() for i in range(300)]
-    reports = produce_all(producer, [(topic, {"key": f"k{i % 17}".encode(), "value": v})
-                                     for i, v in enumerate(values)], timeout=WAIT_S)
-    assert_delivered(reports)
-    got = consume_to_end(c[2], topic, [0, 1, 2], timeout=WAIT_S)
-    assert sorted(r.value for rs in got.values() for r in rs) == sorted(values)
-    for p, rs in got.items():
-        assert [r.offset for r in rs] == list(range(len(rs))), p
+    replicate_300(c, topic)
     # Every node accepted SASL logins on its controller listener, after TLS.
     for n in c.running():
         lines = node_output(n)
