@@ -1,6 +1,8 @@
 """Connection limits as Kafka has them (issue 15): `max.connections.per.ip` and its overrides
 (an address past its limit has the new connection closed at once), `max.connection.creation.
-rate` (broker-wide and per listener: connections past it are delayed, not refused), and the
+rate` (broker-wide and per listener: connections past it are delayed, not refused), the
+`connection_creation_rate` client quota of an IP address (KIP-612: past it, a connection is
+not served and is closed when its throttle time is over), and the
 per-listener metrics on /metrics (open connections, refusals, throttled connections, SASL
 logins by mechanism). Counts must not leak: a connection ended by a failed login gives its
 slot back.
@@ -17,7 +19,7 @@ import time
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import wire
-from helpers import wait_until
+from helpers import skein, wait_until
 from test_metrics import get
 
 TIMEOUT_S = 30
@@ -206,7 +208,73 @@ def test_connection_creation_rate_delays_connections(start_broker):
     b.assert_alive()
 
 
-# -- SASL: logins counted, failed ones give their slot back ------------------------------------
+def served_of(port, source, n):
+    """Opens n connections from `source` at once and asks ApiVersions on each: how many
+    answered, and the sockets the broker closed without an answer (each closed within
+    TIMEOUT_S)."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+             for _ in range(n)]
+    served, closed = 0, 0
+    try:
+        for i, s in enumerate(socks):
+            wire.send_ignoring_reset(s, wire.api_versions_request(0, i))
+        for i, s in enumerate(socks):
+            try:
+                corr, _ = wire.recv_frame(s, timeout=TIMEOUT_S)
+                assert corr == i
+                served += 1
+            except (ConnectionError, EOFError, OSError, AssertionError):
+                closed += 1
+    finally:
+        for s in socks:
+            s.close()
+    return served, closed
+
+
+def test_ip_connection_creation_rate_quota(start_broker):
+    """connection_creation_rate=2 on 127.0.0.2: Kafka's rate over quota.window.num=11 windows
+    of 1 s counts a new address over at least 10 s, so 20 connections pass at once and the
+    rest are closed unserved; 127.0.0.1 is untouched; removing the quota lifts it; the
+    default IP entity applies to an address without its own."""
+    b = start_broker()
+    port = b.port
+    skein("quota", "set", "--ip", "127.0.0.2", "--connection-creation-rate", "2",
+          bootstrap=b.bootstrap, check=0)
+
+    def refused_metric():
+        return metric(b, "skein_listener_connections_refused_total", listener="PLAINTEXT",
+                      limit="connection_creation_rate") or 0
+
+    # Once the quota is in force (the first refusal), 40 more from 127.0.0.2 are mostly closed.
+    wait_until(lambda: served_of(port, "127.0.0.2", 5)[1] > 0, TIMEOUT_S,
+               "the quota of 127.0.0.2 in force")
+    before = refused_metric()
+    started = time.monotonic()
+    served, closed = served_of(port, "127.0.0.2", 40)
+    # The rate is 20 over 10 s plus the time since the first window started: a connection
+    # or two more pass as that time goes by (2 more per second).
+    assert served + closed == 40 and closed >= 34, (served, closed)
+    # Closed after their throttle time (at most one 1 s window), not held for long.
+    assert time.monotonic() - started < 15
+    assert refused_metric() == before + closed
+    # Another address is not limited by it.
+    assert served_of(port, "127.0.0.1", 40) == (40, 0)
+    # Without the quota, 127.0.0.2 is served again at once.
+    skein("quota", "remove", "--ip", "127.0.0.2", "--connection-creation-rate",
+          bootstrap=b.bootstrap, check=0)
+    wait_until(lambda: served_of(port, "127.0.0.2", 5) == (5, 0), TIMEOUT_S,
+               "127.0.0.2 served after its quota was removed")
+    # The default IP entity: a fresh address gets 2/s counted over 10 s, so 20 pass.
+    skein("quota", "set", "--ip-default", "--connection-creation-rate", "2",
+          bootstrap=b.bootstrap, check=0)
+    wait_until(lambda: served_of(port, "127.0.0.4", 25)[1] > 0, TIMEOUT_S,
+               "the default IP quota in force")
+    served, closed = served_of(port, "127.0.0.3", 30)
+    assert 18 <= served <= 23 and served + closed == 30, (served, closed)
+    b.assert_alive()
+
+
+# -- SASL: logins counted, failed ones give their slot back# -- SASL: logins counted, failed ones give their slot back ------------------------------------
 
 PLAIN_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
               'user_alice="alice-pw";')

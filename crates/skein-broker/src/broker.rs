@@ -577,6 +577,31 @@ impl Broker {
         &self.peers
     }
 
+    /// KIP-612: records a new connection from `ip` against the `connection_creation_rate`
+    /// quota that applies to it, if any, and answers for how long to throttle it (0: serve
+    /// it). As Kafka, the throttle is at most one quota window, and a throttled connection
+    /// is taken back out of the rate (it was not accepted).
+    pub fn ip_connection_throttle(&self, ip: std::net::IpAddr) -> u64 {
+        let quota = self.quorum.read(|image| {
+            let all = image.client_quotas();
+            if all.is_empty() {
+                None
+            } else {
+                crate::quota::resolve_ip(all, ip)
+            }
+        });
+        let Some(quota) = quota else {
+            return 0;
+        };
+        let tags = (ip.to_string(), String::new());
+        let qt = crate::quota::QuotaType::Connection;
+        let ms = self.quotas.record(qt, &tags, quota, 1.0);
+        if ms > 0 {
+            self.quotas.unrecord(qt, &tags, 1.0);
+        }
+        ms.min(self.quotas.window_ms())
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -40,12 +40,15 @@ const MAX_SENSORS: usize = 10_000;
 /// ones are counted under `user="other", client_id="other"`.
 pub const MAX_METRIC_CLIENTS: usize = 200;
 
-/// The three quotas a client is measured against.
+/// The three quotas a client is measured against, and the connection creation rate of an
+/// IP address (KIP-612, not in [`QuotaType::ALL`]: it is checked when a connection is
+/// accepted, not per request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum QuotaType {
     Produce,
     Fetch,
     Request,
+    Connection,
 }
 
 impl QuotaType {
@@ -57,6 +60,7 @@ impl QuotaType {
             QuotaType::Produce => PRODUCER_BYTE_RATE,
             QuotaType::Fetch => CONSUMER_BYTE_RATE,
             QuotaType::Request => REQUEST_PERCENTAGE,
+            QuotaType::Connection => CONNECTION_CREATION_RATE,
         }
     }
 
@@ -66,6 +70,7 @@ impl QuotaType {
             QuotaType::Produce => "produce",
             QuotaType::Fetch => "fetch",
             QuotaType::Request => "request",
+            QuotaType::Connection => "connection_creation",
         }
     }
 }
@@ -102,6 +107,33 @@ pub fn resolve(
         let v = quotas.get(&entity)?.get(key)?;
         Some((tags, v.0))
     })
+}
+
+/// The `connection_creation_rate` (connections per second) that applies to connections from
+/// `ip`: its own entity's, else the default IP entity's, as Kafka takes it (KIP-612). An
+/// entity's name is compared as an address, so `::1` and `0:0:0:0:0:0:0:1` are one.
+pub fn resolve_ip(
+    quotas: &BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>,
+    ip: std::net::IpAddr,
+) -> Option<f64> {
+    let mut default = None;
+    for (entity, values) in quotas {
+        let [(ty, name)] = entity.as_slice() else {
+            continue;
+        };
+        if ty != IP {
+            continue;
+        }
+        let Some(v) = values.get(CONNECTION_CREATION_RATE) else {
+            continue;
+        };
+        match name {
+            None => default = Some(v.0),
+            Some(n) if n.parse::<std::net::IpAddr>().ok() == Some(ip) => return Some(v.0),
+            Some(_) => {}
+        }
+    }
+    default
 }
 
 /// Kafka's `Rate` over a `SampledStat`: `samples` windows of `window_ms` each.
@@ -205,6 +237,11 @@ impl ClientQuotas {
             sensors: Mutex::new(HashMap::new()),
             labels: Mutex::new(Default::default()),
         }
+    }
+
+    /// One sample window, in ms (`quota.window.size.seconds`).
+    pub fn window_ms(&self) -> u64 {
+        self.window_ms
     }
 
     fn now_ms(&self) -> u64 {
@@ -397,6 +434,23 @@ mod tests {
             resolve(&user, "alice", "app", k),
             Some((("alice".into(), String::new()), 3.0))
         );
+    }
+
+    #[test]
+    fn an_ips_own_rate_comes_before_the_default() {
+        let k = CONNECTION_CREATION_RATE;
+        let all = q(&[
+            (&[(IP, Some("10.0.0.1"))], k, 5.0),
+            (&[(IP, Some("0:0:0:0:0:0:0:1"))], k, 7.0),
+            (&[(IP, None)], k, 2.0),
+            (&[(USER, None)], PRODUCER_BYTE_RATE, 9.0),
+        ]);
+        let r = |ip: &str| resolve_ip(&all, ip.parse().unwrap());
+        assert_eq!(r("10.0.0.1"), Some(5.0));
+        assert_eq!(r("::1"), Some(7.0), "names compare as addresses");
+        assert_eq!(r("10.0.0.2"), Some(2.0));
+        let none = q(&[(&[(IP, Some("10.0.0.1"))], k, 5.0)]);
+        assert_eq!(resolve_ip(&none, "10.0.0.2".parse().unwrap()), None);
     }
 
     #[test]

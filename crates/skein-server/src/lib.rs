@@ -434,6 +434,45 @@ async fn accept_loop(broker: Arc<Broker>, bound: Bound, budget: RequestBudget) {
             });
             tokio::time::sleep(delay).await;
         }
+        // KIP-612: an address past its connection_creation_rate quota is not served; as in
+        // Kafka (on every listener) its connection is closed when the throttle time is over.
+        {
+            let ip = limits::canonical(peer.ip());
+            let ms = broker.ip_connection_throttle(ip);
+            if ms > 0 {
+                metrics.connections_refused.inc();
+                metrics
+                    .listener_connections_refused
+                    .get_or_create(&skein_broker::metrics::RefusedLabels {
+                        listener: listener.name.clone(),
+                        limit: "connection_creation_rate".to_string(),
+                    })
+                    .inc();
+                limits
+                    .broker
+                    .throttled_ip_log
+                    .log(Instant::now(), |suppressed| {
+                        tracing::warn!(
+                            %peer,
+                            listener = %listener.name,
+                            throttle_ms = ms,
+                            suppressed,
+                            "connection refused: {ip} is past its connection_creation_rate quota"
+                        )
+                    });
+                match limits.broker.throttled_held.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            drop(stream);
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => drop(stream),
+                }
+                continue;
+            }
+        }
         let slot = match limits.admit(peer.ip(), open_gauge.clone(), metrics.connections.clone()) {
             Ok(slot) => slot,
             Err(refused) => {

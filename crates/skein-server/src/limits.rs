@@ -126,7 +126,15 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     pub refused_ip_log: RareLog,
     pub refused_max_log: RareLog,
+    pub throttled_ip_log: RareLog,
+    /// Connections throttled by an IP's `connection_creation_rate` quota, held open until
+    /// their throttle time is over (as Kafka closes them); past this many they are closed at
+    /// once, so a flood cannot make the broker hold file descriptors without bound.
+    pub throttled_held: Arc<Semaphore>,
 }
+
+/// The most throttled connections held open at once (see [`ConnectionLimits::throttled_held`]).
+pub const MAX_THROTTLED_HELD: usize = 1024;
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +191,8 @@ impl ConnectionLimits {
             max_connections: config.max_connections,
             refused_ip_log: RareLog::new(),
             refused_max_log: RareLog::new(),
+            throttled_ip_log: RareLog::new(),
+            throttled_held: Arc::new(Semaphore::new(MAX_THROTTLED_HELD)),
         })
     }
 
@@ -200,7 +210,7 @@ impl ConnectionLimits {
 }
 
 /// An IPv4 address seen through an IPv6 socket counts as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()

@@ -4,8 +4,8 @@
 //!
 //! Entity types `user`, `client-id` (alone or together) and `ip` (alone). Keys:
 //! `producer_byte_rate`, `consumer_byte_rate` (whole numbers), `request_percentage` for users
-//! and client ids; `connection_creation_rate` (a whole number) for an ip, stored but not
-//! enforced by the quota manager. `controller_mutation_rate` (KIP-599) is refused: Skein does
+//! and client ids; `connection_creation_rate` (a whole number) for an ip, enforced when a
+//! connection is accepted (`Broker::ip_connection_throttle`). `controller_mutation_rate` (KIP-599) is refused: Skein does
 //! not throttle topic creations and deletions.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -82,7 +82,10 @@ pub fn describe_listener_setting(key: &str) -> Option<(ConfigType, &'static str)
     } else if key.ends_with(".sasl.jaas.config") {
         Some((ConfigType::Password, "A listener's JAAS configuration for one mechanism: the PLAIN users it accepts (user_NAME=\"PASSWORD\") and the username and password this node logs in with. Sensitive."))
     } else if key.ends_with(".sasl.enabled.mechanisms") {
-        Some((ConfigType::List, "The SASL mechanisms this listener offers (overrides sasl.enabled.mechanisms)."))
+        Some((
+            ConfigType::List,
+            "The SASL mechanisms this listener offers (overrides sasl.enabled.mechanisms).",
+        ))
     } else {
         None
     }
