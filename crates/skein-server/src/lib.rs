@@ -409,6 +409,17 @@ async fn accept_loop(broker: Arc<Broker>, bound: Bound, budget: RequestBudget) {
         .get_or_create(&labels)
         .clone();
     let rate_log = limits::RareLog::new();
+    // A connection refused (closed unserved) by the limit named `limit`, in the metrics.
+    let count_refused = |limit: &str| {
+        metrics.connections_refused.inc();
+        metrics
+            .listener_connections_refused
+            .get_or_create(&skein_broker::metrics::RefusedLabels {
+                listener: listener.name.clone(),
+                limit: limit.to_string(),
+            })
+            .inc();
+    };
     loop {
         let (stream, peer) = match bound.socket.accept().await {
             Ok(s) => s,
@@ -440,14 +451,7 @@ async fn accept_loop(broker: Arc<Broker>, bound: Bound, budget: RequestBudget) {
             let ip = limits::canonical(peer.ip());
             let ms = broker.ip_connection_throttle(ip);
             if ms > 0 {
-                metrics.connections_refused.inc();
-                metrics
-                    .listener_connections_refused
-                    .get_or_create(&skein_broker::metrics::RefusedLabels {
-                        listener: listener.name.clone(),
-                        limit: "connection_creation_rate".to_string(),
-                    })
-                    .inc();
+                count_refused("connection_creation_rate");
                 limits
                     .broker
                     .throttled_ip_log
@@ -476,14 +480,7 @@ async fn accept_loop(broker: Arc<Broker>, bound: Bound, budget: RequestBudget) {
         let slot = match limits.admit(peer.ip(), open_gauge.clone(), metrics.connections.clone()) {
             Ok(slot) => slot,
             Err(refused) => {
-                metrics.connections_refused.inc();
-                metrics
-                    .listener_connections_refused
-                    .get_or_create(&skein_broker::metrics::RefusedLabels {
-                        listener: listener.name.clone(),
-                        limit: refused.setting().to_string(),
-                    })
-                    .inc();
+                count_refused(refused.setting());
                 let log = match refused {
                     limits::Refused::PerIp(_) => &limits.broker.refused_ip_log,
                     _ => &limits.broker.refused_max_log,

@@ -50,19 +50,8 @@ pub const UNACCEPTABLE_CREDENTIAL: ErrorCode = ErrorCode(93);
 /// The mechanisms Skein implements.
 pub const MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
-/// Settings this module reads (validated by [`validate_setting`]).
-const SETTINGS: &[&str] = &[
-    "sasl.enabled.mechanisms",
-    "connections.max.reauth.ms",
-    "sasl.server.max.receive.size",
-    "connection.failed.authentication.delay.ms",
-    "skein.sasl.plain.users.file",
-    "skein.sasl.exchange.timeout.ms",
-    "sasl.mechanism.inter.broker.protocol",
-    "sasl.mechanism.controller.protocol",
-];
-
-/// How DescribeConfigs lists the SASL settings: name, default, type and documentation.
+/// The settings this module reads (validated by [`validate_setting`]), as DescribeConfigs
+/// lists them: name, default, type and documentation.
 pub const DESCRIBED: &[(&str, &str, ConfigType, &str)] = &[
     ("sasl.enabled.mechanisms", "", ConfigType::List, "The SASL mechanisms a SASL listener offers: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (Kafka's default GSSAPI is not built, so a SASL listener needs this set)."),
     ("connections.max.reauth.ms", "0", ConfigType::Long, "KIP-368: a SASL session's lifetime; a client must re-authenticate before it ends or its connection is closed. 0: sessions do not expire."),
@@ -93,7 +82,7 @@ pub fn describe_listener_setting(key: &str) -> Option<(ConfigType, &'static str)
 
 /// Whether `key` is a SASL setting ([`validate_setting`] checks its value).
 pub fn is_setting(key: &str) -> bool {
-    SETTINGS.contains(&key)
+    DESCRIBED.iter().any(|(name, ..)| *name == key)
         || (key.starts_with("listener.name.")
             && (key.ends_with(".sasl.jaas.config") || key.ends_with(".sasl.enabled.mechanisms")))
 }
